@@ -1,0 +1,49 @@
+# gemfs: build a Linux 6.12 kernel with the project in it, boot it in QEMU,
+# and run the tests (make test) or the benchmark (make run). See README.md.
+#
+# Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP,
+# KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>.
+
+SHELL := /bin/bash
+S := scripts
+export BUILD_DIR ?= $(CURDIR)/.build
+
+.PHONY: all run test setup tree kernel-test kernel-bench userspace \
+	initramfs-test initramfs-bench boot-test boot-bench test-runner check clean
+
+all: test
+
+## make test: set up, build the test kernel, run every test in the guest,
+## then the runner's self-test. Exits non-zero on any failure or splat.
+test: setup tree kernel-test userspace initramfs-test
+	@$(S)/test.sh
+
+## make run: set up, build the bench kernel and run the benchmark in the guest.
+run: setup tree kernel-bench userspace initramfs-bench
+	@$(S)/run-vm.sh bench run
+
+setup:
+	@$(S)/setup-host.sh
+tree:
+	@$(S)/prepare-tree.sh
+kernel-test kernel-bench: kernel-%: tree
+	@$(S)/build-kernel.sh $*
+userspace:
+	@$(S)/build-userspace.sh
+initramfs-test initramfs-bench: initramfs-%: kernel-% userspace
+	@$(S)/mkinitramfs.sh $*
+
+## Incremental loops: rebuild what changed and boot, without set-up.
+boot-test: initramfs-test
+	@$(S)/run-vm.sh test test
+boot-bench: initramfs-bench
+	@$(S)/run-vm.sh bench run
+test-runner: initramfs-test
+	@$(S)/test-runner-faults.sh
+
+## Style: rustfmt, clippy (the kernel's CLIPPY=1), checkpatch on C and patches.
+check: tree
+	@$(S)/check-style.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Judge one guest run from its two logs.
+
+console.log is the kernel console (ttyS0); runner.log is the guest runner's
+report (ttyS1, see tests/guest/init). The run fails on any failed or crashed
+KUnit case, any failed userspace test, any kernel splat in the console log
+(even when every test passed), a guest that did not finish, and a run that
+ran no test. The last line printed is "N passed, N failed[, N skipped]".
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+# What the kernel prints when something went wrong. Each pattern starts a
+# splat; the report shows the lines after it.
+SPLAT = re.compile(
+    r"(------------\[ cut here \]------------"
+    r"|\bWARNING: "
+    r"|\bBUG: "
+    r"|kernel BUG at "
+    r"|\bOops: "
+    r"|general protection fault"
+    r"|Kernel panic - not syncing"
+    r"|\bINFO: (possible|task .* blocked|trying to register non-static key|lockdep)"
+    r"|possible (circular|recursive) locking"
+    r"|inconsistent lock state"
+    r"|UBSAN: "
+    r"|KASAN: "
+    r"|unreferenced object 0x"
+    r"|rust_kernel: panicked at"
+    r"|Call Trace:)"
+)
+LIBTEST_CASE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
+LIBTEST_RESULT = re.compile(r"^test result: (ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored")
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.problems = []
+
+    def fail(self, what):
+        self.failed += 1
+        self.problems.append(what)
+
+
+def section(lines, begin, end):
+    """Lines between a "RUNNER: <begin>" and the matching "RUNNER: <end>"."""
+    out, inside = [], False
+    for line in lines:
+        if line.startswith("RUNNER: " + begin):
+            inside = True
+        elif inside and line.startswith("RUNNER: " + end):
+            return out, line
+        elif inside:
+            out.append(line)
+    return (out, None) if inside else (None, None)
+
+
+def check_kunit(lines, kernel_src, tally):
+    ktap, _ = section(lines, "kunit-begin", "kunit-end")
+    if ktap is None:
+        tally.fail("kunit: no KUnit results from the guest")
+        return
+    sys.path.insert(0, str(Path(kernel_src) / "tools/testing/kunit"))
+    import kunit_parser  # the kernel's own KTAP parser
+
+    test = kunit_parser.parse_run_tests(ktap)
+    c = test.counts
+    tally.passed += c.passed
+    tally.skipped += c.skipped
+    tally.failed += c.failed + c.crashed
+    if c.failed or c.crashed:
+        tally.problems.append(f"kunit: {c.failed} failed, {c.crashed} crashed")
+    if c.errors:
+        tally.fail(f"kunit: {c.errors} KTAP parse errors")
+    if c.total() == 0:
+        tally.fail("kunit: no KUnit test ran")
+
+
+def check_userspace(lines, tally):
+    names = [l.split()[2] for l in lines if l.startswith("RUNNER: user-begin ")]
+    for name in names:
+        body, end = section(lines, f"user-begin {name}", f"user-end {name}")
+        if end is None:
+            tally.fail(f"{name}: did not finish")
+            continue
+        rc = int(end.rsplit("rc=", 1)[1])
+        cases = [LIBTEST_CASE.match(l) for l in body]
+        cases = [m for m in cases if m]
+        result = [m for m in map(LIBTEST_RESULT.match, body) if m]
+        for m in cases:
+            if m.group(2) == "ok":
+                tally.passed += 1
+            elif m.group(2) == "ignored":
+                tally.skipped += 1
+            else:
+                tally.fail(f"{name}: {m.group(1)}")
+        if not result:
+            tally.fail(f"{name}: exited rc={rc} without a result line")
+        elif rc != 0 and not any(m.group(2) == "FAILED" for m in cases):
+            tally.fail(f"{name}: exited rc={rc}")
+        print(f"userspace {name}: {len(cases)} tests, rc={rc}")
+
+
+def check_console(console, tally):
+    lines = console.splitlines()
+    splats = [i for i, l in enumerate(lines) if SPLAT.search(l)]
+    # Report each splat once: patterns within a few lines belong together.
+    shown = -100
+    for i in splats:
+        if i - shown < 40:
+            continue
+        shown = i
+        tally.fail(f"kernel splat: {lines[i].strip()}")
+        print("---- kernel splat (console.log line %d) ----" % (i + 1))
+        print("\n".join(lines[i : i + 30]))
+        print("----")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default="test")
+    ap.add_argument("--kernel-src", required=True)
+    ap.add_argument("--qemu-rc", type=int, default=0)
+    ap.add_argument("logdir")
+    args = ap.parse_args()
+    logdir = Path(args.logdir)
+    console = (logdir / "console.log").read_text(errors="replace")
+    runner = (logdir / "runner.log").read_text(errors="replace")
+    lines = [l.rstrip("\r") for l in runner.splitlines()]
+
+    tally = Tally()
+    if args.mode == "test":
+        check_kunit(lines, args.kernel_src, tally)
+        check_userspace(lines, tally)
+    check_console(console, tally)
+    if args.qemu_rc == 124:
+        tally.fail("guest timed out (hang); last runner line: "
+                   + next((l for l in reversed(lines) if l.startswith("RUNNER: ")), "none"))
+    elif "RUNNER: done" not in lines:
+        tally.fail(f"guest did not finish (qemu exit {args.qemu_rc}); see {logdir}/console.log")
+    if args.mode == "test" and tally.passed + tally.failed == 0:
+        tally.fail("ran no test")
+
+    for p in tally.problems:
+        print(f"FAIL: {p}")
+    summary = f"{tally.passed} passed, {tally.failed} failed"
+    if tally.skipped:
+        summary += f", {tally.skipped} skipped"
+    print(summary)
+    return 1 if tally.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Boot a flavour's kernel and initramfs in QEMU and judge the run.
+#   run-vm.sh test|bench [test|run]
+# Environment: MEM (4G), SMP (2), TIMEOUT (s), KVM=1 (opt-in; /dev/kvm on
+# this machine kind is a nested PVM host under which stock kernels
+# triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
+# self-test), ONLY=<test binary>, APPEND (extra kernel parameters).
+. "$(dirname "$0")/lib.sh"
+
+flavour=${1:?usage: run-vm.sh test|bench [test|run]}
+mode=${2:-test}
+out=${O:-$BUILD_DIR/out-$flavour}
+img=$BUILD_DIR/initramfs-$flavour.cpio.gz
+MEM=${MEM:-4G}
+SMP=${SMP:-2}
+TIMEOUT=${TIMEOUT:-1800}
+FAULT=${FAULT:-none}
+logs=$BUILD_DIR/runs/$flavour-$mode${FAULT:+-$FAULT}
+mkdir -p "$logs"
+rm -f "$logs"/{console,runner}.log
+
+mem_mb=$(numfmt --from=iec "$MEM" | awk '{print int($1 / 1048576)}')
+half=$((mem_mb / 2))
+accel=(-accel tcg)
+[ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
+
+append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
+[ -n "${ONLY:-}" ] && append+=" runner.only=$ONLY"
+append+=" ${APPEND:-}"
+
+log "booting $flavour kernel ($mode, ${MEM}, $SMP cpus, 2 NUMA nodes, timeout ${TIMEOUT}s); logs in $logs"
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
+	-m "$mem_mb" -smp "$SMP" \
+	-object memory-backend-ram,id=m0,size=${half}M \
+	-object memory-backend-ram,id=m1,size=$((mem_mb - half))M \
+	-numa node,nodeid=0,cpus=0,memdev=m0 \
+	-numa node,nodeid=1,cpus=$([ "$SMP" -gt 2 ] && echo "1-$((SMP - 1))" || echo 1),memdev=m1 \
+	-display none -monitor none -no-reboot \
+	-serial "file:$logs/console.log" -serial stdio \
+	-kernel "$out/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \
+	</dev/null | tee "$logs/runner.log"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 124 ] && echo "RUNNER-HOST: timeout after ${TIMEOUT}s" >>"$logs/runner.log"
+exec python3 "$TOP/scripts/check-results.py" --mode "$mode" --kernel-src "$KERNEL_SRC" \
+	--qemu-rc "$rc" "$logs"
