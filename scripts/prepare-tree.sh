@@ -11,6 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 
 OVERLAY_DIRS=(fs drivers rust include lib Documentation)
+PATCHES=${PATCHES:-$TOP/patches}
 state=$KERNEL_SRC/.gemfs-state
 
 if [ ! -f "$KERNEL_SRC/Makefile" ]; then
@@ -29,12 +30,12 @@ fi
 mkdir -p "$state/applied"
 
 # --- patches ---------------------------------------------------------------
-mapfile -t want < <(cd "$TOP/patches" && ls -1 [0-9]*.patch 2>/dev/null || true)
+mapfile -t want < <(cd "$PATCHES" && ls -1 [0-9]*.patch 2>/dev/null || true)
 mapfile -t have < <(cd "$state/applied" && ls -1 [0-9]*.patch 2>/dev/null || true)
 keep=0
 while [ $keep -lt ${#want[@]} ] && [ $keep -lt ${#have[@]} ] &&
 	[ "${want[$keep]}" = "${have[$keep]}" ] &&
-	cmp -s "$TOP/patches/${want[$keep]}" "$state/applied/${have[$keep]}"; do
+	cmp -s "$PATCHES/${want[$keep]}" "$state/applied/${have[$keep]}"; do
 	keep=$((keep + 1))
 done
 for ((i = ${#have[@]} - 1; i >= keep; i--)); do
@@ -45,9 +46,9 @@ for ((i = ${#have[@]} - 1; i >= keep; i--)); do
 done
 for ((i = keep; i < ${#want[@]}; i++)); do
 	log "applying ${want[$i]}"
-	patch -d "$KERNEL_SRC" -p1 -s -N --no-backup-if-mismatch <"$TOP/patches/${want[$i]}" ||
+	patch -d "$KERNEL_SRC" -p1 -s -N --no-backup-if-mismatch <"$PATCHES/${want[$i]}" ||
 		die "${want[$i]} does not apply to $(make -s -C "$KERNEL_SRC" kernelversion)"
-	cp "$TOP/patches/${want[$i]}" "$state/applied/"
+	cp "$PATCHES/${want[$i]}" "$state/applied/"
 done
 
 # --- overlay ---------------------------------------------------------------

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Boot a flavour's kernel and initramfs in QEMU and judge the run.
 #   run-vm.sh test|bench [test|run]
+# One CPU per socket, so that splitting CPUs across the two NUMA nodes
+# never splits a cache domain (the kernel WARNs about that).
 # Environment: MEM (4G), SMP (2), TIMEOUT (s), KVM=1 (opt-in; /dev/kvm on
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
@@ -15,7 +17,8 @@ MEM=${MEM:-4G}
 SMP=${SMP:-2}
 TIMEOUT=${TIMEOUT:-1800}
 FAULT=${FAULT:-none}
-logs=$BUILD_DIR/runs/$flavour-$mode${FAULT:+-$FAULT}
+logs=$BUILD_DIR/runs/$flavour-$mode
+[ "$FAULT" = none ] || logs+=-$FAULT
 mkdir -p "$logs"
 rm -f "$logs"/{console,runner}.log
 
@@ -31,7 +34,7 @@ append+=" ${APPEND:-}"
 log "booting $flavour kernel ($mode, ${MEM}, $SMP cpus, 2 NUMA nodes, timeout ${TIMEOUT}s); logs in $logs"
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
-	-m "$mem_mb" -smp "$SMP" \
+	-m "$mem_mb" -smp "$SMP,sockets=$SMP,cores=1,threads=1" \
 	-object memory-backend-ram,id=m0,size=${half}M \
 	-object memory-backend-ram,id=m1,size=$((mem_mb - half))M \
 	-numa node,nodeid=0,cpus=0,memdev=m0 \

@@ -5,7 +5,7 @@
 
 DEBS=(linux-source-6.12 rustc-web rust-web-src libclang-dev clang lld llvm
 	qemu-system-x86 busybox-static stress-ng flex bison bc libelf-dev
-	libssl-dev cpio xz-utils python3 kmod)
+	libssl-dev cpio xz-utils python3 kmod rustfmt-web rust-web-clippy)
 BINDGEN_VERSION=0.73.2
 
 missing=()

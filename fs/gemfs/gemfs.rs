@@ -1,0 +1,552 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! gemfs: a tmpfs variant for memory that devices hold without blocking
+//! migration.
+//!
+//! Mounts are tmpfs in every respect (options, swap, huge pages,
+//! truncation, fallocate) except for `->migrate_folio`. Drivers create
+//! objects on a private mount and take "holds" (folio references they
+//! account here) for device use. When the mm migrates a held folio, gemfs
+//! asks the object's owner to release it, migrates it the standard way and
+//! tells the owner where the data went. The C interface is
+//! `include/linux/gemfs.h`; the design is in
+//! `Documentation/filesystems/gemfs.rst`.
+//!
+//! Lock order: folio lock -> `Object::state` -> owner's locks. The owner's
+//! callbacks run under the folio lock; gemfs never calls them with
+//! `Object::state` held.
+
+use core::{
+    ptr,
+    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
+};
+use kernel::{
+    bindings, c_str, debugfs,
+    ffi::{c_char, c_int, c_ulong, c_void},
+    folio::{Folio, LockedFolio},
+    fs::{self, AddressSpace, File, KernMount},
+    mm::migrate::MigrateMode,
+    new_spinlock,
+    prelude::*,
+    rbtree::{RBTree, RBTreeNodeReservation},
+    lockdep,
+    shmem,
+    str::CStr,
+    sync::{Arc, ArcBorrow, SpinLock},
+    time,
+    types::{ARef, ForeignOwnable},
+};
+
+#[cfg(CONFIG_GEMFS_KUNIT_TEST)]
+mod tests;
+
+module! {
+    type: Gemfs,
+    name: "gemfs",
+    author: "gemfs developers",
+    description: "tmpfs variant whose folios devices can hold without blocking migration",
+    license: "GPL",
+}
+
+/// The filesystem type.
+struct GemfsType;
+
+impl fs::FileSystem for GemfsType {
+    const NAME: &'static CStr = c_str!("gemfs");
+
+    fn init_fs_context(fc: &mut fs::FsContext) -> Result {
+        shmem::VariantAops::<GemfsType>::init_fs_context(fc)
+    }
+}
+
+impl shmem::VariantOps for GemfsType {
+    fn migrate_folio(
+        mapping: &AddressSpace,
+        dst: &LockedFolio<'_>,
+        src: &LockedFolio<'_>,
+        mode: MigrateMode,
+    ) -> Result {
+        migrate_folio(mapping, dst, src, mode)
+    }
+}
+
+/// Counters in `/sys/kernel/debug/gemfs/`.
+struct Stats {
+    /// Held folios migrated after their owner released them.
+    released_migrated: AtomicU64,
+    /// Held folios released by their owner whose migration then failed.
+    released_not_migrated: AtomicU64,
+    /// Releases the owner refused because the device was busy.
+    refused_busy: AtomicU64,
+    /// Releases the owner refused for another reason.
+    refused_other: AtomicU64,
+    /// Folios of gemfs objects migrated with no hold on them.
+    unheld_migrated: AtomicU64,
+    /// Sum and maximum of the time owners took to release, in ns.
+    release_ns_total: AtomicU64,
+    release_ns_max: AtomicU64,
+}
+
+static STATS: Stats = Stats {
+    released_migrated: AtomicU64::new(0),
+    released_not_migrated: AtomicU64::new(0),
+    refused_busy: AtomicU64::new(0),
+    refused_other: AtomicU64::new(0),
+    unheld_migrated: AtomicU64::new(0),
+    release_ns_total: AtomicU64::new(0),
+    release_ns_max: AtomicU64::new(0),
+};
+
+/// Stands for the folio lock in lockdep's eyes: acquired around owner
+/// callbacks (which run under a folio lock) and around the folio lookups of
+/// `gemfs_object_get_folio()` (which may take folio locks). An owner that
+/// takes, in `->release()`, a lock it also holds while getting folios
+/// produces a lockdep report instead of a rare deadlock.
+static FOLIO_LOCK_MAP: lockdep::LockdepMap = lockdep::LockdepMap::new();
+
+/// The registered filesystem type, for `gemfs_kern_mount()`. Set once by
+/// module init, before any other gemfs function can be called; gemfs is
+/// built in, so it is never unregistered.
+static FS_TYPE: AtomicPtr<fs::Registration> = AtomicPtr::new(ptr::null_mut());
+
+fn registration() -> Result<&'static fs::Registration> {
+    let reg = FS_TYPE.load(Ordering::Acquire);
+    if reg.is_null() {
+        return Err(ENODEV);
+    }
+    // SAFETY: set from a leaked, pinned box in `Gemfs::init` and never freed.
+    Ok(unsafe { &*reg })
+}
+
+struct Gemfs {
+    _debugfs: Option<debugfs::Dir>,
+}
+
+impl kernel::Module for Gemfs {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        FOLIO_LOCK_MAP.init(c_str!("gemfs_folio_lock"));
+        let reg = KBox::pin_init(fs::Registration::new::<GemfsType>(module), GFP_KERNEL)?;
+        // The filesystem type lives as long as the kernel: leak it.
+        // SAFETY: the box is never moved out of or freed.
+        let reg = unsafe { Pin::into_inner_unchecked(reg) };
+        FS_TYPE.store(KBox::into_raw(reg), Ordering::Release);
+        let dir = debugfs::Dir::new(c_str!("gemfs")).ok();
+        if let Some(d) = &dir {
+            d.u64_file(c_str!("released_migrated"), &STATS.released_migrated);
+            d.u64_file(c_str!("released_not_migrated"), &STATS.released_not_migrated);
+            d.u64_file(c_str!("refused_busy"), &STATS.refused_busy);
+            d.u64_file(c_str!("refused_other"), &STATS.refused_other);
+            d.u64_file(c_str!("unheld_migrated"), &STATS.unheld_migrated);
+            d.u64_file(c_str!("release_ns_total"), &STATS.release_ns_total);
+            d.u64_file(c_str!("release_ns_max"), &STATS.release_ns_max);
+        }
+        Ok(Gemfs { _debugfs: dir })
+    }
+}
+
+/// The owner of an object: its callbacks and their argument.
+#[derive(Clone, Copy)]
+struct Owner {
+    ops: &'static bindings::gemfs_owner_ops,
+    data: *mut c_void,
+}
+
+// SAFETY: `data` is the owner's, passed back to its own callbacks, which
+// the C contract requires to be callable from any thread.
+unsafe impl Send for Owner {}
+
+struct State {
+    owner: Option<Owner>,
+    /// Holds by folio: key is the folio's address, value the number of
+    /// references the owner holds through gemfs.
+    holds: RBTree<usize, usize>,
+    nr_holds: usize,
+}
+
+/// An object: an unlinked gemfs file, its owner and the owner's holds.
+///
+/// # Invariants
+///
+/// `file` is on a gemfs mount. While the object is not destroyed, its
+/// mapping's private data holds a reference to it.
+#[pin_data]
+pub(crate) struct Object {
+    file: ARef<File>,
+    #[pin]
+    state: SpinLock<State>,
+}
+
+impl Object {
+    fn mapping(&self) -> &AddressSpace {
+        self.file.mapping()
+    }
+
+    /// Pages in the file.
+    fn nr_pages(&self) -> usize {
+        let size = self.file.size();
+        (size as usize).div_ceil(kernel::page::PAGE_SIZE)
+    }
+
+    fn holds_on(&self, folio: &Folio) -> usize {
+        let key = folio.as_raw() as usize;
+        self.state.lock().holds.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Records one more hold on `folio` (whose reference the caller hands
+    /// to the owner), using the node reserved in `node`.
+    fn add_hold(&self, folio: &Folio, node: RBTreeNodeReservation<usize, usize>) {
+        let key = folio.as_raw() as usize;
+        let mut st = self.state.lock();
+        st.nr_holds += 1;
+        if let Some(n) = st.holds.get_mut(&key) {
+            *n += 1;
+        } else {
+            st.holds.insert(node.into_node(key, 1));
+        }
+    }
+
+    /// Forgets one hold on `folio`; false if there was none.
+    fn drop_hold(&self, folio: &Folio) -> bool {
+        let key = folio.as_raw() as usize;
+        let mut st = self.state.lock();
+        let last = match st.holds.get_mut(&key) {
+            None => return false,
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+        };
+        if last {
+            st.holds.remove(&key);
+        }
+        st.nr_holds -= 1;
+        true
+    }
+}
+
+/// Finds the object of a gemfs mapping, if it has one (kernel objects do,
+/// files made through a `mount -t gemfs` do not).
+fn object_of(mapping: &AddressSpace) -> Option<Arc<Object>> {
+    // SAFETY: gemfs mappings only ever hold an `Arc<Object>` in their
+    // private data, installed and removed by `gemfs_object_create` and
+    // `gemfs_object_destroy` through this same function.
+    unsafe { mapping.with_private::<Arc<Object>, _>(|slot| slot.get().map(Arc::from)) }
+}
+
+/// `->migrate_folio` of gemfs files.
+fn migrate_folio(
+    mapping: &AddressSpace,
+    dst: &LockedFolio<'_>,
+    src: &LockedFolio<'_>,
+    mode: MigrateMode,
+) -> Result {
+    let obj = object_of(mapping);
+    let owner = obj.as_ref().and_then(|o| {
+        let st = o.state.lock();
+        st.owner
+            .filter(|_| st.holds.get(&(src.as_raw() as usize)).is_some())
+    });
+    let (Some(obj), Some(owner)) = (obj, owner) else {
+        mapping.migrate_folio_default(dst, src, mode)?;
+        STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+
+    let raw_obj = ptr::from_ref::<Object>(&obj).cast_mut().cast::<bindings::gemfs_object>();
+    let start = time::Ktime::ktime_get();
+    FOLIO_LOCK_MAP.acquire();
+    // SAFETY: `release` is the owner's callback (a valid function, as
+    // `gemfs_object_set_owner` requires); `src` is locked and referenced;
+    // `raw_obj` stays valid because `obj` holds a reference.
+    let ret = unsafe {
+        (owner.ops.release.ok_or(EINVAL)?)(raw_obj, src.as_raw(), mode.into_raw(), owner.data)
+    };
+    FOLIO_LOCK_MAP.release();
+    let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
+    STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
+    STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+    if ret != 0 {
+        let err = Error::from_errno(ret);
+        if err == EBUSY || err == EAGAIN {
+            STATS.refused_busy.fetch_add(1, Ordering::Relaxed);
+        } else {
+            STATS.refused_other.fetch_add(1, Ordering::Relaxed);
+        }
+        return Err(err);
+    }
+
+    // Holds left after a successful release make the reference count check
+    // of the default path fail with EAGAIN, which is the right answer: the
+    // owner raced a new use of the folio with its release.
+    let result = mapping.migrate_folio_default(dst, src, mode);
+    let (now, migrated) = match result {
+        Ok(()) => {
+            STATS.released_migrated.fetch_add(1, Ordering::Relaxed);
+            (dst, true)
+        }
+        Err(_) => {
+            STATS.released_not_migrated.fetch_add(1, Ordering::Relaxed);
+            (src, false)
+        }
+    };
+    if let Some(migrated_cb) = owner.ops.migrated {
+        FOLIO_LOCK_MAP.acquire();
+        // SAFETY: as for `release`; `now` is locked and referenced by the
+        // migration core for the duration of the call.
+        unsafe { migrated_cb(raw_obj, now.as_raw(), migrated, owner.data) };
+        FOLIO_LOCK_MAP.release();
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------
+// The C interface, include/linux/gemfs.h. Each function documents there what
+// it expects; the SAFETY comments below rely on those contracts.
+
+fn huge_option(huge: c_int) -> Result<&'static CStr> {
+    Ok(match huge as u32 {
+        bindings::gemfs_huge_GEMFS_HUGE_NEVER => c_str!("huge=never"),
+        bindings::gemfs_huge_GEMFS_HUGE_ALWAYS => c_str!("huge=always"),
+        bindings::gemfs_huge_GEMFS_HUGE_WITHIN_SIZE => c_str!("huge=within_size"),
+        bindings::gemfs_huge_GEMFS_HUGE_ADVISE => c_str!("huge=advise"),
+        _ => return Err(EINVAL),
+    })
+}
+
+/// Mounts a private gemfs instance for a driver.
+#[no_mangle]
+pub extern "C" fn gemfs_kern_mount(huge: bindings::gemfs_huge) -> *mut bindings::vfsmount {
+    let mount = || -> Result<KernMount> {
+        let opts = huge_option(huge as c_int)?;
+        KernMount::new(registration()?, Some(opts))
+    };
+    match mount() {
+        Ok(m) => m.into_raw(),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// Unmounts a mount from `gemfs_kern_mount()`.
+///
+/// # Safety
+///
+/// `mnt` came from `gemfs_kern_mount()` and has no objects left.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_kern_unmount(mnt: *mut bindings::vfsmount) {
+    // SAFETY: the caller gives back the mount `gemfs_kern_mount` made.
+    drop(unsafe { KernMount::from_raw(mnt) });
+}
+
+/// Creates an object of `size` bytes on gemfs mount `mnt`.
+///
+/// # Safety
+///
+/// `mnt` is a live gemfs mount and `name` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_create(
+    mnt: *mut bindings::vfsmount,
+    name: *const c_char,
+    size: bindings::loff_t,
+    vm_flags: c_ulong,
+) -> *mut bindings::gemfs_object {
+    let create = || -> Result<*mut bindings::gemfs_object> {
+        if size <= 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: the caller promises a live mount and a C string.
+        let (mnt, name) = unsafe { (fs::Mount::from_raw(mnt), CStr::from_char_ptr(name)) };
+        let file = shmem::file_setup(mnt, name, size, vm_flags as usize)?;
+        if file.fs_type() != registration()?.as_raw() {
+            return Err(EINVAL);
+        }
+        let obj = Arc::pin_init(
+            try_pin_init!(Object {
+                file,
+                state <- new_spinlock!(State { owner: None, holds: RBTree::new(), nr_holds: 0 }, "gemfs_object_state"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let mapping_ref = obj.clone();
+        // SAFETY: see `object_of`.
+        unsafe {
+            obj.mapping()
+                .with_private::<Arc<Object>, _>(|slot| slot.replace(Some(mapping_ref)))
+        };
+        Ok(obj.into_foreign().cast_mut().cast())
+    };
+    create().unwrap_or_else(|e| e.to_ptr())
+}
+
+/// Borrows an object handle.
+///
+/// # Safety
+///
+/// `obj` came from `gemfs_object_create()` and is not destroyed for `'a`.
+unsafe fn borrow<'a>(obj: *mut bindings::gemfs_object) -> ArcBorrow<'a, Object> {
+    // SAFETY: the handle is `Arc::into_foreign` output, still owned by the
+    // caller.
+    unsafe { <Arc<Object> as ForeignOwnable>::borrow(obj.cast_const().cast()) }
+}
+
+/// Destroys an object: the owner must have dropped all its holds. Holds
+/// left (an owner bug, reported) keep the object's accounting alive until
+/// they are put.
+///
+/// # Safety
+///
+/// `obj` came from `gemfs_object_create()`; it is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_destroy(obj: *mut bindings::gemfs_object) {
+    // SAFETY: the caller gives back its handle.
+    let obj = unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(obj.cast_const().cast()) };
+    // SAFETY: see `object_of`.
+    let mapping_ref = unsafe {
+        obj.mapping()
+            .with_private::<Arc<Object>, _>(|slot| slot.replace(None))
+    };
+    let mut st = obj.state.lock();
+    st.owner = None;
+    if st.nr_holds != 0 {
+        // An owner bug. Its holds keep the object alive until they are
+        // put, but the owner is no longer asked to release them: their
+        // folios cannot migrate meanwhile.
+        pr_warn!("object destroyed with {} holds left\n", st.nr_holds);
+        lockdep::warn(c_str!("gemfs: object destroyed with holds"));
+    }
+    drop(st);
+    drop(mapping_ref);
+}
+
+/// The object's file, for mapping it to userspace (borrowed).
+///
+/// # Safety
+///
+/// `obj` is a live object handle.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_file(obj: *mut bindings::gemfs_object) -> *mut bindings::file {
+    // SAFETY: the caller promises a live handle.
+    unsafe { borrow(obj) }.file.as_raw()
+}
+
+/// Sets the owner whose callbacks gemfs calls for held folios.
+///
+/// # Safety
+///
+/// `obj` is a live object handle; `ops` points to static callbacks valid
+/// until the object is destroyed; `->release` is not NULL.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_set_owner(
+    obj: *mut bindings::gemfs_object,
+    ops: *const bindings::gemfs_owner_ops,
+    owner_data: *mut c_void,
+) -> c_int {
+    // SAFETY: the caller promises a live handle.
+    let obj = unsafe { borrow(obj) };
+    // SAFETY: `ops` is valid as long as the object is (caller's promise),
+    // and the owner is cleared when the object is destroyed.
+    let Some(ops) = (unsafe { ops.as_ref() }) else {
+        return EINVAL.to_errno();
+    };
+    if ops.release.is_none() {
+        return EINVAL.to_errno();
+    }
+    let mut st = obj.state.lock();
+    if st.owner.is_some() {
+        return EBUSY.to_errno();
+    }
+    st.owner = Some(Owner { ops, data: owner_data });
+    0
+}
+
+/// Returns the folio holding page `index`, with a hold the owner must drop
+/// with `gemfs_object_put_folio()`.
+///
+/// # Safety
+///
+/// `obj` is a live object handle.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_get_folio(
+    obj: *mut bindings::gemfs_object,
+    index: bindings::pgoff_t,
+) -> *mut bindings::folio {
+    // SAFETY: the caller promises a live handle.
+    let obj = unsafe { borrow(obj) };
+    let get = || -> Result<*mut bindings::folio> {
+        let index = index as usize;
+        if index >= obj.nr_pages() {
+            return Err(EINVAL);
+        }
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        // shmem may lock folios (swap-in, allocation): tell lockdep.
+        FOLIO_LOCK_MAP.acquire();
+        FOLIO_LOCK_MAP.release();
+        let mapping = obj.mapping();
+        let folio = shmem::read_folio(mapping, index)?;
+        obj.add_hold(&folio, node);
+        // Each hold keeps the object alive, so that a hold put after an
+        // (erroneous) destroy still finds its accounting.
+        core::mem::forget(Arc::from(obj));
+        Ok(ARef::into_raw(folio).as_ptr().cast())
+    };
+    get().unwrap_or_else(|e| e.to_ptr())
+}
+
+/// Drops a hold taken with `gemfs_object_get_folio()` or
+/// `gemfs_object_hold_locked_folio()`.
+///
+/// # Safety
+///
+/// `obj` is a live object handle and `folio` a folio the caller holds
+/// through it.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_put_folio(
+    obj_handle: *mut bindings::gemfs_object,
+    folio: *mut bindings::folio,
+) {
+    // SAFETY: the caller holds `folio` through the object, and the hold
+    // keeps the object alive.
+    let (obj, f) = unsafe { (borrow(obj_handle), Folio::from_raw(folio)) };
+    if !obj.drop_hold(f) {
+        lockdep::warn(c_str!("gemfs: put of a folio that is not held"));
+        return;
+    }
+    // SAFETY: the hold owned one reference to the folio; it is gone.
+    drop(unsafe { ARef::from_raw(core::ptr::NonNull::new_unchecked(folio.cast::<Folio>())) });
+    // SAFETY: the hold also owned a reference to the object (see
+    // `gemfs_object_get_folio`); the handle is `Arc::into_raw` output.
+    drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(obj_handle.cast_const().cast()) });
+}
+
+/// Takes a hold on a folio the caller has locked (from `->migrated()`),
+/// without sleeping. Returns 0 or `-ENOMEM`.
+///
+/// # Safety
+///
+/// `obj` is a live object handle; `folio` is locked and in `obj`'s file.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_hold_locked_folio(
+    obj: *mut bindings::gemfs_object,
+    folio: *mut bindings::folio,
+) -> c_int {
+    // SAFETY: the caller promises a live handle and a locked folio.
+    let (obj, f) = unsafe { (borrow(obj), Folio::from_raw(folio)) };
+    let Ok(node) = RBTreeNodeReservation::new(GFP_NOWAIT) else {
+        return ENOMEM.to_errno();
+    };
+    let folio: ARef<Folio> = f.into();
+    obj.add_hold(&folio, node);
+    core::mem::forget(folio);
+    core::mem::forget(Arc::from(obj));
+    0
+}
+
+/// Number of holds the owner has on the object's folios.
+///
+/// # Safety
+///
+/// `obj` is a live object handle.
+#[no_mangle]
+pub unsafe extern "C" fn gemfs_object_holds(obj: *mut bindings::gemfs_object) -> c_ulong {
+    // SAFETY: the caller promises a live handle.
+    unsafe { borrow(obj) }.state.lock().nr_holds as c_ulong
+}

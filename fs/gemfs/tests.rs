@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of gemfs: objects, holds, and the migration of held folios
+//! through the kernel's migration core (isolation, `->migrate_folio`,
+//! `migrate_pages()`), with a test owner standing in for a driver.
+
+use kernel::prelude::*;
+
+#[kunit_tests(gemfs)]
+mod tests {
+    use super::super::STATS;
+    use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use kernel::{
+        c_str,
+        folio::LockedFolio,
+        gemfs::{Hold, Huge, Mount, ObjectRef, Owner},
+        mm::migrate::{self, MigrateMode},
+        new_spinlock,
+        page::PAGE_SIZE,
+        prelude::*,
+        sync::{Arc, ArcBorrow, SpinLock},
+    };
+
+    /// A driver stand-in: keeps holds like a device page table, reports
+    /// busy on demand, counts the callbacks.
+    #[pin_data]
+    struct TestOwner {
+        #[pin]
+        holds: SpinLock<KVec<Option<Hold>>>,
+        busy: AtomicBool,
+        /// Re-acquire the folio in `migrated`, as an eager driver would.
+        reacquire: bool,
+        releases: AtomicUsize,
+        async_releases: AtomicUsize,
+        migrated_ok: AtomicUsize,
+        migrated_failed: AtomicUsize,
+    }
+
+    impl TestOwner {
+        fn new(reacquire: bool) -> Result<Arc<Self>> {
+            Arc::pin_init(
+                pin_init!(Self {
+                    holds <- new_spinlock!(KVec::new()),
+                    busy: AtomicBool::new(false),
+                    reacquire,
+                    releases: AtomicUsize::new(0),
+                    async_releases: AtomicUsize::new(0),
+                    migrated_ok: AtomicUsize::new(0),
+                    migrated_failed: AtomicUsize::new(0),
+                }),
+                GFP_KERNEL,
+            )
+        }
+
+        fn keep(&self, hold: Hold) -> Result {
+            self.holds.lock().push(Some(hold), GFP_KERNEL)?;
+            Ok(())
+        }
+
+        fn drop_all(&self) {
+            let holds = core::mem::take(&mut *self.holds.lock());
+            drop(holds);
+        }
+    }
+
+    impl Owner for TestOwner {
+        fn release(
+            owner: ArcBorrow<'_, Self>,
+            _obj: &ObjectRef,
+            folio: &LockedFolio<'_>,
+            mode: MigrateMode,
+        ) -> Result {
+            owner.releases.fetch_add(1, Ordering::Relaxed);
+            if mode == MigrateMode::Async {
+                owner.async_releases.fetch_add(1, Ordering::Relaxed);
+            }
+            if owner.busy.load(Ordering::Relaxed) {
+                return Err(EBUSY);
+            }
+            // Putting a hold takes gemfs's object lock: owner lock ->
+            // object lock, never the other way round.
+            for slot in owner.holds.lock().iter_mut() {
+                if slot.as_ref().is_some_and(|h| h.folio().as_raw() == folio.as_raw()) {
+                    *slot = None;
+                }
+            }
+            Ok(())
+        }
+
+        fn migrated(
+            owner: ArcBorrow<'_, Self>,
+            obj: &ObjectRef,
+            folio: &LockedFolio<'_>,
+            migrated: bool,
+        ) {
+            if migrated {
+                owner.migrated_ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                owner.migrated_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if owner.reacquire {
+                if let Ok(h) = obj.hold_locked(folio) {
+                    let _ = owner.holds.lock().push(Some(h), GFP_ATOMIC);
+                }
+            }
+        }
+    }
+
+    /// A node to migrate to: the other one when there are two.
+    fn other_node(nid: i32) -> i32 {
+        let other = if nid == 0 { 1 } else { 0 };
+        if migrate::node_has_memory(other) {
+            other
+        } else {
+            nid
+        }
+    }
+
+    #[test]
+    fn object_holds_and_data() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = mnt.create_object(c_str!("t"), 4 * PAGE_SIZE, owner.clone())?;
+        assert_eq!(obj.file().size(), (4 * PAGE_SIZE) as i64);
+        let h = obj.get_folio(3)?;
+        h.folio().write(100, b"gemfs")?;
+        let h2 = obj.get_folio(3)?;
+        assert_eq!(h2.folio().as_raw(), h.folio().as_raw());
+        assert_eq!(obj.holds(), 2);
+        drop(h);
+        drop(h2);
+        assert_eq!(obj.holds(), 0);
+        // The data stays in the page cache without holds.
+        let h = obj.get_folio(3)?;
+        let mut buf = [0u8; 5];
+        h.folio().read(100, &mut buf)?;
+        assert_eq!(&buf, b"gemfs");
+        drop(h);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        assert!(mnt.create_object(c_str!("t"), 0, owner.clone()).is_err());
+        let obj = mnt.create_object(c_str!("t"), PAGE_SIZE, owner.clone())?;
+        assert_eq!(obj.get_folio(1).err(), Some(EINVAL));
+        assert_eq!(obj.get_folio(usize::MAX).err(), Some(EINVAL));
+        assert_eq!(obj.holds(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn held_folio_migrates_with_release() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(true)?;
+        let obj = mnt.create_object(c_str!("t"), 2 * PAGE_SIZE, owner.clone())?;
+        let h = obj.get_folio(1)?;
+        let pattern = [0xa5u8; 64];
+        h.folio().write(PAGE_SIZE - 64, &pattern)?;
+        let (old_pfn, old_nid) = (h.folio().pfn(), h.folio().nid());
+        let folio: kernel::types::ARef<_> = h.folio().into();
+        owner.keep(h)?;
+        let before = STATS.released_migrated.load(Ordering::Relaxed);
+
+        let target = other_node(old_nid);
+        migrate::migrate_to_node(&folio, target, MigrateMode::Sync)?;
+        drop(folio);
+
+        assert_eq!(owner.releases.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.migrated_failed.load(Ordering::Relaxed), 0);
+        assert_eq!(STATS.released_migrated.load(Ordering::Relaxed), before + 1);
+        // The owner re-acquired the new folio in `migrated`.
+        assert_eq!(obj.holds(), 1);
+        let h = obj.get_folio(1)?;
+        assert!(h.folio().pfn() != old_pfn);
+        assert_eq!(h.folio().nid(), target);
+        let mut buf = [0u8; 64];
+        h.folio().read(PAGE_SIZE - 64, &mut buf)?;
+        assert_eq!(buf, pattern);
+        drop(h);
+        owner.drop_all();
+        assert_eq!(obj.holds(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn busy_owner_refuses_then_sync_retry_succeeds() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = mnt.create_object(c_str!("t"), PAGE_SIZE, owner.clone())?;
+        let h = obj.get_folio(0)?;
+        let folio: kernel::types::ARef<_> = h.folio().into();
+        let old_pfn = folio.pfn();
+        owner.keep(h)?;
+        owner.busy.store(true, Ordering::Relaxed);
+        let refused = STATS.refused_busy.load(Ordering::Relaxed);
+
+        let target = other_node(folio.nid());
+        assert!(migrate::migrate_to_node(&folio, target, MigrateMode::Async).is_err());
+        assert!(owner.async_releases.load(Ordering::Relaxed) >= 1);
+        assert!(STATS.refused_busy.load(Ordering::Relaxed) > refused);
+        assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 0);
+        assert_eq!(obj.holds(), 1);
+
+        owner.busy.store(false, Ordering::Relaxed);
+        migrate::migrate_to_node(&folio, target, MigrateMode::Sync)?;
+        drop(folio);
+        assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 1);
+        // Not re-acquired: the owner re-faults on next use.
+        assert_eq!(obj.holds(), 0);
+        let h = obj.get_folio(0)?;
+        assert!(h.folio().pfn() != old_pfn);
+        Ok(())
+    }
+
+    #[test]
+    fn unheld_folio_migrates_without_owner() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = mnt.create_object(c_str!("t"), PAGE_SIZE, owner.clone())?;
+        let h = obj.get_folio(0)?;
+        let folio: kernel::types::ARef<_> = h.folio().into();
+        drop(h);
+        let unheld = STATS.unheld_migrated.load(Ordering::Relaxed);
+        migrate::migrate_to_node(&folio, other_node(folio.nid()), MigrateMode::Sync)?;
+        assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
+        assert_eq!(STATS.unheld_migrated.load(Ordering::Relaxed), unheld + 1);
+        Ok(())
+    }
+}

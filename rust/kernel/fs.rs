@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Filesystems: registering a filesystem type, mounts, files and address
+//! spaces.
+//!
+//! C headers: [`include/linux/fs.h`](srctree/include/linux/fs.h),
+//! [`include/linux/fs_context.h`](srctree/include/linux/fs_context.h) and
+//! [`include/linux/mount.h`](srctree/include/linux/mount.h).
+
+pub mod address_space;
+pub mod file;
+
+pub use address_space::AddressSpace;
+pub use file::File;
+
+use crate::{
+    bindings,
+    error::{from_err_ptr, to_result, Result},
+    prelude::*,
+    str::CStr,
+    types::Opaque,
+    ThisModule,
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// A filesystem context: the state of a mount being set up.
+///
+/// # Invariants
+///
+/// Points to a valid `struct fs_context` for as long as a reference exists.
+#[repr(transparent)]
+pub struct FsContext(Opaque<bindings::fs_context>);
+
+impl FsContext {
+    /// Borrows a filesystem context from a raw pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid and not used by anybody else for `'a`.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::fs_context) -> &'a mut Self {
+        // SAFETY: transparent wrapper; validity and exclusivity are the
+        // caller's promise.
+        unsafe { &mut *ptr.cast() }
+    }
+
+    /// Returns the raw pointer.
+    pub fn as_raw(&mut self) -> *mut bindings::fs_context {
+        self.0.get()
+    }
+}
+
+/// A filesystem type.
+pub trait FileSystem {
+    /// The name under which it is registered (`mount -t NAME`).
+    const NAME: &'static CStr;
+
+    /// `FS_*` flags of the type.
+    const FLAGS: i32 = 0;
+
+    /// Sets up a new mount: fills in the context's operations and private
+    /// data (the `->init_fs_context` of `struct file_system_type`).
+    fn init_fs_context(fc: &mut FsContext) -> Result;
+}
+
+/// A registered filesystem type, unregistered when dropped.
+///
+/// # Invariants
+///
+/// `fs` is registered with `register_filesystem()` for the lifetime of the
+/// object, which is pinned because the VFS links it into its list.
+#[repr(transparent)]
+pub struct Registration {
+    fs: Opaque<bindings::file_system_type>,
+}
+
+// SAFETY: The registration does not depend on the thread that made it, and
+// the VFS serialises access to the type with its own locks.
+unsafe impl Send for Registration {}
+// SAFETY: `&Registration` only lets callers read the type's address.
+unsafe impl Sync for Registration {}
+
+impl Registration {
+    /// Registers filesystem type `T`.
+    pub fn new<T: FileSystem>(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let init = move |slot: *mut Self| {
+            // `Registration` and `Opaque` are transparent wrappers.
+            let fs = slot.cast::<bindings::file_system_type>();
+            // SAFETY: `fs` is valid, uninitialised memory for a type, owned
+            // by the initialiser; zero is a valid `file_system_type` (every
+            // field is optional).
+            unsafe { fs.write(core::mem::zeroed()) };
+            // SAFETY: `fs` was just initialised and nobody else sees it.
+            let f = unsafe { &mut *fs };
+            f.owner = module.as_ptr();
+            f.name = T::NAME.as_char_ptr();
+            f.init_fs_context = Some(init_fs_context_callback::<T>);
+            f.kill_sb = Some(bindings::kill_litter_super);
+            f.fs_flags = T::FLAGS;
+            // SAFETY: `fs` is initialised and pinned (`PinInit`); `Drop`
+            // unregisters it before the memory goes.
+            to_result(unsafe { bindings::register_filesystem(fs) })
+        };
+        // SAFETY: on success the closure initialised the only field; on
+        // failure it registered nothing, so there is nothing to drop.
+        unsafe { crate::init::pin_init_from_closure(init) }
+    }
+
+    /// Returns the raw `struct file_system_type`.
+    pub fn as_raw(&self) -> *mut bindings::file_system_type {
+        self.fs.get()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, `fs` is registered.
+        unsafe { bindings::unregister_filesystem(self.fs.get()) };
+    }
+}
+
+unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(
+    fc: *mut bindings::fs_context,
+) -> crate::ffi::c_int {
+    // SAFETY: The VFS passes a valid context that nobody else uses during
+    // `->init_fs_context`.
+    let fc = unsafe { FsContext::from_raw(fc) };
+    match T::init_fs_context(fc) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// A mounted filesystem instance (`struct vfsmount`), borrowed.
+///
+/// # Invariants
+///
+/// Points to a valid mount for as long as a reference to it exists.
+#[repr(transparent)]
+pub struct Mount(Opaque<bindings::vfsmount>);
+
+impl Mount {
+    /// Borrows a mount from a raw pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a mount that stays mounted for `'a`.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::vfsmount) -> &'a Self {
+        // SAFETY: transparent wrapper; validity is the caller's promise.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the raw `struct vfsmount`.
+    pub fn as_raw(&self) -> *mut bindings::vfsmount {
+        self.0.get()
+    }
+}
+
+/// A mount made by the kernel for its own use (`vfs_kern_mount()`), not
+/// attached to any namespace; unmounted when dropped.
+///
+/// # Invariants
+///
+/// `mnt` is a valid kernel mount owned by this object.
+pub struct KernMount {
+    mnt: NonNull<bindings::vfsmount>,
+    _fs: PhantomData<Registration>,
+}
+
+// SAFETY: A vfsmount is reference counted and may be used and released from
+// any thread.
+unsafe impl Send for KernMount {}
+// SAFETY: Shared use only hands the pointer to VFS functions that are safe
+// to call concurrently.
+unsafe impl Sync for KernMount {}
+
+impl KernMount {
+    /// Mounts a private instance of `fs`, with mount options `options`
+    /// (for example `c_str!("huge=within_size")`) parsed as by `mount -o`.
+    pub fn new(fs: &Registration, options: Option<&CStr>) -> Result<Self> {
+        let data = options.map_or(core::ptr::null_mut(), |o| o.as_char_ptr() as *mut _);
+        // SAFETY: `fs` is registered (type invariant of `Registration`) and
+        // outlives the mount: unregistering a type with mounts fails and
+        // the caller keeps both in one structure. `data` is a NUL-terminated
+        // string or NULL, copied by the VFS before this returns.
+        let mnt = from_err_ptr(unsafe {
+            bindings::vfs_kern_mount(fs.as_raw(), bindings::SB_KERNMOUNT as _, (*fs.as_raw()).name, data)
+        })?;
+        // INVARIANT: `vfs_kern_mount` returned a valid mount, now ours.
+        Ok(Self {
+            mnt: NonNull::new(mnt).ok_or(EINVAL)?,
+            _fs: PhantomData,
+        })
+    }
+
+    /// Gives up ownership: the caller must pass the pointer back to
+    /// [`KernMount::from_raw`] to unmount.
+    pub fn into_raw(self) -> *mut bindings::vfsmount {
+        let mnt = self.mnt.as_ptr();
+        core::mem::forget(self);
+        mnt
+    }
+
+    /// Takes back ownership of a mount from [`KernMount::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `mnt` came from `into_raw` and is not used by the caller afterwards.
+    pub unsafe fn from_raw(mnt: *mut bindings::vfsmount) -> Self {
+        // INVARIANT: `into_raw` gave up a valid, owned mount.
+        Self {
+            // SAFETY: `into_raw` output is never NULL.
+            mnt: unsafe { NonNull::new_unchecked(mnt) },
+            _fs: PhantomData,
+        }
+    }
+}
+
+impl core::ops::Deref for KernMount {
+    type Target = Mount;
+
+    fn deref(&self) -> &Mount {
+        // SAFETY: By the type invariant the mount is valid while `self` is.
+        unsafe { Mount::from_raw(self.mnt.as_ptr()) }
+    }
+}
+
+impl Drop for KernMount {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the mount is ours to release.
+        unsafe { bindings::kern_unmount(self.mnt.as_ptr()) };
+    }
+}

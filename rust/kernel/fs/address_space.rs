@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Address spaces: the page cache of an inode (`struct address_space`).
+//!
+//! C header: [`include/linux/fs.h`](srctree/include/linux/fs.h).
+
+use crate::{
+    bindings,
+    folio::{Folio, LockedFolio},
+    mm::migrate::MigrateMode,
+    types::{ForeignOwnable, Opaque},
+};
+
+/// The page cache of an inode.
+///
+/// # Invariants
+///
+/// Points to a valid `struct address_space` for as long as a reference to
+/// it exists (it is embedded in its inode, which the borrower keeps alive).
+#[repr(transparent)]
+pub struct AddressSpace(Opaque<bindings::address_space>);
+
+// SAFETY: The address space is shared kernel state protected by its own
+// locks; nothing ties it to a thread.
+unsafe impl Send for AddressSpace {}
+// SAFETY: Methods on `&AddressSpace` take the locks they need.
+unsafe impl Sync for AddressSpace {}
+
+impl AddressSpace {
+    /// Borrows an address space from a raw pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for `'a`: its inode must stay alive.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::address_space) -> &'a Self {
+        // SAFETY: transparent wrapper; validity is the caller's promise.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the raw `struct address_space`.
+    pub fn as_raw(&self) -> *mut bindings::address_space {
+        self.0.get()
+    }
+
+    /// The inode number of the host inode.
+    pub fn ino(&self) -> u64 {
+        // SAFETY: `host` is set at inode creation and valid with it.
+        unsafe { (*(*self.as_raw()).host).i_ino as u64 }
+    }
+
+    /// Runs `f` on the owner's private data slot (`i_private_data`) under
+    /// the mapping's `i_private_lock`.
+    ///
+    /// The slot holds `T`'s foreign representation or NULL. `f` runs under a
+    /// spinlock: it must not sleep.
+    ///
+    /// # Safety
+    ///
+    /// Every user of this mapping's `i_private_data` must store a `T` there
+    /// (or NULL), through this function only; whoever puts a `T` in must
+    /// take it out before the inode is freed.
+    pub unsafe fn with_private<T: ForeignOwnable, R>(
+        &self,
+        f: impl FnOnce(&mut PrivateSlot<'_, T>) -> R,
+    ) -> R {
+        let m = self.as_raw();
+        // SAFETY: `m` is valid; `i_private_lock` is initialised with the
+        // inode.
+        unsafe { bindings::spin_lock(&mut (*m).i_private_lock) };
+        let mut slot = PrivateSlot::<T> {
+            // SAFETY: we hold `i_private_lock`, which protects the field.
+            ptr: unsafe { &mut (*m).i_private_data },
+            _t: core::marker::PhantomData,
+        };
+        let r = f(&mut slot);
+        // SAFETY: taken above.
+        unsafe { bindings::spin_unlock(&mut (*m).i_private_lock) };
+        r
+    }
+
+    /// Migrates `src` to `dst` the way most filesystems do: moves the page
+    /// cache entry and copies data and flags (`migrate_folio()`).
+    ///
+    /// Fails with `EAGAIN` when somebody else holds a reference to `src`.
+    pub fn migrate_folio_default(
+        &self,
+        dst: &LockedFolio<'_>,
+        src: &LockedFolio<'_>,
+        mode: MigrateMode,
+    ) -> crate::error::Result {
+        // SAFETY: both folios are locked (type invariant of `LockedFolio`),
+        // `src` belongs to this mapping and `dst` is the new folio the
+        // migration core allocated, as `->migrate_folio` is given them.
+        crate::error::to_result(unsafe {
+            bindings::migrate_folio(self.as_raw(), dst.as_raw(), src.as_raw(), mode.into_raw())
+        })
+    }
+
+    /// Looks up the folio at `index` in the page cache, if present (no
+    /// swap-in, no allocation).
+    pub fn get_folio(&self, index: usize) -> Option<crate::types::ARef<Folio>> {
+        // SAFETY: the mapping is valid; `filemap_get_folio` returns a
+        // referenced folio or an error pointer.
+        let f = unsafe { bindings::filemap_get_folio(self.as_raw(), index as _) };
+        if crate::error::from_err_ptr(f).is_err() || f.is_null() {
+            return None;
+        }
+        // SAFETY: `filemap_get_folio` returned one reference, now owned.
+        Some(unsafe { crate::types::ARef::from_raw(core::ptr::NonNull::new_unchecked(f.cast())) })
+    }
+}
+
+/// The `i_private_data` slot of an address space, borrowed under its lock.
+pub struct PrivateSlot<'a, T: ForeignOwnable> {
+    ptr: &'a mut *mut crate::ffi::c_void,
+    _t: core::marker::PhantomData<T>,
+}
+
+impl<T: ForeignOwnable> PrivateSlot<'_, T> {
+    /// Borrows the value in the slot, if any.
+    pub fn get(&self) -> Option<T::Borrowed<'_>> {
+        if self.ptr.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL slot holds `T::into_foreign()` output (the
+            // safety contract of `with_private`), not yet taken back.
+            Some(unsafe { T::borrow((*self.ptr).cast_const()) })
+        }
+    }
+
+    /// Stores `value`, returning the previous one.
+    pub fn replace(&mut self, value: Option<T>) -> Option<T> {
+        let new = value.map_or(core::ptr::null_mut(), |v| v.into_foreign().cast_mut());
+        let old = core::mem::replace(self.ptr, new);
+        if old.is_null() {
+            None
+        } else {
+            // SAFETY: `old` came from `T::into_foreign()` and is removed
+            // from the slot, so it is converted back once.
+            Some(unsafe { T::from_foreign(old.cast_const()) })
+        }
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Style gates: rustfmt on every project Rust file, checkpatch on the C files
+# and the patch series, clippy through the kernel build (CLIPPY=1) on the
+# test configuration.
+. "$(dirname "$0")/lib.sh"
+
+cd "$TOP"
+fail=0
+mapfile -t rs < <(git ls-files '*.rs' ':!tests/**')
+if [ ${#rs[@]} -gt 0 ]; then
+	/usr/bin/rustfmt --edition 2021 --config-path "$KERNEL_SRC/.rustfmt.toml" --check "${rs[@]}" || fail=1
+fi
+"$HOME/.cargo/bin/cargo" fmt --manifest-path tests/Cargo.toml --all --check || fail=1
+cp="$KERNEL_SRC/scripts/checkpatch.pl --no-tree --quiet --strict --ignore FILE_PATH_CHANGES,SPDX_LICENSE_TAG"
+for p in patches/*.patch; do
+	[ -e "$p" ] || continue
+	$cp "$p" || { echo "checkpatch: $p"; fail=1; }
+done
+mapfile -t cfiles < <(git ls-files '*.c' '*.h')
+for f in "${cfiles[@]}"; do
+	$cp -f "$f" || { echo "checkpatch: $f"; fail=1; }
+done
+# clippy: rebuild the Rust objects of the test kernel with CLIPPY=1.
+out=$BUILD_DIR/out-test
+if [ -f "$out/.config" ]; then
+	touch rust/kernel/*.rs fs/gemfs/*.rs drivers/gpu/drm/softgpu/*.rs 2>/dev/null || true
+	kmake "$out" CLIPPY=1 bzImage 2>&1 | tee "$BUILD_DIR/clippy.log" | grep -E '^(warning|error)' && fail=1
+fi
+[ $fail = 0 ] && echo "style: clean"
+exit $fail
