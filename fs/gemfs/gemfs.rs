@@ -18,18 +18,18 @@
 
 use core::{
     ptr,
-    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 use kernel::{
     bindings, c_str, debugfs,
     ffi::{c_char, c_int, c_ulong, c_void},
     folio::{Folio, LockedFolio},
     fs::{self, AddressSpace, File, KernMount},
+    lockdep,
     mm::migrate::MigrateMode,
     new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
-    lockdep,
     shmem,
     str::CStr,
     sync::{Arc, ArcBorrow, SpinLock},
@@ -104,19 +104,8 @@ static STATS: Stats = Stats {
 /// produces a lockdep report instead of a rare deadlock.
 static FOLIO_LOCK_MAP: lockdep::LockdepMap = lockdep::LockdepMap::new();
 
-/// The registered filesystem type, for `gemfs_kern_mount()`. Set once by
-/// module init, before any other gemfs function can be called; gemfs is
-/// built in, so it is never unregistered.
-static FS_TYPE: AtomicPtr<fs::Registration> = AtomicPtr::new(ptr::null_mut());
-
-fn registration() -> Result<&'static fs::Registration> {
-    let reg = FS_TYPE.load(Ordering::Acquire);
-    if reg.is_null() {
-        return Err(ENODEV);
-    }
-    // SAFETY: set from a leaked, pinned box in `Gemfs::init` and never freed.
-    Ok(unsafe { &*reg })
-}
+/// The filesystem type. Static: it embeds lockdep keys.
+static GEMFS_TYPE: fs::Registration = fs::Registration::new();
 
 struct Gemfs {
     _debugfs: Option<debugfs::Dir>,
@@ -125,15 +114,14 @@ struct Gemfs {
 impl kernel::Module for Gemfs {
     fn init(module: &'static ThisModule) -> Result<Self> {
         FOLIO_LOCK_MAP.init(c_str!("gemfs_folio_lock"));
-        let reg = KBox::pin_init(fs::Registration::new::<GemfsType>(module), GFP_KERNEL)?;
-        // The filesystem type lives as long as the kernel: leak it.
-        // SAFETY: the box is never moved out of or freed.
-        let reg = unsafe { Pin::into_inner_unchecked(reg) };
-        FS_TYPE.store(KBox::into_raw(reg), Ordering::Release);
+        GEMFS_TYPE.register::<GemfsType>(module)?;
         let dir = debugfs::Dir::new(c_str!("gemfs")).ok();
         if let Some(d) = &dir {
             d.u64_file(c_str!("released_migrated"), &STATS.released_migrated);
-            d.u64_file(c_str!("released_not_migrated"), &STATS.released_not_migrated);
+            d.u64_file(
+                c_str!("released_not_migrated"),
+                &STATS.released_not_migrated,
+            );
             d.u64_file(c_str!("refused_busy"), &STATS.refused_busy);
             d.u64_file(c_str!("refused_other"), &STATS.refused_other);
             d.u64_file(c_str!("unheld_migrated"), &STATS.unheld_migrated);
@@ -185,11 +173,6 @@ impl Object {
     fn nr_pages(&self) -> usize {
         let size = self.file.size();
         (size as usize).div_ceil(kernel::page::PAGE_SIZE)
-    }
-
-    fn holds_on(&self, folio: &Folio) -> usize {
-        let key = folio.as_raw() as usize;
-        self.state.lock().holds.get(&key).copied().unwrap_or(0)
     }
 
     /// Records one more hold on `folio` (whose reference the caller hands
@@ -252,7 +235,9 @@ fn migrate_folio(
         return Ok(());
     };
 
-    let raw_obj = ptr::from_ref::<Object>(&obj).cast_mut().cast::<bindings::gemfs_object>();
+    let raw_obj = ptr::from_ref::<Object>(&obj)
+        .cast_mut()
+        .cast::<bindings::gemfs_object>();
     let start = time::Ktime::ktime_get();
     FOLIO_LOCK_MAP.acquire();
     // SAFETY: `release` is the owner's callback (a valid function, as
@@ -318,7 +303,7 @@ fn huge_option(huge: c_int) -> Result<&'static CStr> {
 pub extern "C" fn gemfs_kern_mount(huge: bindings::gemfs_huge) -> *mut bindings::vfsmount {
     let mount = || -> Result<KernMount> {
         let opts = huge_option(huge as c_int)?;
-        KernMount::new(registration()?, Some(opts))
+        KernMount::new(&GEMFS_TYPE, Some(opts))
     };
     match mount() {
         Ok(m) => m.into_raw(),
@@ -356,7 +341,7 @@ pub unsafe extern "C" fn gemfs_object_create(
         // SAFETY: the caller promises a live mount and a C string.
         let (mnt, name) = unsafe { (fs::Mount::from_raw(mnt), CStr::from_char_ptr(name)) };
         let file = shmem::file_setup(mnt, name, size, vm_flags as usize)?;
-        if file.fs_type() != registration()?.as_raw() {
+        if file.fs_type() != GEMFS_TYPE.get()? {
             return Err(EINVAL);
         }
         let obj = Arc::pin_init(
@@ -423,7 +408,9 @@ pub unsafe extern "C" fn gemfs_object_destroy(obj: *mut bindings::gemfs_object) 
 ///
 /// `obj` is a live object handle.
 #[no_mangle]
-pub unsafe extern "C" fn gemfs_object_file(obj: *mut bindings::gemfs_object) -> *mut bindings::file {
+pub unsafe extern "C" fn gemfs_object_file(
+    obj: *mut bindings::gemfs_object,
+) -> *mut bindings::file {
     // SAFETY: the caller promises a live handle.
     unsafe { borrow(obj) }.file.as_raw()
 }
@@ -454,7 +441,10 @@ pub unsafe extern "C" fn gemfs_object_set_owner(
     if st.owner.is_some() {
         return EBUSY.to_errno();
     }
-    st.owner = Some(Owner { ops, data: owner_data });
+    st.owner = Some(Owner {
+        ops,
+        data: owner_data,
+    });
     0
 }
 
@@ -467,7 +457,7 @@ pub unsafe extern "C" fn gemfs_object_set_owner(
 #[no_mangle]
 pub unsafe extern "C" fn gemfs_object_get_folio(
     obj: *mut bindings::gemfs_object,
-    index: bindings::pgoff_t,
+    index: c_ulong,
 ) -> *mut bindings::folio {
     // SAFETY: the caller promises a live handle.
     let obj = unsafe { borrow(obj) };

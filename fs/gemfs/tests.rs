@@ -4,7 +4,7 @@
 //! through the kernel's migration core (isolation, `->migrate_folio`,
 //! `migrate_pages()`), with a test owner standing in for a driver.
 
-use kernel::prelude::*;
+use kernel::kunit::kunit_tests;
 
 #[kunit_tests(gemfs)]
 mod tests {
@@ -80,7 +80,10 @@ mod tests {
             // Putting a hold takes gemfs's object lock: owner lock ->
             // object lock, never the other way round.
             for slot in owner.holds.lock().iter_mut() {
-                if slot.as_ref().is_some_and(|h| h.folio().as_raw() == folio.as_raw()) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|h| h.folio().as_raw() == folio.as_raw())
+                {
                     *slot = None;
                 }
             }

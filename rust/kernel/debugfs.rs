@@ -45,7 +45,12 @@ impl Dir {
         // and has the size and alignment of a `u64`, which debugfs reads
         // with a plain aligned load, atomic on 64-bit architectures.
         unsafe {
-            bindings::debugfs_create_u64(name.as_char_ptr(), 0o444, self.dentry.as_ptr(), value.as_ptr())
+            bindings::debugfs_create_u64(
+                name.as_char_ptr(),
+                0o444,
+                self.dentry.as_ptr(),
+                value.as_ptr(),
+            )
         };
     }
 }

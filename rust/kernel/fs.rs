@@ -21,7 +21,7 @@ use crate::{
     types::Opaque,
     ThisModule,
 };
-use core::{marker::PhantomData, ptr::NonNull};
+use core::ptr::NonNull;
 
 /// A filesystem context: the state of a mount being set up.
 ///
@@ -62,59 +62,72 @@ pub trait FileSystem {
     fn init_fs_context(fc: &mut FsContext) -> Result;
 }
 
-/// A registered filesystem type, unregistered when dropped.
+/// A filesystem type, in static storage.
+///
+/// `struct file_system_type` embeds the lockdep class keys of its
+/// superblocks' locks, which lockdep requires to be static objects: so a
+/// type lives in a `static` and is registered in place.
 ///
 /// # Invariants
 ///
-/// `fs` is registered with `register_filesystem()` for the lifetime of the
-/// object, which is pinned because the VFS links it into its list.
-#[repr(transparent)]
+/// Once `registered` is true, `fs` is initialised for `T` and registered
+/// with the VFS, and stays so (built-in filesystems are never removed).
 pub struct Registration {
     fs: Opaque<bindings::file_system_type>,
+    registered: core::sync::atomic::AtomicBool,
 }
 
 // SAFETY: The registration does not depend on the thread that made it, and
 // the VFS serialises access to the type with its own locks.
 unsafe impl Send for Registration {}
-// SAFETY: `&Registration` only lets callers read the type's address.
+// SAFETY: `register` initialises `fs` once before publishing it with a
+// release store; readers check `registered` with an acquire load.
 unsafe impl Sync for Registration {}
 
 impl Registration {
-    /// Registers filesystem type `T`.
-    pub fn new<T: FileSystem>(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let init = move |slot: *mut Self| {
-            // `Registration` and `Opaque` are transparent wrappers.
-            let fs = slot.cast::<bindings::file_system_type>();
-            // SAFETY: `fs` is valid, uninitialised memory for a type, owned
-            // by the initialiser; zero is a valid `file_system_type` (every
-            // field is optional).
-            unsafe { fs.write(core::mem::zeroed()) };
-            // SAFETY: `fs` was just initialised and nobody else sees it.
-            let f = unsafe { &mut *fs };
-            f.owner = module.as_ptr();
-            f.name = T::NAME.as_char_ptr();
-            f.init_fs_context = Some(init_fs_context_callback::<T>);
-            f.kill_sb = Some(bindings::kill_litter_super);
-            f.fs_flags = T::FLAGS;
-            // SAFETY: `fs` is initialised and pinned (`PinInit`); `Drop`
-            // unregisters it before the memory goes.
-            to_result(unsafe { bindings::register_filesystem(fs) })
-        };
-        // SAFETY: on success the closure initialised the only field; on
-        // failure it registered nothing, so there is nothing to drop.
-        unsafe { crate::init::pin_init_from_closure(init) }
+    /// An unregistered type, for a `static`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Self {
+            fs: Opaque::uninit(),
+            registered: core::sync::atomic::AtomicBool::new(false),
+        }
     }
 
-    /// Returns the raw `struct file_system_type`.
-    pub fn as_raw(&self) -> *mut bindings::file_system_type {
-        self.fs.get()
+    /// Registers the type as filesystem `T`, for good: built-in code only.
+    ///
+    /// Fails with `EBUSY` if already registered.
+    pub fn register<T: FileSystem>(&'static self, module: &'static ThisModule) -> Result {
+        use core::sync::atomic::Ordering;
+        if self.registered.load(Ordering::Acquire) {
+            return Err(EBUSY);
+        }
+        let fs = self.fs.get();
+        // SAFETY: not registered yet, so nobody else uses `fs`; zero is a
+        // valid `file_system_type` (every field is optional).
+        unsafe { fs.write(core::mem::zeroed()) };
+        // SAFETY: `fs` was just initialised and is ours until registered.
+        let f = unsafe { &mut *fs };
+        f.owner = module.as_ptr();
+        f.name = T::NAME.as_char_ptr();
+        f.init_fs_context = Some(init_fs_context_callback::<T>);
+        f.kill_sb = Some(bindings::kill_litter_super);
+        f.fs_flags = T::FLAGS;
+        // SAFETY: `fs` is initialised and static, so it outlives its
+        // registration.
+        to_result(unsafe { bindings::register_filesystem(fs) })?;
+        // INVARIANT: initialised and registered.
+        self.registered.store(true, Ordering::Release);
+        Ok(())
     }
-}
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant, `fs` is registered.
-        unsafe { bindings::unregister_filesystem(self.fs.get()) };
+    /// The raw `struct file_system_type`, once registered.
+    pub fn get(&self) -> Result<*mut bindings::file_system_type> {
+        if self.registered.load(core::sync::atomic::Ordering::Acquire) {
+            Ok(self.fs.get())
+        } else {
+            Err(ENODEV)
+        }
     }
 }
 
@@ -163,7 +176,6 @@ impl Mount {
 /// `mnt` is a valid kernel mount owned by this object.
 pub struct KernMount {
     mnt: NonNull<bindings::vfsmount>,
-    _fs: PhantomData<Registration>,
 }
 
 // SAFETY: A vfsmount is reference counted and may be used and released from
@@ -176,19 +188,17 @@ unsafe impl Sync for KernMount {}
 impl KernMount {
     /// Mounts a private instance of `fs`, with mount options `options`
     /// (for example `c_str!("huge=within_size")`) parsed as by `mount -o`.
-    pub fn new(fs: &Registration, options: Option<&CStr>) -> Result<Self> {
+    pub fn new(fs: &'static Registration, options: Option<&CStr>) -> Result<Self> {
+        let fs = fs.get()?;
         let data = options.map_or(core::ptr::null_mut(), |o| o.as_char_ptr() as *mut _);
-        // SAFETY: `fs` is registered (type invariant of `Registration`) and
-        // outlives the mount: unregistering a type with mounts fails and
-        // the caller keeps both in one structure. `data` is a NUL-terminated
+        // SAFETY: `fs` is registered and static. `data` is a NUL-terminated
         // string or NULL, copied by the VFS before this returns.
         let mnt = from_err_ptr(unsafe {
-            bindings::vfs_kern_mount(fs.as_raw(), bindings::SB_KERNMOUNT as _, (*fs.as_raw()).name, data)
+            bindings::vfs_kern_mount(fs, bindings::SB_KERNMOUNT as _, (*fs).name, data)
         })?;
         // INVARIANT: `vfs_kern_mount` returned a valid mount, now ours.
         Ok(Self {
             mnt: NonNull::new(mnt).ok_or(EINVAL)?,
-            _fs: PhantomData,
         })
     }
 
@@ -210,7 +220,6 @@ impl KernMount {
         Self {
             // SAFETY: `into_raw` output is never NULL.
             mnt: unsafe { NonNull::new_unchecked(mnt) },
-            _fs: PhantomData,
         }
     }
 }

@@ -98,7 +98,11 @@ impl Mount {
         // the owner's foreign form, released in `Object::drop` after the
         // object (and with it, any use of the callbacks) is gone.
         let ret = to_result(unsafe {
-            bindings::gemfs_object_set_owner(raw.as_ptr(), &OwnerVtable::<T>::VTABLE, data.cast_mut())
+            bindings::gemfs_object_set_owner(
+                raw.as_ptr(),
+                &OwnerVtable::<T>::VTABLE,
+                data.cast_mut(),
+            )
         });
         // INVARIANT: `raw` is a live object whose owner data is `data`.
         let obj = Object {
@@ -278,7 +282,8 @@ impl ObjectRef {
     /// back from swap or allocating it as needed. May sleep.
     pub fn get_folio(&self, index: usize) -> Result<Hold> {
         // SAFETY: the handle is live (type invariant).
-        let f = from_err_ptr(unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) })?;
+        let f =
+            from_err_ptr(unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) })?;
         // INVARIANT: gemfs returned a folio with one hold, now owned.
         Ok(Hold {
             obj: NonNull::from(self),
@@ -291,7 +296,9 @@ impl ObjectRef {
     pub fn hold_locked(&self, folio: &LockedFolio<'_>) -> Result<Hold> {
         // SAFETY: the handle is live; the folio is locked and (gemfs's
         // contract for `migrated`) belongs to this object.
-        to_result(unsafe { bindings::gemfs_object_hold_locked_folio(self.as_raw(), folio.as_raw()) })?;
+        to_result(unsafe {
+            bindings::gemfs_object_hold_locked_folio(self.as_raw(), folio.as_raw())
+        })?;
         // INVARIANT: the hold was taken for us.
         Ok(Hold {
             obj: NonNull::from(self),

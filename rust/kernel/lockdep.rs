@@ -49,7 +49,9 @@ impl LockdepMap {
     pub fn init(&'static self, name: &'static CStr) {
         // SAFETY: `self` is static, so the map and key outlive lockdep's
         // use of them; `name` is a static C string.
-        unsafe { bindings::lockdep_init_map(self.map.get(), name.as_char_ptr(), self.key.as_ptr()) };
+        unsafe {
+            bindings::lockdep_init_map(self.map.get(), name.as_char_ptr(), self.key.as_ptr())
+        };
     }
 
     /// Tells lockdep the "lock" is taken.

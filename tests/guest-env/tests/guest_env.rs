@@ -106,7 +106,10 @@ fn move_pages_between_nodes() {
     }
     // SAFETY: p is still mapped, PAGE bytes.
     let data = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), PAGE) };
-    assert!(data.iter().all(|&b| b == 0x5a), "contents survived migration");
+    assert!(
+        data.iter().all(|&b| b == 0x5a),
+        "contents survived migration"
+    );
     // SAFETY: unmapping what we mapped.
     assert_eq!(unsafe { libc::munmap(p, PAGE) }, 0);
 }

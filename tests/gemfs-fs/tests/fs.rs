@@ -1,0 +1,333 @@
+//! `mount -t gemfs` in the guest: it must behave exactly like tmpfs.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const PAGE: usize = 4096;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// A gemfs mount on a fresh directory, unmounted on drop.
+struct Mount {
+    dir: PathBuf,
+}
+
+fn mount_raw(dir: &Path, opts: &str) -> io::Result<()> {
+    let src = CString::new("gemfs").unwrap();
+    let target = CString::new(dir.to_str().unwrap()).unwrap();
+    let data = CString::new(opts).unwrap();
+    // SAFETY: all pointers are valid C strings for the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Mount {
+    fn new(opts: &str) -> io::Result<Self> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = PathBuf::from(format!(
+            "/tmp/gemfs-fs-{}",
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir)?;
+        mount_raw(&dir, opts)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let target = CString::new(self.dir.to_str().unwrap()).unwrap();
+        // SAFETY: valid C string.
+        let r = unsafe { libc::umount(target.as_ptr()) };
+        assert_eq!(r, 0, "umount: {}", io::Error::last_os_error());
+    }
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir.to_str().unwrap()))
+}
+
+/// A shared mapping of `len` bytes of `f`, unmapped on drop.
+struct Map {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Map {
+    fn new(f: &File, len: usize) -> Self {
+        // SAFETY: a fresh shared mapping of an open file; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        Self { ptr: p.cast(), len }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, and
+        // only this test touches it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn registered_as_a_filesystem() {
+    let fss = fs::read_to_string("/proc/filesystems").unwrap();
+    assert!(fss.lines().any(|l| l == "nodev\tgemfs"), "{fss}");
+}
+
+#[test]
+fn statfs_reports_tmpfs_and_size() {
+    let m = Mount::new("size=8m").unwrap();
+    let dir = CString::new(m.dir.to_str().unwrap()).unwrap();
+    // SAFETY: `st` is written by statfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output buffer.
+    assert_eq!(unsafe { libc::statfs(dir.as_ptr(), &mut st) }, 0);
+    assert_eq!(st.f_type, TMPFS_MAGIC);
+    assert_eq!(st.f_blocks as u64 * st.f_bsize as u64, 8 << 20);
+}
+
+#[test]
+fn write_then_read_back() {
+    let m = Mount::new("").unwrap();
+    let data = pattern(1 << 20, 7);
+    fs::write(m.path("a"), &data).unwrap();
+    assert_eq!(fs::read(m.path("a")).unwrap(), data);
+    assert_eq!(fs::metadata(m.path("a")).unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn mmap_writes_are_seen_by_read_and_back() {
+    let m = Mount::new("").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.set_len(4 * PAGE as u64).unwrap();
+    let mut map = Map::new(&f, 4 * PAGE);
+    let data = pattern(4 * PAGE, 3);
+    map.bytes().copy_from_slice(&data);
+    let mut back = vec![0u8; 4 * PAGE];
+    f.read_exact_at(&mut back, 0).unwrap();
+    assert_eq!(back, data);
+    f.write_all_at(b"pwrite", 2 * PAGE as u64 + 5).unwrap();
+    assert_eq!(&map.bytes()[2 * PAGE + 5..2 * PAGE + 11], b"pwrite");
+}
+
+#[test]
+fn truncate_down_and_up_while_mapped() {
+    let m = Mount::new("").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.set_len(4 * PAGE as u64).unwrap();
+    let mut map = Map::new(&f, 4 * PAGE);
+    map.bytes().fill(0xee);
+    f.set_len(PAGE as u64).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), PAGE as u64);
+    assert!(map.bytes()[..PAGE].iter().all(|&b| b == 0xee));
+    // Growing again exposes zeroes, not the old contents.
+    f.set_len(4 * PAGE as u64).unwrap();
+    assert!(map.bytes()[PAGE..].iter().all(|&b| b == 0));
+    let mut back = vec![1u8; PAGE];
+    f.read_exact_at(&mut back, 3 * PAGE as u64).unwrap();
+    assert!(back.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn fallocate_punch_hole_and_seek() {
+    let m = Mount::new("").unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    let len = 64 * PAGE as i64;
+    // SAFETY: plain syscall on an open fd.
+    assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) }, 0);
+    assert_eq!(f.metadata().unwrap().len(), len as u64);
+    assert!(f.metadata().unwrap().blocks() * 512 >= len as u64);
+    f.write_all(&pattern(len as usize, 1)).unwrap();
+    let blocks = f.metadata().unwrap().blocks();
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            16 * PAGE as i64,
+            16 * PAGE as i64,
+        )
+    };
+    assert_eq!(r, 0);
+    assert_eq!(
+        f.metadata().unwrap().blocks(),
+        blocks - 16 * PAGE as u64 / 512
+    );
+    assert_eq!(f.metadata().unwrap().len(), len as u64);
+    let mut hole = vec![1u8; 16 * PAGE];
+    f.read_exact_at(&mut hole, 16 * PAGE as u64).unwrap();
+    assert!(hole.iter().all(|&b| b == 0));
+    // SAFETY: as above.
+    let h = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    assert_eq!(h, 16 * PAGE as i64);
+    // SAFETY: as above.
+    let d = unsafe { libc::lseek(f.as_raw_fd(), h, libc::SEEK_DATA) };
+    assert_eq!(d, 32 * PAGE as i64);
+    f.seek(SeekFrom::Start(0)).unwrap();
+}
+
+#[test]
+fn unlink_while_open_and_mapped_keeps_data_then_frees_it() {
+    let m = Mount::new("size=4m").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.set_len(2 << 20).unwrap();
+    let mut map = Map::new(&f, 2 << 20);
+    map.bytes().fill(0x42);
+    fs::remove_file(m.path("a")).unwrap();
+    assert!(!m.path("a").exists());
+    let mut back = vec![0u8; 4096];
+    (&f).read_exact(&mut back).unwrap();
+    assert!(back.iter().all(|&b| b == 0x42));
+    assert!(map.bytes().iter().all(|&b| b == 0x42));
+    drop(map);
+    drop(f);
+    // The space is back: a new 3 MiB file fits in the 4 MiB mount.
+    fs::write(m.path("b"), vec![1u8; 3 << 20]).unwrap();
+}
+
+#[test]
+fn size_limit_gives_enospc() {
+    let m = Mount::new("size=1m").unwrap();
+    let mut f = File::create(m.path("a")).unwrap();
+    let err = f.write_all(&vec![0u8; 2 << 20]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    assert!(f.metadata().unwrap().len() <= 1 << 20);
+}
+
+#[test]
+fn nr_inodes_limit_gives_enospc() {
+    let m = Mount::new("nr_inodes=3").unwrap();
+    // The root directory takes one inode.
+    File::create(m.path("a")).unwrap();
+    File::create(m.path("b")).unwrap();
+    let err = File::create(m.path("c")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+}
+
+#[test]
+fn mode_uid_gid_apply_to_the_root() {
+    let m = Mount::new("mode=0710,uid=123,gid=456").unwrap();
+    let md = fs::metadata(&m.dir).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o710);
+    assert_eq!((md.uid(), md.gid()), (123, 456));
+}
+
+#[test]
+fn noswap_is_accepted() {
+    let m = Mount::new("noswap").unwrap();
+    assert!(fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(m.dir.to_str().unwrap()) && l.contains("noswap")));
+}
+
+#[test]
+fn huge_always_maps_huge_folios() {
+    let m = Mount::new("huge=always").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    let len = 8 << 20;
+    f.set_len(len as u64).unwrap();
+    let mut map = Map::new(&f, len);
+    map.bytes().fill(0x5a);
+    let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+    let start = format!("{:x}-", map.ptr as usize);
+    let block: Vec<&str> = smaps
+        .split('\n')
+        .skip_while(|l| !l.starts_with(&start))
+        .take_while(|l| l.starts_with(&start) || !l.contains('-') || l.contains(':'))
+        .collect();
+    let pmd_kb: u64 = block
+        .iter()
+        .find(|l| l.starts_with("ShmemPmdMapped:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ShmemPmdMapped for our mapping:\n{}", block.join("\n")));
+    assert!(pmd_kb >= 2048, "huge=always mapped {pmd_kb} kB with PMDs");
+}
+
+#[test]
+fn bad_mount_options_are_rejected_and_mount_nothing() {
+    for opts in [
+        "size=banana",
+        "huge=sometimes",
+        "nr_inodes=12x",
+        "no_such_option=1",
+        "mode=99999",
+    ] {
+        let dir = PathBuf::from(format!("/tmp/gemfs-bad-{}", opts.len()));
+        fs::create_dir_all(&dir).unwrap();
+        let err = mount_raw(&dir, opts).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "option {opts}");
+        assert!(!is_mounted(&dir), "option {opts} left a mount");
+    }
+}
