@@ -16,10 +16,7 @@
 //! callbacks run under the folio lock; gemfs never calls them with
 //! `Object::state` held.
 
-use core::{
-    ptr,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str, debugfs,
     ffi::{c_char, c_int, c_ulong, c_void},
@@ -235,22 +232,25 @@ fn migrate_folio(
         return Ok(());
     };
 
-    let raw_obj = ptr::from_ref::<Object>(&obj)
-        .cast_mut()
-        .cast::<bindings::gemfs_object>();
+    // The owner sees the object through its C handle, which is the
+    // `Arc`'s foreign form: take a reference in that form for the calls.
+    // `gemfs_object_set_owner` refuses owners without `release`.
+    let release = owner.ops.release.ok_or(EINVAL)?;
+    let handle = obj.clone().into_foreign();
+    let raw_obj = handle.cast_mut().cast::<bindings::gemfs_object>();
     let start = time::Ktime::ktime_get();
     FOLIO_LOCK_MAP.acquire();
     // SAFETY: `release` is the owner's callback (a valid function, as
     // `gemfs_object_set_owner` requires); `src` is locked and referenced;
-    // `raw_obj` stays valid because `obj` holds a reference.
-    let ret = unsafe {
-        (owner.ops.release.ok_or(EINVAL)?)(raw_obj, src.as_raw(), mode.into_raw(), owner.data)
-    };
+    // `raw_obj` stays valid because `handle` holds a reference.
+    let ret = unsafe { release(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
     FOLIO_LOCK_MAP.release();
     let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
     STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
     STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
     if ret != 0 {
+        // SAFETY: `handle` came from `into_foreign` above; not used again.
+        drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
         let err = Error::from_errno(ret);
         if err == EBUSY || err == EAGAIN {
             STATS.refused_busy.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +281,8 @@ fn migrate_folio(
         unsafe { migrated_cb(raw_obj, now.as_raw(), migrated, owner.data) };
         FOLIO_LOCK_MAP.release();
     }
+    // SAFETY: `handle` came from `into_foreign` above and is not used again.
+    drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
     result
 }
 

@@ -53,7 +53,7 @@ mod tests {
         }
 
         fn keep(&self, hold: Hold) -> Result {
-            self.holds.lock().push(Some(hold), GFP_KERNEL)?;
+            self.holds.lock().push(Some(hold), GFP_ATOMIC)?;
             Ok(())
         }
 
@@ -168,8 +168,7 @@ mod tests {
         let before = STATS.released_migrated.load(Ordering::Relaxed);
 
         let target = other_node(old_nid);
-        migrate::migrate_to_node(&folio, target, MigrateMode::Sync)?;
-        drop(folio);
+        migrate::migrate_to_node(folio, target, MigrateMode::Sync)?;
 
         assert_eq!(owner.releases.load(Ordering::Relaxed), 1);
         assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 1);
@@ -202,15 +201,16 @@ mod tests {
         let refused = STATS.refused_busy.load(Ordering::Relaxed);
 
         let target = other_node(folio.nid());
-        assert!(migrate::migrate_to_node(&folio, target, MigrateMode::Async).is_err());
+        assert!(migrate::migrate_to_node(folio, target, MigrateMode::Async).is_err());
         assert!(owner.async_releases.load(Ordering::Relaxed) >= 1);
         assert!(STATS.refused_busy.load(Ordering::Relaxed) > refused);
         assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 0);
         assert_eq!(obj.holds(), 1);
 
         owner.busy.store(false, Ordering::Relaxed);
-        migrate::migrate_to_node(&folio, target, MigrateMode::Sync)?;
-        drop(folio);
+        let folio = obj.file().mapping().get_folio(0).ok_or(ENOENT)?;
+        assert_eq!(folio.pfn(), old_pfn);
+        migrate::migrate_to_node(folio, target, MigrateMode::Sync)?;
         assert_eq!(owner.migrated_ok.load(Ordering::Relaxed), 1);
         // Not re-acquired: the owner re-faults on next use.
         assert_eq!(obj.holds(), 0);
@@ -228,7 +228,8 @@ mod tests {
         let folio: kernel::types::ARef<_> = h.folio().into();
         drop(h);
         let unheld = STATS.unheld_migrated.load(Ordering::Relaxed);
-        migrate::migrate_to_node(&folio, other_node(folio.nid()), MigrateMode::Sync)?;
+        let target = other_node(folio.nid());
+        migrate::migrate_to_node(folio, target, MigrateMode::Sync)?;
         assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
         assert_eq!(STATS.unheld_migrated.load(Ordering::Relaxed), unheld + 1);
         Ok(())

@@ -190,11 +190,21 @@ impl KernMount {
     /// (for example `c_str!("huge=within_size")`) parsed as by `mount -o`.
     pub fn new(fs: &'static Registration, options: Option<&CStr>) -> Result<Self> {
         let fs = fs.get()?;
-        let data = options.map_or(core::ptr::null_mut(), |o| o.as_char_ptr() as *mut _);
-        // SAFETY: `fs` is registered and static. `data` is a NUL-terminated
-        // string or NULL, copied by the VFS before this returns.
+        // Filesystems parse legacy option strings in place (tmpfs splits
+        // them with strsep()): hand over a private, writable copy.
+        let mut data = KVec::new();
+        if let Some(o) = options {
+            data.extend_from_slice(o.as_bytes_with_nul(), GFP_KERNEL)?;
+        }
+        let data_ptr = if data.is_empty() {
+            core::ptr::null_mut()
+        } else {
+            data.as_mut_ptr().cast()
+        };
+        // SAFETY: `fs` is registered and static. `data_ptr` is NULL or a
+        // NUL-terminated string we own until after the call.
         let mnt = from_err_ptr(unsafe {
-            bindings::vfs_kern_mount(fs, bindings::SB_KERNMOUNT as _, (*fs).name, data)
+            bindings::vfs_kern_mount(fs, bindings::SB_KERNMOUNT as _, (*fs).name, data_ptr)
         })?;
         // INVARIANT: `vfs_kern_mount` returned a valid mount, now ours.
         Ok(Self {

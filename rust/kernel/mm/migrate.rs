@@ -59,6 +59,10 @@ impl MigrateMode {
 /// (isolation, unmapping, `->migrate_folio`, remapping), as `move_pages(2)`
 /// would for a mapped folio.
 ///
+/// Takes the caller's reference: migration only succeeds when nobody but
+/// the page cache (or the page tables) and the isolation holds the folio,
+/// so the reference is dropped once the folio is isolated.
+///
 /// Returns `Ok(())` once the folio's contents live in a new folio on `nid`;
 /// the old folio is then freed when its last reference goes. Fails with
 /// `EBUSY` if the folio cannot be isolated (not on the LRU, or being
@@ -67,7 +71,7 @@ impl MigrateMode {
 /// Only for built-in code: the migration core does not export these
 /// functions to modules.
 pub fn migrate_to_node(
-    folio: &crate::folio::Folio,
+    folio: crate::types::ARef<crate::folio::Folio>,
     nid: i32,
     mode: MigrateMode,
 ) -> crate::error::Result {
@@ -91,6 +95,8 @@ pub fn migrate_to_node(
     if !unsafe { bindings::isolate_folio_to_list(folio.as_raw(), list) } {
         return Err(EBUSY);
     }
+    // The isolation holds the folio now.
+    drop(folio);
     let mut succeeded: crate::ffi::c_uint = 0;
     // SAFETY: `list` holds the isolated folio; the callbacks match
     // `new_folio_t`/`free_folio_t` (NULL free uses `folio_put`); `nid` is
