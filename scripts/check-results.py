@@ -113,7 +113,11 @@ def check_console(console, tally):
         if i - shown < 40:
             continue
         shown = i
-        tally.fail(f"kernel splat: {lines[i].strip()}")
+        # "cut here" opens a WARN/BUG: the next line says what it is.
+        what = lines[i]
+        if "cut here" in what and i + 1 < len(lines):
+            what = lines[i + 1]
+        tally.fail(f"kernel splat: {what.strip()}")
         print("---- kernel splat (console.log line %d) ----" % (i + 1))
         print("\n".join(lines[i : i + 30]))
         print("----")
