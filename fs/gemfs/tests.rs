@@ -18,6 +18,7 @@ mod tests {
         new_spinlock,
         page::PAGE_SIZE,
         prelude::*,
+        rbtree::{RBTree, RBTreeNode},
         sync::{Arc, ArcBorrow, SpinLock},
     };
 
@@ -26,7 +27,8 @@ mod tests {
     #[pin_data]
     struct TestOwner {
         #[pin]
-        holds: SpinLock<KVec<Option<Hold>>>,
+        /// One hold per folio, by folio address: like a device page table.
+        holds: SpinLock<RBTree<usize, Hold>>,
         busy: AtomicBool,
         /// Re-acquire the folio in `migrated`, as an eager driver would.
         reacquire: bool,
@@ -40,7 +42,7 @@ mod tests {
         fn new(reacquire: bool) -> Result<Arc<Self>> {
             Arc::pin_init(
                 pin_init!(Self {
-                    holds <- new_spinlock!(KVec::new()),
+                    holds <- new_spinlock!(RBTree::new()),
                     busy: AtomicBool::new(false),
                     reacquire,
                     releases: AtomicUsize::new(0),
@@ -53,12 +55,13 @@ mod tests {
         }
 
         fn keep(&self, hold: Hold) -> Result {
-            self.holds.lock().push(Some(hold), GFP_ATOMIC)?;
+            let node = RBTreeNode::new(hold.folio().as_raw() as usize, hold, GFP_KERNEL)?;
+            self.holds.lock().insert(node);
             Ok(())
         }
 
         fn drop_all(&self) {
-            let holds = core::mem::take(&mut *self.holds.lock());
+            let holds = core::mem::replace(&mut *self.holds.lock(), RBTree::new());
             drop(holds);
         }
     }
@@ -79,14 +82,7 @@ mod tests {
             }
             // Putting a hold takes gemfs's object lock: owner lock ->
             // object lock, never the other way round.
-            for slot in owner.holds.lock().iter_mut() {
-                if slot
-                    .as_ref()
-                    .is_some_and(|h| h.folio().as_raw() == folio.as_raw())
-                {
-                    *slot = None;
-                }
-            }
+            drop(owner.holds.lock().remove(&(folio.as_raw() as usize)));
             Ok(())
         }
 
@@ -102,8 +98,11 @@ mod tests {
                 owner.migrated_failed.fetch_add(1, Ordering::Relaxed);
             }
             if owner.reacquire {
+                // Under the folio lock: no sleeping allocation.
                 if let Ok(h) = obj.hold_locked(folio) {
-                    let _ = owner.holds.lock().push(Some(h), GFP_ATOMIC);
+                    if let Ok(node) = RBTreeNode::new(folio.as_raw() as usize, h, GFP_ATOMIC) {
+                        owner.holds.lock().insert(node);
+                    }
                 }
             }
         }

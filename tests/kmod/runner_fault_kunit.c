@@ -26,6 +26,7 @@ static struct kunit_suite runner_fault_suite = {
 	.name = "runner_fault",
 	.test_cases = runner_fault_cases,
 };
+
 kunit_test_suite(runner_fault_suite);
 
 MODULE_DESCRIPTION("Deliberately failing KUnit suite for the runner self-test");

@@ -331,3 +331,67 @@ fn bad_mount_options_are_rejected_and_mount_nothing() {
         assert!(!is_mounted(&dir), "option {opts} left a mount");
     }
 }
+
+/// The value in kB of `field` (e.g. "Swap:") in our smaps entry for `addr`.
+fn smaps_kb(addr: usize, field: &str) -> u64 {
+    let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+    let start = format!("{addr:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+    assert!(lines.next().is_some(), "no smaps entry at {addr:x}");
+    lines
+        .take_while(|l| l.contains(':') && !l.contains(" rw") && !l.contains(" r-"))
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in smaps entry at {addr:x}"))
+}
+
+/// Writes a pattern through a mapping and pages it out with MADV_PAGEOUT;
+/// returns (kB swapped out, mapping, file).
+fn page_out(m: &Mount, len: usize, seed: u8) -> (u64, Map, File) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.set_len(len as u64).unwrap();
+    let mut map = Map::new(&f, len);
+    map.bytes().copy_from_slice(&pattern(len, seed));
+    // SAFETY: advice on our own mapping.
+    let r = unsafe { libc::madvise(map.ptr.cast(), len, libc::MADV_PAGEOUT) };
+    assert_eq!(r, 0, "MADV_PAGEOUT: {}", io::Error::last_os_error());
+    let swapped = smaps_kb(map.ptr as usize, "Swap:");
+    (swapped, map, f)
+}
+
+#[test]
+fn idle_file_swaps_out_and_back_in_intact() {
+    let m = Mount::new("").unwrap();
+    let len = 16 << 20;
+    let (swapped_kb, mut map, f) = page_out(&m, len, 9);
+    // Reclaim may skip a few folios (still in an LRU batch, say), not most.
+    assert!(
+        swapped_kb * 1024 >= len as u64 / 2,
+        "only {swapped_kb} kB of 16 MiB swapped out"
+    );
+    let mut back = vec![0u8; len];
+    f.read_exact_at(&mut back, 0).unwrap();
+    assert!(
+        back == pattern(len, 9),
+        "contents read back from swap differ"
+    );
+    assert!(
+        map.bytes() == &pattern(len, 9)[..],
+        "contents faulted back from swap differ"
+    );
+}
+
+#[test]
+fn noswap_mount_never_swaps() {
+    let m = Mount::new("noswap").unwrap();
+    let len = 4 << 20;
+    let (swapped_kb, mut map, _f) = page_out(&m, len, 4);
+    assert_eq!(swapped_kb, 0);
+    assert!(map.bytes() == &pattern(len, 4)[..]);
+}
