@@ -3,6 +3,7 @@
 # self-test; one closing summary line for both.
 . "$(dirname "$0")/lib.sh"
 
+mkdir -p "$BUILD_DIR/runs"
 t0=$(date +%s)
 set +e
 "$TOP/scripts/run-vm.sh" test test | tee "$BUILD_DIR/runs/test.summary"
