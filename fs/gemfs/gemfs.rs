@@ -342,7 +342,7 @@ pub unsafe extern "C" fn gemfs_object_create(
         }
         // SAFETY: the caller promises a live mount and a C string.
         let (mnt, name) = unsafe { (fs::Mount::from_raw(mnt), CStr::from_char_ptr(name)) };
-        let file = shmem::file_setup(mnt, name, size, vm_flags as usize)?;
+        let file = shmem::file_setup(mnt, name, size, vm_flags)?;
         if file.fs_type() != GEMFS_TYPE.get()? {
             return Err(EINVAL);
         }
@@ -464,7 +464,6 @@ pub unsafe extern "C" fn gemfs_object_get_folio(
     // SAFETY: the caller promises a live handle.
     let obj = unsafe { borrow(obj) };
     let get = || -> Result<*mut bindings::folio> {
-        let index = index as usize;
         if index >= obj.nr_pages() {
             return Err(EINVAL);
         }

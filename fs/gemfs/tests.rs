@@ -61,7 +61,7 @@ mod tests {
         }
 
         fn drop_all(&self) {
-            let holds = core::mem::replace(&mut *self.holds.lock(), RBTree::new());
+            let holds = core::mem::take(&mut *self.holds.lock());
             drop(holds);
         }
     }

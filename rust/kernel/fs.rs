@@ -131,6 +131,11 @@ impl Registration {
     }
 }
 
+/// `->init_fs_context` of a type registered for `T`.
+///
+/// # Safety
+///
+/// Called by the VFS only, with a context being initialised.
 unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(
     fc: *mut bindings::fs_context,
 ) -> crate::ffi::c_int {

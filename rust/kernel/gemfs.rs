@@ -161,6 +161,12 @@ impl<T: Owner> OwnerVtable<T> {
         migrated: Some(Self::migrated),
     };
 
+    /// `->release` for owner `T`.
+    ///
+    /// # Safety
+    ///
+    /// Called by gemfs only, as `include/linux/gemfs.h` describes, with the
+    /// owner data of an `Object<T>`.
     unsafe extern "C" fn release(
         obj: *mut bindings::gemfs_object,
         folio: *mut bindings::folio,
@@ -186,6 +192,11 @@ impl<T: Owner> OwnerVtable<T> {
         }
     }
 
+    /// `->migrated` for owner `T`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::release`].
     unsafe extern "C" fn migrated(
         obj: *mut bindings::gemfs_object,
         folio: *mut bindings::folio,

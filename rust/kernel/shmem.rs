@@ -65,6 +65,12 @@ impl<T: VariantOps> VariantAops<T> {
     }
 }
 
+/// `->migrate_folio` of [`VariantAops<T>`].
+///
+/// # Safety
+///
+/// Called by the migration core only: `src` is a folio of `mapping`,
+/// both folios are locked and referenced.
 unsafe extern "C" fn migrate_folio_callback<T: VariantOps>(
     mapping: *mut bindings::address_space,
     dst: *mut bindings::folio,

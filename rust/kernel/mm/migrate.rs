@@ -124,6 +124,12 @@ pub fn migrate_to_node(
     }
 }
 
+/// The `new_folio_t` of [`migrate_to_node`]: a folio of the source's order
+/// on node `private`.
+///
+/// # Safety
+///
+/// Called by the migration core only, with an isolated source folio.
 unsafe extern "C" fn alloc_on_node(
     src: *mut bindings::folio,
     private: crate::ffi::c_ulong,
