@@ -57,13 +57,77 @@ impl fs::FileSystem for GemfsType {
 }
 
 impl shmem::VariantOps for GemfsType {
+    /// `->migrate_folio` of gemfs files: see the module documentation.
     fn migrate_folio(
         mapping: &AddressSpace,
         dst: &LockedFolio<'_>,
         src: &LockedFolio<'_>,
         mode: MigrateMode,
     ) -> Result {
-        migrate_folio(mapping, dst, src, mode)
+        let obj = object_of(mapping);
+        let owner = obj.as_ref().and_then(|o| {
+            let st = o.state.lock();
+            st.owner
+                .filter(|_| st.holds.get(&(src.as_raw() as usize)).is_some())
+        });
+        let (Some(obj), Some(owner)) = (obj, owner) else {
+            mapping.migrate_folio_default(dst, src, mode)?;
+            STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+
+        // The owner sees the object through its C handle, which is the
+        // `Arc`'s foreign form: take a reference in that form for the calls.
+        // `gemfs_object_set_owner` refuses owners without `release`.
+        let release = owner.ops.release.ok_or(EINVAL)?;
+        let handle = obj.clone().into_foreign();
+        let raw_obj = handle.cast_mut().cast::<bindings::gemfs_object>();
+        let start = time::Ktime::ktime_get();
+        FOLIO_LOCK_MAP.acquire();
+        // SAFETY: `release` is the owner's callback (a valid function, as
+        // `gemfs_object_set_owner` requires); `src` is locked and referenced;
+        // `raw_obj` stays valid because `handle` holds a reference.
+        let ret = unsafe { release(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
+        FOLIO_LOCK_MAP.release();
+        let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
+        STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
+        STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+        if ret != 0 {
+            // SAFETY: `handle` came from `into_foreign` above; not used again.
+            drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
+            let err = Error::from_errno(ret);
+            if err == EBUSY || err == EAGAIN {
+                STATS.refused_busy.fetch_add(1, Ordering::Relaxed);
+            } else {
+                STATS.refused_other.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(err);
+        }
+
+        // Holds left after a successful release make the reference count check
+        // of the default path fail with EAGAIN, which is the right answer: the
+        // owner raced a new use of the folio with its release.
+        let result = mapping.migrate_folio_default(dst, src, mode);
+        let (now, migrated) = match result {
+            Ok(()) => {
+                STATS.released_migrated.fetch_add(1, Ordering::Relaxed);
+                (dst, true)
+            }
+            Err(_) => {
+                STATS.released_not_migrated.fetch_add(1, Ordering::Relaxed);
+                (src, false)
+            }
+        };
+        if let Some(migrated_cb) = owner.ops.migrated {
+            FOLIO_LOCK_MAP.acquire();
+            // SAFETY: as for `release`; `now` is locked and referenced by the
+            // migration core for the duration of the call.
+            unsafe { migrated_cb(raw_obj, now.as_raw(), migrated, owner.data) };
+            FOLIO_LOCK_MAP.release();
+        }
+        // SAFETY: `handle` came from `into_foreign` above and is not used again.
+        drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
+        result
     }
 }
 
@@ -77,7 +141,8 @@ struct Stats {
     refused_busy: AtomicU64,
     /// Releases the owner refused for another reason.
     refused_other: AtomicU64,
-    /// Folios of gemfs objects migrated with no hold on them.
+    /// gemfs folios migrated without asking an owner: files of a
+    /// `mount -t gemfs`, and folios of objects that nobody holds.
     unheld_migrated: AtomicU64,
     /// Sum and maximum of the time owners took to release, in ns.
     release_ns_total: AtomicU64,
@@ -211,79 +276,6 @@ fn object_of(mapping: &AddressSpace) -> Option<Arc<Object>> {
     // private data, installed and removed by `gemfs_object_create` and
     // `gemfs_object_destroy` through this same function.
     unsafe { mapping.with_private::<Arc<Object>, _>(|slot| slot.get().map(Arc::from)) }
-}
-
-/// `->migrate_folio` of gemfs files.
-fn migrate_folio(
-    mapping: &AddressSpace,
-    dst: &LockedFolio<'_>,
-    src: &LockedFolio<'_>,
-    mode: MigrateMode,
-) -> Result {
-    let obj = object_of(mapping);
-    let owner = obj.as_ref().and_then(|o| {
-        let st = o.state.lock();
-        st.owner
-            .filter(|_| st.holds.get(&(src.as_raw() as usize)).is_some())
-    });
-    let (Some(obj), Some(owner)) = (obj, owner) else {
-        mapping.migrate_folio_default(dst, src, mode)?;
-        STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    };
-
-    // The owner sees the object through its C handle, which is the
-    // `Arc`'s foreign form: take a reference in that form for the calls.
-    // `gemfs_object_set_owner` refuses owners without `release`.
-    let release = owner.ops.release.ok_or(EINVAL)?;
-    let handle = obj.clone().into_foreign();
-    let raw_obj = handle.cast_mut().cast::<bindings::gemfs_object>();
-    let start = time::Ktime::ktime_get();
-    FOLIO_LOCK_MAP.acquire();
-    // SAFETY: `release` is the owner's callback (a valid function, as
-    // `gemfs_object_set_owner` requires); `src` is locked and referenced;
-    // `raw_obj` stays valid because `handle` holds a reference.
-    let ret = unsafe { release(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
-    FOLIO_LOCK_MAP.release();
-    let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
-    STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
-    STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
-    if ret != 0 {
-        // SAFETY: `handle` came from `into_foreign` above; not used again.
-        drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
-        let err = Error::from_errno(ret);
-        if err == EBUSY || err == EAGAIN {
-            STATS.refused_busy.fetch_add(1, Ordering::Relaxed);
-        } else {
-            STATS.refused_other.fetch_add(1, Ordering::Relaxed);
-        }
-        return Err(err);
-    }
-
-    // Holds left after a successful release make the reference count check
-    // of the default path fail with EAGAIN, which is the right answer: the
-    // owner raced a new use of the folio with its release.
-    let result = mapping.migrate_folio_default(dst, src, mode);
-    let (now, migrated) = match result {
-        Ok(()) => {
-            STATS.released_migrated.fetch_add(1, Ordering::Relaxed);
-            (dst, true)
-        }
-        Err(_) => {
-            STATS.released_not_migrated.fetch_add(1, Ordering::Relaxed);
-            (src, false)
-        }
-    };
-    if let Some(migrated_cb) = owner.ops.migrated {
-        FOLIO_LOCK_MAP.acquire();
-        // SAFETY: as for `release`; `now` is locked and referenced by the
-        // migration core for the duration of the call.
-        unsafe { migrated_cb(raw_obj, now.as_raw(), migrated, owner.data) };
-        FOLIO_LOCK_MAP.release();
-    }
-    // SAFETY: `handle` came from `into_foreign` above and is not used again.
-    drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
-    result
 }
 
 // ---------------------------------------------------------------------------

@@ -52,6 +52,19 @@ impl Mount {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// Creates file `name` of `len` bytes, open for reading and writing.
+    fn file(&self, name: &str, len: u64) -> File {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.path(name))
+            .unwrap();
+        f.set_len(len).unwrap();
+        f
+    }
 }
 
 impl Drop for Mount {
@@ -143,13 +156,7 @@ fn write_then_read_back() {
 #[test]
 fn mmap_writes_are_seen_by_read_and_back() {
     let m = Mount::new("").unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
-    f.set_len(4 * PAGE as u64).unwrap();
+    let f = m.file("a", 4 * PAGE as u64);
     let mut map = Map::new(&f, 4 * PAGE);
     let data = pattern(4 * PAGE, 3);
     map.bytes().copy_from_slice(&data);
@@ -163,13 +170,7 @@ fn mmap_writes_are_seen_by_read_and_back() {
 #[test]
 fn truncate_down_and_up_while_mapped() {
     let m = Mount::new("").unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
-    f.set_len(4 * PAGE as u64).unwrap();
+    let f = m.file("a", 4 * PAGE as u64);
     let mut map = Map::new(&f, 4 * PAGE);
     map.bytes().fill(0xee);
     f.set_len(PAGE as u64).unwrap();
@@ -186,12 +187,7 @@ fn truncate_down_and_up_while_mapped() {
 #[test]
 fn fallocate_punch_hole_and_seek() {
     let m = Mount::new("").unwrap();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
+    let mut f = m.file("a", 0);
     let len = 64 * PAGE as i64;
     // SAFETY: plain syscall on an open fd.
     assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) }, 0);
@@ -229,13 +225,7 @@ fn fallocate_punch_hole_and_seek() {
 #[test]
 fn unlink_while_open_and_mapped_keeps_data_then_frees_it() {
     let m = Mount::new("size=4m").unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
-    f.set_len(2 << 20).unwrap();
+    let f = m.file("a", 2 << 20);
     let mut map = Map::new(&f, 2 << 20);
     map.bytes().fill(0x42);
     fs::remove_file(m.path("a")).unwrap();
@@ -289,14 +279,8 @@ fn noswap_is_accepted() {
 #[test]
 fn huge_always_maps_huge_folios() {
     let m = Mount::new("huge=always").unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
     let len = 8 << 20;
-    f.set_len(len as u64).unwrap();
+    let f = m.file("a", len as u64);
     let mut map = Map::new(&f, len);
     map.bytes().fill(0x5a);
     let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
@@ -349,13 +333,7 @@ fn smaps_kb(addr: usize, field: &str) -> u64 {
 /// Writes a pattern through a mapping and pages it out with MADV_PAGEOUT;
 /// returns (kB swapped out, mapping, file).
 fn page_out(m: &Mount, len: usize, seed: u8) -> (u64, Map, File) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(m.path("a"))
-        .unwrap();
-    f.set_len(len as u64).unwrap();
+    let f = m.file("a", len as u64);
     let mut map = Map::new(&f, len);
     map.bytes().copy_from_slice(&pattern(len, seed));
     // SAFETY: advice on our own mapping.
@@ -394,4 +372,122 @@ fn noswap_mount_never_swaps() {
     let (swapped_kb, mut map, _f) = page_out(&m, len, 4);
     assert_eq!(swapped_kb, 0);
     assert!(map.bytes() == &pattern(len, 4)[..]);
+}
+
+/// move_pages(2) on `pages` pages at `addr` to `node`; returns the status
+/// of each page (its node, or a negative errno).
+fn move_to_node(addr: *mut u8, pages: usize, node: i32) -> Vec<i32> {
+    let mut ptrs: Vec<*mut libc::c_void> = (0..pages)
+        .map(|i| addr.wrapping_add(i * PAGE).cast())
+        .collect();
+    let nodes = vec![node; pages];
+    let mut status = vec![i32::MIN; pages];
+    // SAFETY: three arrays of `pages` elements each; pid 0 is us;
+    // MPOL_MF_MOVE = 2.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            pages,
+            ptrs.as_mut_ptr(),
+            nodes.as_ptr(),
+            status.as_mut_ptr(),
+            2,
+        )
+    };
+    assert!(r >= 0, "move_pages: {}", io::Error::last_os_error());
+    status
+}
+
+/// Migration of a mapped gemfs file races truncation, hole punching,
+/// rewrites and unlink of its name. The debug kernel judges the races
+/// (KASAN, lockdep, DEBUG_VM); afterwards the file migrates whole and
+/// keeps its data.
+#[test]
+fn migration_races_truncate_punch_and_unlink() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    const PAGES: usize = 64;
+    let m = Mount::new("").unwrap();
+    let f = Arc::new(m.file("a", (PAGES * PAGE) as u64));
+    let mut map = Map::new(&f, PAGES * PAGE);
+    map.bytes().fill(1);
+    let addr = map.ptr as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let migrator = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut moved = 0usize;
+            let mut round: i32 = 0;
+            while !stop.load(Ordering::Relaxed) || round < 20 {
+                // Map what exists now. MADV_POPULATE_READ (22) fails with
+                // EFAULT, rather than raising SIGBUS, past a racing EOF.
+                // SAFETY: advice on our own mapping.
+                unsafe { libc::madvise(addr as *mut libc::c_void, PAGES * PAGE, 22) };
+                // Pages truncated away meanwhile report -ENOENT or -EFAULT;
+                // mapped ones their new node.
+                let status = move_to_node(addr as *mut u8, PAGES, round % 2);
+                for s in status {
+                    assert!(
+                        s >= 0 || s == -libc::ENOENT || s == -libc::EFAULT,
+                        "status {s}"
+                    );
+                    if s == round % 2 {
+                        moved += 1;
+                    }
+                }
+                round += 1;
+                if round > 400 {
+                    break;
+                }
+            }
+            moved
+        })
+    };
+    for i in 0..60u64 {
+        let len = ((i * 7) % PAGES as u64 + 1) * PAGE as u64;
+        f.set_len(len).unwrap();
+        // SAFETY: plain syscall on an open fd.
+        unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                (PAGE * 2) as i64,
+            )
+        };
+        f.set_len((PAGES * PAGE) as u64).unwrap();
+        f.write_all_at(&pattern(PAGE, i as u8), (i % PAGES as u64) * PAGE as u64)
+            .unwrap();
+        if i % 10 == 0 {
+            fs::remove_file(m.path("a")).unwrap();
+            File::create(m.path("a")).unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moved = migrator.join().unwrap();
+    assert!(moved > 0, "no page migrated during the race");
+
+    // Settle: every page present, tagged, then migrated both ways intact.
+    for i in 0..PAGES {
+        f.write_all_at(&pattern(PAGE, i as u8), (i * PAGE) as u64)
+            .unwrap();
+    }
+    // Fault every page in: move_pages only moves mapped pages.
+    for i in 0..PAGES {
+        // SAFETY: within the mapping, which the file covers again.
+        unsafe { std::ptr::read_volatile(map.ptr.add(i * PAGE)) };
+    }
+    for node in [1, 0] {
+        let status = move_to_node(map.ptr, PAGES, node);
+        assert!(status.iter().all(|&s| s == node), "statuses {status:?}");
+    }
+    for i in 0..PAGES {
+        assert!(
+            map.bytes()[i * PAGE..(i + 1) * PAGE] == pattern(PAGE, i as u8)[..],
+            "page {i}"
+        );
+    }
 }
