@@ -293,8 +293,8 @@ impl ObjectRef {
     /// back from swap or allocating it as needed. May sleep.
     pub fn get_folio(&self, index: usize) -> Result<Hold> {
         // SAFETY: the handle is live (type invariant).
-        let f =
-            from_err_ptr(unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) })?;
+        let f = unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) };
+        let f = from_err_ptr(f)?;
         // INVARIANT: gemfs returned a folio with one hold, now owned.
         Ok(Hold {
             obj: NonNull::from(self),
