@@ -135,8 +135,8 @@ impl Folio {
 
     /// The folio's index in its mapping, in pages.
     ///
-    /// Only stable while the folio is locked or known to stay in its
-    /// mapping; otherwise a hint.
+    /// Stable while the folio is locked ([`LockedFolio`]) or known to stay
+    /// in its mapping; otherwise a hint.
     pub fn index(&self) -> usize {
         // SAFETY: By the type invariant the folio is valid.
         unsafe { bindings::folio_index(self.as_raw()) as usize }
@@ -281,11 +281,6 @@ impl<'a> LockedFolio<'a> {
             folio,
             owned: false,
         }
-    }
-
-    /// The folio's index in its mapping, in pages: stable while locked.
-    pub fn index(&self) -> usize {
-        self.folio.index()
     }
 }
 

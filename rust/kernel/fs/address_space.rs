@@ -42,12 +42,6 @@ impl AddressSpace {
         self.0.get()
     }
 
-    /// The inode number of the host inode.
-    pub fn ino(&self) -> u64 {
-        // SAFETY: `host` is set at inode creation and valid with it.
-        unsafe { (*(*self.as_raw()).host).i_ino as u64 }
-    }
-
     /// Runs `f` on the owner's private data slot (`i_private_data`) under
     /// the mapping's `i_private_lock`.
     ///
