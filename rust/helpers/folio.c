@@ -84,3 +84,8 @@ bool rust_helper_node_state_memory(int nid)
 {
 	return nid >= 0 && nid < MAX_NUMNODES && node_state(nid, N_MEMORY);
 }
+
+struct folio *rust_helper_pfn_folio(unsigned long pfn)
+{
+	return pfn_folio(pfn);
+}

@@ -23,3 +23,8 @@ struct folio *rust_helper_filemap_get_folio(struct address_space *mapping,
 {
 	return filemap_get_folio(mapping, index);
 }
+
+void rust_helper_mapping_set_gfp_mask(struct address_space *m, gfp_t mask)
+{
+	mapping_set_gfp_mask(m, mask);
+}

@@ -225,6 +225,59 @@ impl Folio {
         })
     }
 
+    /// Atomically adds `value` to the naturally aligned 64-bit integer at
+    /// byte `offset`, `times` times, and returns its value after the last addition.
+    ///
+    /// Each addition is one atomic read-modify-write, so concurrent adders
+    /// through any mapping of the folio (a CPU thread with the file mapped,
+    /// another device) lose no update. `EINVAL` if `offset` is misaligned or
+    /// out of the folio.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::folio::Folio;
+    ///
+    /// let folio = Folio::alloc(GFP_KERNEL | __GFP_ZERO, 0)?;
+    /// assert_eq!(folio.atomic_add_u64(8, 5, 3)?, 15);
+    /// let mut buf = [0u8; 8];
+    /// folio.read(8, &mut buf)?;
+    /// assert_eq!(u64::from_ne_bytes(buf), 15);
+    /// assert_eq!(folio.atomic_add_u64(4, 1, 1), Err(EINVAL));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn atomic_add_u64(&self, offset: usize, value: u64, times: u64) -> Result<u64> {
+        if offset % 8 != 0 || offset + 8 > self.size() {
+            return Err(EINVAL);
+        }
+        let mut last = 0;
+        // A naturally aligned u64 never straddles pages: one chunk.
+        self.for_each_chunk(offset, 8, |map, _, _| {
+            // SAFETY: `map` is 8 mapped bytes of the folio, 8-byte aligned
+            // (the page mapping is page aligned and `offset % 8 == 0`).
+            // Every access to it from Rust is atomic; C and userspace
+            // accesses are outside Rust's model, as for any shared page.
+            let a = unsafe { core::sync::atomic::AtomicU64::from_ptr(map.cast()) };
+            for _ in 0..times {
+                last = a.fetch_add(value, core::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
+        Ok(last.wrapping_add(value))
+    }
+
+    /// Borrows the folio that contains page frame `pfn`.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold a reference to that folio for `'a` (a device
+    /// page table entry that exists only while its owner holds the folio is
+    /// such a reference).
+    pub unsafe fn from_pfn<'a>(pfn: usize) -> &'a Self {
+        // SAFETY: a referenced folio's pfn maps to its `struct folio`,
+        // which stays valid while the reference is held.
+        unsafe { &*bindings::pfn_folio(pfn as _).cast::<Self>() }
+    }
+
     /// Maps the folio page by page over `[offset, offset + len)` and calls
     /// `f(mapped address, bytes done so far, bytes in this page)`.
     fn for_each_chunk(
@@ -281,6 +334,17 @@ impl<'a> LockedFolio<'a> {
             folio,
             owned: false,
         }
+    }
+}
+
+impl LockedFolio<'_> {
+    /// Marks the folio dirty (`folio_mark_dirty()`): its contents changed
+    /// behind the filesystem's back, e.g. a device may write to it, and
+    /// must be written back before the folio is reclaimed.
+    pub fn mark_dirty(&self) {
+        // SAFETY: the folio is locked (type invariant), which keeps it from
+        // racing with truncation as `folio_mark_dirty()` requires.
+        unsafe { bindings::folio_mark_dirty(self.as_raw()) };
     }
 }
 

@@ -41,8 +41,8 @@ pub enum Huge {
     Advise,
 }
 
-/// A private gemfs mount, unmounted when dropped (after its objects: they
-/// borrow it).
+/// A private gemfs mount, unmounted when dropped. Objects may outlive it:
+/// each object's file keeps the mount referenced (`file->f_path.mnt`).
 ///
 /// # Invariants
 ///
@@ -81,7 +81,7 @@ impl Mount {
         name: &CStr,
         size: usize,
         owner: Arc<T>,
-    ) -> Result<Object<'_, T>> {
+    ) -> Result<Object<T>> {
         let size = i64::try_from(size).map_err(|_| EINVAL)?;
         // SAFETY: the mount is live (type invariant); `name` is a C string.
         let raw = from_err_ptr(unsafe {
@@ -108,7 +108,6 @@ impl Mount {
         let obj = Object {
             raw,
             owner: data,
-            _mount: PhantomData,
             _t: PhantomData,
         };
         ret.map(|()| obj)
@@ -117,8 +116,8 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the mount is ours; the objects
-        // borrowing it are gone.
+        // SAFETY: By the type invariant the mount is ours. Objects still
+        // alive keep it referenced through their files.
         unsafe { bindings::gemfs_kern_unmount(self.mnt.as_ptr()) };
     }
 }
@@ -222,20 +221,19 @@ impl<T: Owner> OwnerVtable<T> {
 ///
 /// `raw` is a live object handle owned by this value; its owner data is
 /// `owner`, an `Arc<T>` in foreign form.
-pub struct Object<'a, T: Owner> {
+pub struct Object<T: Owner> {
     raw: NonNull<bindings::gemfs_object>,
     owner: *const crate::ffi::c_void,
-    _mount: PhantomData<&'a Mount>,
     _t: PhantomData<Arc<T>>,
 }
 
 // SAFETY: the object's state is protected by gemfs's locks; `T` is
 // `Send + Sync`.
-unsafe impl<T: Owner> Send for Object<'_, T> {}
+unsafe impl<T: Owner> Send for Object<T> {}
 // SAFETY: as above.
-unsafe impl<T: Owner> Sync for Object<'_, T> {}
+unsafe impl<T: Owner> Sync for Object<T> {}
 
-impl<T: Owner> Object<'_, T> {
+impl<T: Owner> Object<T> {
     /// The owner.
     pub fn owner(&self) -> ArcBorrow<'_, T> {
         // SAFETY: `owner` is the `Arc<T>` foreign form, alive until drop.
@@ -243,7 +241,7 @@ impl<T: Owner> Object<'_, T> {
     }
 }
 
-impl<T: Owner> core::ops::Deref for Object<'_, T> {
+impl<T: Owner> core::ops::Deref for Object<T> {
     type Target = ObjectRef;
 
     fn deref(&self) -> &ObjectRef {
@@ -252,7 +250,7 @@ impl<T: Owner> core::ops::Deref for Object<'_, T> {
     }
 }
 
-impl<T: Owner> Drop for Object<'_, T> {
+impl<T: Owner> Drop for Object<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant the handle is ours; after this no
         // callback can run, so the owner data can go too.

@@ -111,6 +111,15 @@ pub fn file_setup(mnt: &Mount, name: &CStr, size: i64, vm_flags: usize) -> Resul
     Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) })
 }
 
+/// Creates an unlinked file of `size` bytes on the kernel's internal tmpfs
+/// mount (`shmem_file_setup()`), as GEM does for its objects.
+pub fn file_setup_internal(name: &CStr, size: i64, vm_flags: usize) -> Result<ARef<File>> {
+    // SAFETY: `name` is NUL terminated and copied.
+    let f = from_err_ptr(unsafe { bindings::shmem_file_setup(name.as_char_ptr(), size, vm_flags as _) })?;
+    // SAFETY: as in `file_setup`.
+    Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) })
+}
+
 /// Returns the folio holding page `index` of a shmem `mapping`, reading it
 /// back from swap or allocating it as needed, with the mapping's own
 /// allocation flags (`GFP_HIGHUSER_MOVABLE` unless its owner changed them;

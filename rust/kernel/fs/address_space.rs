@@ -42,6 +42,16 @@ impl AddressSpace {
         self.0.get()
     }
 
+    /// Makes page cache allocations of this mapping `GFP_HIGHUSER`: not
+    /// movable. For memory that stays pinned, as drm_gem_shmem's does (the
+    /// baseline that gemfs is compared against); shmem's default is
+    /// `GFP_HIGHUSER_MOVABLE`.
+    pub fn set_gfp_unmovable(&self) {
+        // SAFETY: the mapping is valid; setting its gfp mask is a plain
+        // store that page cache allocations read.
+        unsafe { bindings::mapping_set_gfp_mask(self.as_raw(), bindings::GFP_HIGHUSER) };
+    }
+
     /// Runs `f` on the owner's private data slot (`i_private_data`) under
     /// the mapping's `i_private_lock`.
     ///

@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The command engine: one in-order queue of jobs for the whole device,
+//! executed by a work item. Commands reach memory only through the job's
+//! VM page table; a missing entry is a GPU page fault, resolved by
+//! re-validating the binding (which may take the folio from gemfs again,
+//! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
+
+use crate::vm::{Fault, Pte, Vm, PAGE, VA_END};
+use kernel::{
+    bindings, c_str,
+    dma_fence::{Fence, FenceContext, PendingFence},
+    folio::Folio,
+    impl_has_work, new_mutex, new_spinlock, new_work,
+    prelude::*,
+    dma_fence::canceled,
+    rbtree::{RBTree, RBTreeNodeReservation},
+    sync::{Arc, Mutex, SpinLock, UniqueArc},
+    time::Ktime,
+    types::ARef,
+    uapi,
+    workqueue::{self, Work, WorkItem},
+};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// A validated command.
+#[derive(Clone, Copy)]
+pub(crate) enum Cmd {
+    Fill { dst: u64, size: u64, value: u32 },
+    Copy { dst: u64, src: u64, size: u64 },
+    AtomicAdd { dst: u64, value: u64, times: u64 },
+    Checksum { dst: u64, src: u64, size: u64 },
+    Busy { us: u64 },
+}
+
+/// Most additions one ATOMIC_ADD command may do.
+const MAX_ATOMIC_TIMES: u64 = 1 << 20;
+/// Longest BUSY command, in microseconds.
+const MAX_BUSY_US: u64 = 1_000_000;
+
+fn range_ok(a: u64, size: u64) -> bool {
+    a.checked_add(size).is_some_and(|e| e <= VA_END)
+}
+
+impl Cmd {
+    /// Validates a command as userspace gave it: `EINVAL` if malformed.
+    pub(crate) fn from_uapi(c: &uapi::drm_softgpu_cmd) -> Result<Self> {
+        if c.flags != 0 {
+            return Err(EINVAL);
+        }
+        let cmd = match c.op {
+            uapi::SOFTGPU_CMD_FILL if c.size % 4 == 0 && c.value <= u32::MAX as u64 => Cmd::Fill {
+                dst: c.dst,
+                size: c.size,
+                value: c.value as u32,
+            },
+            uapi::SOFTGPU_CMD_COPY
+                if c.src.checked_add(c.size).is_some_and(|e| e <= c.dst)
+                    || c.dst.checked_add(c.size).is_some_and(|e| e <= c.src) =>
+            {
+                Cmd::Copy {
+                    dst: c.dst,
+                    src: c.src,
+                    size: c.size,
+                }
+            }
+            uapi::SOFTGPU_CMD_ATOMIC_ADD if c.dst % 8 == 0 && c.size <= MAX_ATOMIC_TIMES => {
+                Cmd::AtomicAdd {
+                    dst: c.dst,
+                    value: c.value,
+                    times: c.size,
+                }
+            }
+            uapi::SOFTGPU_CMD_CHECKSUM if c.dst % 8 == 0 => Cmd::Checksum {
+                dst: c.dst,
+                src: c.src,
+                size: c.size,
+            },
+            uapi::SOFTGPU_CMD_BUSY if c.value <= MAX_BUSY_US => Cmd::Busy { us: c.value },
+            _ => return Err(EINVAL),
+        };
+        let ok = match cmd {
+            Cmd::Fill { dst, size, .. } => range_ok(dst, size),
+            Cmd::Copy { dst, src, size } => range_ok(dst, size) && range_ok(src, size),
+            Cmd::Checksum { dst, src, size } => range_ok(dst, 8) && range_ok(src, size),
+            Cmd::AtomicAdd { dst, .. } => range_ok(dst, 8),
+            Cmd::Busy { .. } => true,
+        };
+        if ok {
+            Ok(cmd)
+        } else {
+            Err(EINVAL)
+        }
+    }
+}
+
+/// What a job's submitter can see of it.
+pub(crate) struct JobInfo {
+    pub(crate) fence: ARef<Fence>,
+    pub(crate) fault_addr: AtomicU64,
+}
+
+/// Per-file engine accounting, for fdinfo's `drm-engine-render`.
+pub(crate) struct EngineStats {
+    pub(crate) busy_ns: AtomicU64,
+}
+
+struct Job {
+    vm: Arc<Vm>,
+    cmds: KVec<Cmd>,
+    cancelled: bool,
+    fence: PendingFence,
+    info: Arc<JobInfo>,
+    stats: Arc<EngineStats>,
+}
+
+/// The device's engine.
+#[pin_data]
+pub(crate) struct Engine {
+    #[pin]
+    work: Work<Engine>,
+    /// Jobs by seqno, run in order.
+    #[pin]
+    queue: SpinLock<RBTree<u64, Job>>,
+    /// Serialises fence creation and queueing, so seqnos enter the queue
+    /// in order.
+    #[pin]
+    submit: Mutex<()>,
+    fences: FenceContext,
+    pub(crate) jobs_done: AtomicU64,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Engine { self.work }
+}
+
+impl Engine {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                work <- new_work!("softgpu_engine"),
+                queue <- new_spinlock!(RBTree::new(), "softgpu_engine_queue"),
+                submit <- new_mutex!((), "softgpu_engine_submit"),
+                fences: FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine")),
+                jobs_done: AtomicU64::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Queues `cmds` on `vm`. `prepare` runs once the job's fence exists,
+    /// before the job can run: it marks objects busy and records the job
+    /// for its file. If it fails, the job is cancelled (its fence signals
+    /// `ECANCELED`, in order) and the error returned.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        vm: Arc<Vm>,
+        cmds: KVec<Cmd>,
+        stats: Arc<EngineStats>,
+        prepare: impl FnOnce(&Arc<JobInfo>) -> Result,
+    ) -> Result<Arc<JobInfo>> {
+        let guard = self.submit.lock();
+        // Allocated before the fence: once a fence exists, its job must
+        // reach the queue so that fences signal in order.
+        let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let info = UniqueArc::new_uninit(GFP_KERNEL)?;
+        let fence = self.fences.new_fence()?;
+        let seqno = fence.fence().seqno();
+        let info: Arc<JobInfo> = info
+            .write(JobInfo {
+                fence: fence.fence().clone(),
+                fault_addr: AtomicU64::new(0),
+            })
+            .into();
+        let res = prepare(&info);
+        let job = Job {
+            vm,
+            cmds: if res.is_ok() { cmds } else { KVec::new() },
+            cancelled: res.is_err(),
+            fence,
+            info: info.clone(),
+            stats,
+        };
+        self.queue.lock().insert(reservation.into_node(seqno, job));
+        drop(guard);
+        // Fails only if already queued: then it will see this job.
+        let _ = workqueue::system_unbound().enqueue(self.clone());
+        res.map(|()| info)
+    }
+
+    fn execute(&self, job: Job) {
+        let start = Ktime::ktime_get();
+        let mut result = if job.cancelled {
+            Err(canceled())
+        } else {
+            Ok(())
+        };
+        if result.is_ok() {
+            match KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL) {
+                Ok(mut buf) => {
+                    for cmd in job.cmds.iter() {
+                        if let Err(f) = run_cmd(&job, cmd, buf.as_mut_slice()) {
+                            job.info.fault_addr.store(f.addr, Ordering::Relaxed);
+                            result = Err(f.err);
+                            break;
+                        }
+                    }
+                }
+                Err(e) => result = Err(e.into()),
+            }
+        }
+        let ns = (Ktime::ktime_get() - start).to_ns();
+        job.stats.busy_ns.fetch_add(ns as u64, Ordering::Relaxed);
+        self.jobs_done.fetch_add(1, Ordering::Relaxed);
+        job.fence.signal(result);
+    }
+}
+
+impl WorkItem for Engine {
+    type Pointer = Arc<Engine>;
+
+    fn run(this: Arc<Engine>) {
+        loop {
+            let job = {
+                let mut q = this.queue.lock();
+                let Some(c) = q.cursor_front() else {
+                    break;
+                };
+                let (_, node) = c.remove_current();
+                node.to_key_value().1
+            };
+            this.execute(job);
+        }
+    }
+}
+
+fn fault_at(addr: u64, err: Error) -> Fault {
+    Fault { addr, err }
+}
+
+/// Runs `f` on the folio and offset that GPU address `va` translates to,
+/// under the page table lock (so the entry, and the hold behind it, stay).
+/// Faults in a missing entry and retries.
+fn access(
+    job: &Job,
+    va: u64,
+    write: bool,
+    f: impl FnOnce(&Folio, usize) -> Result,
+) -> core::result::Result<(), Fault> {
+    for _ in 0..4 {
+        let mut pt = job.vm.pt.lock();
+        if let Some(Pte { pfn, writable }) = pt.lookup(va) {
+            if write && !writable {
+                return Err(fault_at(va, EFAULT));
+            }
+            // SAFETY: an entry exists only while its object holds the
+            // folio, and entries are cleared under this lock before a hold
+            // is dropped: the folio stays referenced while we hold the lock.
+            let folio = unsafe { Folio::from_pfn(pfn) };
+            let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
+            return f(folio, off).map_err(|e| fault_at(va, e));
+        }
+        drop(pt);
+        job.vm.fault(va, write, Some(job.fence.fence()))?;
+    }
+    // Migrated away again each time before we got to it.
+    Err(fault_at(va, EAGAIN))
+}
+
+/// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`.
+fn for_each_page(
+    start: u64,
+    size: u64,
+    mut f: impl FnMut(u64, usize) -> core::result::Result<(), Fault>,
+) -> core::result::Result<(), Fault> {
+    let end = start + size;
+    let mut a = start;
+    while a < end {
+        let n = (PAGE - a % PAGE).min(end - a);
+        f(a, n as usize)?;
+        a += n;
+    }
+    Ok(())
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fault> {
+    match *cmd {
+        Cmd::Fill { dst, size, value } => {
+            let pat = value.to_le_bytes();
+            for_each_page(dst, size, |va, n| {
+                let phase = ((va - dst) % 4) as usize;
+                for (i, b) in buf[..n].iter_mut().enumerate() {
+                    *b = pat[(phase + i) % 4];
+                }
+                access(job, va, true, |folio, off| folio.write(off, &buf[..n]))
+            })
+        }
+        Cmd::Copy { dst, src, size } => for_each_page(src, size, |va, n| {
+            access(job, va, false, |folio, off| folio.read(off, &mut buf[..n]))?;
+            // The destination piece may straddle a page: split it.
+            let d = dst + (va - src);
+            let first = ((PAGE - d % PAGE) as usize).min(n);
+            access(job, d, true, |folio, off| folio.write(off, &buf[..first]))?;
+            if first < n {
+                let d2 = d + first as u64;
+                access(job, d2, true, |folio, off| folio.write(off, &buf[first..n]))?;
+            }
+            Ok(())
+        }),
+        Cmd::AtomicAdd { dst, value, times } => access(job, dst, true, |folio, off| {
+            folio.atomic_add_u64(off, value, times).map(|_| ())
+        }),
+        Cmd::Checksum { dst, src, size } => {
+            let mut h = FNV_OFFSET;
+            for_each_page(src, size, |va, n| {
+                access(job, va, false, |folio, off| folio.read(off, &mut buf[..n]))?;
+                for b in &buf[..n] {
+                    h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+                }
+                Ok(())
+            })?;
+            let bytes = h.to_le_bytes();
+            access(job, dst, true, |folio, off| folio.write(off, &bytes))
+        }
+        Cmd::Busy { us } => {
+            // The engine is occupied: nothing else runs meanwhile.
+            // SAFETY: sleeping in the engine's work item is allowed.
+            unsafe {
+                bindings::usleep_range_state(
+                    us as _,
+                    us as _,
+                    bindings::TASK_UNINTERRUPTIBLE,
+                )
+            };
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A DRM file of softgpu: its GPU address space, its jobs, and the ioctls.
+//!
+//! Every ioctl validates all of its arguments before it changes anything,
+//! so a rejected call leaves no trace.
+
+use crate::{
+    bo::{Bo, GemObject},
+    engine::{Cmd, EngineStats, JobInfo},
+    vm::{Vm, PAGE, VA_END},
+    SoftGpu,
+};
+use kernel::{
+    dma_fence::SyncFileFd,
+    drm::{self, file::File},
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+    uaccess::UserSlice,
+    uapi,
+};
+
+type Device = drm::Device<SoftGpu>;
+type DrmFile = File<SoftFile>;
+
+/// WAIT answers for this many of a file's most recent jobs.
+const TRACKED_JOBS: usize = 1024;
+
+/// `ETIME`, which 6.12's `kernel::error::code` lacks.
+fn etime() -> Error {
+    Error::from_errno(-(kernel::bindings::ETIME as i32))
+}
+
+/// Per-file state.
+#[pin_data(PinnedDrop)]
+pub(crate) struct SoftFile {
+    pub(crate) vm: Arc<Vm>,
+    pub(crate) stats: Arc<EngineStats>,
+    /// The most recent jobs, oldest first, as a ring.
+    #[pin]
+    jobs: SpinLock<JobRing>,
+}
+
+struct JobRing {
+    slots: KVec<Option<Arc<JobInfo>>>,
+    next: usize,
+}
+
+impl drm::file::DriverFile for SoftFile {
+    type Driver = SoftGpu;
+
+    fn open(_dev: &Device) -> Result<Pin<KBox<Self>>> {
+        let mut slots = KVec::with_capacity(TRACKED_JOBS, GFP_KERNEL)?;
+        for _ in 0..TRACKED_JOBS {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        KBox::pin_init(
+            try_pin_init!(Self {
+                vm: Vm::new()?,
+                stats: Arc::new(
+                    EngineStats {
+                        busy_ns: core::sync::atomic::AtomicU64::new(0),
+                    },
+                    GFP_KERNEL
+                )?,
+                jobs <- new_spinlock!(JobRing { slots, next: 0 }, "softgpu_file_jobs"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for SoftFile {
+    fn drop(self: Pin<&mut Self>) {
+        // Jobs still queued keep the VM alive; they fault from now on.
+        self.vm.teardown();
+    }
+}
+
+fn lookup(file: &DrmFile, handle: u32) -> Result<ARef<GemObject>> {
+    GemObject::lookup_handle(file, handle)
+}
+
+use kernel::types::ARef;
+
+fn page_aligned(v: u64) -> bool {
+    v % PAGE == 0
+}
+
+impl SoftFile {
+    /// DRM_IOCTL_SOFTGPU_GEM_CREATE
+    pub(crate) fn gem_create(
+        dev: &Device,
+        args: &mut uapi::drm_softgpu_gem_create,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.flags & !uapi::SOFTGPU_BO_PINNED != 0
+            || args.size == 0
+            || !page_aligned(args.size)
+            || args.size > VA_END
+        {
+            return Err(EINVAL);
+        }
+        let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
+        let obj = Bo::create(dev, size, args.flags & uapi::SOFTGPU_BO_PINNED != 0)?;
+        args.handle = obj.create_handle(file)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET
+    pub(crate) fn gem_mmap_offset(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_gem_mmap_offset,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.pad != 0 {
+            return Err(EINVAL);
+        }
+        args.offset = lookup(file, args.handle)?.mmap_offset()?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_GEM_INFO
+    pub(crate) fn gem_info(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_gem_info,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let obj = lookup(file, args.handle)?;
+        let info = obj.info();
+        args.flags = 0;
+        if obj.pinned {
+            args.flags |= uapi::SOFTGPU_BO_INFO_PINNED;
+        }
+        if info.purgeable {
+            args.flags |= uapi::SOFTGPU_BO_INFO_PURGEABLE;
+        }
+        args.size = obj.size() as u64;
+        args.bindings = file.inner().vm.bindings_of(&obj);
+        args.resident_pages = info.resident_pages;
+        args.released = info.released;
+        args.refused = info.refused;
+        args.gpu_faults = info.gpu_faults;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_GEM_MADVISE
+    pub(crate) fn gem_madvise(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_gem_madvise,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.pad != 0
+            || (args.madv != uapi::SOFTGPU_MADV_WILLNEED && args.madv != uapi::SOFTGPU_MADV_DONTNEED)
+        {
+            return Err(EINVAL);
+        }
+        let obj = lookup(file, args.handle)?;
+        args.retained = obj.madvise(args.madv).into();
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_VM_BIND
+    pub(crate) fn vm_bind(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_vm_bind,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let end = args.gpu_va.checked_add(args.size).ok_or(EINVAL)?;
+        let bo_end = args.bo_offset.checked_add(args.size).ok_or(EINVAL)?;
+        if args.flags & !uapi::SOFTGPU_BIND_READONLY != 0
+            || args.size == 0
+            || !page_aligned(args.gpu_va | args.bo_offset | args.size)
+            || end > VA_END
+        {
+            return Err(EINVAL);
+        }
+        let obj = lookup(file, args.handle)?;
+        if bo_end > obj.size() as u64 {
+            return Err(EINVAL);
+        }
+        let readonly = args.flags & uapi::SOFTGPU_BIND_READONLY != 0;
+        file.inner()
+            .vm
+            .bind(obj, args.gpu_va, args.bo_offset, args.size, readonly)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_VM_UNBIND
+    pub(crate) fn vm_unbind(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_vm_unbind,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        file.inner().vm.unbind(args.gpu_va, args.size)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_EXEC
+    pub(crate) fn exec(
+        dev: &Device,
+        args: &mut uapi::drm_softgpu_exec,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let n = args.num_cmds as usize;
+        if args.flags & !uapi::SOFTGPU_EXEC_FENCE_OUT != 0
+            || args.pad != 0
+            || n == 0
+            || n > uapi::SOFTGPU_MAX_CMDS as usize
+        {
+            return Err(EINVAL);
+        }
+        let sz = core::mem::size_of::<uapi::drm_softgpu_cmd>();
+        let mut raw = KVec::<u8>::with_capacity(n * sz, GFP_KERNEL)?;
+        UserSlice::new(args.cmds as usize, n * sz)
+            .reader()
+            .read_all(&mut raw, GFP_KERNEL)?;
+        let mut cmds = KVec::with_capacity(n, GFP_KERNEL)?;
+        for chunk in raw.as_slice().chunks_exact(sz) {
+            // SAFETY: `chunk` has the size of the plain-integer uAPI struct;
+            // `read_unaligned` copes with the byte buffer's alignment.
+            let c: uapi::drm_softgpu_cmd =
+                unsafe { core::ptr::read_unaligned(chunk.as_ptr().cast()) };
+            cmds.push(Cmd::from_uapi(&c)?, GFP_KERNEL)?;
+        }
+        let me = file.inner();
+        let fence_out = args.flags & uapi::SOFTGPU_EXEC_FENCE_OUT != 0;
+        let mut sync_fd = None;
+        let vm = me.vm.clone();
+        let info = dev.data().engine.submit(vm, cmds, me.stats.clone(), |info| {
+            if fence_out {
+                sync_fd = Some(SyncFileFd::new(&info.fence)?);
+            }
+            // Objects bound in this VM may be used by the job: they are
+            // busy for migration until it is done.
+            for b in me.vm.bindings.lock().values() {
+                b.obj.set_busy(&info.fence);
+            }
+            let mut ring = me.jobs.lock();
+            let i = ring.next % TRACKED_JOBS;
+            ring.slots[i] = Some(info.clone());
+            ring.next += 1;
+            Ok(())
+        })?;
+        args.seqno = info.fence.seqno();
+        args.fence_fd = -1;
+        if let Some(fd) = sync_fd {
+            args.fence_fd = fd.fd() as i32;
+            fd.install();
+        }
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_WAIT
+    pub(crate) fn wait(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_wait,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.pad != 0 || args.timeout_ns < 0 {
+            return Err(EINVAL);
+        }
+        let info = {
+            let me = file.inner();
+            let ring = me.jobs.lock();
+            ring.slots
+                .iter()
+                .flatten()
+                .find(|j| j.fence.seqno() == args.seqno)
+                .cloned()
+                .ok_or(EINVAL)?
+        };
+        let ns = args.timeout_ns as u64;
+        let jiffies = kernel::time::msecs_to_jiffies(
+            u32::try_from(ns.div_ceil(1_000_000)).unwrap_or(u32::MAX),
+        );
+        if !info.fence.wait_interruptible_timeout(jiffies as usize)? {
+            return Err(etime());
+        }
+        args.status = match info.fence.status() {
+            Some(Ok(())) => 0,
+            Some(Err(e)) => e.to_errno(),
+            None => return Err(etime()),
+        };
+        args.fault_addr = info.fault_addr.load(core::sync::atomic::Ordering::Relaxed);
+        Ok(0)
+    }
+}

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! softgpu: a DRM render driver for a software GPU.
+//!
+//! Execution is emulated (`engine.rs`); memory management is real. Buffer
+//! objects live on a private gemfs mount (`bo.rs`), are mapped into a GPU
+//! address space per file with its own page table (`vm.rs`), and give their
+//! folios back when migration asks. The ioctls are in `file.rs`; the uAPI
+//! is `include/uapi/drm/softgpu_drm.h`. See Documentation/gpu/softgpu.rst.
+
+mod bo;
+mod engine;
+mod file;
+mod vm;
+
+use kernel::{
+    c_str, drm,
+    drm::ioctl::{iow, iowr, RENDER_ALLOW},
+    gemfs, platform,
+    prelude::*,
+    sync::Arc,
+    uapi,
+};
+
+module! {
+    type: SoftGpuModule,
+    name: "softgpu",
+    author: "gemfs developers",
+    description: "DRM driver for a software GPU backed by gemfs",
+    license: "GPL",
+}
+
+/// The driver.
+pub(crate) struct SoftGpu;
+
+/// Per-device data.
+pub(crate) struct DevData {
+    /// The private gemfs mount objects are created on.
+    pub(crate) mount: gemfs::Mount,
+    pub(crate) engine: Arc<engine::Engine>,
+}
+
+const fn nr(n: u32) -> u32 {
+    uapi::DRM_COMMAND_BASE + n
+}
+
+impl drm::Driver for SoftGpu {
+    type Data = DevData;
+    type File = file::SoftFile;
+    type Object = bo::Bo;
+
+    const INFO: drm::DriverInfo = drm::DriverInfo {
+        major: 0,
+        minor: 1,
+        patchlevel: 0,
+        name: c_str!("softgpu"),
+        desc: c_str!("software GPU on gemfs"),
+    };
+    const FEATURES: u32 = drm::FEAT_GEM | drm::FEAT_RENDER;
+
+    kernel::declare_drm_ioctls! {
+        (SOFTGPU_GEM_CREATE, iowr::<uapi::drm_softgpu_gem_create>(nr(uapi::DRM_SOFTGPU_GEM_CREATE)),
+            uapi::drm_softgpu_gem_create, RENDER_ALLOW, file::SoftFile::gem_create),
+        (SOFTGPU_GEM_MMAP_OFFSET,
+            iowr::<uapi::drm_softgpu_gem_mmap_offset>(nr(uapi::DRM_SOFTGPU_GEM_MMAP_OFFSET)),
+            uapi::drm_softgpu_gem_mmap_offset, RENDER_ALLOW, file::SoftFile::gem_mmap_offset),
+        (SOFTGPU_GEM_INFO, iowr::<uapi::drm_softgpu_gem_info>(nr(uapi::DRM_SOFTGPU_GEM_INFO)),
+            uapi::drm_softgpu_gem_info, RENDER_ALLOW, file::SoftFile::gem_info),
+        (SOFTGPU_GEM_MADVISE,
+            iowr::<uapi::drm_softgpu_gem_madvise>(nr(uapi::DRM_SOFTGPU_GEM_MADVISE)),
+            uapi::drm_softgpu_gem_madvise, RENDER_ALLOW, file::SoftFile::gem_madvise),
+        (SOFTGPU_VM_BIND, iow::<uapi::drm_softgpu_vm_bind>(nr(uapi::DRM_SOFTGPU_VM_BIND)),
+            uapi::drm_softgpu_vm_bind, RENDER_ALLOW, file::SoftFile::vm_bind),
+        (SOFTGPU_VM_UNBIND, iow::<uapi::drm_softgpu_vm_unbind>(nr(uapi::DRM_SOFTGPU_VM_UNBIND)),
+            uapi::drm_softgpu_vm_unbind, RENDER_ALLOW, file::SoftFile::vm_unbind),
+        (SOFTGPU_EXEC, iowr::<uapi::drm_softgpu_exec>(nr(uapi::DRM_SOFTGPU_EXEC)),
+            uapi::drm_softgpu_exec, RENDER_ALLOW, file::SoftFile::exec),
+        (SOFTGPU_WAIT, iowr::<uapi::drm_softgpu_wait>(nr(uapi::DRM_SOFTGPU_WAIT)),
+            uapi::drm_softgpu_wait, RENDER_ALLOW, file::SoftFile::wait),
+    }
+
+    fn show_fdinfo(file: &drm::file::File<file::SoftFile>, p: &drm::Printer) {
+        let ns = file
+            .inner()
+            .stats
+            .busy_ns
+            .load(core::sync::atomic::Ordering::Relaxed);
+        p.print(format_args!("drm-engine-render:\t{ns} ns\n"));
+    }
+}
+
+struct SoftGpuModule {
+    // Dropped in this order: the DRM device before its parent.
+    _reg: drm::Registration<SoftGpu>,
+    _pdev: platform::SimpleDevice,
+}
+
+impl kernel::Module for SoftGpuModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let pdev = platform::SimpleDevice::register(c_str!("softgpu"))?;
+        let data = Arc::new(
+            DevData {
+                mount: gemfs::Mount::new(gemfs::Huge::WithinSize)?,
+                engine: engine::Engine::new()?,
+            },
+            GFP_KERNEL,
+        )?;
+        let reg = drm::Registration::new(pdev.device(), data)?;
+        pr_info!(
+            "softgpu: render node renderD{}\n",
+            reg.device().render_index().unwrap_or(-1)
+        );
+        Ok(Self {
+            _reg: reg,
+            _pdev: pdev,
+        })
+    }
+}

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * softgpu: a software GPU whose execution is emulated in the kernel but
+ * whose memory management is real. See Documentation/gpu/softgpu.rst.
+ *
+ * Model: each open render node file is one GPU context with its own GPU
+ * virtual address space (VM). Buffer objects (BOs) are created with
+ * DRM_IOCTL_SOFTGPU_GEM_CREATE, mapped into the VM with VM_BIND and used by
+ * command buffers submitted with EXEC. Commands reach memory only through
+ * the VM's page table. Every submission completes a dma_fence; WAIT waits
+ * for it and reports whether the job succeeded.
+ *
+ * All structures are naturally aligned with explicit padding, which must
+ * be zero; unknown flags are rejected with -EINVAL.
+ */
+#ifndef _UAPI_SOFTGPU_DRM_H_
+#define _UAPI_SOFTGPU_DRM_H_
+
+#include "drm.h"
+
+#if defined(__cplusplus)
+extern "C" {
+#endif
+
+#define DRM_SOFTGPU_GEM_CREATE		0x00
+#define DRM_SOFTGPU_GEM_MMAP_OFFSET	0x01
+#define DRM_SOFTGPU_GEM_INFO		0x02
+#define DRM_SOFTGPU_GEM_MADVISE		0x03
+#define DRM_SOFTGPU_VM_BIND		0x04
+#define DRM_SOFTGPU_VM_UNBIND		0x05
+#define DRM_SOFTGPU_EXEC		0x06
+#define DRM_SOFTGPU_WAIT		0x07
+
+/* The GPU virtual address space: 39 bits, 4 KiB pages, from 0. */
+#define SOFTGPU_VA_BITS			39
+#define SOFTGPU_PAGE_SIZE		4096ULL
+
+/*
+ * Backed by a plain shmem file whose pages stay pinned for as long as the
+ * object is bound, allocated without __GFP_MOVABLE: what today's drivers do
+ * (drm_gem_shmem, i915). The default is gemfs: pages are held only while
+ * present in the GPU page table, and migration asks the driver for them.
+ */
+#define SOFTGPU_BO_PINNED		(1 << 0)
+
+/**
+ * struct drm_softgpu_gem_create - create a buffer object
+ *
+ * Returns -EINVAL for a zero size, one that is not a multiple of
+ * %SOFTGPU_PAGE_SIZE or above 1 << %SOFTGPU_VA_BITS, or unknown flags;
+ * -ENOMEM or -ENOSPC when memory or the backing mount is exhausted.
+ */
+struct drm_softgpu_gem_create {
+	/** @size: in bytes, a multiple of %SOFTGPU_PAGE_SIZE. */
+	__u64 size;
+	/** @flags: %SOFTGPU_BO_PINNED or 0. */
+	__u32 flags;
+	/** @handle: out, the new GEM handle. */
+	__u32 handle;
+};
+
+/**
+ * struct drm_softgpu_gem_mmap_offset - fake offset for mmap() of a BO
+ *
+ * The CPU mapping maps the BO's backing file itself: its pages are normal,
+ * rmap-visible file pages (never VM_PFNMAP), so migration can unmap them.
+ */
+struct drm_softgpu_gem_mmap_offset {
+	/** @handle: the BO. */
+	__u32 handle;
+	/** @pad: must be zero. */
+	__u32 pad;
+	/** @offset: out, pass to mmap() on the same file. */
+	__u64 offset;
+};
+
+/* drm_softgpu_gem_info.flags (out) */
+#define SOFTGPU_BO_INFO_PINNED		(1 << 0)
+#define SOFTGPU_BO_INFO_PURGEABLE	(1 << 1)
+#define SOFTGPU_BO_INFO_PURGED		(1 << 2)
+
+/**
+ * struct drm_softgpu_gem_info - what the driver knows of a BO
+ *
+ * Counters are since creation.
+ */
+struct drm_softgpu_gem_info {
+	/** @handle: the BO. */
+	__u32 handle;
+	/** @flags: out, SOFTGPU_BO_INFO_*. */
+	__u32 flags;
+	/** @size: out, in bytes. */
+	__u64 size;
+	/** @bindings: out, number of VM bindings of the BO in this file. */
+	__u64 bindings;
+	/** @resident_pages: out, pages present in GPU page tables (held). */
+	__u64 resident_pages;
+	/** @released: out, folios given back to migration (gemfs only). */
+	__u64 released;
+	/** @refused: out, release requests refused as busy (gemfs only). */
+	__u64 refused;
+	/** @gpu_faults: out, GPU page faults on the BO that re-validated. */
+	__u64 gpu_faults;
+};
+
+#define SOFTGPU_MADV_WILLNEED		0
+#define SOFTGPU_MADV_DONTNEED		1
+
+/**
+ * struct drm_softgpu_gem_madvise - mark a BO's contents (not) needed
+ *
+ * A DONTNEED object that is not bound may be purged by the shrinker under
+ * memory pressure: its contents are dropped. WILLNEED reports in
+ * @retained whether the contents survived.
+ */
+struct drm_softgpu_gem_madvise {
+	/** @handle: the BO. */
+	__u32 handle;
+	/** @madv: SOFTGPU_MADV_*. */
+	__u32 madv;
+	/** @retained: out, 0 if the BO was purged. */
+	__u32 retained;
+	/** @pad: must be zero. */
+	__u32 pad;
+};
+
+/* The GPU may only read through this binding. */
+#define SOFTGPU_BIND_READONLY		(1 << 0)
+
+/**
+ * struct drm_softgpu_vm_bind - map BO pages at a GPU virtual address
+ *
+ * Maps [@bo_offset, @bo_offset + @size) of the BO at [@gpu_va, @gpu_va +
+ * @size). All three page aligned, @size non-zero, the range inside the BO
+ * and the VA space. Returns -EINVAL for those and -EEXIST if the range
+ * overlaps an existing binding. Pages are faulted into the GPU page table
+ * when the GPU first touches them.
+ */
+struct drm_softgpu_vm_bind {
+	/** @handle: the BO. */
+	__u32 handle;
+	/** @flags: SOFTGPU_BIND_*. */
+	__u32 flags;
+	/** @gpu_va: GPU virtual address. */
+	__u64 gpu_va;
+	/** @bo_offset: offset in the BO. */
+	__u64 bo_offset;
+	/** @size: bytes to map. */
+	__u64 size;
+};
+
+/**
+ * struct drm_softgpu_vm_unbind - remove the binding that starts at @gpu_va
+ *
+ * @size must equal the binding's size: -ENOENT if no binding starts at
+ * @gpu_va, -EINVAL if the size differs. Jobs already submitted that touch
+ * the range afterwards fault (their status is -EFAULT).
+ */
+struct drm_softgpu_vm_unbind {
+	/** @gpu_va: start of the binding. */
+	__u64 gpu_va;
+	/** @size: its size. */
+	__u64 size;
+};
+
+/*
+ * Commands. Addresses are GPU virtual addresses; every access goes through
+ * the VM's page table. A command that touches an unbound address, or writes
+ * through a read-only binding, fails the job with -EFAULT and stops it.
+ */
+/* Store the 32-bit @value over [@dst, @dst + @size); @size % 4 == 0. */
+#define SOFTGPU_CMD_FILL		1
+/* Copy @size bytes from @src to @dst; the ranges must not overlap. */
+#define SOFTGPU_CMD_COPY		2
+/* Add @value to the 64-bit integer at @dst (8-byte aligned), @size times. */
+#define SOFTGPU_CMD_ATOMIC_ADD		3
+/* Store at @dst (8-byte aligned) the 64-bit FNV-1a hash of [@src, +@size). */
+#define SOFTGPU_CMD_CHECKSUM		4
+/* Keep the engine busy for @value microseconds (at most 1 second). */
+#define SOFTGPU_CMD_BUSY		5
+
+/**
+ * struct drm_softgpu_cmd - one command of a command buffer
+ */
+struct drm_softgpu_cmd {
+	/** @op: SOFTGPU_CMD_*. */
+	__u32 op;
+	/** @flags: must be zero. */
+	__u32 flags;
+	/** @dst: destination GPU address. */
+	__u64 dst;
+	/** @src: source GPU address. */
+	__u64 src;
+	/** @size: bytes, or a count for ATOMIC_ADD. */
+	__u64 size;
+	/** @value: operand. */
+	__u64 value;
+};
+
+/* Create a sync_file for the job's fence and return it in @fence_fd. */
+#define SOFTGPU_EXEC_FENCE_OUT		(1 << 0)
+
+/* At most this many commands per submission. */
+#define SOFTGPU_MAX_CMDS		4096
+
+/**
+ * struct drm_softgpu_exec - submit a command buffer to the engine
+ *
+ * The commands are copied and validated (ops, flags, alignment, sizes) at
+ * submission; -EINVAL rejects the whole buffer, which then never runs.
+ * Jobs of all files run in submission order on the one engine.
+ */
+struct drm_softgpu_exec {
+	/** @cmds: user pointer to an array of struct drm_softgpu_cmd. */
+	__u64 cmds;
+	/** @num_cmds: 1 to %SOFTGPU_MAX_CMDS. */
+	__u32 num_cmds;
+	/** @flags: SOFTGPU_EXEC_*. */
+	__u32 flags;
+	/** @seqno: out, the job's sequence number, for WAIT. */
+	__u64 seqno;
+	/** @fence_fd: out, sync_file fd if %SOFTGPU_EXEC_FENCE_OUT, else -1. */
+	__s32 fence_fd;
+	/** @pad: must be zero. */
+	__u32 pad;
+};
+
+/**
+ * struct drm_softgpu_wait - wait for a job of this file
+ *
+ * Returns 0 once the job is done (its outcome in @status), -ETIME if it is
+ * not done within @timeout_ns (0 polls), -EINVAL for a seqno this file
+ * never submitted or that is no longer tracked (the last 1024 are).
+ */
+struct drm_softgpu_wait {
+	/** @seqno: from EXEC. */
+	__u64 seqno;
+	/** @timeout_ns: relative timeout. */
+	__s64 timeout_ns;
+	/** @status: out, 0 if the job succeeded, else a negative errno. */
+	__s32 status;
+	/** @pad: must be zero. */
+	__u32 pad;
+	/** @fault_addr: out, the GPU address that faulted, if -EFAULT. */
+	__u64 fault_addr;
+};
+
+#define DRM_IOCTL_SOFTGPU_GEM_CREATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_CREATE, struct drm_softgpu_gem_create)
+#define DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_MMAP_OFFSET, struct drm_softgpu_gem_mmap_offset)
+#define DRM_IOCTL_SOFTGPU_GEM_INFO \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_INFO, struct drm_softgpu_gem_info)
+#define DRM_IOCTL_SOFTGPU_GEM_MADVISE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_MADVISE, struct drm_softgpu_gem_madvise)
+#define DRM_IOCTL_SOFTGPU_VM_BIND \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_VM_BIND, struct drm_softgpu_vm_bind)
+#define DRM_IOCTL_SOFTGPU_VM_UNBIND \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_VM_UNBIND, struct drm_softgpu_vm_unbind)
+#define DRM_IOCTL_SOFTGPU_EXEC \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_EXEC, struct drm_softgpu_exec)
+#define DRM_IOCTL_SOFTGPU_WAIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_WAIT, struct drm_softgpu_wait)
+
+#if defined(__cplusplus)
+}
+#endif
+
+#endif /* _UAPI_SOFTGPU_DRM_H_ */

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! DMA fences: completion of device work, shareable across drivers.
+//!
+//! A producer (a driver's engine) creates fences on a [`FenceContext`], one
+//! per job, in the order it will complete them, and signals each through its
+//! [`PendingFence`]. Anybody holding a [`Fence`] reference may wait for it,
+//! test it, or export it to userspace as a sync_file ([`SyncFileFd`]).
+//!
+//! C header: [`include/linux/dma-fence.h`](srctree/include/linux/dma-fence.h).
+//!
+//! # Examples
+//!
+//! ```
+//! use kernel::dma_fence::FenceContext;
+//! use kernel::c_str;
+//!
+//! let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-ring"));
+//! let pending = ctx.new_fence()?;
+//! let fence = pending.fence().clone();
+//! assert!(!fence.is_signaled());
+//! // Not signalled: a zero timeout returns at once.
+//! assert_eq!(fence.wait_timeout(0)?, false);
+//! pending.signal(Ok(()));
+//! assert!(fence.is_signaled());
+//! assert_eq!(fence.status(), Some(Ok(())));
+//!
+//! // A fence dropped unsignalled is signalled with -ECANCELED.
+//! let f = ctx.new_fence()?.fence().clone();
+//! assert!(f.is_signaled());
+//! assert_eq!(f.status(), Some(Err(kernel::dma_fence::canceled())));
+//! # Ok::<(), Error>(())
+//! ```
+
+use crate::{
+    bindings, c_str,
+    error::{to_result, Error, Result},
+    prelude::*,
+    str::CStr,
+    types::{ARef, AlwaysRefCounted, Opaque},
+};
+use core::{
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// A reference-counted `struct dma_fence`.
+///
+/// # Invariants
+///
+/// The fence is initialised; references are counted by `dma_fence_get()`
+/// and `dma_fence_put()`.
+#[repr(transparent)]
+pub struct Fence(Opaque<bindings::dma_fence>);
+
+// SAFETY: dma_fence is reference counted and its operations are thread-safe.
+unsafe impl Send for Fence {}
+// SAFETY: as above.
+unsafe impl Sync for Fence {}
+
+// SAFETY: `dma_fence_get()`/`dma_fence_put()` keep the fence alive.
+unsafe impl AlwaysRefCounted for Fence {
+    fn inc_ref(&self) {
+        // SAFETY: the fence is alive while `self` is.
+        unsafe { bindings::dma_fence_get(self.0.get()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: the caller gives up a reference it owns.
+        unsafe { bindings::dma_fence_put(obj.cast().as_ptr()) };
+    }
+}
+
+impl Fence {
+    /// The raw fence.
+    pub fn as_raw(&self) -> *mut bindings::dma_fence {
+        self.0.get()
+    }
+
+    /// Whether the fence has been signalled.
+    pub fn is_signaled(&self) -> bool {
+        // SAFETY: the fence is alive.
+        unsafe { bindings::dma_fence_is_signaled(self.as_raw()) }
+    }
+
+    /// Its outcome once signalled: `Ok` or the error the producer set.
+    pub fn status(&self) -> Option<Result> {
+        // SAFETY: the fence is alive.
+        let s = unsafe { bindings::dma_fence_get_status(self.as_raw()) };
+        match s {
+            0 => None,
+            1 => Some(Ok(())),
+            e => Some(Err(Error::from_errno(e))),
+        }
+    }
+
+    /// Its sequence number in its context.
+    pub fn seqno(&self) -> u64 {
+        // SAFETY: `seqno` is set once at initialisation.
+        unsafe { (*self.as_raw()).seqno }
+    }
+
+    /// Waits uninterruptibly for at most `timeout` jiffies. Returns whether
+    /// the fence is signalled.
+    pub fn wait_timeout(&self, timeout: usize) -> Result<bool> {
+        let timeout = timeout.min(isize::MAX as usize) as _;
+        // SAFETY: the fence is alive; waiting may sleep, as callers expect.
+        let r = unsafe { bindings::dma_fence_wait_timeout(self.as_raw(), false, timeout) };
+        if r < 0 {
+            return Err(Error::from_errno(r as i32));
+        }
+        Ok(r > 0 || self.is_signaled())
+    }
+
+    /// Waits interruptibly for at most `timeout` jiffies. Returns whether
+    /// the fence is signalled; `ERESTARTSYS` if a signal arrived.
+    pub fn wait_interruptible_timeout(&self, timeout: usize) -> Result<bool> {
+        let timeout = timeout.min(isize::MAX as usize) as _;
+        // SAFETY: as in `wait_timeout`.
+        let r = unsafe { bindings::dma_fence_wait_timeout(self.as_raw(), true, timeout) };
+        if r < 0 {
+            return Err(Error::from_errno(r as i32));
+        }
+        Ok(r > 0 || self.is_signaled())
+    }
+}
+
+/// What the fences of all contexts made here share: the C callbacks.
+///
+/// # Invariants
+///
+/// `fence` is at offset 0, so that the default `->release`
+/// (`dma_fence_free()`, an RCU-deferred `kfree()` of the fence pointer)
+/// frees the whole allocation. Nothing in it needs dropping.
+#[repr(C)]
+struct FenceAlloc {
+    fence: Opaque<bindings::dma_fence>,
+    lock: Opaque<bindings::spinlock_t>,
+    driver: &'static CStr,
+    timeline: &'static CStr,
+}
+
+impl FenceAlloc {
+    /// # Safety
+    ///
+    /// `fence` must be the `fence` field of a live `FenceAlloc`.
+    unsafe fn from_fence<'a>(fence: *mut bindings::dma_fence) -> &'a Self {
+        // SAFETY: `fence` is at offset 0 (type invariant); the caller
+        // promises it is in a live `FenceAlloc`.
+        unsafe { &*fence.cast::<Self>() }
+    }
+
+    unsafe extern "C" fn driver_name(fence: *mut bindings::dma_fence) -> *const crate::ffi::c_char {
+        // SAFETY: the ops below are only used for `FenceAlloc` fences.
+        unsafe { Self::from_fence(fence) }.driver.as_char_ptr()
+    }
+
+    unsafe extern "C" fn timeline_name(
+        fence: *mut bindings::dma_fence,
+    ) -> *const crate::ffi::c_char {
+        // SAFETY: as above.
+        unsafe { Self::from_fence(fence) }.timeline.as_char_ptr()
+    }
+
+    const OPS: bindings::dma_fence_ops = bindings::dma_fence_ops {
+        use_64bit_seqno: true,
+        get_driver_name: Some(Self::driver_name),
+        get_timeline_name: Some(Self::timeline_name),
+        // `release: None` is `dma_fence_free()`, which frees `FenceAlloc`.
+        // SAFETY: all-zero is a valid `dma_fence_ops` (no optional ops).
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+static FENCE_OPS: bindings::dma_fence_ops = FenceAlloc::OPS;
+
+/// A timeline of fences that one producer signals in order.
+pub struct FenceContext {
+    context: u64,
+    seqno: AtomicU64,
+    driver: &'static CStr,
+    timeline: &'static CStr,
+}
+
+impl FenceContext {
+    /// Allocates a fence context; `driver` and `timeline` name its fences
+    /// (in sync_file info and debugfs).
+    pub fn new(driver: &'static CStr, timeline: &'static CStr) -> Self {
+        Self {
+            // SAFETY: allocating one context number has no precondition.
+            context: unsafe { bindings::dma_fence_context_alloc(1) },
+            seqno: AtomicU64::new(0),
+            driver,
+            timeline,
+        }
+    }
+
+    /// Creates the next fence of the timeline. The caller must signal the
+    /// fences of a context in the order it created them.
+    pub fn new_fence(&self) -> Result<PendingFence> {
+        let alloc = KBox::new(
+            FenceAlloc {
+                fence: Opaque::uninit(),
+                lock: Opaque::uninit(),
+                driver: self.driver,
+                timeline: self.timeline,
+            },
+            GFP_KERNEL,
+        )?;
+        let alloc = KBox::into_raw(alloc);
+        let seqno = self.seqno.fetch_add(1, Ordering::Relaxed) + 1;
+        // SAFETY: `alloc` is a new, exclusively owned allocation. The lock is
+        // initialised before the fence that uses it. From here on the fence's
+        // refcount owns the allocation, and `dma_fence_free()` frees it.
+        let fence = unsafe {
+            let lock = (*alloc).lock.get();
+            bindings::__spin_lock_init(
+                lock,
+                c_str!("dma_fence_lock").as_char_ptr(),
+                crate::static_lock_class!().as_ptr(),
+            );
+            let fence = (*alloc).fence.get();
+            bindings::dma_fence_init(fence, &FENCE_OPS, lock, self.context, seqno);
+            // INVARIANT: initialised above; we own its one reference.
+            ARef::from_raw(NonNull::new_unchecked(fence.cast::<Fence>()))
+        };
+        Ok(PendingFence { fence })
+    }
+}
+
+/// `ECANCELED`, which 6.12's `kernel::error::code` lacks.
+pub fn canceled() -> Error {
+    Error::from_errno(-(bindings::ECANCELED as i32))
+}
+
+/// A fence its producer has yet to signal. Dropping it signals the fence
+/// with `ECANCELED`, so that no waiter waits forever.
+pub struct PendingFence {
+    fence: ARef<Fence>,
+}
+
+impl PendingFence {
+    /// The fence, to hand out to waiters.
+    pub fn fence(&self) -> &ARef<Fence> {
+        &self.fence
+    }
+
+    /// Signals the fence with the outcome of the work.
+    pub fn signal(self, outcome: Result) {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `me.fence` is read out once and `me` is never dropped.
+        let fence = unsafe { core::ptr::read(&me.fence) };
+        Self::do_signal(&fence, outcome);
+    }
+
+    fn do_signal(fence: &Fence, outcome: Result) {
+        if let Err(e) = outcome {
+            // SAFETY: the fence is alive and not yet signalled (only the
+            // `PendingFence` signals it, once).
+            unsafe { bindings::dma_fence_set_error(fence.as_raw(), e.to_errno()) };
+        }
+        // SAFETY: the fence is alive. Signalling twice is impossible: the
+        // `PendingFence` is consumed.
+        let r = unsafe { bindings::dma_fence_signal(fence.as_raw()) };
+        if r != 0 {
+            crate::lockdep::warn(c_str!("dma_fence: signalled twice"));
+        }
+    }
+}
+
+impl Drop for PendingFence {
+    fn drop(&mut self) {
+        Self::do_signal(&self.fence, Err(canceled()));
+    }
+}
+
+/// A sync_file for a fence and the file descriptor reserved for it, not yet
+/// visible to userspace: [`SyncFileFd::install`] publishes it, dropping it
+/// releases both.
+///
+/// # Invariants
+///
+/// `fd` is a reserved, uninstalled descriptor and `file` the sync_file's
+/// file, one reference owned by this value.
+pub struct SyncFileFd {
+    fd: u32,
+    file: NonNull<bindings::file>,
+}
+
+impl SyncFileFd {
+    /// Creates a sync_file for `fence` and reserves a close-on-exec
+    /// descriptor for it in the current process.
+    pub fn new(fence: &Fence) -> Result<Self> {
+        // SAFETY: reserving a descriptor has no precondition.
+        let fd = unsafe { bindings::get_unused_fd_flags(bindings::O_CLOEXEC) };
+        to_result(fd)?;
+        // SAFETY: the fence is alive; the sync_file takes its own reference.
+        let sf = unsafe { bindings::sync_file_create(fence.as_raw()) };
+        if sf.is_null() {
+            // SAFETY: `fd` was reserved above and is not installed.
+            unsafe { bindings::put_unused_fd(fd as u32) };
+            return Err(ENOMEM);
+        }
+        // SAFETY: `sf` is a new sync_file whose `file` we now own.
+        let file = unsafe { (*sf).file };
+        // INVARIANT: reserved descriptor, owned file reference.
+        Ok(Self {
+            fd: fd as u32,
+            file: NonNull::new(file).ok_or(ENOMEM)?,
+        })
+    }
+
+    /// The descriptor number it will have.
+    pub fn fd(&self) -> u32 {
+        self.fd
+    }
+
+    /// Makes the descriptor visible to the process.
+    pub fn install(self) {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: by the type invariant; `fd_install` consumes both.
+        unsafe { bindings::fd_install(me.fd, me.file.as_ptr()) };
+    }
+}
+
+impl Drop for SyncFileFd {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant both are ours and unpublished.
+        unsafe {
+            bindings::put_unused_fd(self.fd);
+            bindings::fput(self.file.as_ptr());
+        }
+    }
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! DRM drivers: device, driver, files, GEM objects and ioctls.
+//!
+//! The shape follows upstream's Rust DRM abstractions (Linux 6.15 and later)
+//! adapted to 6.12: a driver implements [`Driver`] (its ioctl table, its
+//! per-file state [`file::DriverFile`] and its GEM object type
+//! [`gem::DriverObject`]) and registers a [`Registration`] on a parent
+//! device. The C `struct drm_driver` and file operations are generated per
+//! driver type.
+//!
+//! C header: [`include/drm/drm_drv.h`](srctree/include/drm/drm_drv.h).
+
+pub mod file;
+pub mod gem;
+pub mod ioctl;
+
+use crate::{
+    bindings, c_str, device,
+    error::{from_err_ptr, to_result, Result},
+    str::CStr,
+    sync::{Arc, ArcBorrow},
+    types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// Driver identification, for `DRM_IOCTL_VERSION` and fdinfo.
+pub struct DriverInfo {
+    /// Major version.
+    pub major: i32,
+    /// Minor version.
+    pub minor: i32,
+    /// Patch level.
+    pub patchlevel: i32,
+    /// Driver name (`drm-driver` in fdinfo).
+    pub name: &'static CStr,
+    /// Description.
+    pub desc: &'static CStr,
+}
+
+/// A DRM driver.
+pub trait Driver: Sized + Send + Sync + 'static {
+    /// Per-device data.
+    type Data: Send + Sync;
+    /// Per-file (per-open) state.
+    type File: file::DriverFile<Driver = Self>;
+    /// The driver's GEM object.
+    type Object: gem::DriverObject<Driver = Self>;
+    /// Identification.
+    const INFO: DriverInfo;
+    /// `DRIVER_*` feature flags.
+    const FEATURES: u32;
+    /// The ioctl table, made with [`crate::declare_drm_ioctls`].
+    const IOCTLS: &'static [bindings::drm_ioctl_desc];
+
+    /// Prints the driver's fdinfo keys for `file`
+    /// (`Documentation/gpu/drm-usage-stats.rst`) after the core's.
+    fn show_fdinfo(_file: &file::File<Self::File>, _p: &Printer) {}
+}
+
+/// `DRIVER_GEM`.
+pub const FEAT_GEM: u32 = bindings::drm_driver_feature_DRIVER_GEM;
+/// `DRIVER_RENDER`.
+pub const FEAT_RENDER: u32 = bindings::drm_driver_feature_DRIVER_RENDER;
+
+/// A DRM device of driver `T`.
+///
+/// # Invariants
+///
+/// The device was allocated by [`Registration::new`] for `T`: its
+/// `dev_private` is an `Arc<T::Data>` in foreign form, released with the
+/// device. References are counted with `drm_dev_get()`/`drm_dev_put()`.
+#[repr(transparent)]
+pub struct Device<T: Driver>(Opaque<bindings::drm_device>, PhantomData<T>);
+
+// SAFETY: drm_device is reference counted and thread-safe; `T::Data` is
+// `Send + Sync`.
+unsafe impl<T: Driver> Send for Device<T> {}
+// SAFETY: as above.
+unsafe impl<T: Driver> Sync for Device<T> {}
+
+// SAFETY: `drm_dev_get()`/`drm_dev_put()` keep the device alive.
+unsafe impl<T: Driver> AlwaysRefCounted for Device<T> {
+    fn inc_ref(&self) {
+        // SAFETY: the device is alive while `self` is.
+        unsafe { bindings::drm_dev_get(self.as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: the caller gives up a reference it owns.
+        unsafe { bindings::drm_dev_put(obj.cast().as_ptr()) };
+    }
+}
+
+impl<T: Driver> Device<T> {
+    /// # Safety
+    ///
+    /// `raw` must be a device of driver `T`, alive for `'a`.
+    pub unsafe fn borrow<'a>(raw: *const bindings::drm_device) -> &'a Self {
+        // SAFETY: transparent wrapper; the caller promises validity.
+        unsafe { &*raw.cast() }
+    }
+
+    /// The raw device.
+    pub fn as_raw(&self) -> *mut bindings::drm_device {
+        self.0.get()
+    }
+
+    /// The driver's per-device data.
+    pub fn data(&self) -> ArcBorrow<'_, T::Data> {
+        // SAFETY: `dev_private` is the device's `Arc<T::Data>` (type
+        // invariant), released only when the device is.
+        unsafe { <Arc<T::Data> as ForeignOwnable>::borrow((*self.as_raw()).dev_private) }
+    }
+
+    /// The render node's minor index (`renderD<index>`), if registered.
+    pub fn render_index(&self) -> Option<i32> {
+        // SAFETY: `render` is set at allocation and never changes.
+        let minor = unsafe { (*self.as_raw()).render };
+        // SAFETY: a non-null minor lives as long as its device.
+        (!minor.is_null()).then(|| unsafe { (*minor).index })
+    }
+}
+
+/// Per-driver-type C tables.
+struct Vtable<T: Driver>(PhantomData<T>);
+
+impl<T: Driver> Vtable<T> {
+    const FOPS: bindings::file_operations = bindings::file_operations {
+        // SAFETY: `THIS_MODULE` is null for built-in code; DRM drivers of
+        // this kind are built in (the owner only pins modules).
+        owner: core::ptr::null_mut(),
+        open: Some(bindings::drm_open),
+        release: Some(bindings::drm_release),
+        unlocked_ioctl: Some(bindings::drm_ioctl),
+        #[cfg(CONFIG_COMPAT)]
+        compat_ioctl: Some(bindings::drm_compat_ioctl),
+        poll: Some(bindings::drm_poll),
+        read: Some(bindings::drm_read),
+        llseek: Some(bindings::noop_llseek),
+        mmap: Some(bindings::drm_gem_mmap),
+        show_fdinfo: Some(bindings::drm_show_fdinfo),
+        fop_flags: bindings::FOP_UNSIGNED_OFFSET,
+        // SAFETY: all-zero is "no such operation" for the rest.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    const DRIVER: bindings::drm_driver = bindings::drm_driver {
+        open: Some(file::open_callback::<T::File>),
+        postclose: Some(file::postclose_callback::<T::File>),
+        release: Some(Self::release),
+        show_fdinfo: Some(Self::show_fdinfo),
+        major: T::INFO.major,
+        minor: T::INFO.minor,
+        patchlevel: T::INFO.patchlevel,
+        name: T::INFO.name.as_char_ptr().cast_mut(),
+        desc: T::INFO.desc.as_char_ptr().cast_mut(),
+        driver_features: T::FEATURES,
+        ioctls: T::IOCTLS.as_ptr(),
+        num_ioctls: T::IOCTLS.len() as i32,
+        fops: &Self::FOPS,
+        // SAFETY: all-zero is "use the core's default" for the rest.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// `drm_driver.release`: the last device reference is gone.
+    unsafe extern "C" fn release(dev: *mut bindings::drm_device) {
+        // SAFETY: `dev_private` holds the `Arc<T::Data>` given in
+        // `Registration::new`; nothing can use it any more.
+        drop(unsafe { <Arc<T::Data> as ForeignOwnable>::from_foreign((*dev).dev_private) });
+    }
+
+    unsafe extern "C" fn show_fdinfo(p: *mut bindings::drm_printer, f: *mut bindings::drm_file) {
+        // SAFETY: DRM passes a live printer and a file of this driver,
+        // opened through `open_callback`.
+        let (p, file) = unsafe { (Printer::from_raw(p), file::File::<T::File>::borrow(f)) };
+        // SAFETY: as above; the core's memory keys (drm-total-*,
+        // drm-resident-*, drm-purgeable-*) from the GEM objects' status.
+        unsafe { bindings::drm_show_memory_stats(p.0, f) };
+        T::show_fdinfo(file, &p);
+    }
+}
+
+/// Output of fdinfo and debugfs (`struct drm_printer`).
+pub struct Printer(*mut bindings::drm_printer);
+
+impl Printer {
+    /// # Safety
+    ///
+    /// `p` must be a live printer for the lifetime of the value.
+    unsafe fn from_raw(p: *mut bindings::drm_printer) -> Self {
+        Self(p)
+    }
+
+    /// Prints formatted text.
+    pub fn print(&self, args: core::fmt::Arguments<'_>) {
+        if let Ok(s) = crate::str::CString::try_from_fmt(args) {
+            // SAFETY: the printer is live (type invariant); `s` is a C
+            // string printed with "%s".
+            unsafe { bindings::drm_printf(self.0, c_str!("%s").as_char_ptr(), s.as_char_ptr()) };
+        }
+    }
+}
+
+/// A registered DRM device; unregistered on drop. Open files keep the
+/// device (and its data) alive after that.
+///
+/// # Invariants
+///
+/// `dev` is registered and one reference to it is owned by this value.
+pub struct Registration<T: Driver> {
+    dev: ARef<Device<T>>,
+}
+
+impl<T: Driver> Registration<T> {
+    /// Allocates a device of driver `T` under `parent`, with `data`, and
+    /// registers it (its nodes appear in `/dev/dri`).
+    pub fn new(parent: &device::Device, data: Arc<T::Data>) -> Result<Self> {
+        // SAFETY: the driver table is static; `parent` is a live device.
+        let raw = from_err_ptr(unsafe { bindings::drm_dev_alloc(&Vtable::<T>::DRIVER, parent.as_raw()) })?;
+        // SAFETY: the new device is ours; `release` frees `dev_private`.
+        unsafe { (*raw).dev_private = data.into_foreign().cast_mut() };
+        // SAFETY: `raw` is a new device with one reference, now owned.
+        // INVARIANT: `dev_private` was set just above.
+        let dev: ARef<Device<T>> = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast())) };
+        // SAFETY: the device is fully set up.
+        to_result(unsafe { bindings::drm_dev_register(raw, 0) })?;
+        Ok(Self { dev })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device<T> {
+        &self.dev
+    }
+}
+
+impl<T: Driver> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: registered (type invariant).
+        unsafe { bindings::drm_dev_unregister(self.dev.as_raw()) };
+    }
+}

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! GEM buffer objects whose memory is a shmem-backed file.
+//!
+//! A driver object embeds the C `struct drm_gem_object` and gives its backing
+//! file (a shmem or gemfs file). CPU mappings through the object's fake
+//! offset map that file directly: the pages are ordinary rmap-visible file
+//! pages, faulted in by the filesystem, which migration and reclaim can
+//! unmap. The object's memory is freed when the last reference (handles,
+//! mappings' files, dma-bufs, driver references) is gone.
+//!
+//! C header: [`include/drm/drm_gem.h`](srctree/include/drm/drm_gem.h).
+
+use super::{
+    file::{DriverFile, File},
+    Device, Driver,
+};
+use crate::{
+    bindings,
+    error::{to_result, Result},
+    fs,
+    init::PinInit,
+    prelude::*,
+    types::{ARef, AlwaysRefCounted, Opaque},
+};
+use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
+
+/// `DRM_GEM_OBJECT_RESIDENT`: fdinfo counts the object as resident.
+pub const STATUS_RESIDENT: u32 = bindings::drm_gem_object_status_DRM_GEM_OBJECT_RESIDENT;
+/// `DRM_GEM_OBJECT_PURGEABLE`: fdinfo counts the object as purgeable.
+pub const STATUS_PURGEABLE: u32 = bindings::drm_gem_object_status_DRM_GEM_OBJECT_PURGEABLE;
+
+/// A driver's GEM object.
+pub trait DriverObject: Sized + Send + Sync + 'static {
+    /// The driver.
+    type Driver: Driver;
+
+    /// `DRM_GEM_OBJECT_*` status bits for fdinfo.
+    fn status(&self) -> u32 {
+        0
+    }
+
+    /// Resident bytes, for fdinfo's `drm-resident-*`.
+    fn resident_size(&self) -> usize {
+        0
+    }
+}
+
+/// A GEM object of driver data `T`.
+///
+/// # Invariants
+///
+/// `obj` is initialised with `FUNCS` of `T` on a device of `T::Driver`, and
+/// reference counted by `drm_gem_object_get()`/`put()`; the allocation is a
+/// `KBox<Self>` freed by the `free` callback.
+#[repr(C)]
+#[pin_data]
+pub struct Object<T: DriverObject> {
+    obj: Opaque<bindings::drm_gem_object>,
+    #[pin]
+    data: T,
+}
+
+// SAFETY: GEM objects are reference counted and thread-safe; `T` is too.
+unsafe impl<T: DriverObject> Send for Object<T> {}
+// SAFETY: as above.
+unsafe impl<T: DriverObject> Sync for Object<T> {}
+
+// SAFETY: the GEM refcount keeps the object alive.
+unsafe impl<T: DriverObject> AlwaysRefCounted for Object<T> {
+    fn inc_ref(&self) {
+        // SAFETY: the object is alive while `self` is.
+        unsafe { bindings::drm_gem_object_get(self.as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: the caller gives up a reference it owns; `obj` is at
+        // offset 0.
+        unsafe { bindings::drm_gem_object_put(obj.cast().as_ptr()) };
+    }
+}
+
+struct Funcs<T: DriverObject>(PhantomData<T>);
+
+impl<T: DriverObject> Funcs<T> {
+    const FUNCS: bindings::drm_gem_object_funcs = bindings::drm_gem_object_funcs {
+        free: Some(Self::free),
+        mmap: Some(Self::mmap),
+        status: Some(Self::status),
+        rss: Some(Self::rss),
+        // SAFETY: all-zero is "core default" for the rest (PRIME export
+        // and import within the device use the core's helpers).
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// # Safety
+    ///
+    /// `obj` must be the `obj` field of a live `Object<T>`.
+    unsafe fn data<'a>(obj: *const bindings::drm_gem_object) -> &'a T {
+        // SAFETY: `obj` is at offset 0 of `Object<T>` (repr(C)).
+        unsafe { &(*obj.cast::<Object<T>>()).data }
+    }
+
+    unsafe extern "C" fn free(obj: *mut bindings::drm_gem_object) {
+        // SAFETY: the last reference is gone: release the C part, then free
+        // the box made in `Object::new`, dropping the driver data.
+        unsafe {
+            bindings::drm_gem_object_release(obj);
+            drop(KBox::from_raw(obj.cast::<Object<T>>()));
+        }
+    }
+
+    unsafe extern "C" fn mmap(
+        obj: *mut bindings::drm_gem_object,
+        vma: *mut bindings::vm_area_struct,
+    ) -> crate::ffi::c_int {
+        // SAFETY: DRM calls this for our object, with the vma being set up
+        // by `drm_gem_mmap()`, which checked its range against the object.
+        unsafe {
+            let file = (*obj).filp;
+            let fops = (*file).f_op;
+            let Some(file_mmap) = (*fops).mmap else {
+                return ENODEV.to_errno();
+            };
+            // Map the backing file itself from the object's start, like
+            // dma_buf_mmap(): drop DRM's vm_ops and private data, which
+            // would otherwise outlive the object reference dropped below.
+            (*vma).vm_pgoff -= bindings::drm_vma_node_start(&(*obj).vma_node);
+            (*vma).vm_ops = core::ptr::null();
+            (*vma).vm_private_data = core::ptr::null_mut();
+            bindings::vma_set_file(vma, file);
+            let ret = file_mmap(file, vma);
+            if ret == 0 {
+                // The mapping references the file, not the object (and no
+                // mremap() growth past the object, which DRM expects).
+                bindings::vm_flags_set(vma, bindings::VM_DONTEXPAND as _);
+                bindings::drm_gem_object_put(obj);
+            }
+            ret
+        }
+    }
+
+    unsafe extern "C" fn status(obj: *mut bindings::drm_gem_object) -> bindings::drm_gem_object_status {
+        // SAFETY: DRM passes our live object.
+        unsafe { Self::data(obj) }.status() as _
+    }
+
+    unsafe extern "C" fn rss(obj: *mut bindings::drm_gem_object) -> usize {
+        // SAFETY: DRM passes our live object.
+        unsafe { Self::data(obj) }.resident_size()
+    }
+}
+
+impl<T: DriverObject> Object<T> {
+    /// Creates an object of `size` bytes (page aligned) on `dev`, whose
+    /// memory is `file` (a shmem or gemfs file): CPU mappings map it.
+    pub fn new(
+        dev: &Device<T::Driver>,
+        size: usize,
+        file: ARef<fs::File>,
+        init: impl PinInit<T, Error>,
+    ) -> Result<ARef<Self>>
+    where
+        T::Driver: Driver<Object = T>,
+    {
+        if size == 0 || size % crate::page::PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let obj = KBox::pin_init(
+            try_pin_init!(Self {
+                // SAFETY: all-zero is the state drm_gem_private_object_init()
+                // expects (drivers kzalloc() their objects).
+                obj: Opaque::new(unsafe { core::mem::zeroed() }),
+                data <- init,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: the object stays pinned: the box is only rebuilt in `free`.
+        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(obj) });
+        // SAFETY: `raw` is a new object; set up its C part with our funcs.
+        // INVARIANT: from here the refcount owns the allocation.
+        unsafe {
+            let gem = (*raw).obj.get();
+            (*gem).funcs = &Self::FUNCS_REF;
+            bindings::drm_gem_private_object_init(dev.as_raw(), gem, size);
+            // `drm_gem_object_release()` puts this reference.
+            (*gem).filp = ARef::into_raw(file).as_ptr().cast();
+            Ok(ARef::from_raw(NonNull::new_unchecked(raw)))
+        }
+    }
+
+    const FUNCS_REF: bindings::drm_gem_object_funcs = Funcs::<T>::FUNCS;
+
+    /// The raw object.
+    pub fn as_raw(&self) -> *mut bindings::drm_gem_object {
+        self.obj.get()
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> usize {
+        // SAFETY: `size` is set at creation and never changes.
+        unsafe { (*self.as_raw()).size }
+    }
+
+    /// The backing file.
+    pub fn backing_file(&self) -> &fs::File {
+        // SAFETY: `filp` is set at creation and referenced until release.
+        unsafe { fs::File::from_raw((*self.as_raw()).filp.cast()) }
+    }
+
+    /// Creates a handle for the object in `file`.
+    pub fn create_handle<F: DriverFile<Driver = T::Driver>>(&self, file: &File<F>) -> Result<u32> {
+        let mut handle = 0u32;
+        // SAFETY: both are live; the handle takes its own reference.
+        to_result(unsafe { bindings::drm_gem_handle_create(file.as_raw(), self.as_raw(), &mut handle) })?;
+        Ok(handle)
+    }
+
+    /// Looks up `handle` in `file`: `ENOENT` if there is no such object.
+    pub fn lookup_handle<F: DriverFile<Driver = T::Driver>>(
+        file: &File<F>,
+        handle: u32,
+    ) -> Result<ARef<Self>>
+    where
+        T::Driver: Driver<Object = T>,
+    {
+        // SAFETY: the file is live; a found object comes with a reference.
+        let raw = unsafe { bindings::drm_gem_object_lookup(file.as_raw(), handle) };
+        let raw = NonNull::new(raw).ok_or(ENOENT)?;
+        // SAFETY: every object of a file of `T::Driver` is an `Object<T>`:
+        // `T` is the driver's only object type, and PRIME import of foreign
+        // buffers is refused (no `gem_prime_import_sg_table`). The
+        // reference is ours.
+        Ok(unsafe { ARef::from_raw(raw.cast()) })
+    }
+
+    /// The fake offset to `mmap()` the object through its DRM file.
+    pub fn mmap_offset(&self) -> Result<u64> {
+        // SAFETY: the object is live; creating the offset is idempotent.
+        to_result(unsafe { bindings::drm_gem_create_mmap_offset(self.as_raw()) })?;
+        // SAFETY: the offset node was set up above.
+        Ok(unsafe { bindings::drm_vma_node_offset_addr(&mut (*self.as_raw()).vma_node) })
+    }
+}
+
+impl<T: DriverObject> Deref for Object<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}

@@ -1,0 +1,219 @@
+//! Helpers shared by the test modules.
+
+use std::fmt::Debug;
+use std::io;
+
+use softgpu::{Cmd, Device, Mapping};
+
+pub const PAGE: u64 = 4096;
+pub const MIB: u64 = 1 << 20;
+
+/// Long enough for any job of these tests, even on an emulated CPU with a
+/// debug kernel; a job that takes longer is a failure.
+pub const WAIT_NS: i64 = Device::RUN_TIMEOUT_NS;
+
+/// Opens the softgpu render node: no softgpu is a failure, never a skip.
+#[track_caller]
+pub fn open() -> Device {
+    Device::open().unwrap_or_else(|e| panic!("opening the softgpu render node: {e}"))
+}
+
+pub fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EINVAL => "EINVAL",
+        libc::ENOENT => "ENOENT",
+        libc::EEXIST => "EEXIST",
+        libc::EFAULT => "EFAULT",
+        libc::ETIME => "ETIME",
+        libc::EBADF => "EBADF",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOTTY => "ENOTTY",
+        libc::ENODEV => "ENODEV",
+        libc::EPERM => "EPERM",
+        libc::ECANCELED => "ECANCELED",
+        libc::EIO => "EIO",
+        _ => return format!("errno {e}"),
+    };
+    format!("{name} ({e})")
+}
+
+/// Asserts that `r` failed with exactly `errno`.
+#[track_caller]
+pub fn expect_errno<T: Debug>(r: io::Result<T>, errno: i32, what: &str) {
+    match r {
+        Err(e) if e.raw_os_error() == Some(errno) => {}
+        Err(e) => panic!(
+            "{what}: expected {}, got {} ({e})",
+            errno_name(errno),
+            e.raw_os_error()
+                .map_or_else(|| "a non-errno error".to_string(), errno_name)
+        ),
+        Ok(v) => panic!(
+            "{what}: expected {}, but it succeeded: {v:?}",
+            errno_name(errno)
+        ),
+    }
+}
+
+/// Unwraps `r`, naming the operation and the errno on failure.
+#[track_caller]
+pub fn ok<T>(r: io::Result<T>, what: &str) -> T {
+    r.unwrap_or_else(|e| {
+        panic!(
+            "{what}: failed with {} ({e})",
+            e.raw_os_error()
+                .map_or_else(|| "a non-errno error".to_string(), errno_name)
+        )
+    })
+}
+
+/// A new BO.
+#[track_caller]
+pub fn create(dev: &Device, size: u64, flags: u32) -> u32 {
+    let h = ok(
+        dev.create_bo(size, flags),
+        &format!("GEM_CREATE size {size:#x} flags {flags:#x}"),
+    );
+    assert_ne!(h, 0, "GEM handles are never 0");
+    h
+}
+
+/// A new BO bound in full at `va`, read-write.
+#[track_caller]
+pub fn create_bound(dev: &Device, size: u64, flags: u32, va: u64) -> u32 {
+    let h = create(dev, size, flags);
+    ok(
+        dev.bind(h, va, 0, size, 0),
+        &format!("VM_BIND of the whole BO ({size:#x} bytes) at {va:#x}"),
+    );
+    h
+}
+
+/// A CPU mapping of the whole BO.
+#[track_caller]
+pub fn map(dev: &Device, handle: u32, size: u64) -> Mapping {
+    ok(
+        dev.mmap_bo(handle, size as usize),
+        &format!("mmap of BO {handle} ({size:#x} bytes)"),
+    )
+}
+
+/// Runs a job and returns (status, fault_addr).
+#[track_caller]
+pub fn run(dev: &Device, cmds: &[Cmd], what: &str) -> (i32, u64) {
+    let (seqno, _) = ok(dev.exec(cmds, 0), &format!("EXEC of {what}"));
+    ok(dev.wait(seqno, WAIT_NS), &format!("WAIT for {what}"))
+}
+
+/// Runs a job that must succeed.
+#[track_caller]
+pub fn run_ok(dev: &Device, cmds: &[Cmd], what: &str) {
+    let (status, fault) = run(dev, cmds, what);
+    assert_eq!(
+        status,
+        0,
+        "{what}: job failed with {} (fault_addr {fault:#x})",
+        errno_name(-status)
+    );
+}
+
+/// Runs a job that must fail with -EFAULT at `addr`.
+#[track_caller]
+pub fn run_fault_at(dev: &Device, cmds: &[Cmd], addr: u64, what: &str) {
+    let (status, fault) = run(dev, cmds, what);
+    assert_eq!(
+        status,
+        -libc::EFAULT,
+        "{what}: job status should be -EFAULT, is {status} ({})",
+        if status == 0 {
+            "success".to_string()
+        } else {
+            errno_name(-status)
+        }
+    );
+    assert_eq!(fault, addr, "{what}: fault_addr");
+}
+
+/// A write by the GPU at `va` (8-aligned) that changes nothing: an
+/// ATOMIC_ADD of 0.
+pub fn probe_write(va: u64) -> Cmd {
+    Cmd::atomic_add(va, 0, 1)
+}
+
+/// Asserts that nothing is bound (writable) at `va` in `dev`'s VM: a GPU
+/// write there faults at `va`.
+#[track_caller]
+pub fn assert_unbound(dev: &Device, va: u64, what: &str) {
+    run_fault_at(
+        dev,
+        &[probe_write(va)],
+        va,
+        &format!("{what}: GPU write at {va:#x}, which must be unbound"),
+    );
+}
+
+/// Asserts that `va` is bound writable in `dev`'s VM.
+#[track_caller]
+pub fn assert_writable(dev: &Device, va: u64, what: &str) {
+    run_ok(
+        dev,
+        &[probe_write(va)],
+        &format!("{what}: GPU write at {va:#x}, which must be bound"),
+    );
+}
+
+/// A deterministic byte pattern.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// An anonymous private mapping, unmapped on drop (for bad user pointers).
+pub struct Anon {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+impl Anon {
+    pub fn new(len: usize) -> Self {
+        // SAFETY: a fresh anonymous mapping; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        Self { ptr: p.cast(), len }
+    }
+
+    /// Makes `[off, off + len)` inaccessible.
+    pub fn protect_none(&self, off: usize, len: usize) {
+        assert!(off + len <= self.len);
+        // SAFETY: a page-aligned range of our own mapping.
+        let r = unsafe { libc::mprotect(self.ptr.add(off).cast(), len, libc::PROT_NONE) };
+        assert_eq!(r, 0, "mprotect: {}", io::Error::last_os_error());
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}

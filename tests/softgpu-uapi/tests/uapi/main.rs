@@ -1,0 +1,22 @@
+//! The softgpu DRM driver's uAPI (include/uapi/drm/softgpu_drm.h),
+//! exercised from userspace as root in the guest. One test binary; every
+//! test opens its own DRM file(s), and a missing device is a failure.
+//!
+//! - `ioctls`: each ioctl with valid and invalid arguments, and that a
+//!   rejected call changes nothing.
+//! - `madvise`: GEM_MADVISE.
+//! - `exec`: what the commands do, faults, read-only bindings, fences and
+//!   WAIT.
+//! - `files`: isolation between DRM files, PRIME, closing or killing with
+//!   jobs in flight.
+//! - `migration`: moving BO pages between NUMA nodes while the GPU uses
+//!   them (gemfs BOs) or not (pinned BOs).
+//! - `scale`: 100 000 BOs, and 1 GiB of BOs.
+
+mod common;
+mod exec;
+mod files;
+mod ioctls;
+mod madvise;
+mod migration;
+mod scale;

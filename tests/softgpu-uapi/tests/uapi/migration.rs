@@ -1,0 +1,420 @@
+//! Moving BO pages between the guest's NUMA nodes 0 and 1 with
+//! move_pages(2) on the BO's CPU mapping (its pages are the backing file's
+//! own, rmap-visible pages).
+//!
+//! gemfs BOs (flags 0) hold their pages only through the GPU page table
+//! and give them back when migration asks: the pages move even while a
+//! stream of GPU jobs uses them, every job still succeeds with the right
+//! result, and GEM_INFO counts the releases. Pinned BOs keep their pages
+//! pinned while bound, so those cannot move; unbound, they can.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use softgpu::mm::{self, Pagemap};
+use softgpu::*;
+
+use crate::common::*;
+
+const VA: u64 = 0x1_0000_0000;
+const RES_VA: u64 = 0x2_0000_0000;
+
+#[track_caller]
+fn require_two_nodes() {
+    let nodes = ok(mm::online_nodes(), "reading the online NUMA nodes");
+    assert_eq!(nodes, [0, 1], "the guest must have NUMA nodes 0 and 1");
+}
+
+/// The node and PFN of every page; all must be present.
+#[track_caller]
+fn locate(pm: &Pagemap, addrs: &[usize], what: &str) -> (Vec<i32>, Vec<u64>) {
+    let nodes = ok(mm::page_nodes(addrs), "move_pages query of the nodes");
+    let pfns = ok(pm.pfns(addrs), "reading /proc/self/pagemap");
+    for (i, (&n, p)) in nodes.iter().zip(&pfns).enumerate() {
+        assert!(n >= 0, "{what}: page {i} not present (node status {n})");
+        assert!(
+            p.is_some(),
+            "{what}: page {i} has no PFN in pagemap (not present, or not root)"
+        );
+    }
+    (nodes, pfns.into_iter().map(Option::unwrap).collect())
+}
+
+fn other_node(nodes: &[i32]) -> Vec<i32> {
+    nodes.iter().map(|&n| 1 - n).collect()
+}
+
+/// Moves page `i` to `targets[i]`, retrying the pages that fail (busy), at
+/// most `tries` move_pages calls. Returns how many calls it took.
+fn move_all(addrs: &[usize], targets: &[i32], tries: usize) -> Result<usize, String> {
+    let mut pending: Vec<usize> = (0..addrs.len()).collect();
+    for attempt in 1..=tries {
+        let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
+        let t: Vec<i32> = pending.iter().map(|&i| targets[i]).collect();
+        let out = mm::move_pages(&a, &t).map_err(|e| format!("move_pages: {e}"))?;
+        let failed = out.failed(&t);
+        if failed.is_empty() {
+            return Ok(attempt);
+        }
+        if attempt == tries {
+            let st: Vec<(usize, i32)> = failed
+                .iter()
+                .map(|&j| (pending[j], out.status[j]))
+                .collect();
+            return Err(format!(
+                "after {tries} move_pages calls, {} pages are not on their target node; \
+                 (page, status) with status {} = batch failed, {} not migrated: {st:?}",
+                failed.len(),
+                mm::NOT_MOVED,
+                out.not_migrated
+            ));
+        }
+        pending = failed.iter().map(|&j| pending[j]).collect();
+        thread::sleep(Duration::from_millis(2));
+    }
+    unreachable!()
+}
+
+/// Moves every page to the other node and checks it got there with a new
+/// PFN. Returns the new PFNs.
+#[track_caller]
+fn move_and_check(pm: &Pagemap, addrs: &[usize], tries: usize, what: &str) -> Vec<u64> {
+    let (nodes, pfns) = locate(pm, addrs, what);
+    let targets = other_node(&nodes);
+    if let Err(e) = move_all(addrs, &targets, tries) {
+        panic!("{what}: {e}");
+    }
+    let (now, new_pfns) = locate(pm, addrs, what);
+    for i in 0..addrs.len() {
+        assert_eq!(
+            now[i], targets[i],
+            "{what}: page {i} is not on its target node"
+        );
+        assert_ne!(new_pfns[i], pfns[i], "{what}: page {i} kept its PFN");
+    }
+    new_pfns
+}
+
+/// Sets the flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Submits jobs (FILL of the BO, CHECKSUM of it) one after the other until
+/// `stop`, checking each. Returns the number of jobs and the last value.
+fn gpu_stream(
+    dev: &Device,
+    size: u64,
+    res: &Mapping,
+    slots: u64,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+) -> Result<(u64, u32), String> {
+    let mut k = 0u64;
+    let mut last = None;
+    while !stop.load(Ordering::SeqCst) {
+        let v = (k as u32).wrapping_mul(0x9e37_79b9) ^ 0x5555_5555;
+        let slot = k % slots;
+        let cmds = [
+            Cmd::fill(VA, size, v),
+            Cmd::checksum(RES_VA + slot * 8, VA, size),
+        ];
+        let (seqno, _) = dev
+            .exec(&cmds, 0)
+            .map_err(|e| format!("EXEC of job {k}: {e}"))?;
+        let (status, fault) = dev
+            .wait(seqno, WAIT_NS)
+            .map_err(|e| format!("WAIT for job {k}: {e}"))?;
+        if status != 0 {
+            return Err(format!(
+                "job {k} failed during migration: status {status}, fault_addr {fault:#x}"
+            ));
+        }
+        let got = res.read_u64(slot as usize * 8);
+        let want = fnv1a64(&filled(size as usize, v));
+        if got != want {
+            return Err(format!(
+                "job {k}: checksum of the BO filled with {v:#x} is {got:#x}, expected {want:#x}"
+            ));
+        }
+        last = Some(v);
+        k += 1;
+        done.store(k, Ordering::SeqCst);
+    }
+    Ok((k, last.ok_or("no GPU job ran")?))
+}
+
+/// Waits until the stream has done `n` jobs, or has stopped (then the
+/// caller's join reports why).
+fn wait_jobs(done: &AtomicU64, n: u64, worker: &thread::ScopedJoinHandle<'_, impl Sized>) {
+    let start = Instant::now();
+    while done.load(Ordering::SeqCst) < n && !worker.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the GPU job stream is stuck at {} jobs",
+            done.load(Ordering::SeqCst)
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn gemfs_bo_pages_migrate_under_a_stream_of_gpu_jobs() {
+    require_two_nodes();
+    const N: usize = 64;
+    const ROUNDS: usize = 4;
+    const SLOTS: u64 = 512;
+    let size = N as u64 * PAGE;
+    let dev = open();
+    let h = create_bound(&dev, size, 0, VA);
+    let r = create_bound(&dev, SLOTS * 8, 0, RES_VA);
+    let mut m = map(&dev, h, size);
+    let res = map(&dev, r, SLOTS * 8);
+    // CPU writes fault every page in; a GPU checksum puts them all in the
+    // GPU page table too.
+    let data = pattern(size as usize, 21);
+    m.as_mut_slice().copy_from_slice(&data);
+    run_ok(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        "CHECKSUM of CPU writes",
+    );
+    assert_eq!(
+        res.read_u64(0),
+        fnv1a64(&data),
+        "GPU checksum of CPU writes"
+    );
+    let info = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(
+        info.resident_pages, N as u64,
+        "GPU touched every page: {info:?}"
+    );
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+    let migrated0 = ok(mm::vmstat_counter("pgmigrate_success"), "vmstat");
+
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let (jobs, last) = thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let worker = s.spawn(|| gpu_stream(&dev, size, &res, SLOTS, &stop, &done));
+        wait_jobs(&done, 2, &worker);
+        for round in 0..ROUNDS {
+            if worker.is_finished() {
+                break;
+            }
+            let before = done.load(Ordering::SeqCst);
+            move_and_check(
+                &pm,
+                &addrs,
+                500,
+                &format!("round {round} (GEM_INFO {:?})", dev.info(h)),
+            );
+            // Let the GPU run over the moved pages before the next round.
+            wait_jobs(&done, before + 2, &worker);
+        }
+        stop.store(true, Ordering::SeqCst);
+        worker.join().expect("GPU job stream panicked")
+    })
+    .unwrap_or_else(|e| panic!("GPU job stream: {e}"));
+
+    assert!(jobs >= 2 * ROUNDS as u64, "only {jobs} GPU jobs ran");
+    assert!(
+        m.as_slice() == &filled(size as usize, last)[..],
+        "the CPU mapping does not show the last GPU FILL ({last:#x})"
+    );
+    run_ok(&dev, &[Cmd::checksum(RES_VA, VA, size)], "final CHECKSUM");
+    assert_eq!(res.read_u64(0), fnv1a64(m.as_slice()), "final GPU checksum");
+    let info = ok(dev.info(h), "GEM_INFO");
+    assert!(
+        info.released > 0,
+        "no folio was released to migration: {info:?}"
+    );
+    assert!(
+        info.gpu_faults > 0,
+        "the GPU never re-faulted a moved page: {info:?}"
+    );
+    let migrated = ok(mm::vmstat_counter("pgmigrate_success"), "vmstat") - migrated0;
+    assert!(
+        migrated >= (N * ROUNDS) as u64,
+        "pgmigrate_success grew by {migrated}, expected at least {}",
+        N * ROUNDS
+    );
+}
+
+#[test]
+fn gemfs_bo_idle_pages_migrate_and_the_gpu_refaults_them() {
+    require_two_nodes();
+    const N: usize = 16;
+    let size = N as u64 * PAGE;
+    let dev = open();
+    let h = create_bound(&dev, size, 0, VA);
+    let r = create_bound(&dev, PAGE, 0, RES_VA);
+    let mut m = map(&dev, h, size);
+    let res = map(&dev, r, PAGE);
+    let data = pattern(size as usize, 22);
+    m.as_mut_slice().copy_from_slice(&data);
+    run_ok(&dev, &[Cmd::checksum(RES_VA, VA, size)], "CHECKSUM");
+    let before = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(before.resident_pages, N as u64, "{before:?}");
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+
+    move_and_check(&pm, &addrs, 50, "moving the idle gemfs BO");
+    let info = ok(dev.info(h), "GEM_INFO");
+    assert!(info.released > 0, "migration released nothing: {info:?}");
+    assert_eq!(
+        info.resident_pages, 0,
+        "released pages must have left the GPU page table: {info:?}"
+    );
+    assert!(m.as_slice() == &data[..], "contents changed by migration");
+    // The GPU faults the new pages in and reads the moved data...
+    run_ok(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        "CHECKSUM after migration",
+    );
+    assert_eq!(
+        res.read_u64(0),
+        fnv1a64(&data),
+        "GPU checksum after migration"
+    );
+    let after = ok(dev.info(h), "GEM_INFO");
+    assert!(
+        after.gpu_faults > info.gpu_faults,
+        "no GPU fault re-validated the moved pages: {info:?} -> {after:?}"
+    );
+    assert_eq!(after.resident_pages, N as u64, "{after:?}");
+    // ...and its writes land in the pages the CPU now maps.
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, size, 0x600d_f00d)],
+        "FILL after migration",
+    );
+    assert!(
+        m.as_slice() == &filled(size as usize, 0x600d_f00d)[..],
+        "the CPU does not see the GPU's FILL after migration"
+    );
+}
+
+#[test]
+fn pinned_bo_pages_do_not_move_while_bound() {
+    require_two_nodes();
+    const N: usize = 16;
+    let size = N as u64 * PAGE;
+    let dev = open();
+    let h = create_bound(&dev, size, SOFTGPU_BO_PINNED, VA);
+    let r = create_bound(&dev, PAGE, 0, RES_VA);
+    let mut m = map(&dev, h, size);
+    let res = map(&dev, r, PAGE);
+    let data = pattern(size as usize, 23);
+    m.as_mut_slice().copy_from_slice(&data);
+    run_ok(&dev, &[Cmd::checksum(RES_VA, VA, size)], "CHECKSUM");
+    assert_eq!(res.read_u64(0), fnv1a64(&data));
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+    let (nodes, pfns) = locate(&pm, &addrs, "pinned BO");
+    let targets = other_node(&nodes);
+
+    let out = ok(mm::move_pages(&addrs, &targets), "move_pages");
+    for (i, &st) in out.status.iter().enumerate() {
+        assert!(
+            st < 0,
+            "page {i} of a bound pinned BO: move_pages status {st} (node {} -> {}), \
+             expected a failure",
+            nodes[i],
+            targets[i]
+        );
+    }
+    let (now, now_pfns) = locate(&pm, &addrs, "pinned BO after move_pages");
+    assert_eq!(now, nodes, "bound pinned pages changed node");
+    assert_eq!(now_pfns, pfns, "bound pinned pages changed PFN");
+    assert!(m.as_slice() == &data[..], "contents changed");
+    run_ok(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        "CHECKSUM after move_pages",
+    );
+    assert_eq!(
+        res.read_u64(0),
+        fnv1a64(&data),
+        "GPU checksum after move_pages"
+    );
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, size, 0x0bad_cafe)],
+        "FILL after move_pages",
+    );
+    assert!(m.as_slice() == &filled(size as usize, 0x0bad_cafe)[..]);
+    let info = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(info.flags & SOFTGPU_BO_INFO_PINNED, SOFTGPU_BO_INFO_PINNED);
+    assert_eq!(info.released, 0, "a pinned BO released pages: {info:?}");
+}
+
+#[test]
+fn pinned_bo_pages_move_once_unbound() {
+    require_two_nodes();
+    const N: usize = 16;
+    let size = N as u64 * PAGE;
+    let dev = open();
+    let h = create_bound(&dev, size, SOFTGPU_BO_PINNED, VA);
+    let r = create_bound(&dev, PAGE, 0, RES_VA);
+    let mut m = map(&dev, h, size);
+    let res = map(&dev, r, PAGE);
+    let data = pattern(size as usize, 24);
+    m.as_mut_slice().copy_from_slice(&data);
+    run_ok(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        "CHECKSUM while bound",
+    );
+    ok(dev.unbind(VA, size), "VM_UNBIND");
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    move_and_check(&pm, &m.page_addrs(), 50, "moving the unbound pinned BO");
+    assert!(m.as_slice() == &data[..], "contents changed by migration");
+    ok(dev.bind(h, VA, 0, size, 0), "VM_BIND again");
+    run_ok(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        "CHECKSUM after migration",
+    );
+    assert_eq!(
+        res.read_u64(0),
+        fnv1a64(&data),
+        "GPU checksum after migration"
+    );
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, size, 0x1357_9bdf)],
+        "FILL after migration",
+    );
+    assert!(
+        m.as_slice() == &filled(size as usize, 0x1357_9bdf)[..],
+        "the CPU does not see the GPU's FILL after migration"
+    );
+}
+
+#[test]
+fn never_bound_bo_pages_move() {
+    require_two_nodes();
+    for flags in [0, SOFTGPU_BO_PINNED] {
+        const N: usize = 8;
+        let size = N as u64 * PAGE;
+        let dev = open();
+        let h = create(&dev, size, flags);
+        let mut m = map(&dev, h, size);
+        let data = pattern(size as usize, 25);
+        m.as_mut_slice().copy_from_slice(&data);
+        let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+        let what = format!("moving a never-bound BO, flags {flags:#x}");
+        move_and_check(&pm, &m.page_addrs(), 50, &what);
+        assert!(m.as_slice() == &data[..], "{what}: contents changed");
+        let info = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(info.resident_pages, 0, "{what}: {info:?}");
+    }
+}

@@ -1,0 +1,220 @@
+//! Memory-management probes for the tests: where a page is (pagemap PFN,
+//! NUMA node), moving it (move_pages(2)), and the kernel's counters
+//! (/proc/vmstat, /proc/meminfo).
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// `MPOL_MF_MOVE` (<linux/mempolicy.h>): move pages mapped only by us.
+pub const MPOL_MF_MOVE: libc::c_int = 1 << 1;
+
+/// Page size the probes work in.
+pub const PAGE: usize = 4096;
+
+/// A [`MoveOutcome::status`] entry the kernel left alone: it returns the
+/// number of pages it failed to migrate instead of per-page errors when
+/// the migration of a batch fails (e.g. a page with extra references).
+pub const NOT_MOVED: i32 = i32::MIN;
+
+/// The result of [`move_pages`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveOutcome {
+    /// The syscall's return value: pages it could not migrate (0 if all
+    /// were migrated or got a per-page status).
+    pub not_migrated: usize,
+    /// Per page: the node it is now on, a negative errno, or [`NOT_MOVED`].
+    pub status: Vec<i32>,
+}
+
+impl MoveOutcome {
+    /// Whether page `i` is now on `node`.
+    pub fn moved(&self, i: usize, node: i32) -> bool {
+        self.status[i] == node
+    }
+
+    /// Indices of the pages that are not on their target in `nodes`.
+    pub fn failed(&self, nodes: &[i32]) -> Vec<usize> {
+        (0..self.status.len())
+            .filter(|&i| self.status[i] != nodes[i])
+            .collect()
+    }
+}
+
+fn sys_move_pages(addrs: &[usize], nodes: Option<&[i32]>, status: &mut [i32]) -> io::Result<usize> {
+    assert_eq!(addrs.len(), status.len());
+    if let Some(n) = nodes {
+        assert_eq!(n.len(), addrs.len());
+    }
+    let pages: Vec<*const c_void> = addrs.iter().map(|&a| a as *const c_void).collect();
+    let nodes_ptr = nodes.map_or(std::ptr::null(), |n| n.as_ptr());
+    // SAFETY: pages, nodes (or NULL) and status each hold addrs.len()
+    // entries; the kernel only reads the first two and writes status. The
+    // page addresses themselves are only looked up, never dereferenced by
+    // us, and migration preserves their contents.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0 as libc::pid_t,
+            pages.len() as libc::c_ulong,
+            pages.as_ptr(),
+            nodes_ptr,
+            status.as_mut_ptr(),
+            MPOL_MF_MOVE,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// move_pages(2) for this process: moves the page at `addrs[i]` to node
+/// `nodes[i]`, with `MPOL_MF_MOVE`. Errors only if the call itself fails.
+pub fn move_pages(addrs: &[usize], nodes: &[i32]) -> io::Result<MoveOutcome> {
+    let mut status = vec![NOT_MOVED; addrs.len()];
+    let not_migrated = sys_move_pages(addrs, Some(nodes), &mut status)?;
+    Ok(MoveOutcome {
+        not_migrated,
+        status,
+    })
+}
+
+/// [`move_pages`] with every page going to `node`.
+pub fn move_pages_to(addrs: &[usize], node: i32) -> io::Result<MoveOutcome> {
+    move_pages(addrs, &vec![node; addrs.len()])
+}
+
+/// The node each page is on (move_pages with no target), or a negative
+/// errno per page (-ENOENT: not present).
+pub fn page_nodes(addrs: &[usize]) -> io::Result<Vec<i32>> {
+    let mut status = vec![NOT_MOVED; addrs.len()];
+    sys_move_pages(addrs, None, &mut status)?;
+    Ok(status)
+}
+
+/// The online NUMA nodes, from /sys/devices/system/node/online ("0-1").
+pub fn online_nodes() -> io::Result<Vec<u32>> {
+    let s = fs::read_to_string("/sys/devices/system/node/online")?;
+    let mut nodes = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("node list {s:?}"));
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u32 = b.parse().map_err(|_| bad())?;
+        nodes.extend(a..=b);
+    }
+    Ok(nodes)
+}
+
+/// /proc/self/pagemap, for PFN lookups (PFNs are visible to root only).
+#[derive(Debug)]
+pub struct Pagemap(File);
+
+impl Pagemap {
+    pub fn open() -> io::Result<Self> {
+        Ok(Self(File::open("/proc/self/pagemap")?))
+    }
+
+    /// The raw 64-bit pagemap entry of the page holding `addr`.
+    pub fn entry(&self, addr: usize) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.0.read_exact_at(&mut b, (addr / PAGE * 8) as u64)?;
+        Ok(u64::from_ne_bytes(b))
+    }
+
+    /// The PFN of the page mapped at `addr`: `None` if no page is present
+    /// there (or the PFN is hidden, as it is from non-root).
+    pub fn pfn(&self, addr: usize) -> io::Result<Option<u64>> {
+        let e = self.entry(addr)?;
+        let present = e & (1 << 63) != 0;
+        let pfn = e & ((1 << 55) - 1);
+        Ok((present && pfn != 0).then_some(pfn))
+    }
+
+    /// [`Pagemap::pfn`] of each address.
+    pub fn pfns(&self, addrs: &[usize]) -> io::Result<Vec<Option<u64>>> {
+        addrs.iter().map(|&a| self.pfn(a)).collect()
+    }
+}
+
+/// The PFN of the page mapped at `addr` in this process (see
+/// [`Pagemap::pfn`]).
+pub fn pagemap_pfn(addr: usize) -> io::Result<Option<u64>> {
+    Pagemap::open()?.pfn(addr)
+}
+
+/// All of /proc/vmstat.
+pub fn vmstat() -> io::Result<HashMap<String, u64>> {
+    parse_counters(&fs::read_to_string("/proc/vmstat")?)
+}
+
+/// One /proc/vmstat counter; `NotFound` if the kernel has no such counter.
+pub fn vmstat_counter(name: &str) -> io::Result<u64> {
+    vmstat()?.remove(name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {name} in /proc/vmstat"),
+        )
+    })
+}
+
+/// One /proc/meminfo value, in KiB (`MemFree`, `Shmem`, ...).
+pub fn meminfo_kb(name: &str) -> io::Result<u64> {
+    let s = fs::read_to_string("/proc/meminfo")?;
+    s.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == name).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no {name} in meminfo")))
+}
+
+fn parse_counters(s: &str) -> io::Result<HashMap<String, u64>> {
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next().and_then(|v| v.parse().ok())) {
+                (Some(k), Some(v)) => Ok((k.to_string(), v)),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("vmstat line {l:?}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_parse() {
+        let m = parse_counters("nr_free_pages 12\npgmigrate_success 3\n").unwrap();
+        assert_eq!(m["pgmigrate_success"], 3);
+        assert!(parse_counters("oops\n").is_err());
+    }
+
+    #[test]
+    fn probes_work_on_the_host() {
+        assert!(vmstat_counter("nr_free_pages").unwrap() > 0);
+        assert!(meminfo_kb("MemTotal").unwrap() > 0);
+        assert!(!online_nodes().unwrap().is_empty());
+        let v = vec![1u8; 3 * PAGE];
+        let addr = v.as_ptr() as usize;
+        let addrs = [addr, addr + PAGE];
+        let nodes = page_nodes(&addrs).unwrap();
+        assert!(nodes.iter().all(|&n| n >= 0), "{nodes:?}");
+        // Moving to the node the page is on already is a no-op success.
+        let out = move_pages(&addrs, &nodes).unwrap();
+        assert_eq!(out.not_migrated, 0);
+        assert_eq!(out.status, nodes);
+        let pm = Pagemap::open().unwrap();
+        pm.entry(addr).unwrap();
+    }
+}
