@@ -9,7 +9,8 @@ S := scripts
 export BUILD_DIR ?= $(CURDIR)/.build
 
 .PHONY: all run test setup tree kernel-test kernel-bench userspace \
-	initramfs-test initramfs-bench boot-test boot-bench test-runner check clean
+	initramfs-test initramfs-bench boot-test boot-bench bench-report test-runner \
+	check clean
 
 all: test
 
@@ -18,7 +19,10 @@ all: test
 test: setup tree kernel-test userspace initramfs-test
 	@$(S)/test.sh
 
-## make run: set up, build the bench kernel and run the benchmark in the guest.
+## make run: set up, build the bench kernel and run the benchmark in the guest;
+## run-vm.sh then reports it (scripts/bench-report.py: tables, results.json,
+## results.csv and PNG plots in $(BUILD_DIR)/runs/bench-run/) and fails if the
+## benchmark failed or produced no results.
 run: setup tree kernel-bench userspace initramfs-bench
 	@$(S)/run-vm.sh bench run
 
@@ -38,6 +42,9 @@ boot-test: initramfs-test
 	@$(S)/run-vm.sh test test
 boot-bench: initramfs-bench
 	@$(S)/run-vm.sh bench run
+## The report of the last benchmark run again, from its logs.
+bench-report:
+	@/usr/bin/python3 $(S)/bench-report.py $(BUILD_DIR)/runs/bench-run
 test-runner: initramfs-test
 	@$(S)/test-runner-faults.sh
 

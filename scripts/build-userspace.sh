@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Build the guest's userspace tests (tests/ workspace) as static executables
-# and collect them, one per crate, in $BUILD_DIR/userspace/tests/<crate>.
+# Build the guest's userspace (tests/ workspace) as static executables:
+# the tests, collected one per crate in $BUILD_DIR/userspace/tests/<crate>,
+# and the workspace's programs (bin targets: the benchmark), collected in
+# $BUILD_DIR/userspace/bench/<bin>.
 # Host-side Rust: the rustup toolchain is right here (not for the kernel).
 . "$(dirname "$0")/lib.sh"
 
 CARGO=${CARGO:-$HOME/.cargo/bin/cargo}
 dest=$BUILD_DIR/userspace/tests
+bench=$BUILD_DIR/userspace/bench
 export CARGO_TARGET_DIR=$BUILD_DIR/cargo
 export RUSTFLAGS="-C target-feature=+crt-static"
 target=x86_64-unknown-linux-gnu
@@ -26,3 +29,19 @@ for line in sys.stdin:
         shutil.copy(m["executable"], f"{dest}/{name}")
         print(name)
 ' "$dest" <<<"$json" | sed 's/^/  test binary: /' >&2
+
+log "building userspace programs"
+json=$("$CARGO" build --manifest-path "$TOP/tests/Cargo.toml" --locked --release \
+	--target $target --workspace --bins --message-format=json-render-diagnostics)
+rm -rf "$bench" && mkdir -p "$bench"
+python3 -c '
+import json, shutil, sys
+dest = sys.argv[1]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+            and not m["profile"]["test"] and "bin" in m["target"]["kind"]:
+        name = m["target"]["name"]
+        shutil.copy(m["executable"], f"{dest}/{name}")
+        print(name)
+' "$bench" <<<"$json" | sed 's/^/  program: /' >&2

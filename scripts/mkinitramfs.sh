@@ -2,7 +2,9 @@
 # Assemble the guest's initramfs for one kernel flavour:
 #   /init (tests/guest/init), busybox, stress-ng and its shared libraries,
 #   /tests/* (userspace test executables), /kmod/*.ko (tests/kmod, built
-#   against this kernel), /bench/* (the benchmark, when built).
+#   against this kernel), /bench/* (the workspace's programs, i.e. the
+#   benchmark, when built) and /bench/run (tests/guest/bench-run, which
+#   the init runs in run mode). Both flavours get the same userspace.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: mkinitramfs.sh test|bench}
@@ -27,8 +29,10 @@ if [ -d "$BUILD_DIR/userspace/tests" ]; then
 	cp "$BUILD_DIR"/userspace/tests/* "$root/tests/"
 fi
 if [ -d "$BUILD_DIR/userspace/bench" ]; then
-	cp -r "$BUILD_DIR"/userspace/bench/* "$root/bench/"
+	cp -r "$BUILD_DIR"/userspace/bench/. "$root/bench/"
 fi
+cp "$TOP/tests/guest/bench-run" "$root/bench/run"
+chmod +x "$root/bench/run"
 # stress-ng is dynamically linked: bring its libraries along.
 for bin in /usr/bin/stress-ng; do
 	cp "$bin" "$root/bin/"

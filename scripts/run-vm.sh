@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Boot a flavour's kernel and initramfs in QEMU and judge the run.
+# Boot a flavour's kernel and initramfs in QEMU and judge the run; in run
+# mode, also report the benchmark's results (scripts/bench-report.py:
+# tables, results.json/csv and plots next to the logs).
 #   run-vm.sh test|bench [test|run]
 # One CPU per socket, so that splitting CPUs across the two NUMA nodes
 # never splits a cache domain (the kernel WARNs about that).
 # Environment: MEM (4G), SMP (2), TIMEOUT (s), KVM=1 (opt-in; /dev/kvm on
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
-# self-test), ONLY=<test binary>, APPEND (extra kernel parameters).
+# self-test), ONLY=<test binary>, APPEND (extra kernel parameters; in run
+# mode runner.bench=<arguments of softgpu-bench, commas for spaces>).
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: run-vm.sh test|bench [test|run]}
@@ -15,7 +18,9 @@ out=${O:-$BUILD_DIR/out-$flavour}
 img=$BUILD_DIR/initramfs-$flavour.cpio.gz
 MEM=${MEM:-4G}
 SMP=${SMP:-2}
-TIMEOUT=${TIMEOUT:-1800}
+# The benchmark fills, compacts and checks gigabytes under TCG: give it
+# longer than the tests.
+TIMEOUT=${TIMEOUT:-$([ "$mode" = run ] && echo 7200 || echo 1800)}
 FAULT=${FAULT:-none}
 logs=$BUILD_DIR/runs/$flavour-$mode
 [ "$FAULT" = none ] || logs+=-$FAULT
@@ -46,5 +51,11 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 124 ] && echo "RUNNER-HOST: timeout after ${TIMEOUT}s" >>"$logs/runner.log"
-exec python3 "$TOP/scripts/check-results.py" --mode "$mode" --kernel-src "$KERNEL_SRC" \
-	--qemu-rc "$rc" "$logs"
+status=0
+python3 "$TOP/scripts/check-results.py" --mode "$mode" --kernel-src "$KERNEL_SRC" \
+	--qemu-rc "$rc" "$logs" || status=$?
+if [ "$mode" = run ] && [ "$FAULT" = none ]; then
+	# Fails if the benchmark produced no results, failed, or did not finish.
+	python3 "$TOP/scripts/bench-report.py" "$logs" || status=1
+fi
+exit $status

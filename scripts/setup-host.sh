@@ -5,7 +5,8 @@
 
 DEBS=(linux-source-6.12 rustc-web rust-web-src libclang-dev clang lld llvm
 	qemu-system-x86 busybox-static stress-ng flex bison bc libelf-dev
-	libssl-dev cpio xz-utils python3 kmod rustfmt-web rust-web-clippy)
+	libssl-dev cpio xz-utils python3 python3-matplotlib kmod rustfmt-web
+	rust-web-clippy)
 BINDGEN_VERSION=0.73.2
 
 missing=()

@@ -12,7 +12,9 @@
 //! - `migration`: moving BO pages between NUMA nodes while the GPU uses
 //!   them (gemfs BOs) or not (pinned BOs).
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
+//! - `bench`: a smoke run of the benchmark suite.
 
+mod bench;
 mod common;
 mod exec;
 mod files;

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Report one benchmark run (make run) from its runner log.
+
+Reads LOGDIR/runner.log (the guest runner's port, where /bench/run prints
+softgpu-bench's "BENCH-RESULT <json>" lines and "bench: done rc=N"), and
+writes next to it:
+
+  results.json  every record, with the benchmark's exit status
+  results.csv   one row per record, nested fields flattened with dots
+  hugepages.png huge pages obtained against fill level, per mode
+  ratio.png     gemfs/control and pinned/control against fill level
+
+It prints the tables: per fill level, mode, huge pages obtained, ratio to
+control, compaction counters and times (emulated: the guest runs under TCG,
+so only ratios measured side by side mean much), then the headline and the
+cost phases.
+
+Exit status 1 if the run has no results, if the benchmark did not finish
+or exited non-zero, if any record says ok=false, or if a result line does
+not parse; 0 otherwise.
+"""
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PREFIX = "BENCH-RESULT "
+DONE = re.compile(r"bench: done rc=(-?\d+)")
+MODES = ["control", "pinned", "gemfs"]
+TARGET = 0.95
+
+
+def parse_log(text):
+    """(records, bench exit status or None, lines that did not parse)."""
+    records, bad, rc = [], [], None
+    for line in text.splitlines():
+        line = line.rstrip("\r")
+        i = line.find(PREFIX)
+        if i >= 0:
+            try:
+                rec = json.loads(line[i + len(PREFIX):])
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                records.append(rec)
+            except ValueError as e:
+                bad.append(f"{e}: {line[:200]}")
+            continue
+        m = DONE.search(line)
+        if m:
+            rc = int(m.group(1))
+    return records, rc, bad
+
+
+def flatten(rec, prefix=""):
+    out = {}
+    for k, v in rec.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def write_csv(path, records):
+    rows = [flatten(r) for r in records]
+    first = ["phase", "mode", "target", "level", "rep", "ok"]
+    rest = sorted({k for r in rows for k in r} - set(first))
+    cols = [c for c in first if any(c in r for r in rows)] + rest
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def table(title, header, rows):
+    print(f"\n{title}")
+    if not rows:
+        print("  (none)")
+        return
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for r in cells:
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def get(rec, *path):
+    for p in path:
+        if not isinstance(rec, dict):
+            return None
+        rec = rec.get(p)
+    return rec
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def frag_tables(records):
+    frag = [r for r in records if r.get("phase") == "frag"]
+    control = {(r.get("level"), r.get("rep")): r.get("hugepages_obtained")
+               for r in frag if r.get("mode") == "control" and r.get("ok")}
+    rows, counters = [], []
+    for r in sorted(frag, key=lambda r: (r.get("level", 0), r.get("rep", 0),
+                                         MODES.index(r["mode"]) if r.get("mode") in MODES else 9)):
+        key = (r.get("level"), r.get("rep"))
+        h = r.get("hugepages_obtained") if r.get("ok") else None
+        c = control.get(key)
+        rows.append([
+            f"{r.get('level')}%", r.get("rep"), r.get("mode"), r.get("ok"),
+            r.get("footprint_mb"), h, r.get("hugepages_requested"),
+            h / c if h is not None and c else None,
+            get(r, "after_fill", "free_huge_blocks"),
+            get(r, "after_compact", "free_huge_blocks"),
+            get(r, "thp_test", "thp_fault_alloc"),
+            r.get("compact_secs_emulated"), r.get("hugetlb_secs_emulated"),
+            r.get("jobs_rate_ratio_compact_vs_quiet"),
+        ])
+        for phase in ("compact", "hugetlb"):
+            d = r.get(f"vmstat_{phase}") or {}
+            counters.append([
+                f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+                "compact_memory" if phase == "compact" else "nr_hugepages",
+                d.get("compact_migrate_scanned"), d.get("compact_free_scanned"),
+                d.get("compact_isolated"), d.get("compact_stall"), d.get("compact_fail"),
+                d.get("compact_success"), d.get("pgmigrate_success"), d.get("pgmigrate_fail"),
+            ])
+    table("Fragmentation: huge pages after compaction, objects in use "
+          "(times emulated: guest under TCG)",
+          ["level", "rep", "mode", "ok", "footprint MiB", "hugepages", "requested",
+           "vs control", "free 2M after fill", "after compact", "THP faults ok",
+           "compact s", "hugetlb s", "GPU jobs/s compact/quiet"], rows)
+    table("Fragmentation: vmstat deltas while compacting and while allocating huge pages",
+          ["level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
+           "stall", "fail", "success", "pgmigrate_success", "pgmigrate_fail"], counters)
+    failed = [r for r in frag if not r.get("ok")]
+    for r in failed:
+        print(f"FAIL: frag {r.get('mode')} {r.get('level')}%: {r.get('error')}")
+    extra = []
+    for r in frag:
+        b = get(r, "bo_info") or {}
+        g = r.get("gemfs_counters") or {}
+        extra.append([f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+                      b.get("released"), b.get("refused"), b.get("gpu_faults"),
+                      get(r, "verify", "checked"), get(r, "verify", "mismatches"),
+                      get(r, "vmstat_total", "pswpout"), r.get("unit_secs_emulated"),
+                      g.get("released_migrated")])
+    table("Fragmentation: objects (BO counters from GEM_INFO, integrity check)",
+          ["level", "rep", "mode", "released", "refused", "GPU faults", "checked",
+           "mismatches", "pswpout", "unit s", "gemfs released_migrated"], extra)
+
+
+def headline(records):
+    """Per level: mean huge pages per mode over the repetitions, and ratios."""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("phase") == "frag" and r.get("ok"):
+            by[r["level"]][r["mode"]].append(r.get("hugepages_obtained"))
+    rows = []
+    for level in sorted(by):
+        m = {mode: mean(by[level][mode]) for mode in MODES}
+        c = m["control"]
+        ratio = {mode: (m[mode] / c if m[mode] is not None and c else None) for mode in MODES}
+        rows.append({"level": level, **{f"{k}": v for k, v in m.items()},
+                     "gemfs_vs_control": ratio["gemfs"], "pinned_vs_control": ratio["pinned"],
+                     "reps": max(len(v) for v in by[level].values())})
+    table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET})",
+          ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "pinned/control",
+           "gemfs meets target"],
+          [[f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
+            h["gemfs_vs_control"], h["pinned_vs_control"],
+            None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET]
+           for h in rows])
+    return rows
+
+
+def cost_tables(records):
+    mig = [r for r in records if r.get("phase") == "migrate"]
+    table("Cost: move_pages throughput between the NUMA nodes (emulated)",
+          ["target", "ok", "MiB", "pages moved", "moved fraction", "s", "pages/s",
+           "BO released", "BO refused"],
+          [[r.get("target"), r.get("ok"), r.get("mb"), r.get("pages_moved"),
+            r.get("moved_fraction"), r.get("secs_emulated"), r.get("pages_per_sec_emulated"),
+            get(r, "bo_info", "released"), get(r, "bo_info", "refused")]
+           for r in mig])
+    for s in (r for r in records if r.get("phase") == "migrate-summary"):
+        print(f"  ratio gemfs/tmpfs pages/s: {fmt(s.get('gemfs_vs_tmpfs'))}, "
+              f"pinned/tmpfs: {fmt(s.get('pinned_vs_tmpfs'))}")
+    gpu = [r for r in records if r.get("phase") == "gpu"]
+    table("Cost: GPU job throughput while migration churns against quiet (emulated)",
+          ["mode", "ok", "MiB", "jobs/s quiet", "jobs/s churn", "churn/quiet",
+           "pages moved", "of asked", "BO refused"],
+          [[r.get("mode"), r.get("ok"), r.get("mb"), r.get("jobs_per_sec_quiet_emulated"),
+            r.get("jobs_per_sec_churn_emulated"), r.get("churn_vs_quiet"),
+            r.get("churn_pages_moved"), r.get("churn_pages_asked"),
+            get(r, "bo_info", "refused")]
+           for r in gpu])
+    for r in mig + gpu:
+        if r.get("skipped"):
+            print(f"SKIPPED: {r.get('phase')} {r.get('target') or r.get('mode')}: {r['skipped']}")
+        if not r.get("ok"):
+            print(f"FAIL: {r.get('phase')} {r.get('target') or r.get('mode')}: {r.get('error')}")
+
+
+def plots(logdir, records, heads):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: no matplotlib (Debian: python3-matplotlib): no plots")
+        return []
+    env = next((r for r in records if r.get("phase") == "env"), {})
+    shape = (f"guest: {env.get('mem_total_kb', 0) // 1024} MiB, "
+             f"{len(env.get('nodes') or [])} NUMA nodes, {env.get('cpus')} vCPUs, "
+             f"kernel {env.get('kernel')}")
+    written = []
+    levels = [h["level"] for h in heads]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode, marker in zip(MODES, "os^"):
+        ys = [h[mode] for h in heads]
+        pts = [(x, y) for x, y in zip(levels, ys) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=mode)
+    ax.set_xlabel("long-lived memory, % of guest memory")
+    ax.set_ylabel("huge pages obtained (nr_hugepages)")
+    ax.set_title("Huge pages after compaction, objects in use\n" + shape, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    p = logdir / "hugepages.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
+                               ("pinned_vs_control", "pinned / control", "s")):
+        pts = [(h["level"], h[key]) for h in heads if h[key] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+    ax.axhline(TARGET, color="grey", linestyle="--", label=f"target {TARGET}")
+    ax.set_xlabel("long-lived memory, % of guest memory")
+    ax.set_ylabel("huge pages, ratio to control")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Huge pages relative to anonymous memory\n" + shape, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    p = logdir / "ratio.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+    return written
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("logdir", type=Path, help="the run's log directory ($BUILD_DIR/runs/bench-run)")
+    args = ap.parse_args()
+    log = args.logdir / "runner.log"
+    if not log.exists():
+        print(f"bench-report: FAIL: no {log}")
+        return 1
+    records, rc, bad = parse_log(log.read_text(errors="replace"))
+    problems = []
+    if not records:
+        problems.append("the run produced no BENCH-RESULT line")
+    if bad:
+        problems += [f"unparsable result line: {b}" for b in bad]
+    if rc is None:
+        problems.append("the benchmark did not finish (no 'bench: done' line)")
+    elif rc != 0:
+        problems.append(f"the benchmark exited with status {rc}")
+    failed = [r for r in records if r.get("ok") is not True]
+    if failed:
+        problems.append(f"{len(failed)} record(s) failed")
+
+    (args.logdir / "results.json").write_text(json.dumps(
+        {"log": str(log), "bench_rc": rc, "records": records}, indent=1) + "\n")
+    if records:
+        write_csv(args.logdir / "results.csv", records)
+    env = next((r for r in records if r.get("phase") == "env"), None)
+    if env:
+        print(f"guest: kernel {env.get('kernel')}, MemTotal {env.get('mem_total_kb')} kB, "
+              f"nodes {env.get('nodes')}, cpus {env.get('cpus')}, THP {env.get('thp_enabled')}/"
+              f"{env.get('thp_defrag')}, swap {env.get('swaps')!r}")
+        print(f"config: {json.dumps(env.get('config'))}")
+    frag_tables(records)
+    heads = headline(records)
+    cost_tables(records)
+    written = plots(args.logdir, records, heads) if heads else []
+    print(f"\nresults: {args.logdir / 'results.json'}"
+          + (f", {args.logdir / 'results.csv'}" if records else "")
+          + "".join(f", {p}" for p in written))
+    for p in problems:
+        print(f"bench-report: FAIL: {p}")
+    print("bench: " + ("FAILED" if problems else "ok") + f" ({len(records)} records)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

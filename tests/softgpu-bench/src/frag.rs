@@ -1,0 +1,539 @@
+//! The fragmentation benchmark: fill a share of memory with long-lived
+//! objects of one mode scattered among short-lived page-cache (tmpfs) and
+//! anonymous memory, free the short-lived memory, then compact and ask for
+//! huge pages while the objects are in use.
+//!
+//! Scattering. Short-lived memory ("churn") first fills memory up to
+//! `churn_pct` % of the memory size (or to `headroom_mb` of free memory) in
+//! `piece_kb` pieces that alternate between an anonymous mapping
+//! (MADV_NOHUGEPAGE) and a tmpfs file. Then, in batches of `batch_mb`, a
+//! set of pieces spread evenly over all the churn is freed and as many
+//! long-lived objects are allocated: they land in the holes just made, all
+//! over memory (movable objects take the smallest free blocks; pinned ones,
+//! allocated unmovable, first take whole free pageblocks, then fall back
+//! into the holes of movable pageblocks, which is how pinned GPU memory
+//! fragments real systems). Finally the rest of the churn is freed.
+//!
+//! Modes: `control` objects are anonymous memory written by the CPU and
+//! mlock()ed (the same footprint, movable, not reclaimable); `pinned` and
+//! `gemfs` objects are softgpu BOs bound in GPU VMs and written by GPU FILL
+//! jobs (see gpu.rs).
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::gpu::{BoSet, StopOnDrop, Stream, Verify};
+use crate::json::{Json, Obj};
+use crate::sys::{self, AnonMap, Ctx as _, MIB, PAGE, R};
+use crate::{Config, Mode};
+
+/// Short-lived memory: `n` pieces of `piece` bytes, even ones in `anon`,
+/// odd ones in `file` (tmpfs).
+struct Churn {
+    anon: AnonMap,
+    file: File,
+    path: PathBuf,
+    piece: usize,
+    n: usize,
+}
+
+impl Churn {
+    /// Allocates up to `target` bytes, stopping early when free memory
+    /// drops to `headroom_kb`.
+    fn fill(dir: &Path, target: u64, piece: usize, headroom_kb: u64) -> R<Self> {
+        let pieces = (target as usize).div_ceil(piece);
+        let anon = AnonMap::new(pieces.div_ceil(2) * piece, 0)?;
+        anon.advise(0, anon.len(), libc::MADV_NOHUGEPAGE)?;
+        let path = dir.join("churn");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .ctx(format!("creating {}", path.display()))?;
+        let mut c = Self {
+            anon,
+            file,
+            path,
+            piece,
+            n: 0,
+        };
+        let buf = vec![0x6bu8; piece];
+        while c.n < pieces {
+            let i = c.n;
+            let off = (i / 2) * piece;
+            if i.is_multiple_of(2) {
+                for p in (0..piece).step_by(PAGE) {
+                    c.anon.write_u64(off + p, ((i as u64) << 20) | p as u64 | 1);
+                }
+            } else {
+                c.file
+                    .write_all_at(&buf, off as u64)
+                    .ctx("writing the churn file")?;
+            }
+            c.n += 1;
+            if c.n.is_multiple_of(256) && sys::meminfo_kb("MemFree")? < headroom_kb {
+                break;
+            }
+        }
+        Ok(c)
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.n * self.piece) as u64
+    }
+
+    fn free_piece(&self, i: usize) -> R<()> {
+        let off = (i / 2) * self.piece;
+        if i.is_multiple_of(2) {
+            self.anon.advise(off, self.piece, libc::MADV_DONTNEED)
+        } else {
+            sys::punch_hole(&self.file, off as u64, self.piece as u64)
+        }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The long-lived memory of one mode.
+enum Objects {
+    Control { objs: Vec<AnonMap>, vals: Vec<u8> },
+    Bos(BoSet),
+}
+
+/// The byte control objects are filled with for value index `k`.
+fn cbyte(k: usize) -> u8 {
+    (k as u8).wrapping_mul(37).wrapping_add(0x5b)
+}
+
+impl Objects {
+    fn new(cfg: &Config, mode: Mode) -> R<Self> {
+        Ok(match mode {
+            Mode::Control => Objects::Control {
+                objs: Vec::new(),
+                vals: Vec::new(),
+            },
+            Mode::Pinned | Mode::Gemfs => Objects::Bos(BoSet::new(
+                cfg.contexts,
+                mode == Mode::Pinned,
+                cfg.bo_bytes(),
+            )?),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Objects::Control { objs, .. } => objs.len(),
+            Objects::Bos(s) => s.len(),
+        }
+    }
+
+    fn add(&mut self, n: usize, size: usize) -> R<()> {
+        match self {
+            Objects::Control { objs, vals } => {
+                for _ in 0..n {
+                    let v = (objs.len() % crate::gpu::NVALUES) as u8;
+                    let mut m = AnonMap::new(size, 0)?;
+                    m.fill(cbyte(v as usize));
+                    m.mlock()?;
+                    objs.push(m);
+                    vals.push(v);
+                }
+                Ok(())
+            }
+            Objects::Bos(s) => s.add(n),
+        }
+    }
+
+    fn verify(&self, every: usize) -> R<Verify> {
+        match self {
+            Objects::Control { objs, vals } => {
+                let mut out = Verify::default();
+                for (g, m) in objs.iter().enumerate().step_by(every.max(1)) {
+                    let want = u64::from_ne_bytes([cbyte(vals[g] as usize); 8]);
+                    out.checked += 1;
+                    for off in (0..m.len()).step_by(PAGE) {
+                        for o in [off, off + PAGE - 8] {
+                            let got = m.read_u64(o);
+                            if got != want {
+                                out.bad(format!(
+                                    "control object {g}: read {got:#x} at {o:#x}, expected {want:#x}"
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Objects::Bos(s) => s.verify(every),
+        }
+    }
+}
+
+/// The CPU's counterpart of the GPU job stream for control objects: rewrite
+/// one object after the other with its next value and check it.
+fn cpu_stream(objs: &mut [AnonMap], vals: &mut [u8], st: &Stream) -> R<u64> {
+    if objs.is_empty() {
+        return Err("CPU stream: no objects".into());
+    }
+    let mut k = 0usize;
+    while !st.stop.load(Ordering::SeqCst) {
+        let g = k % objs.len();
+        k += 1;
+        let v = (vals[g] as usize + 1) % crate::gpu::NVALUES;
+        let m = &mut objs[g];
+        m.fill(cbyte(v));
+        vals[g] = v as u8;
+        let want = u64::from_ne_bytes([cbyte(v); 8]);
+        let last = m.len() - 8;
+        for o in [0, last] {
+            if m.read_u64(o) != want {
+                return Err(format!(
+                    "DATA CORRUPTION: control object {g}: {:#x} at {o:#x} after writing {want:#x}",
+                    m.read_u64(o)
+                ));
+            }
+        }
+        st.jobs.fetch_add(1, Ordering::SeqCst);
+    }
+    Ok(st.jobs.load(Ordering::SeqCst))
+}
+
+/// Brings the machine to the same state before each measurement: no huge
+/// pages reserved, caches dropped, memory compacted.
+pub fn settle() -> R<()> {
+    sys::set_nr_hugepages(0)?;
+    sys::drop_caches()?;
+    sys::compact_memory()?;
+    Ok(())
+}
+
+/// One measurement: `mode` at `level` % of the memory size. Always returns
+/// a record; `ok` is false (with `error`) if anything failed.
+pub fn run(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> Obj {
+    let mut rec = Obj::new();
+    rec.put("phase", "frag")
+        .put("mode", mode.name())
+        .put("level", level)
+        .put("rep", rep);
+    let t = Instant::now();
+    let res = unit(cfg, churn_dir, mode, level, &mut rec);
+    rec.put("unit_secs_emulated", t.elapsed().as_secs_f64());
+    match res {
+        Ok(()) => rec.put("ok", true),
+        Err(e) => {
+            crate::progress(&format!("frag {} {level}%: FAILED: {e}", mode.name()));
+            rec.put("ok", false).put("error", e)
+        }
+    };
+    rec
+}
+
+fn unit(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rec: &mut Obj) -> R<()> {
+    let name = format!("frag mode={} level={level}%", mode.name());
+    let (hp_kb, hp_order) = sys::hugepage()?;
+    crate::progress(&format!("{name}: settling (drop caches, compact)"));
+    settle()?;
+    let vm_start = sys::vmstat()?;
+    let gemfs_start = sys::dir_counters("/sys/kernel/debug/gemfs");
+    rec.put("settled", sys::snapshot(hp_order)?);
+
+    let size = cfg.bo_bytes();
+    let footprint = cfg.mem_bytes() * u64::from(level) / 100;
+    let nobj = (footprint / size).max(1) as usize;
+    let footprint = nobj as u64 * size;
+    let piece = cfg.piece_kb as usize * 1024;
+    let free_kb = sys::meminfo_kb("MemFree")?;
+    let headroom_kb = cfg.headroom_mb * 1024;
+    let churn_target = (cfg.mem_bytes() * u64::from(cfg.churn_pct) / 100)
+        .max(footprint + footprint / 8)
+        .min(free_kb.saturating_sub(headroom_kb) * 1024);
+    rec.put("objects", nobj)
+        .put("object_kb", size / 1024)
+        .put("footprint_mb", footprint / MIB)
+        .put(
+            "contexts",
+            if mode == Mode::Control {
+                0
+            } else {
+                cfg.contexts
+            },
+        );
+
+    // Open the device (pinned, gemfs) before the long fill: fail early.
+    let mut objs = Objects::new(cfg, mode)?;
+    crate::progress(&format!(
+        "{name}: churn: filling {} MiB (free {} MiB)",
+        churn_target / MIB,
+        free_kb / 1024
+    ));
+    let t_fill = Instant::now();
+    let churn = Churn::fill(churn_dir, churn_target, piece, headroom_kb)?;
+    let pieces = churn.n;
+    rec.put("churn_mb", churn.bytes() / MIB);
+    let needed = footprint.div_ceil(piece as u64) as usize;
+    if needed as f64 > pieces as f64 * 0.95 {
+        return Err(format!(
+            "level too high for this memory: the churn reached {} MiB, the objects need {} MiB \
+             (lower --levels or --headroom-mb)",
+            churn.bytes() / MIB,
+            footprint / MIB
+        ));
+    }
+
+    let batches = footprint.div_ceil(cfg.batch_mb * MIB).max(1) as usize;
+    let mut freed = 0u64;
+    for j in 0..batches {
+        for k in (j..needed).step_by(batches) {
+            churn.free_piece(k * pieces / needed)?;
+            freed += piece as u64;
+        }
+        let want = if j + 1 == batches {
+            nobj
+        } else {
+            nobj.min((freed / size) as usize)
+        };
+        objs.add(want - objs.len(), size as usize)?;
+        if (j + 1) % (batches / 10).max(1) == 0 {
+            crate::progress(&format!(
+                "{name}: objects {} / {nobj} ({} MiB)",
+                objs.len(),
+                objs.len() as u64 * size / MIB
+            ));
+        }
+    }
+    drop(churn);
+    rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64());
+    let vm_filled = sys::vmstat()?;
+    rec.put("vmstat_fill", sys::vmstat_delta(&vm_start, &vm_filled));
+    rec.put("after_fill", sys::snapshot(hp_order)?);
+
+    // Objects in use while compaction and the huge page request run.
+    let stream = Stream::default();
+    let measured = thread::scope(|s| -> R<(Obj, R<u64>)> {
+        let busy_us = cfg.busy_us;
+        let worker = match &mut objs {
+            Objects::Control { objs, vals } => {
+                let st = &stream;
+                s.spawn(move || cpu_stream(objs, vals, st))
+            }
+            Objects::Bos(set) => {
+                let (ctxs, vals, pat, st) = (&set.ctxs, &mut set.vals, &set.pat, &stream);
+                s.spawn(move || BoSet::stream(ctxs, vals, pat, busy_us, st))
+            }
+        };
+        let guard = StopOnDrop(&stream);
+        let m = measure(cfg, &name, &stream, hp_kb, hp_order);
+        drop(guard);
+        let joined = worker
+            .join()
+            .unwrap_or_else(|_| Err("the job stream panicked".into()));
+        Ok((m?, joined))
+    })?;
+    let (m, jobs) = measured;
+    rec.extend(m);
+    let jobs = jobs?;
+    rec.put("stream_jobs_total", jobs);
+
+    if cfg.thp_test {
+        rec.put("thp_test", thp_test(cfg)?);
+    }
+
+    crate::progress(&format!("{name}: verifying the objects"));
+    let t = Instant::now();
+    let v = objs.verify(cfg.verify_every)?;
+    rec.put("verify_secs_emulated", t.elapsed().as_secs_f64());
+    rec.put("verify", v.to_obj());
+    if let Objects::Bos(set) = &objs {
+        rec.put("bo_info", set.info()?);
+    }
+    rec.put(
+        "gemfs_counters",
+        sys::counters_delta(&gemfs_start, &sys::dir_counters("/sys/kernel/debug/gemfs")),
+    );
+    let vm_end = sys::vmstat()?;
+    rec.put("vmstat_total", sys::vmstat_delta(&vm_start, &vm_end));
+    drop(objs);
+    if v.mismatches > 0 {
+        return Err(format!(
+            "DATA CORRUPTION: {} of {} objects checked differ: {:?}",
+            v.mismatches, v.checked, v.first
+        ));
+    }
+    let num = |k: &str| match rec.get(k) {
+        Some(Json::UInt(n)) => n.to_string(),
+        _ => "?".into(),
+    };
+    crate::progress(&format!(
+        "{name}: ok, huge pages obtained {} of {} requested",
+        num("hugepages_obtained"),
+        num("hugepages_requested")
+    ));
+    Ok(())
+}
+
+/// With the job stream running: a quiet window, compaction (timed), the
+/// huge page request (timed), then the huge pages given back.
+fn measure(cfg: &Config, name: &str, st: &Stream, hp_kb: u64, hp_order: u32) -> R<Obj> {
+    let mut o = Obj::new();
+    let jobs = || st.jobs.load(Ordering::SeqCst);
+    crate::progress(&format!("{name}: quiet window of {} s", cfg.quiet_secs));
+    let t = Instant::now();
+    let j0 = jobs();
+    thread::sleep(Duration::from_secs_f64(cfg.quiet_secs));
+    let (quiet_jobs, quiet_secs) = (jobs() - j0, t.elapsed().as_secs_f64());
+    o.put("quiet_jobs", quiet_jobs)
+        .put("quiet_secs_emulated", quiet_secs);
+
+    crate::progress(&format!("{name}: compacting"));
+    let vm0 = sys::vmstat()?;
+    let j1 = jobs();
+    let dt = sys::compact_memory()?;
+    let compact_jobs = jobs() - j1;
+    let vm1 = sys::vmstat()?;
+    o.put("compact_secs_emulated", dt.as_secs_f64())
+        .put("compact_jobs", compact_jobs)
+        .put("vmstat_compact", sys::vmstat_delta(&vm0, &vm1))
+        .put("after_compact", sys::snapshot(hp_order)?);
+    let quiet_rate = quiet_jobs as f64 / quiet_secs;
+    let compact_rate = compact_jobs as f64 / dt.as_secs_f64().max(1e-9);
+    o.put(
+        "jobs_rate_ratio_compact_vs_quiet",
+        (quiet_jobs > 0).then(|| compact_rate / quiet_rate),
+    );
+
+    let free_kb = sys::meminfo_kb("MemFree")?;
+    let request = (free_kb.saturating_sub(cfg.hugetlb_reserve_mb * 1024) / hp_kb)
+        .min(cfg.mem_bytes() / 1024 / hp_kb);
+    crate::progress(&format!("{name}: requesting {request} huge pages"));
+    let j2 = jobs();
+    let t = Instant::now();
+    let obtained = sys::set_nr_hugepages(request)?;
+    let hdt = t.elapsed();
+    let per_node = sys::nr_hugepages_per_node(hp_kb);
+    let hugetlb_jobs = jobs() - j2;
+    let vm2 = sys::vmstat()?;
+    o.put("hugepages_requested", request)
+        .put("hugepages_obtained", obtained)
+        .put("hugepages_per_node", per_node)
+        .put(
+            "hugepages_obtained_of_requested",
+            (request > 0).then(|| obtained as f64 / request as f64),
+        )
+        .put("hugetlb_secs_emulated", hdt.as_secs_f64())
+        .put("hugetlb_jobs", hugetlb_jobs)
+        .put("vmstat_hugetlb", sys::vmstat_delta(&vm1, &vm2));
+    let left = sys::set_nr_hugepages(0)?;
+    if left != 0 {
+        return Err(format!("nr_hugepages is {left} after setting it to 0"));
+    }
+    Ok(o)
+}
+
+/// THP faults with direct compaction: touch one byte per huge page in a
+/// MADV_HUGEPAGE mapping of (most of) the free memory; count
+/// thp_fault_alloc and thp_fault_fallback.
+fn thp_test(cfg: &Config) -> R<Obj> {
+    let mut o = Obj::new();
+    let enabled = sys::selected("/sys/kernel/mm/transparent_hugepage/enabled");
+    o.put("thp_enabled", enabled.clone());
+    if enabled.as_deref() == Some("never") {
+        return Ok(o);
+    }
+    let hp = 2 * MIB as usize;
+    let free = sys::meminfo_kb("MemFree")? * 1024;
+    let len = (free
+        .saturating_sub(cfg.headroom_mb * MIB)
+        .min(cfg.mem_bytes()) as usize)
+        / hp
+        * hp;
+    if len == 0 {
+        return Ok(o);
+    }
+    let vm0 = sys::vmstat()?;
+    let t = Instant::now();
+    let mut m = AnonMap::new(len, hp)?;
+    m.advise(0, len, libc::MADV_HUGEPAGE)?;
+    for off in (0..len).step_by(hp) {
+        m.write_u64(off, 1);
+    }
+    let dt = t.elapsed();
+    let vm1 = sys::vmstat()?;
+    drop(m);
+    let d = |k: &str| vm1.get(k).copied().unwrap_or(0) - vm0.get(k).copied().unwrap_or(0);
+    o.put("attempts", len / hp)
+        .put("thp_fault_alloc", d("thp_fault_alloc"))
+        .put("thp_fault_fallback", d("thp_fault_fallback"))
+        .put("secs_emulated", dt.as_secs_f64());
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_fills_and_frees_pieces() {
+        let dir = std::env::temp_dir().join(format!("softgpu-bench-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let piece = 16 * PAGE;
+        let c = Churn::fill(&dir, 20 * piece as u64, piece, 0).unwrap();
+        assert_eq!(c.n, 20);
+        assert_eq!(c.bytes(), 20 * piece as u64);
+        assert_eq!(fs::metadata(&c.path).unwrap().len(), 10 * piece as u64);
+        // The pieces freed over all batches are distinct and in range.
+        let (needed, batches) = (7, 3);
+        let mut freed = Vec::new();
+        for j in 0..batches {
+            for k in (j..needed).step_by(batches) {
+                freed.push(k * c.n / needed);
+                c.free_piece(k * c.n / needed).unwrap();
+            }
+        }
+        freed.sort();
+        freed.dedup();
+        assert_eq!(freed.len(), needed);
+        assert!(freed.iter().all(|&i| i < c.n));
+        let path = c.path.clone();
+        drop(c);
+        assert!(!path.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn control_objects_stream_and_verify() {
+        let mut o = Objects::Control {
+            objs: Vec::new(),
+            vals: Vec::new(),
+        };
+        o.add(3, 4 * PAGE).unwrap();
+        assert_eq!(o.len(), 3);
+        let st = Stream::default();
+        if let Objects::Control { objs, vals } = &mut o {
+            thread::scope(|s| {
+                let h = s.spawn(|| cpu_stream(objs, vals, &st));
+                while st.jobs.load(Ordering::SeqCst) < 10 {
+                    thread::yield_now();
+                }
+                st.stop.store(true, Ordering::SeqCst);
+                assert!(h.join().unwrap().unwrap() >= 10);
+            });
+        }
+        let v = o.verify(1).unwrap();
+        assert_eq!((v.checked, v.mismatches), (3, 0));
+        if let Objects::Control { objs, .. } = &mut o {
+            objs[1].write_u64(PAGE, 0);
+        }
+        let v = o.verify(1).unwrap();
+        assert_eq!(v.mismatches, 1, "{v:?}");
+    }
+}

@@ -1,0 +1,402 @@
+//! softgpu objects for the benchmark: sets of BOs spread over several GPU
+//! contexts (DRM files), filled by the GPU, a background stream of GPU jobs
+//! over them, and the integrity check.
+//!
+//! softgpu marks every BO bound in a VM busy while a job of that VM runs
+//! (busy BOs refuse async migration and delay sync migration for up to
+//! 100 ms). The objects are therefore spread over `contexts` files and the
+//! job stream visits the contexts in turn: at any time about one context's
+//! share of the objects is busy, as with a GPU whose current work uses a
+//! part of its memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use softgpu::{fnv1a64, Cmd, Device, Mapping, SOFTGPU_BO_PINNED};
+
+use crate::json::Obj;
+use crate::sys::{Ctx as _, R};
+
+/// GPU address of each context's result buffer, and of its first object.
+const RES_VA: u64 = 1 << 28;
+const OBJ_VA: u64 = 1 << 32;
+/// Result buffer: one u64 slot per CHECKSUM.
+const RES_SIZE: u64 = 64 << 10;
+pub const SLOTS: usize = (RES_SIZE / 8) as usize;
+/// At most this many commands, and this many bytes of objects, per FILL
+/// or verification job: a job must finish well within [`WAIT_NS`] even on
+/// an emulated CPU.
+const CMDS_PER_JOB: usize = 2048;
+const BYTES_PER_JOB: u64 = 64 << 20;
+/// WAIT timeout: generous, the guest is emulated.
+const WAIT_NS: i64 = Device::RUN_TIMEOUT_NS;
+
+/// The fill values objects cycle through, and the FNV-1a hash of an object
+/// filled with each (computed once per object size).
+pub struct Patterns {
+    pub size: u64,
+    pub values: Vec<u32>,
+    pub hashes: Vec<u64>,
+}
+
+pub const NVALUES: usize = 16;
+
+pub fn value(k: usize) -> u32 {
+    ((k as u32) + 1).wrapping_mul(0x9e37_79b9) ^ 0xa5a5_0f0f
+}
+
+impl Patterns {
+    pub fn new(size: u64) -> Self {
+        let values: Vec<u32> = (0..NVALUES).map(value).collect();
+        let hashes = values
+            .iter()
+            .map(|&v| fnv1a64(&softgpu::filled(size as usize, v)))
+            .collect();
+        Self {
+            size,
+            values,
+            hashes,
+        }
+    }
+}
+
+/// One object: its handle, its GPU address in its context, and its index in
+/// the set.
+pub struct Bo {
+    pub handle: u32,
+    pub va: u64,
+    pub index: usize,
+}
+
+/// One GPU context: a DRM file with its VM, a result buffer (mapped for
+/// the CPU) and its share of the objects.
+pub struct Ctx {
+    pub dev: Device,
+    res: Mapping,
+    pub bos: Vec<Bo>,
+    next_va: u64,
+}
+
+impl Ctx {
+    fn new(flags: u32) -> R<Self> {
+        let dev = Device::open().ctx("opening the softgpu render node")?;
+        let h = dev
+            .create_bo(RES_SIZE, flags)
+            .ctx("GEM_CREATE of the result buffer")?;
+        dev.bind(h, RES_VA, 0, RES_SIZE, 0)
+            .ctx("VM_BIND of the result buffer")?;
+        let res = dev
+            .mmap_bo(h, RES_SIZE as usize)
+            .ctx("mmap of the result buffer")?;
+        Ok(Self {
+            dev,
+            res,
+            bos: Vec::new(),
+            next_va: OBJ_VA,
+        })
+    }
+
+    /// Submits `cmds`; returns the seqno.
+    fn submit(&self, cmds: &[Cmd], what: &str) -> R<u64> {
+        Ok(self.dev.exec(cmds, 0).ctx(format!("EXEC of {what}"))?.0)
+    }
+
+    /// Waits for job `seqno`, which must succeed.
+    fn wait_ok(&self, seqno: u64, what: &str) -> R<()> {
+        let (status, fault) = self
+            .dev
+            .wait(seqno, WAIT_NS)
+            .ctx(format!("WAIT for {what}"))?;
+        if status != 0 {
+            return Err(format!(
+                "{what}: GPU job failed with status {status} ({}) at GPU address {fault:#x}",
+                std::io::Error::from_raw_os_error(-status)
+            ));
+        }
+        Ok(())
+    }
+
+    fn slot(&self, i: usize) -> u64 {
+        self.res.read_u64(i * 8)
+    }
+}
+
+/// A set of objects of one kind (pinned or gemfs), spread round-robin over
+/// the contexts, with the fill value index of each.
+pub struct BoSet {
+    pub pinned: bool,
+    pub ctxs: Vec<Ctx>,
+    pub vals: Vec<u8>,
+    pub pat: Patterns,
+}
+
+/// What the background job stream did.
+#[derive(Default)]
+pub struct Stream {
+    pub stop: AtomicBool,
+    pub jobs: AtomicU64,
+}
+
+/// Sets the stream's stop flag when dropped (also on early returns).
+pub struct StopOnDrop<'a>(pub &'a Stream);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl BoSet {
+    pub fn new(contexts: usize, pinned: bool, size: u64) -> R<Self> {
+        let flags = if pinned { SOFTGPU_BO_PINNED } else { 0 };
+        let ctxs = (0..contexts.max(1))
+            .map(|_| Ctx::new(flags))
+            .collect::<R<Vec<_>>>()?;
+        Ok(Self {
+            pinned,
+            ctxs,
+            vals: Vec::new(),
+            pat: Patterns::new(size),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.vals.len()
+    }
+
+    /// Objects per FILL or verification job.
+    fn per_job(&self) -> usize {
+        ((BYTES_PER_JOB / self.pat.size) as usize).clamp(1, CMDS_PER_JOB.min(SLOTS))
+    }
+
+    fn flags(&self) -> u32 {
+        if self.pinned {
+            SOFTGPU_BO_PINNED
+        } else {
+            0
+        }
+    }
+
+    /// Creates `n` more objects, binds each in its context (a pinned BO's
+    /// pages are allocated here) and fills them with GPU FILL jobs (a
+    /// gemfs BO's pages are allocated by the GPU's page faults), one job
+    /// per context.
+    pub fn add(&mut self, n: usize) -> R<()> {
+        let size = self.pat.size;
+        let nctx = self.ctxs.len();
+        let flags = self.flags();
+        let mut cmds: Vec<Vec<Cmd>> = vec![Vec::new(); nctx];
+        for _ in 0..n {
+            let index = self.vals.len();
+            let c = index % nctx;
+            let ctx = &mut self.ctxs[c];
+            let handle = ctx
+                .dev
+                .create_bo(size, flags)
+                .ctx(format!("GEM_CREATE of object {index} ({size} bytes)"))?;
+            let va = ctx.next_va;
+            ctx.dev
+                .bind(handle, va, 0, size, 0)
+                .ctx(format!("VM_BIND of object {index}"))?;
+            ctx.next_va += size;
+            ctx.bos.push(Bo { handle, va, index });
+            let v = (index % NVALUES) as u8;
+            self.vals.push(v);
+            cmds[c].push(Cmd::fill(va, size, self.pat.values[v as usize]));
+        }
+        let mut seqnos = Vec::new();
+        for (c, cmds) in cmds.iter().enumerate() {
+            for chunk in cmds.chunks(self.per_job()) {
+                seqnos.push((c, self.ctxs[c].submit(chunk, "the FILL of new objects")?));
+            }
+        }
+        for (c, s) in seqnos {
+            self.ctxs[c].wait_ok(s, "the FILL of new objects")?;
+        }
+        Ok(())
+    }
+
+    /// The background stream: until `st.stop`, one job at a time, visiting
+    /// the contexts in turn and an object of each: BUSY for `busy_us`, FILL
+    /// the object with its next value, CHECKSUM it; the checksum must match.
+    pub fn stream(
+        ctxs: &[Ctx],
+        vals: &mut [u8],
+        pat: &Patterns,
+        busy_us: u64,
+        st: &Stream,
+    ) -> R<u64> {
+        let nctx = ctxs.len();
+        let mut k = 0usize;
+        while !st.stop.load(Ordering::SeqCst) {
+            let ctx = &ctxs[k % nctx];
+            let round = k / nctx;
+            k += 1;
+            if ctx.bos.is_empty() {
+                if k > nctx && ctxs.iter().all(|c| c.bos.is_empty()) {
+                    return Err("job stream: no objects".into());
+                }
+                continue;
+            }
+            let bo = &ctx.bos[round % ctx.bos.len()];
+            let v = (vals[bo.index] as usize + 1) % NVALUES;
+            let slot = round % SLOTS;
+            let mut cmds = Vec::with_capacity(3);
+            if busy_us > 0 {
+                cmds.push(Cmd::busy(busy_us));
+            }
+            cmds.push(Cmd::fill(bo.va, pat.size, pat.values[v]));
+            cmds.push(Cmd::checksum(RES_VA + slot as u64 * 8, bo.va, pat.size));
+            let what = format!("background job {k} on object {}", bo.index);
+            let s = ctx.submit(&cmds, &what)?;
+            ctx.wait_ok(s, &what)?;
+            vals[bo.index] = v as u8;
+            let got = ctx.slot(slot);
+            if got != pat.hashes[v] {
+                return Err(format!(
+                    "DATA CORRUPTION: {what}: checksum after FILL {:#x} is {got:#x}, expected {:#x}",
+                    pat.values[v], pat.hashes[v]
+                ));
+            }
+            st.jobs.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(st.jobs.load(Ordering::SeqCst))
+    }
+
+    /// Checks every `every`-th object through the GPU (CHECKSUM through the
+    /// GPU page table) and through the CPU (a mapping of the backing file:
+    /// the first and last u32 of each page). Returns (objects checked,
+    /// mismatches, descriptions of the first mismatches).
+    pub fn verify(&self, every: usize) -> R<Verify> {
+        let mut out = Verify::default();
+        let every = every.max(1);
+        for ctx in &self.ctxs {
+            let mine: Vec<&Bo> = ctx.bos.iter().filter(|b| b.index % every == 0).collect();
+            for chunk in mine.chunks(self.per_job()) {
+                let cmds: Vec<Cmd> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| Cmd::checksum(RES_VA + i as u64 * 8, b.va, self.pat.size))
+                    .collect();
+                let s = ctx.submit(&cmds, "the verification CHECKSUMs")?;
+                ctx.wait_ok(s, "the verification CHECKSUMs")?;
+                for (i, b) in chunk.iter().enumerate() {
+                    let v = self.vals[b.index] as usize;
+                    let got = ctx.slot(i);
+                    out.checked += 1;
+                    if got != self.pat.hashes[v] {
+                        out.bad(format!(
+                            "object {}: GPU checksum {got:#x}, expected {:#x} (filled with {:#x})",
+                            b.index, self.pat.hashes[v], self.pat.values[v]
+                        ));
+                    }
+                }
+            }
+            for b in mine {
+                let want = self.pat.values[self.vals[b.index] as usize];
+                let m = ctx
+                    .dev
+                    .mmap_bo(b.handle, self.pat.size as usize)
+                    .ctx(format!("mmap of object {}", b.index))?;
+                for off in (0..m.len()).step_by(crate::sys::PAGE) {
+                    for o in [off, off + crate::sys::PAGE - 4] {
+                        let got = m.read_u32(o);
+                        if got != want {
+                            out.bad(format!(
+                                "object {}: CPU read {got:#x} at offset {o:#x}, expected {want:#x}",
+                                b.index
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// GEM_INFO counters summed over the objects.
+    pub fn info(&self) -> R<Obj> {
+        let (mut resident, mut released, mut refused, mut faults) = (0, 0, 0, 0);
+        for ctx in &self.ctxs {
+            for b in &ctx.bos {
+                let i = ctx
+                    .dev
+                    .info(b.handle)
+                    .ctx(format!("GEM_INFO of object {}", b.index))?;
+                resident += i.resident_pages;
+                released += i.released;
+                refused += i.refused;
+                faults += i.gpu_faults;
+            }
+        }
+        let mut o = Obj::new();
+        o.put("resident_pages", resident)
+            .put("released", released)
+            .put("refused", refused)
+            .put("gpu_faults", faults);
+        Ok(o)
+    }
+
+    /// CPU mappings of every object (for move_pages), each page read once
+    /// so that it is mapped.
+    pub fn map_all(&self) -> R<Vec<Mapping>> {
+        let mut maps = Vec::new();
+        for ctx in &self.ctxs {
+            for b in &ctx.bos {
+                let m = ctx
+                    .dev
+                    .mmap_bo(b.handle, self.pat.size as usize)
+                    .ctx(format!("mmap of object {}", b.index))?;
+                for off in (0..m.len()).step_by(crate::sys::PAGE) {
+                    m.read_u32(off);
+                }
+                maps.push(m);
+            }
+        }
+        Ok(maps)
+    }
+}
+
+/// Outcome of an integrity check.
+#[derive(Default, Debug)]
+pub struct Verify {
+    pub checked: u64,
+    pub mismatches: u64,
+    pub first: Vec<String>,
+}
+
+impl Verify {
+    pub fn bad(&mut self, what: String) {
+        self.mismatches += 1;
+        if self.first.len() < 8 {
+            self.first.push(what);
+        }
+    }
+
+    pub fn to_obj(&self) -> Obj {
+        let mut o = Obj::new();
+        o.put("checked", self.checked)
+            .put("mismatches", self.mismatches)
+            .put("first_mismatches", self.first.clone());
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_distinct() {
+        let mut v: Vec<u32> = (0..NVALUES).map(value).collect();
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), NVALUES);
+    }
+
+    #[test]
+    fn pattern_hashes_match_filled_objects() {
+        let p = Patterns::new(8192);
+        assert_eq!(p.hashes[3], fnv1a64(&softgpu::filled(8192, value(3))));
+    }
+}

@@ -1,0 +1,451 @@
+//! softgpu-bench: the benchmark suite of `make run` (issue 6), run inside
+//! the guest as /bench/softgpu-bench by /bench/run.
+//!
+//! Phases: `frag` (frag.rs: per fill level and mode, long-lived objects
+//! scattered among freed short-lived memory, then compaction and a huge
+//! page request while the objects are in use; the headline is gemfs's huge
+//! pages over control's, next to pinned's), `migrate` and `gpu` (cost.rs:
+//! move_pages throughput of GPU-resident gemfs BO pages against tmpfs, GPU
+//! job throughput while migration churns against quiet). Before each
+//! measurement the machine is settled: no huge pages, caches dropped,
+//! memory compacted.
+//!
+//! Progress goes to stderr as `bench: ...` lines; results go to stdout, one
+//! JSON object per line prefixed `BENCH-RESULT ` (scripts/bench-report.py
+//! turns them into tables, results.json/csv and plots). Every record has
+//! `phase` and `ok`; times measured in the guest are labelled `_emulated`
+//! (under TCG only ratios measured side by side mean much).
+//!
+//! Exit status: 0 if every measurement succeeded and every object kept its
+//! data; 1 otherwise (an ioctl error, a failed GPU job, a checksum
+//! mismatch); 2 for bad arguments.
+
+mod cost;
+mod frag;
+mod gpu;
+mod json;
+mod sys;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use json::{Json, Obj};
+use sys::MIB;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Control,
+    Pinned,
+    Gemfs,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Control => "control",
+            Mode::Pinned => "pinned",
+            Mode::Gemfs => "gemfs",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Mode::Control, Mode::Pinned, Mode::Gemfs]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}
+
+const PHASES: &[&str] = &["frag", "migrate", "gpu"];
+
+/// The command line; see [`USAGE`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub phases: Vec<String>,
+    pub modes: Vec<Mode>,
+    pub levels: Vec<u32>,
+    pub mem_mb: Option<u64>,
+    pub repeat: u32,
+    pub bo_kb: u64,
+    pub piece_kb: u64,
+    pub batch_mb: u64,
+    pub churn_pct: u32,
+    pub headroom_mb: u64,
+    pub contexts: usize,
+    pub busy_us: u64,
+    pub quiet_secs: f64,
+    pub hugetlb_reserve_mb: u64,
+    pub verify_every: usize,
+    pub thp_test: bool,
+    pub cost_mb: u64,
+    pub cost_secs: f64,
+    pub migrate_rounds: u32,
+    pub workdir: PathBuf,
+    /// MemTotal in bytes, filled in at start.
+    pub mem_total: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            phases: PHASES.iter().map(|s| s.to_string()).collect(),
+            // gemfs right after control: the headline ratio compares two
+            // neighbouring runs; pinned, which leaves unmovable pageblocks
+            // behind, last.
+            modes: vec![Mode::Control, Mode::Gemfs, Mode::Pinned],
+            levels: vec![25, 50, 75],
+            mem_mb: None,
+            repeat: 1,
+            bo_kb: 2048,
+            piece_kb: 64,
+            batch_mb: 32,
+            churn_pct: 90,
+            headroom_mb: 128,
+            contexts: 8,
+            busy_us: 2000,
+            quiet_secs: 5.0,
+            hugetlb_reserve_mb: 64,
+            verify_every: 1,
+            thp_test: true,
+            cost_mb: 64,
+            cost_secs: 10.0,
+            migrate_rounds: 2,
+            workdir: PathBuf::from("/run/softgpu-bench"),
+            mem_total: 0,
+        }
+    }
+}
+
+impl Config {
+    /// The memory size fill levels are relative to.
+    pub fn mem_bytes(&self) -> u64 {
+        self.mem_mb.map_or(self.mem_total, |m| m * MIB)
+    }
+
+    pub fn bo_bytes(&self) -> u64 {
+        self.bo_kb * 1024
+    }
+
+    fn to_obj(&self) -> Obj {
+        let mut o = Obj::new();
+        o.put("phases", self.phases.clone())
+            .put(
+                "modes",
+                self.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
+            .put("levels", self.levels.clone())
+            .put("mem_mb", self.mem_bytes() / MIB)
+            .put("repeat", self.repeat)
+            .put("bo_kb", self.bo_kb)
+            .put("piece_kb", self.piece_kb)
+            .put("batch_mb", self.batch_mb)
+            .put("churn_pct", self.churn_pct)
+            .put("headroom_mb", self.headroom_mb)
+            .put("contexts", self.contexts)
+            .put("busy_us", self.busy_us)
+            .put("quiet_secs", self.quiet_secs)
+            .put("hugetlb_reserve_mb", self.hugetlb_reserve_mb)
+            .put("verify_every", self.verify_every)
+            .put("thp_test", self.thp_test)
+            .put("cost_mb", self.cost_mb)
+            .put("cost_secs", self.cost_secs)
+            .put("migrate_rounds", self.migrate_rounds);
+        o
+    }
+}
+
+const USAGE: &str = "\
+usage: softgpu-bench [options]
+  --phases LIST           phases to run, of frag,migrate,gpu (default: all)
+  --modes LIST            frag modes in the order they run at each level, of
+                          control,gemfs,pinned (default: all, in that order)
+  --levels LIST           fill levels, % of the memory size (default: 25,50,75)
+  --mem-mb N              memory size the levels refer to, also caps the huge
+                          page request and the THP test (default: MemTotal)
+  --repeat N              runs of each (level, mode) (default: 1)
+  --bo-kb N               object size in KiB, multiple of 4 (default: 2048)
+  --piece-kb N            churn piece size in KiB (default: 64)
+  --batch-mb N            churn freed / objects added per step (default: 32)
+  --churn-pct N           churn fills memory up to N % of the size (default: 90)
+  --headroom-mb N         free memory kept while filling (default: 128)
+  --contexts N            GPU contexts the objects are spread over (default: 8)
+  --busy-us N             BUSY time of each background GPU job (default: 2000)
+  --quiet-secs S          quiet window before compaction (default: 5)
+  --hugetlb-reserve-mb N  free memory not asked for as huge pages (default: 64)
+  --verify-every N        check every N-th object at the end (default: 1, all)
+  --no-thp-test           skip the THP fault test after the huge page request
+  --cost-mb N             footprint of the migrate and gpu phases (default: 64)
+  --cost-secs S           each window of the gpu phase (default: 10)
+  --migrate-rounds N      round trips between the nodes (default: 2)
+  --workdir DIR           where the benchmark mounts its tmpfs (default: /run/softgpu-bench)
+a smoke run: --levels 10 --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
+";
+
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| f(p).ok_or_else(|| format!("bad list item {p:?}")))
+        .collect()
+}
+
+fn parse_args(args: &[String]) -> Result<Config, String> {
+    let mut c = Config::default();
+    let mut i = 0;
+    while i < args.len() {
+        let (key, inline) = match args[i].split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        i += 1;
+        if key == "-h" || key == "--help" {
+            return Err(String::new());
+        }
+        if key == "--no-thp-test" {
+            c.thp_test = false;
+            continue;
+        }
+        let val = match inline {
+            Some(v) => v,
+            None => {
+                let v = args.get(i).ok_or(format!("{key} needs a value"))?.clone();
+                i += 1;
+                v
+            }
+        };
+        let num = |v: &str| -> Result<u64, String> {
+            v.parse().map_err(|_| format!("{key}: not a number: {v:?}"))
+        };
+        let float = |v: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .ok_or_else(|| format!("{key}: not a duration: {v:?}"))
+        };
+        match key.as_str() {
+            "--phases" => {
+                c.phases = parse_list(&val, |p| PHASES.contains(&p).then(|| p.to_string()))?
+            }
+            "--modes" => c.modes = parse_list(&val, Mode::parse)?,
+            "--levels" => {
+                c.levels = parse_list(&val, |p| p.parse().ok().filter(|l| (1..=95).contains(l)))?
+            }
+            "--mem-mb" => c.mem_mb = Some(num(&val)?),
+            "--repeat" => c.repeat = num(&val)?.max(1) as u32,
+            "--bo-kb" => c.bo_kb = num(&val)?,
+            "--piece-kb" => c.piece_kb = num(&val)?,
+            "--batch-mb" => c.batch_mb = num(&val)?.max(1),
+            "--churn-pct" => c.churn_pct = num(&val)?.min(98) as u32,
+            "--headroom-mb" => c.headroom_mb = num(&val)?,
+            "--contexts" => c.contexts = num(&val)?.max(1) as usize,
+            "--busy-us" => c.busy_us = num(&val)?.min(1_000_000),
+            "--quiet-secs" => c.quiet_secs = float(&val)?,
+            "--hugetlb-reserve-mb" => c.hugetlb_reserve_mb = num(&val)?,
+            "--verify-every" => c.verify_every = num(&val)?.max(1) as usize,
+            "--cost-mb" => c.cost_mb = num(&val)?.max(1),
+            "--cost-secs" => c.cost_secs = float(&val)?,
+            "--migrate-rounds" => c.migrate_rounds = num(&val)?.max(1) as u32,
+            "--workdir" => c.workdir = PathBuf::from(val),
+            _ => return Err(format!("unknown option {key}")),
+        }
+    }
+    if c.bo_kb == 0 || !c.bo_kb.is_multiple_of(4) {
+        return Err("--bo-kb must be a non-zero multiple of 4".into());
+    }
+    if c.piece_kb == 0 || !c.piece_kb.is_multiple_of(4) {
+        return Err("--piece-kb must be a non-zero multiple of 4".into());
+    }
+    Ok(c)
+}
+
+/// A progress line on stderr, with the (emulated) time since the start.
+pub fn progress(msg: &str) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(std::time::Instant::now).elapsed();
+    eprintln!("bench: [{:7.1}s] {msg}", t.as_secs_f64());
+}
+
+/// A result line on stdout, written in one piece.
+fn emit(rec: &Obj) {
+    let line = format!("BENCH-RESULT {}\n", rec.to_line());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+}
+
+fn ok_of(rec: &Obj) -> bool {
+    matches!(rec.get("ok"), Some(Json::Bool(true)))
+}
+
+/// Hugepages obtained by a frag record, if it succeeded.
+fn obtained(rec: &Obj) -> Option<u64> {
+    match (ok_of(rec), rec.get("hugepages_obtained")) {
+        (true, Some(Json::UInt(n))) => Some(*n),
+        _ => None,
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cfg = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) if e.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("softgpu-bench: {e}");
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut failed = false;
+    match sys::meminfo_kb("MemTotal") {
+        Ok(kb) => cfg.mem_total = kb * 1024,
+        Err(e) => {
+            progress(&format!("FAILED: {e}"));
+            return ExitCode::from(1);
+        }
+    }
+    let mut env = Obj::new();
+    env.put("phase", "env")
+        .put("ok", true)
+        .put("config", cfg.to_obj())
+        .extend(sys::environment());
+    emit(&env);
+    progress(&format!(
+        "start: phases {:?}, memory size {} MiB",
+        cfg.phases,
+        cfg.mem_bytes() / MIB
+    ));
+
+    let churn_fs = if cfg.phases.iter().any(|p| p == "frag") {
+        match sys::Tmpfs::mount(&cfg.workdir.join("churn"), "size=100%,huge=never,mode=0700") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                progress(&format!("FAILED: {e}"));
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+
+    if let Some(churn) = &churn_fs {
+        // (level, rep, huge pages obtained per mode)
+        type Row = (u32, u32, Vec<(Mode, Option<u64>)>);
+        let mut summary: Vec<Row> = Vec::new();
+        for &level in &cfg.levels {
+            for rep in 0..cfg.repeat {
+                let mut got = Vec::new();
+                for &mode in &cfg.modes {
+                    let rec = frag::run(&cfg, &churn.dir, mode, level, rep);
+                    failed |= !ok_of(&rec);
+                    got.push((mode, obtained(&rec)));
+                    emit(&rec);
+                }
+                summary.push((level, rep, got));
+            }
+        }
+        for (level, rep, got) in summary {
+            let find = |m: Mode| got.iter().find(|(g, _)| *g == m).and_then(|(_, h)| *h);
+            let ratio = |m: Mode| match (find(m), find(Mode::Control)) {
+                (Some(a), Some(c)) if c > 0 => Some(a as f64 / c as f64),
+                _ => None,
+            };
+            let mut s = Obj::new();
+            s.put("phase", "frag-summary")
+                .put("level", level)
+                .put("rep", rep)
+                .put("control", find(Mode::Control))
+                .put("pinned", find(Mode::Pinned))
+                .put("gemfs", find(Mode::Gemfs))
+                .put("gemfs_vs_control", ratio(Mode::Gemfs))
+                .put("pinned_vs_control", ratio(Mode::Pinned))
+                .put("target", 0.95)
+                .put("ok", true);
+            let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            let r = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            progress(&format!(
+                "headline level {level}% rep {rep}: huge pages control {} pinned {} gemfs {}; \
+                 gemfs/control {}, pinned/control {}",
+                n(find(Mode::Control)),
+                n(find(Mode::Pinned)),
+                n(find(Mode::Gemfs)),
+                r(ratio(Mode::Gemfs)),
+                r(ratio(Mode::Pinned))
+            ));
+            emit(&s);
+        }
+    }
+    drop(churn_fs);
+
+    if cfg.phases.iter().any(|p| p == "migrate") {
+        for rec in cost::migrate(&cfg, &cfg.workdir) {
+            failed |= !ok_of(&rec);
+            emit(&rec);
+        }
+    }
+    if cfg.phases.iter().any(|p| p == "gpu") {
+        for rec in cost::gpu(&cfg) {
+            failed |= !ok_of(&rec);
+            emit(&rec);
+        }
+    }
+    if let Err(e) = frag::settle() {
+        progress(&format!("final settle FAILED: {e}"));
+        failed = true;
+    }
+    progress(if failed {
+        "finished with FAILURES"
+    } else {
+        "finished, all ok"
+    });
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_and_smoke_args() {
+        let c = parse_args(&[]).unwrap();
+        assert_eq!(c.levels, [25, 50, 75]);
+        assert_eq!(c.modes.len(), 3);
+        let c = parse_args(&args(
+            "--levels 10 --mem-mb=256 --modes gemfs,control --phases frag --no-thp-test --quiet-secs 0.5",
+        ))
+        .unwrap();
+        assert_eq!(c.levels, [10]);
+        assert_eq!(c.mem_mb, Some(256));
+        assert_eq!(c.modes, [Mode::Gemfs, Mode::Control]);
+        assert_eq!(c.phases, ["frag"]);
+        assert!(!c.thp_test);
+        assert_eq!(c.quiet_secs, 0.5);
+    }
+
+    #[test]
+    fn bad_args_are_refused() {
+        for a in [
+            "--levels 0",
+            "--levels 100",
+            "--modes foo",
+            "--phases x",
+            "--bo-kb 3",
+            "--mem-mb",
+            "--bogus 1",
+            "--quiet-secs -1",
+        ] {
+            assert!(parse_args(&args(a)).is_err(), "{a}");
+        }
+        assert_eq!(parse_args(&args("--help")).unwrap_err(), "");
+    }
+}
