@@ -41,7 +41,7 @@ extern "C" {
  * (drm_gem_shmem, i915). The default is gemfs: pages are held only while
  * present in the GPU page table, and migration asks the driver for them.
  */
-#define SOFTGPU_BO_PINNED		(1 << 0)
+#define SOFTGPU_BO_PINNED		0x1
 
 /**
  * struct drm_softgpu_gem_create - create a buffer object
@@ -75,9 +75,9 @@ struct drm_softgpu_gem_mmap_offset {
 };
 
 /* drm_softgpu_gem_info.flags (out) */
-#define SOFTGPU_BO_INFO_PINNED		(1 << 0)
-#define SOFTGPU_BO_INFO_PURGEABLE	(1 << 1)
-#define SOFTGPU_BO_INFO_PURGED		(1 << 2)
+#define SOFTGPU_BO_INFO_PINNED		0x1
+#define SOFTGPU_BO_INFO_PURGEABLE	0x2
+#define SOFTGPU_BO_INFO_PURGED		0x4
 
 /**
  * struct drm_softgpu_gem_info - what the driver knows of a BO
@@ -125,7 +125,7 @@ struct drm_softgpu_gem_madvise {
 };
 
 /* The GPU may only read through this binding. */
-#define SOFTGPU_BIND_READONLY		(1 << 0)
+#define SOFTGPU_BIND_READONLY		0x1
 
 /**
  * struct drm_softgpu_vm_bind - map BO pages at a GPU virtual address
@@ -198,7 +198,7 @@ struct drm_softgpu_cmd {
 };
 
 /* Create a sync_file for the job's fence and return it in @fence_fd. */
-#define SOFTGPU_EXEC_FENCE_OUT		(1 << 0)
+#define SOFTGPU_EXEC_FENCE_OUT		0x1
 
 /* At most this many commands per submission. */
 #define SOFTGPU_MAX_CMDS		4096

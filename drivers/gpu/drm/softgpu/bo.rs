@@ -12,6 +12,7 @@
 //! folio is an ordinary page reference, which migration cannot move.
 
 use crate::vm::{Binding, Pte, Vm, PAGE};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     c_str,
     dma_fence::Fence,
@@ -27,7 +28,6 @@ use kernel::{
     sync::{Arc, ArcBorrow, SpinLock},
     types::ARef,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a synchronous migration waits for the jobs using an object.
 const RELEASE_WAIT_MS: u32 = 100;

@@ -7,13 +7,14 @@
 //! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
 
 use crate::vm::{Fault, Pte, Vm, PAGE, VA_END};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str,
+    dma_fence::canceled,
     dma_fence::{Fence, FenceContext, PendingFence},
     folio::Folio,
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
-    dma_fence::canceled,
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock, UniqueArc},
     time::Ktime,
@@ -21,7 +22,6 @@ use kernel::{
     uapi,
     workqueue::{self, Work, WorkItem},
 };
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A validated command.
 #[derive(Clone, Copy)]
@@ -329,11 +329,7 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
             // The engine is occupied: nothing else runs meanwhile.
             // SAFETY: sleeping in the engine's work item is allowed.
             unsafe {
-                bindings::usleep_range_state(
-                    us as _,
-                    us as _,
-                    bindings::TASK_UNINTERRUPTIBLE,
-                )
+                bindings::usleep_range_state(us as _, us as _, bindings::TASK_UNINTERRUPTIBLE)
             };
             Ok(())
         }

@@ -153,7 +153,8 @@ impl SoftFile {
         file: &DrmFile,
     ) -> Result<u32> {
         if args.pad != 0
-            || (args.madv != uapi::SOFTGPU_MADV_WILLNEED && args.madv != uapi::SOFTGPU_MADV_DONTNEED)
+            || (args.madv != uapi::SOFTGPU_MADV_WILLNEED
+                && args.madv != uapi::SOFTGPU_MADV_DONTNEED)
         {
             return Err(EINVAL);
         }
@@ -229,21 +230,24 @@ impl SoftFile {
         let fence_out = args.flags & uapi::SOFTGPU_EXEC_FENCE_OUT != 0;
         let mut sync_fd = None;
         let vm = me.vm.clone();
-        let info = dev.data().engine.submit(vm, cmds, me.stats.clone(), |info| {
-            if fence_out {
-                sync_fd = Some(SyncFileFd::new(&info.fence)?);
-            }
-            // Objects bound in this VM may be used by the job: they are
-            // busy for migration until it is done.
-            for b in me.vm.bindings.lock().values() {
-                b.obj.set_busy(&info.fence);
-            }
-            let mut ring = me.jobs.lock();
-            let i = ring.next % TRACKED_JOBS;
-            ring.slots[i] = Some(info.clone());
-            ring.next += 1;
-            Ok(())
-        })?;
+        let info = dev
+            .data()
+            .engine
+            .submit(vm, cmds, me.stats.clone(), |info| {
+                if fence_out {
+                    sync_fd = Some(SyncFileFd::new(&info.fence)?);
+                }
+                // Objects bound in this VM may be used by the job: they are
+                // busy for migration until it is done.
+                for b in me.vm.bindings.lock().values() {
+                    b.obj.set_busy(&info.fence);
+                }
+                let mut ring = me.jobs.lock();
+                let i = ring.next % TRACKED_JOBS;
+                ring.slots[i] = Some(info.clone());
+                ring.next += 1;
+                Ok(())
+            })?;
         args.seqno = info.fence.seqno();
         args.fence_fd = -1;
         if let Some(fd) = sync_fd {

@@ -226,7 +226,9 @@ impl Vm {
         // The first binding at or above `va` must start at or after `end`,
         // and the one below must end at or before `va`.
         let overlaps = match bindings.cursor_lower_bound(&va) {
-            Some(c) => *c.current().0 < end || c.peek_prev().is_some_and(|(_, p)| p.va + p.size > va),
+            Some(c) => {
+                *c.current().0 < end || c.peek_prev().is_some_and(|(_, p)| p.va + p.size > va)
+            }
             None => bindings
                 .cursor_back()
                 .is_some_and(|c| c.current().1.va + c.current().1.size > va),
@@ -324,9 +326,7 @@ impl Vm {
             return Err(fault(EFAULT));
         }
         let index = ((b.bo_offset + (va - b.va)) / PAGE) as usize;
-        b.obj
-            .populate(self, b, index, job)
-            .map_err(fault)
+        b.obj.populate(self, b, index, job).map_err(fault)
     }
 }
 
