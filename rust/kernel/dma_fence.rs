@@ -150,11 +150,21 @@ impl FenceAlloc {
         unsafe { &*fence.cast::<Self>() }
     }
 
+    /// C callback for the fence name.
+    ///
+    /// # Safety
+    ///
+    /// Called by the fence core with a fence made by [`FenceContext::new_fence`].
     unsafe extern "C" fn driver_name(fence: *mut bindings::dma_fence) -> *const crate::ffi::c_char {
         // SAFETY: the ops below are only used for `FenceAlloc` fences.
         unsafe { Self::from_fence(fence) }.driver.as_char_ptr()
     }
 
+    /// C callback for the timeline name.
+    ///
+    /// # Safety
+    ///
+    /// As for `driver_name`.
     unsafe extern "C" fn timeline_name(
         fence: *mut bindings::dma_fence,
     ) -> *const crate::ffi::c_char {

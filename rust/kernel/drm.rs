@@ -164,12 +164,21 @@ impl<T: Driver> Vtable<T> {
     };
 
     /// `drm_driver.release`: the last device reference is gone.
+    ///
+    /// # Safety
+    ///
+    /// Called by DRM only, when the last reference to a device of `T` is gone.
     unsafe extern "C" fn release(dev: *mut bindings::drm_device) {
         // SAFETY: `dev_private` holds the `Arc<T::Data>` given in
         // `Registration::new`; nothing can use it any more.
         drop(unsafe { <Arc<T::Data> as ForeignOwnable>::from_foreign((*dev).dev_private) });
     }
 
+    /// `drm_driver.show_fdinfo`.
+    ///
+    /// # Safety
+    ///
+    /// Called by DRM only, with a live printer and a file of this driver.
     unsafe extern "C" fn show_fdinfo(p: *mut bindings::drm_printer, f: *mut bindings::drm_file) {
         // SAFETY: DRM passes a live printer and a file of this driver,
         // opened through `open_callback`.
@@ -217,7 +226,9 @@ impl<T: Driver> Registration<T> {
     /// registers it (its nodes appear in `/dev/dri`).
     pub fn new(parent: &device::Device, data: Arc<T::Data>) -> Result<Self> {
         // SAFETY: the driver table is static; `parent` is a live device.
-        let raw = from_err_ptr(unsafe { bindings::drm_dev_alloc(&Vtable::<T>::DRIVER, parent.as_raw()) })?;
+        let raw = from_err_ptr(unsafe {
+            bindings::drm_dev_alloc(&Vtable::<T>::DRIVER, parent.as_raw())
+        })?;
         // SAFETY: the new device is ours; `release` frees `dev_private`.
         unsafe { (*raw).dev_private = data.into_foreign().cast_mut() };
         // SAFETY: `raw` is a new device with one reference, now owned.

@@ -115,7 +115,9 @@ pub fn file_setup(mnt: &Mount, name: &CStr, size: i64, vm_flags: usize) -> Resul
 /// mount (`shmem_file_setup()`), as GEM does for its objects.
 pub fn file_setup_internal(name: &CStr, size: i64, vm_flags: usize) -> Result<ARef<File>> {
     // SAFETY: `name` is NUL terminated and copied.
-    let f = from_err_ptr(unsafe { bindings::shmem_file_setup(name.as_char_ptr(), size, vm_flags as _) })?;
+    let f = from_err_ptr(unsafe {
+        bindings::shmem_file_setup(name.as_char_ptr(), size, vm_flags as _)
+    })?;
     // SAFETY: as in `file_setup`.
     Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) })
 }

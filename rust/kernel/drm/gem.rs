@@ -101,6 +101,11 @@ impl<T: DriverObject> Funcs<T> {
         unsafe { &(*obj.cast::<Object<T>>()).data }
     }
 
+    /// `drm_gem_object_funcs.free`.
+    ///
+    /// # Safety
+    ///
+    /// Called by DRM only, when the last reference to an `Object<T>` is gone.
     unsafe extern "C" fn free(obj: *mut bindings::drm_gem_object) {
         // SAFETY: the last reference is gone: release the C part, then free
         // the box made in `Object::new`, dropping the driver data.
@@ -110,6 +115,11 @@ impl<T: DriverObject> Funcs<T> {
         }
     }
 
+    /// `drm_gem_object_funcs.mmap`: maps the backing file instead.
+    ///
+    /// # Safety
+    ///
+    /// Called by DRM only, from `drm_gem_mmap()`, for an `Object<T>`.
     unsafe extern "C" fn mmap(
         obj: *mut bindings::drm_gem_object,
         vma: *mut bindings::vm_area_struct,
@@ -140,11 +150,19 @@ impl<T: DriverObject> Funcs<T> {
         }
     }
 
-    unsafe extern "C" fn status(obj: *mut bindings::drm_gem_object) -> bindings::drm_gem_object_status {
+    /// # Safety
+    ///
+    /// Called by DRM only, for a live `Object<T>`.
+    unsafe extern "C" fn status(
+        obj: *mut bindings::drm_gem_object,
+    ) -> bindings::drm_gem_object_status {
         // SAFETY: DRM passes our live object.
         unsafe { Self::data(obj) }.status() as _
     }
 
+    /// # Safety
+    ///
+    /// Called by DRM only, for a live `Object<T>`.
     unsafe extern "C" fn rss(obj: *mut bindings::drm_gem_object) -> usize {
         // SAFETY: DRM passes our live object.
         unsafe { Self::data(obj) }.resident_size()
@@ -212,7 +230,9 @@ impl<T: DriverObject> Object<T> {
     pub fn create_handle<F: DriverFile<Driver = T::Driver>>(&self, file: &File<F>) -> Result<u32> {
         let mut handle = 0u32;
         // SAFETY: both are live; the handle takes its own reference.
-        to_result(unsafe { bindings::drm_gem_handle_create(file.as_raw(), self.as_raw(), &mut handle) })?;
+        to_result(unsafe {
+            bindings::drm_gem_handle_create(file.as_raw(), self.as_raw(), &mut handle)
+        })?;
         Ok(handle)
     }
 

@@ -350,7 +350,7 @@ impl Drop for Bo {
         // Holds go before the gemfs object (`backing`), which must not be
         // destroyed with holds left. No binding is left: each keeps a
         // reference to the GEM object.
-        let resident = core::mem::replace(&mut self.owner.inner.lock().resident, RBTree::new());
+        let resident = core::mem::take(&mut self.owner.inner.lock().resident);
         drop(resident);
     }
 }
