@@ -73,9 +73,7 @@ unsafe impl Send for Mapping {}
 
 impl Mapping {
     fn va_of(&self, index: usize) -> Option<u64> {
-        let off = index as u64 * PAGE;
-        (off >= self.bo_offset && off < self.bo_offset + self.size)
-            .then(|| self.va + off - self.bo_offset)
+        crate::vm::va_of(self.va, self.bo_offset, self.size, index)
     }
 }
 
@@ -170,16 +168,12 @@ impl Bo {
         )
     }
 
-    fn file(obj: &GemObject) -> &File {
-        obj.backing_file()
-    }
-
     /// Takes a reference to the folio of page `index` for the device.
     fn acquire(obj: &GemObject, index: usize) -> Result<PageRef> {
         match &obj.backing {
             Backing::Gemfs(o) => Ok(PageRef::Held(o.get_folio(index)?)),
             Backing::Shmem => Ok(PageRef::Pinned(shmem::read_folio(
-                Self::file(obj).mapping(),
+                obj.backing_file().mapping(),
                 index,
             )?)),
         }

@@ -220,10 +220,10 @@ impl SoftFile {
             .read_all(&mut raw, GFP_KERNEL)?;
         let mut cmds = KVec::with_capacity(n, GFP_KERNEL)?;
         for chunk in raw.as_slice().chunks_exact(sz) {
+            let src = chunk.as_ptr().cast::<uapi::drm_softgpu_cmd>();
             // SAFETY: `chunk` has the size of the plain-integer uAPI struct;
             // `read_unaligned` copes with the byte buffer's alignment.
-            let c: uapi::drm_softgpu_cmd =
-                unsafe { core::ptr::read_unaligned(chunk.as_ptr().cast()) };
+            let c = unsafe { core::ptr::read_unaligned(src) };
             cmds.push(Cmd::from_uapi(&c)?, GFP_KERNEL)?;
         }
         let me = file.inner();

@@ -168,12 +168,17 @@ pub(crate) struct Binding {
     pub(crate) readonly: bool,
 }
 
+/// The GPU address of object page `index` in a mapping of
+/// `[bo_offset, bo_offset + size)` of the object at `va`, if it maps it.
+pub(crate) fn va_of(va: u64, bo_offset: u64, size: u64, index: usize) -> Option<u64> {
+    let off = (index as u64).checked_mul(PAGE)?;
+    (off >= bo_offset && off < bo_offset + size).then(|| va + off - bo_offset)
+}
+
 impl Binding {
     /// The GPU address of object page `index`, if this binding maps it.
     pub(crate) fn va_of(&self, index: usize) -> Option<u64> {
-        let off = (index as u64).checked_mul(PAGE)?;
-        (off >= self.bo_offset && off < self.bo_offset + self.size)
-            .then(|| self.va + off - self.bo_offset)
+        va_of(self.va, self.bo_offset, self.size, index)
     }
 }
 
