@@ -51,6 +51,10 @@ struct gemfs_owner_ops {
 	 *
 	 * Returns 0 when released, a negative errno otherwise (the folio is
 	 * then not migrated and the owner keeps its holds).
+	 *
+	 * A hold dropped by the owner just as migration looked at it may
+	 * still bring a call for a folio the owner no longer holds: -EBUSY
+	 * (migration retries) or 0 are both fine answers.
 	 */
 	int (*release)(struct gemfs_object *obj, struct folio *folio,
 		       enum migrate_mode mode, void *owner_data);
@@ -80,6 +84,11 @@ void gemfs_kern_unmount(struct vfsmount *mnt);
 
 struct gemfs_object *gemfs_object_create(struct vfsmount *mnt, const char *name,
 					 loff_t size, unsigned long vm_flags);
+/*
+ * Destroys @obj; the owner must have put all its holds. Waits for owner
+ * callbacks already running, so no callback runs once it returns: do not
+ * call it holding a lock that ->release() or ->migrated() takes.
+ */
 void gemfs_object_destroy(struct gemfs_object *obj);
 struct file *gemfs_object_file(struct gemfs_object *obj);
 
