@@ -136,6 +136,7 @@ def frag_tables(records):
             h / c if h is not None and c else None,
             get(r, "after_fill", "free_huge_blocks"),
             get(r, "after_compact", "free_huge_blocks"),
+            get(r, "after_compact", "pageblocks", "Unmovable"),
             get(r, "thp_test", "thp_fault_alloc"),
             r.get("compact_secs_emulated"), r.get("hugetlb_secs_emulated"),
             r.get("jobs_rate_ratio_compact_vs_quiet"),
@@ -152,7 +153,7 @@ def frag_tables(records):
     table("Fragmentation: huge pages after compaction, objects in use "
           "(times emulated: guest under TCG)",
           ["obj KiB", "level", "rep", "mode", "ok", "footprint MiB", "hugepages", "requested",
-           "vs control", "free 2M after fill", "after compact", "THP faults ok",
+           "vs control", "free 2M after fill", "after compact", "unmovable blocks", "THP faults ok",
            "compact s", "hugetlb s", "GPU jobs/s compact/quiet"], rows)
     table("Fragmentation: vmstat deltas while compacting and while allocating huge pages",
           ["obj KiB", "level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",

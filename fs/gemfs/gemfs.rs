@@ -26,7 +26,6 @@ use kernel::{
     mm::migrate::MigrateMode,
     new_condvar, new_spinlock,
     prelude::*,
-    rbtree::{RBTree, RBTreeNodeReservation},
     shmem,
     str::CStr,
     sync::{Arc, ArcBorrow, CondVar, SpinLock},
@@ -67,11 +66,9 @@ impl shmem::VariantOps for GemfsType {
         let obj = object_of(mapping);
         // Counted as running from here: the object's destruction waits for
         // us, so the owner's data stays valid for the calls below.
-        let running = obj.as_ref().and_then(|o| {
+        let running = obj.as_ref().filter(|_| has_extra_refs(src)).and_then(|o| {
             let mut st = o.state.lock();
-            let owner = st
-                .owner
-                .filter(|_| st.holds.get(&(src.as_raw() as usize)).is_some())?;
+            let owner = st.owner.filter(|_| st.nr_holds != 0)?;
             st.callbacks += 1;
             Some((owner, CallbackGuard(o)))
         });
@@ -100,6 +97,17 @@ impl shmem::VariantOps for GemfsType {
         trace::release(src, mode, ret, ns);
         STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
         STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+        if ret == ENOENT.to_errno() {
+            // Not the owner's: someone else has the extra references. The
+            // default path fails (EAGAIN) if they are still there.
+            // SAFETY: `handle` came from `into_foreign` above; not used again.
+            drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
+            let result = mapping.migrate_folio_default(dst, src, mode);
+            trace::migrate(src, dst, false, &result);
+            result?;
+            STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if ret != 0 {
             // SAFETY: `handle` came from `into_foreign` above; not used again.
             drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
@@ -247,6 +255,17 @@ impl kernel::Module for Gemfs {
     }
 }
 
+/// Whether `folio` has references other than those migration expects at
+/// this point: the caller's isolation, and the page cache's (one per page).
+/// Its CPU mappings are gone (migration unmaps before `->migrate_folio`)
+/// and shmem never attaches private data. Extra references are holds, or
+/// someone else's (a GUP pin, a transient lookup): gemfs keeps no record of
+/// which folios are held, which would cost memory for every held folio;
+/// the owner knows, and answers `ENOENT` for a folio it does not hold.
+fn has_extra_refs(folio: &Folio) -> bool {
+    folio.ref_count() as usize > 1 + folio.nr_pages()
+}
+
 /// An owner callback in progress on an object, counted in its state;
 /// `gemfs_object_destroy()` waits until none is.
 struct CallbackGuard<'a>(&'a Object);
@@ -274,9 +293,7 @@ unsafe impl Send for Owner {}
 
 struct State {
     owner: Option<Owner>,
-    /// Holds by folio: key is the folio's address, value the number of
-    /// references the owner holds through gemfs.
-    holds: RBTree<usize, usize>,
+    /// References the owner holds on the object's folios through gemfs.
     nr_holds: usize,
     /// Migrations calling the owner right now (see [`CallbackGuard`]).
     callbacks: usize,
@@ -309,32 +326,17 @@ impl Object {
         (size as usize).div_ceil(kernel::page::PAGE_SIZE)
     }
 
-    /// Records one more hold on `folio` (whose reference the caller hands
-    /// to the owner), using the node reserved in `node`.
-    fn add_hold(&self, folio: &Folio, node: RBTreeNodeReservation<usize, usize>) {
-        let key = folio.as_raw() as usize;
-        let mut st = self.state.lock();
-        st.nr_holds += 1;
-        if let Some(n) = st.holds.get_mut(&key) {
-            *n += 1;
-        } else {
-            st.holds.insert(node.into_node(key, 1));
-        }
+    /// Records one more hold (a folio reference the caller hands to the
+    /// owner).
+    fn add_hold(&self) {
+        self.state.lock().nr_holds += 1;
     }
 
-    /// Forgets one hold on `folio`; false if there was none.
-    fn drop_hold(&self, folio: &Folio) -> bool {
-        let key = folio.as_raw() as usize;
+    /// Forgets one hold; false if the object had none.
+    fn drop_hold(&self) -> bool {
         let mut st = self.state.lock();
-        let last = match st.holds.get_mut(&key) {
-            None => return false,
-            Some(n) => {
-                *n -= 1;
-                *n == 0
-            }
-        };
-        if last {
-            st.holds.remove(&key);
+        if st.nr_holds == 0 {
+            return false;
         }
         st.nr_holds -= 1;
         true
@@ -414,7 +416,7 @@ pub unsafe extern "C" fn gemfs_object_create(
             try_pin_init!(Object {
                 file,
                 state <- new_spinlock!(
-                    State { owner: None, holds: RBTree::new(), nr_holds: 0, callbacks: 0 },
+                    State { owner: None, nr_holds: 0, callbacks: 0 },
                     "gemfs_object_state"
                 ),
                 callbacks_done <- new_condvar!("gemfs_object_callbacks_done"),
@@ -542,13 +544,12 @@ pub unsafe extern "C" fn gemfs_object_get_folio(
         if index >= obj.nr_pages() {
             return Err(EINVAL);
         }
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         // shmem may lock folios (swap-in, allocation): tell lockdep.
         FOLIO_LOCK_MAP.acquire();
         FOLIO_LOCK_MAP.release();
         let mapping = obj.mapping();
         let folio = shmem::read_folio(mapping, index)?;
-        obj.add_hold(&folio, node);
+        obj.add_hold();
         // Each hold keeps the object alive, so that a hold put after an
         // (erroneous) destroy still finds its accounting.
         core::mem::forget(Arc::from(obj));
@@ -571,9 +572,9 @@ pub unsafe extern "C" fn gemfs_object_put_folio(
 ) {
     // SAFETY: the caller holds `folio` through the object, and the hold
     // keeps the object alive.
-    let (obj, f) = unsafe { (borrow(obj_handle), Folio::from_raw(folio)) };
-    if !obj.drop_hold(f) {
-        lockdep::warn(c_str!("gemfs: put of a folio that is not held"));
+    let obj = unsafe { borrow(obj_handle) };
+    if !obj.drop_hold() {
+        lockdep::warn(c_str!("gemfs: put of a folio, but the object has no holds"));
         return;
     }
     // SAFETY: the hold owned one reference to the folio; it is gone.
@@ -584,7 +585,8 @@ pub unsafe extern "C" fn gemfs_object_put_folio(
 }
 
 /// Takes a hold on a folio the caller has locked (from `->migrated()`),
-/// without sleeping. Returns 0 or `-ENOMEM`.
+/// without sleeping. Returns 0: it cannot fail (the int leaves room for an
+/// error in a later version of the interface).
 ///
 /// # Safety
 ///
@@ -596,11 +598,8 @@ pub unsafe extern "C" fn gemfs_object_hold_locked_folio(
 ) -> c_int {
     // SAFETY: the caller promises a live handle and a locked folio.
     let (obj, f) = unsafe { (borrow(obj), Folio::from_raw(folio)) };
-    let Ok(node) = RBTreeNodeReservation::new(GFP_NOWAIT) else {
-        return ENOMEM.to_errno();
-    };
     let folio: ARef<Folio> = f.into();
-    obj.add_hold(&folio, node);
+    obj.add_hold();
     core::mem::forget(folio);
     core::mem::forget(Arc::from(obj));
     0

@@ -52,9 +52,11 @@ struct gemfs_owner_ops {
 	 * Returns 0 when released, a negative errno otherwise (the folio is
 	 * then not migrated and the owner keeps its holds).
 	 *
-	 * A hold dropped by the owner just as migration looked at it may
-	 * still bring a call for a folio the owner no longer holds: -EBUSY
-	 * (migration retries) or 0 are both fine answers.
+	 * gemfs keeps no per-folio record of holds: it calls ->release()
+	 * for any folio of an object with holds that has references beyond
+	 * the page cache's. The owner returns -ENOENT for a folio it does not
+	 * hold (the references are someone else's); gemfs then migrates it
+	 * like any shmem folio, which fails if those references remain.
 	 */
 	int (*release)(struct gemfs_object *obj, struct folio *folio,
 		       enum migrate_mode mode, void *owner_data);

@@ -566,7 +566,22 @@ impl gemfs::Owner for BoOwner {
         folio: &LockedFolio<'_>,
         mode: MigrateMode,
     ) -> Result {
-        let busy = owner.inner.lock().last_use.clone();
+        let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
+        let ours = |inner: &BoInner| {
+            inner
+                .resident
+                .get(&(first + nr - 1))
+                .is_some_and(|r| r.page.folio().pfn() == pfn)
+        };
+        let busy = {
+            let inner = owner.inner.lock();
+            if !ours(&inner) {
+                // gemfs asks about any folio with extra references: these
+                // are someone else's.
+                return Err(ENOENT);
+            }
+            inner.last_use.clone()
+        };
         if let Some(fence) = busy.filter(|f| !f.is_signaled()) {
             // A job that may use the object is running: the device may be
             // accessing this folio right now.
@@ -579,7 +594,6 @@ impl gemfs::Owner for BoOwner {
                 return Err(EBUSY);
             }
         }
-        let (first, nr) = (folio.index(), folio.nr_pages());
         let res = {
             let mut inner = owner.inner.lock();
             if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
@@ -588,9 +602,13 @@ impl gemfs::Owner for BoOwner {
                 owner.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(EBUSY);
             }
+            if !ours(&inner) {
+                // Released meanwhile (unbound, or taken by the shrinker):
+                // the references left, if any, are someone else's.
+                return Err(ENOENT);
+            }
             let Some(mut res) = inner.resident.remove(&(first + nr - 1)) else {
-                // Held, but by none of our entries: not ours to give.
-                return Err(EBUSY);
+                return Err(ENOENT);
             };
             owner.held_sub(nr);
             for m in inner.mappings.values() {
