@@ -9,8 +9,6 @@
 //!   object page to the other node and back, and compaction, in a loop)
 //!   against a quiet window of the same length.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -22,54 +20,8 @@ use softgpu::mm;
 use crate::frag::settle;
 use crate::gpu::{BoSet, StopOnDrop, Stream};
 use crate::json::Obj;
-use crate::sys::{self, Ctx as _, Tmpfs, MIB, PAGE, R};
+use crate::sys::{self, create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
 use crate::Config;
-
-/// A shared mapping of a file, unmapped on drop.
-struct FileMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl FileMap {
-    fn new(f: &File, len: usize) -> R<Self> {
-        // SAFETY: a fresh shared mapping of an open file; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Self { ptr: p.cast(), len })
-    }
-
-    fn read_u64(&self, off: usize) -> u64 {
-        assert!(off.is_multiple_of(8) && off + 8 <= self.len);
-        // SAFETY: in bounds and aligned, mapped readable.
-        unsafe { self.ptr.add(off).cast::<u64>().read_volatile() }
-    }
-
-    fn page_addrs(&self) -> Vec<usize> {
-        (0..self.len)
-            .step_by(PAGE)
-            .map(|o| self.ptr as usize + o)
-            .collect()
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what new() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// Moves every page to the other node once. Returns (pages that reached
 /// their target, pages asked).
@@ -150,13 +102,7 @@ fn migrate_one(cfg: &Config, workdir: &Path, target: &str, rec: &mut Obj) -> R<(
             &format!("huge=within_size,size={}m", 2 * total / MIB + 4),
         )?;
         let path = t.dir.join("data");
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .ctx(format!("creating {}", path.display()))?;
+        let f = create_file(&path)?;
         f.set_len(total).ctx("ftruncate")?;
         let chunk = vec![0x3cu8; MIB as usize];
         for off in (0..total).step_by(MIB as usize) {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::gpu::{BoSet, StopOnDrop, Stream, Verify};
 use crate::json::{Json, Obj};
-use crate::sys::{self, AnonMap, Ctx as _, MIB, PAGE, R};
+use crate::sys::{self, create_file, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::{Config, Mode};
 
 /// Short-lived memory: `n` pieces of `piece` bytes, even ones in `anon`,
@@ -49,13 +49,7 @@ impl Churn {
         let anon = AnonMap::new(pieces.div_ceil(2) * piece, 0)?;
         anon.advise(0, anon.len(), libc::MADV_NOHUGEPAGE)?;
         let path = dir.join("churn");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .ctx(format!("creating {}", path.display()))?;
+        let file = create_file(&path)?;
         let mut c = Self {
             anon,
             file,

@@ -23,45 +23,11 @@ use softgpu::{Device, Mapping, SOFTGPU_BO_PINNED};
 
 use crate::frag::settle;
 use crate::json::Obj;
-use crate::sys::{Ctx as _, Tmpfs, MIB, PAGE, R};
+use crate::sys::{create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
 use crate::Config;
 
 /// Alternations of the targets per measurement.
 const ROUNDS: usize = 3;
-
-/// A shared file mapping made with mmap(2), unmapped on drop.
-struct FileMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl FileMap {
-    fn new(f: &File, len: usize) -> R<Self> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared mapping chosen by the kernel; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Self { ptr: p.cast(), len })
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what new() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// Something mapped whose pages the `fault` phase touches.
 trait Region {
@@ -175,13 +141,7 @@ fn fault_inner(cfg: &Config, workdir: &Path, rec: &mut Obj) -> R<()> {
             let (region, file, bo): (Box<dyn Region>, Option<File>, Option<u32>) = match i {
                 0 => {
                     let path = tmpfs.dir.join(format!("f{round}"));
-                    let f = File::options()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&path)
-                        .ctx(format!("creating {}", path.display()))?;
+                    let f = create_file(&path)?;
                     f.set_len(size as u64).ctx("ftruncate")?;
                     let m = FileMap::new(&f, size)?;
                     (Box::new(m), Some(f), None)
@@ -255,13 +215,7 @@ fn fileio_inner(cfg: &Config, workdir: &Path, rec: &mut Obj) -> R<()> {
         for round in 0..ROUNDS {
             for (i, m) in mounts.iter().enumerate() {
                 let path = m.dir.join("data");
-                let f = File::options()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .ctx(format!("creating {}", path.display()))?;
+                let f = create_file(&path)?;
                 buf.fill(round as u8 + 1);
                 let t = Instant::now();
                 for off in (0..size).step_by(block) {

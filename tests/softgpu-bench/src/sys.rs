@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fmt::Display;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -411,6 +412,17 @@ pub struct Tmpfs {
     pub dir: std::path::PathBuf,
 }
 
+/// Creates (or truncates) `path`, open for reading and writing.
+pub fn create_file(path: &Path) -> R<fs::File> {
+    fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .ctx(format!("creating {}", path.display()))
+}
+
 impl Tmpfs {
     pub fn mount(dir: &Path, opts: &str) -> R<Self> {
         Self::mount_type(dir, "tmpfs", opts)
@@ -519,6 +531,52 @@ pub fn environment() -> Obj {
     );
     o.put("pagetypeinfo", Path::new("/proc/pagetypeinfo").exists());
     o
+}
+
+/// A shared mapping of a file, unmapped on drop.
+pub struct FileMap {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+impl FileMap {
+    pub fn new(f: &fs::File, len: usize) -> R<Self> {
+        // SAFETY: a fresh shared mapping of an open file; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self { ptr: p.cast(), len })
+    }
+
+    pub fn read_u64(&self, off: usize) -> u64 {
+        assert!(off.is_multiple_of(8) && off + 8 <= self.len);
+        // SAFETY: in bounds and aligned, mapped readable.
+        unsafe { self.ptr.add(off).cast::<u64>().read_volatile() }
+    }
+
+    pub fn page_addrs(&self) -> Vec<usize> {
+        (0..self.len)
+            .step_by(PAGE)
+            .map(|o| self.ptr as usize + o)
+            .collect()
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
 }
 
 #[cfg(test)]

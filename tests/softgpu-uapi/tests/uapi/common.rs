@@ -217,3 +217,31 @@ impl Drop for Anon {
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
+
+/// The GPU's FNV-1a checksum of `[va, va + size)`, computed by a CHECKSUM
+/// job into a one-page result BO bound at `res_va` for the job only.
+#[track_caller]
+pub fn gpu_checksum(dev: &Device, va: u64, size: u64, res_va: u64) -> u64 {
+    let r = create_bound(dev, PAGE, 0, res_va);
+    let res = map(dev, r, PAGE);
+    run_ok(dev, &[Cmd::checksum(res_va, va, size)], "CHECKSUM");
+    let sum = res.read_u64(0);
+    drop(res);
+    ok(dev.unbind(res_va, PAGE), "VM_UNBIND of the result BO");
+    ok(dev.close_bo(r), "GEM_CLOSE of the result BO");
+    sum
+}
+
+/// A file of the device's debugfs directory (`/sys/kernel/debug/dri/<minor>/`).
+pub fn debugfs_path(dev: &Device, name: &str) -> String {
+    let node = dev
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let minor = node
+        .strip_prefix("renderD")
+        .unwrap_or_else(|| panic!("{node} is not a render node"));
+    format!("/sys/kernel/debug/dri/{minor}/{name}")
+}

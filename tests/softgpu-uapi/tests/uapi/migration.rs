@@ -669,13 +669,7 @@ impl Drop for Anon {
 }
 
 fn gpu_sum(dev: &Device, va: u64, size: u64) -> u64 {
-    let r = create_bound(dev, PAGE, 0, RES_VA);
-    let res = map(dev, r, PAGE);
-    run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], "CHECKSUM");
-    let sum = res.read_u64(0);
-    drop(res);
-    ok(dev.unbind(RES_VA, PAGE), "VM_UNBIND of the result BO");
-    sum
+    gpu_checksum(dev, va, size, RES_VA)
 }
 
 /// Migration racing the destruction of the BO whose owner it asks: BOs are

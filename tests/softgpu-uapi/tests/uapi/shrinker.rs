@@ -32,16 +32,7 @@ fn drop_slab() {
 
 /// The device's debugfs `shrinker` counters.
 fn shrinker_stats(dev: &Device) -> HashMap<String, u64> {
-    let node = dev
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let minor = node
-        .strip_prefix("renderD")
-        .unwrap_or_else(|| panic!("{node} is not a render node"));
-    let path = format!("/sys/kernel/debug/dri/{minor}/shrinker");
+    let path = debugfs_path(dev, "shrinker");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     text.lines()
         .filter_map(|l| {
@@ -66,16 +57,6 @@ fn present_pages(m: &Mapping) -> usize {
         .iter()
         .filter(|&&a| pagemap_pfn(a).expect("reading pagemap").is_some())
         .count()
-}
-
-fn gpu_checksum(dev: &Device, va: u64, size: u64) -> u64 {
-    let r = create_bound(dev, PAGE, 0, RES_VA);
-    let res = map(dev, r, PAGE);
-    run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], "CHECKSUM");
-    let sum = res.read_u64(0);
-    drop(res);
-    ok(dev.unbind(RES_VA, PAGE), "VM_UNBIND of the result BO");
-    sum
 }
 
 #[test]
@@ -162,7 +143,7 @@ fn bound_or_willneed_bos_are_not_purged() {
         }
         assert!(ok(dev.madvise(bound, SOFTGPU_MADV_WILLNEED), "WILLNEED"));
         assert_eq!(
-            gpu_checksum(&dev, VA, size),
+            gpu_checksum(&dev, VA, size, RES_VA),
             fnv1a64(&data),
             "flags {flags:#x}: GPU view of the bound BO"
         );
@@ -206,7 +187,7 @@ fn idle_gemfs_bo_gives_its_folios_back_and_refaults_intact() {
     );
     // The GPU faults them back in, from swap.
     assert_eq!(
-        gpu_checksum(&dev, VA, size),
+        gpu_checksum(&dev, VA, size, RES_VA),
         fnv1a64(&expected),
         "GPU checksum after the shrinker and swap-out"
     );
@@ -354,14 +335,7 @@ fn fdinfo_counts_active_and_purgeable_memory() {
 #[test]
 fn debugfs_lists_every_object() {
     let dev = open();
-    let node = dev
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let minor = node.strip_prefix("renderD").unwrap().to_string();
-    let path = format!("/sys/kernel/debug/dri/{minor}/objects");
+    let path = debugfs_path(&dev, "objects");
     // Sizes no other test uses, to find the lines.
     let (a, b, c) = (5 * PAGE + 3 * MIB, 7 * PAGE + 3 * MIB, 9 * PAGE + 3 * MIB);
     let _ha = create_bound(&dev, a, 0, VA);
