@@ -36,12 +36,12 @@ pub struct ShrinkControl<'a>(&'a mut bindings::shrink_control);
 impl ShrinkControl<'_> {
     /// How many objects reclaim asks to scan.
     pub fn nr_to_scan(&self) -> usize {
-        self.0.nr_to_scan as usize
+        self.0.nr_to_scan
     }
 
     /// Records how many objects were scanned, if not `nr_to_scan`.
     pub fn set_nr_scanned(&mut self, n: usize) {
-        self.0.nr_scanned = n as _;
+        self.0.nr_scanned = n;
     }
 
     /// Whether the allocation that entered reclaim allows filesystem
