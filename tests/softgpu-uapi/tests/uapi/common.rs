@@ -179,7 +179,8 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// An anonymous private mapping, unmapped on drop (for bad user pointers).
+/// An anonymous private mapping, unmapped on drop (for bad user pointers,
+/// and memory pressure).
 pub struct Anon {
     pub ptr: *mut u8,
     pub len: usize,
@@ -187,18 +188,32 @@ pub struct Anon {
 
 impl Anon {
     pub fn new(len: usize) -> Self {
+        Self::map(len, 0)
+    }
+
+    /// With every page allocated at once (`MAP_POPULATE`): memory pressure.
+    pub fn populated(len: usize) -> Self {
+        Self::map(len, libc::MAP_POPULATE)
+    }
+
+    fn map(len: usize, flags: i32) -> Self {
         // SAFETY: a fresh anonymous mapping; checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
                 -1,
                 0,
             )
         };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap of {len} bytes: {}",
+            io::Error::last_os_error()
+        );
         Self { ptr: p.cast(), len }
     }
 

@@ -632,42 +632,6 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     }
 }
 
-/// Anonymous memory, populated at creation, unmapped on drop.
-struct Anon {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Anon {
-    fn populated(len: usize) -> Self {
-        // SAFETY: a fresh private anonymous mapping chosen by the kernel.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap of {len} bytes: {}",
-            std::io::Error::last_os_error()
-        );
-        Anon { ptr, len }
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `populated` mapped.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
-
 fn gpu_sum(dev: &Device, va: u64, size: u64) -> u64 {
     gpu_checksum(dev, va, size, RES_VA)
 }

@@ -380,3 +380,43 @@ fn debugfs_lists_every_object() {
     assert_eq!(&rb[2..6], ["pinned", "willneed", "0", "0"], "{rb:?}");
     assert_eq!(&rc[2..6], ["gemfs", "dontneed", "0", "0"], "{rc:?}");
 }
+
+/// Real memory pressure: anonymous memory beyond what is free pushes
+/// reclaim (kswapd and direct) into softgpu's shrinker and to swap. An idle
+/// bound gemfs BO gives its folios back and keeps its contents, which the
+/// GPU then faults back in.
+#[test]
+fn idle_gemfs_bo_survives_memory_pressure_intact() {
+    let dev = open();
+    let size = 64 * MIB;
+    let h = create_bound(&dev, size, 0, VA);
+    let data = pattern(size as usize, 77);
+    map(&dev, h, size).as_mut_slice().copy_from_slice(&data);
+    assert_eq!(gpu_checksum(&dev, VA, size, RES_VA), fnv1a64(&data));
+    let before = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(before.resident_pages, size / PAGE, "{before:?}");
+    let swapped = |what: &str| ok(softgpu::mm::vmstat_counter("pswpout"), what);
+    let out0 = swapped("pswpout before");
+    // 256 MiB more than is free: the excess must come from reclaim.
+    let free_kb = ok(softgpu::mm::meminfo_kb("MemFree"), "reading MemFree");
+    let hog = Anon::populated(((free_kb + 256 * 1024) * 1024) as usize);
+    let during = ok(dev.info(h), "GEM_INFO");
+    drop(hog);
+    assert!(
+        swapped("pswpout after") > out0,
+        "no page went to swap: the pressure did not reach reclaim"
+    );
+    assert!(
+        during.released > before.released && during.resident_pages < before.resident_pages,
+        "under memory pressure the shrinker took nothing back: {before:?} -> {during:?}"
+    );
+    assert_eq!(
+        gpu_checksum(&dev, VA, size, RES_VA),
+        fnv1a64(&data),
+        "GPU view after memory pressure"
+    );
+    assert!(
+        map(&dev, h, size).as_slice() == &data[..],
+        "CPU view after memory pressure"
+    );
+}
