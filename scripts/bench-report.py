@@ -9,6 +9,12 @@ writes next to it:
   results.csv   one row per record, nested fields flattened with dots
   hugepages.png huge pages obtained against fill level, per mode
   ratio.png     gemfs/control and pinned/control against fill level
+  scaling.png   those ratios against object count, object size and guest
+                memory
+
+Other runs of the same benchmark with other guest memory sizes (make run
+boots them after the main one, scripts/bench-scale.sh) are given with
+--mem-run LOGDIR: their fill-level results make the guest memory scaling.
 
 It prints the tables: per fill level, mode, huge pages obtained, ratio to
 control, compaction counters and times (emulated: the guest runs under TCG,
@@ -116,20 +122,21 @@ def mean(xs):
 
 def frag_tables(records):
     frag = [r for r in records if r.get("phase") == "frag"]
-    control = {(r.get("level"), r.get("rep")): r.get("hugepages_obtained")
+    control = {(r.get("bo_kb"), r.get("level"), r.get("rep")): r.get("hugepages_obtained")
                for r in frag if r.get("mode") == "control" and r.get("ok")}
     rows, counters = [], []
-    for r in sorted(frag, key=lambda r: (r.get("level", 0), r.get("rep", 0),
+    for r in sorted(frag, key=lambda r: (r.get("bo_kb") or 0, r.get("level", 0), r.get("rep", 0),
                                          MODES.index(r["mode"]) if r.get("mode") in MODES else 9)):
-        key = (r.get("level"), r.get("rep"))
+        key = (r.get("bo_kb"), r.get("level"), r.get("rep"))
         h = r.get("hugepages_obtained") if r.get("ok") else None
         c = control.get(key)
         rows.append([
-            f"{r.get('level')}%", r.get("rep"), r.get("mode"), r.get("ok"),
+            r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), r.get("mode"), r.get("ok"),
             r.get("footprint_mb"), h, r.get("hugepages_requested"),
             h / c if h is not None and c else None,
             get(r, "after_fill", "free_huge_blocks"),
             get(r, "after_compact", "free_huge_blocks"),
+            get(r, "after_compact", "pageblocks", "Unmovable"),
             get(r, "thp_test", "thp_fault_alloc"),
             r.get("compact_secs_emulated"), r.get("hugetlb_secs_emulated"),
             r.get("jobs_rate_ratio_compact_vs_quiet"),
@@ -137,7 +144,7 @@ def frag_tables(records):
         for phase in ("compact", "hugetlb"):
             d = r.get(f"vmstat_{phase}") or {}
             counters.append([
-                f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+                r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), r.get("mode"),
                 "compact_memory" if phase == "compact" else "nr_hugepages",
                 d.get("compact_migrate_scanned"), d.get("compact_free_scanned"),
                 d.get("compact_isolated"), d.get("compact_stall"), d.get("compact_fail"),
@@ -145,11 +152,11 @@ def frag_tables(records):
             ])
     table("Fragmentation: huge pages after compaction, objects in use "
           "(times emulated: guest under TCG)",
-          ["level", "rep", "mode", "ok", "footprint MiB", "hugepages", "requested",
-           "vs control", "free 2M after fill", "after compact", "THP faults ok",
+          ["obj KiB", "level", "rep", "mode", "ok", "footprint MiB", "hugepages", "requested",
+           "vs control", "free 2M after fill", "after compact", "unmovable blocks", "THP faults ok",
            "compact s", "hugetlb s", "GPU jobs/s compact/quiet"], rows)
     table("Fragmentation: vmstat deltas while compacting and while allocating huge pages",
-          ["level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
+          ["obj KiB", "level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
            "stall", "fail", "success", "pgmigrate_success", "pgmigrate_fail"], counters)
     failed = [r for r in frag if not r.get("ok")]
     for r in failed:
@@ -158,30 +165,52 @@ def frag_tables(records):
     for r in frag:
         b = get(r, "bo_info") or {}
         g = r.get("gemfs_counters") or {}
-        extra.append([f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+        extra.append([r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+                      r.get("objects"),
                       b.get("released"), b.get("refused"), b.get("gpu_faults"),
                       get(r, "verify", "checked"), get(r, "verify", "mismatches"),
                       get(r, "vmstat_total", "pswpout"), r.get("unit_secs_emulated"),
-                      g.get("released_migrated")])
-    table("Fragmentation: objects (BO counters from GEM_INFO, integrity check)",
-          ["level", "rep", "mode", "released", "refused", "GPU faults", "checked",
-           "mismatches", "pswpout", "unit s", "gemfs released_migrated"], extra)
+                      g.get("released_migrated"),
+                      get(r, "after_compact", "Slab_kb"), get(r, "after_compact", "MemFree_kb")])
+    table("Fragmentation: objects (BO counters from GEM_INFO, integrity check, memory)",
+          ["obj KiB", "level", "rep", "mode", "objects", "released", "refused", "GPU faults",
+           "checked", "mismatches", "pswpout", "unit s", "gemfs released_migrated",
+           "Slab kB", "MemFree kB"], extra)
+
+
+def config(records):
+    env = next((r for r in records if r.get("phase") == "env"), None) or {}
+    return env.get("config") or {}
+
+
+def summarise(records, keep):
+    """Mean huge pages per mode over the repetitions, and ratios, for the
+    frag records `keep` accepts, by (object KiB, level)."""
+    by = defaultdict(lambda: defaultdict(list))
+    info = {}
+    for r in records:
+        if r.get("phase") == "frag" and r.get("ok") and keep(r):
+            key = (r.get("bo_kb"), r["level"])
+            by[key][r["mode"]].append(r.get("hugepages_obtained"))
+            if r.get("mode") == "control":
+                info[key] = r
+    rows = []
+    for key in sorted(by, key=lambda k: (k[0] or 0, k[1])):
+        m = {mode: mean(by[key][mode]) for mode in MODES}
+        c = m["control"]
+        ratio = {mode: (m[mode] / c if m[mode] is not None and c else None) for mode in MODES}
+        ctl = info.get(key, {})
+        rows.append({"bo_kb": key[0], "level": key[1], **{f"{k}": v for k, v in m.items()},
+                     "gemfs_vs_control": ratio["gemfs"], "pinned_vs_control": ratio["pinned"],
+                     "objects": ctl.get("objects"), "footprint_mb": ctl.get("footprint_mb"),
+                     "reps": max(len(v) for v in by[key].values())})
+    return rows
 
 
 def headline(records):
-    """Per level: mean huge pages per mode over the repetitions, and ratios."""
-    by = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if r.get("phase") == "frag" and r.get("ok"):
-            by[r["level"]][r["mode"]].append(r.get("hugepages_obtained"))
-    rows = []
-    for level in sorted(by):
-        m = {mode: mean(by[level][mode]) for mode in MODES}
-        c = m["control"]
-        ratio = {mode: (m[mode] / c if m[mode] is not None and c else None) for mode in MODES}
-        rows.append({"level": level, **{f"{k}": v for k, v in m.items()},
-                     "gemfs_vs_control": ratio["gemfs"], "pinned_vs_control": ratio["pinned"],
-                     "reps": max(len(v) for v in by[level].values())})
+    """Per level, with the default object size: the headline."""
+    bo_kb = config(records).get("bo_kb")
+    rows = summarise(records, lambda r: r.get("bo_kb") in (None, bo_kb))
     table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET})",
           ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "pinned/control",
            "gemfs meets target"],
@@ -190,6 +219,42 @@ def headline(records):
             None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET]
            for h in rows])
     return rows
+
+
+def scaling_rows(h):
+    return [h["control"], h["pinned"], h["gemfs"], h["gemfs_vs_control"],
+            h["pinned_vs_control"]]
+
+
+def scaling_tables(records, heads, mem_runs):
+    """Object count (the levels), object size (the scale runs) and guest
+    memory (other runs) against the huge page ratios."""
+    cfg = config(records)
+    cols = ["control", "pinned", "gemfs", "gemfs/control", "pinned/control"]
+    table(f"Scaling: object count ({cfg.get('bo_kb')} KiB objects; the fill levels)",
+          ["objects", "footprint MiB", "level"] + cols,
+          [[h["objects"], h["footprint_mb"], f"{h['level']}%"] + scaling_rows(h) for h in heads])
+    level = cfg.get("scale_level")
+    sizes = [h for h in summarise(records, lambda r: True) if h["level"] == level]
+    table(f"Scaling: object size (fill level {level}%)",
+          ["obj KiB", "objects", "footprint MiB"] + cols,
+          [[h["bo_kb"], h["objects"], h["footprint_mb"]] + scaling_rows(h) for h in sizes])
+    mem = []
+    for mem_mb, recs in mem_runs:
+        c = config(recs)
+        for h in summarise(recs, lambda r, c=c: r.get("bo_kb") in (None, c.get("bo_kb"))):
+            mem.append((mem_mb, h))
+    main_mem = (next((r for r in records if r.get("phase") == "env"), {}) or {}).get("mem_total_kb")
+    for h in heads:
+        if h["level"] == level:
+            mem.append(((main_mem or 0) // 1024, h))
+    mem.sort(key=lambda m: (m[0], m[1]["level"]))
+    table(f"Scaling: guest memory ({cfg.get('bo_kb')} KiB objects)",
+          ["MemTotal MiB", "level", "objects"] + cols,
+          [[m, f"{h['level']}%", h["objects"]] + scaling_rows(h) for m, h in mem])
+    return {"count": [(h["objects"], h) for h in heads],
+            "size": [(h["bo_kb"], h) for h in sizes],
+            "memory": [(m, h) for m, h in mem]}
 
 
 def cost_tables(records):
@@ -213,14 +278,29 @@ def cost_tables(records):
             r.get("churn_pages_moved"), r.get("churn_pages_asked"),
             get(r, "bo_info", "refused")]
            for r in gpu])
-    for r in mig + gpu:
+    fault = [r for r in records if r.get("phase") == "fault"]
+    table("Cost: CPU page faults on BO mappings against tmpfs (emulated pages/s)",
+          ["target", "first touch", "refault", "vs tmpfs first", "vs tmpfs refault"],
+          [[t, get(r, f"{t}_first_touch_pages_per_sec_emulated"),
+            get(r, f"{t}_refault_pages_per_sec_emulated"),
+            None if t == "tmpfs" else get(r, f"{t}_vs_tmpfs_first_touch"),
+            None if t == "tmpfs" else get(r, f"{t}_vs_tmpfs_refault")]
+           for r in fault if r.get("ok") for t in ("tmpfs", "gemfs", "pinned")])
+    fio = [r for r in records if r.get("phase") == "fileio"]
+    table("Cost: read(2)/write(2) on mount -t gemfs against tmpfs (emulated MiB/s)",
+          ["block", "op", "tmpfs", "gemfs", "gemfs/tmpfs"],
+          [[f"{kb}k", op, get(r, f"tmpfs_{op}_{kb}k_mb_per_sec_emulated"),
+            get(r, f"gemfs_{op}_{kb}k_mb_per_sec_emulated"),
+            get(r, f"gemfs_vs_tmpfs_{op}_{kb}k")]
+           for r in fio if r.get("ok") for kb in (1024, 4) for op in ("write", "read")])
+    for r in mig + gpu + fault + fio:
         if r.get("skipped"):
             print(f"SKIPPED: {r.get('phase')} {r.get('target') or r.get('mode')}: {r['skipped']}")
         if not r.get("ok"):
             print(f"FAIL: {r.get('phase')} {r.get('target') or r.get('mode')}: {r.get('error')}")
 
 
-def plots(logdir, records, heads):
+def plots(logdir, records, heads, scaling):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -269,12 +349,38 @@ def plots(logdir, records, heads):
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    for ax, (axis, xlabel) in zip(axes, (("count", "objects"), ("size", "object size, KiB"),
+                                          ("memory", "guest MemTotal, MiB"))):
+        for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
+                                   ("pinned_vs_control", "pinned / control", "s")):
+            pts = sorted((x, h[key]) for x, h in scaling.get(axis, [])
+                         if x is not None and h[key] is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+        if axis in ("count", "size"):
+            ax.set_xscale("log")
+        ax.axhline(TARGET, color="grey", linestyle="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("huge pages, ratio to control")
+    axes[0].legend()
+    fig.suptitle("Scaling of the huge page ratios\n" + shape, fontsize=9)
+    fig.tight_layout()
+    p = logdir / "scaling.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
     return written
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("logdir", type=Path, help="the run's log directory ($BUILD_DIR/runs/bench-run)")
+    ap.add_argument("--mem-run", type=Path, action="append", default=[],
+                    help="log directory of a run with another guest memory size")
     args = ap.parse_args()
     log = args.logdir / "runner.log"
     if not log.exists():
@@ -304,10 +410,20 @@ def main():
               f"nodes {env.get('nodes')}, cpus {env.get('cpus')}, THP {env.get('thp_enabled')}/"
               f"{env.get('thp_defrag')}, swap {env.get('swaps')!r}")
         print(f"config: {json.dumps(env.get('config'))}")
+    mem_runs = []
+    for d in args.mem_run:
+        log_d = d / "runner.log"
+        recs, rc_d, bad_d = (parse_log(log_d.read_text(errors="replace"))
+                             if log_d.exists() else ([], None, []))
+        if not recs or rc_d != 0 or bad_d or any(r.get("ok") is not True for r in recs):
+            problems.append(f"the memory scaling run in {d} failed or has no results")
+        env_d = next((r for r in recs if r.get("phase") == "env"), {}) or {}
+        mem_runs.append(((env_d.get("mem_total_kb") or 0) // 1024, recs))
     frag_tables(records)
     heads = headline(records)
+    scaling = scaling_tables(records, heads, mem_runs)
     cost_tables(records)
-    written = plots(args.logdir, records, heads) if heads else []
+    written = plots(args.logdir, records, heads, scaling) if heads else []
     print(f"\nresults: {args.logdir / 'results.json'}"
           + (f", {args.logdir / 'results.csv'}" if records else "")
           + "".join(f", {p}" for p in written))

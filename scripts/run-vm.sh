@@ -9,7 +9,8 @@
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
 # self-test), ONLY=<test binary>, APPEND (extra kernel parameters; in run
-# mode runner.bench=<arguments of softgpu-bench, commas for spaces>).
+# mode runner.bench=<arguments of softgpu-bench, commas for spaces>),
+# RUN_TAG (suffix of the log directory).
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: run-vm.sh test|bench [test|run]}
@@ -24,6 +25,8 @@ TIMEOUT=${TIMEOUT:-$([ "$mode" = run ] && echo 7200 || echo 1800)}
 FAULT=${FAULT:-none}
 logs=$BUILD_DIR/runs/$flavour-$mode
 [ "$FAULT" = none ] || logs+=-$FAULT
+# RUN_TAG: a second log directory for another run of the same kind.
+[ -z "${RUN_TAG:-}" ] || logs+=-$RUN_TAG
 mkdir -p "$logs"
 rm -f "$logs"/{console,runner}.log
 

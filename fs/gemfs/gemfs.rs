@@ -24,12 +24,11 @@ use kernel::{
     fs::{self, AddressSpace, File, KernMount},
     lockdep,
     mm::migrate::MigrateMode,
-    new_spinlock,
+    new_condvar, new_spinlock,
     prelude::*,
-    rbtree::{RBTree, RBTreeNodeReservation},
     shmem,
     str::CStr,
-    sync::{Arc, ArcBorrow, SpinLock},
+    sync::{Arc, ArcBorrow, CondVar, SpinLock},
     time,
     types::{ARef, ForeignOwnable},
 };
@@ -65,13 +64,18 @@ impl shmem::VariantOps for GemfsType {
         mode: MigrateMode,
     ) -> Result {
         let obj = object_of(mapping);
-        let owner = obj.as_ref().and_then(|o| {
-            let st = o.state.lock();
-            st.owner
-                .filter(|_| st.holds.get(&(src.as_raw() as usize)).is_some())
+        // Counted as running from here: the object's destruction waits for
+        // us, so the owner's data stays valid for the calls below.
+        let running = obj.as_ref().filter(|_| has_extra_refs(src)).and_then(|o| {
+            let mut st = o.state.lock();
+            let owner = st.owner.filter(|_| st.nr_holds != 0)?;
+            st.callbacks += 1;
+            Some((owner, CallbackGuard(o)))
         });
-        let (Some(obj), Some(owner)) = (obj, owner) else {
-            mapping.migrate_folio_default(dst, src, mode)?;
+        let (Some(obj), Some((owner, _running))) = (obj.as_ref(), running) else {
+            let result = mapping.migrate_folio_default(dst, src, mode);
+            trace::migrate(src, dst, false, &result);
+            result?;
             STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
@@ -90,8 +94,20 @@ impl shmem::VariantOps for GemfsType {
         let ret = unsafe { release(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
         FOLIO_LOCK_MAP.release();
         let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
+        trace::release(src, mode, ret, ns);
         STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
         STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+        if ret == ENOENT.to_errno() {
+            // Not the owner's: someone else has the extra references. The
+            // default path fails (EAGAIN) if they are still there.
+            // SAFETY: `handle` came from `into_foreign` above; not used again.
+            drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
+            let result = mapping.migrate_folio_default(dst, src, mode);
+            trace::migrate(src, dst, false, &result);
+            result?;
+            STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if ret != 0 {
             // SAFETY: `handle` came from `into_foreign` above; not used again.
             drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
@@ -108,6 +124,7 @@ impl shmem::VariantOps for GemfsType {
         // of the default path fail with EAGAIN, which is the right answer: the
         // owner raced a new use of the folio with its release.
         let result = mapping.migrate_folio_default(dst, src, mode);
+        trace::migrate(src, dst, true, &result);
         let (now, migrated) = match result {
             Ok(()) => {
                 STATS.released_migrated.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +145,50 @@ impl shmem::VariantOps for GemfsType {
         // SAFETY: `handle` came from `into_foreign` above and is not used again.
         drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
         result
+    }
+}
+
+/// The tracepoints of `include/trace/events/gemfs.h`, emitted by C shims
+/// (`gemfs_trace.c`): this kernel's Rust cannot define tracepoints.
+mod trace {
+    use kernel::{
+        error::Result,
+        ffi::{c_int, c_void},
+        folio::{Folio, LockedFolio},
+        mm::migrate::MigrateMode,
+    };
+
+    // Defined in gemfs_trace.c; not in any header, as nothing but gemfs
+    // calls them. The folios are `struct folio *` in C: declared as void
+    // pointers here, as `bindings::folio` reaches types that the
+    // `improper_ctypes` lint rejects outside the bindings crate.
+    extern "C" {
+        fn gemfs_trace_release(folio: *mut c_void, mode: c_int, ret: c_int, ns: u64);
+        fn gemfs_trace_migrate(src: *mut c_void, dst: *mut c_void, held: bool, ret: c_int);
+    }
+
+    /// `gemfs_release`: the owner of `folio` answered `ret` in `ns`.
+    pub(super) fn release(folio: &Folio, mode: MigrateMode, ret: c_int, ns: u64) {
+        // SAFETY: `folio` is a locked gemfs folio (the source of a
+        // migration), so its mapping and inode are valid during the call.
+        unsafe { gemfs_trace_release(folio.as_raw().cast(), mode.into_raw() as c_int, ret, ns) };
+    }
+
+    /// `gemfs_migrate`: `src` went through `->migrate_folio` to `dst`.
+    pub(super) fn migrate(
+        src: &LockedFolio<'_>,
+        dst: &LockedFolio<'_>,
+        held: bool,
+        result: &Result,
+    ) {
+        let ret = match result {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        };
+        // SAFETY: both folios are locked by the migration core for the
+        // call; `src` still has its mapping (migration clears it only after
+        // `->migrate_folio` returns).
+        unsafe { gemfs_trace_migrate(src.as_raw().cast(), dst.as_raw().cast(), held, ret) };
     }
 }
 
@@ -194,6 +255,31 @@ impl kernel::Module for Gemfs {
     }
 }
 
+/// Whether `folio` has references other than those migration expects at
+/// this point: the caller's isolation, and the page cache's (one per page).
+/// Its CPU mappings are gone (migration unmaps before `->migrate_folio`)
+/// and shmem never attaches private data. Extra references are holds, or
+/// someone else's (a GUP pin, a transient lookup): gemfs keeps no record of
+/// which folios are held, which would cost memory for every held folio;
+/// the owner knows, and answers `ENOENT` for a folio it does not hold.
+fn has_extra_refs(folio: &Folio) -> bool {
+    folio.ref_count() as usize > 1 + folio.nr_pages()
+}
+
+/// An owner callback in progress on an object, counted in its state;
+/// `gemfs_object_destroy()` waits until none is.
+struct CallbackGuard<'a>(&'a Object);
+
+impl Drop for CallbackGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.callbacks -= 1;
+        if st.callbacks == 0 {
+            self.0.callbacks_done.notify_all();
+        }
+    }
+}
+
 /// The owner of an object: its callbacks and their argument.
 #[derive(Clone, Copy)]
 struct Owner {
@@ -207,10 +293,10 @@ unsafe impl Send for Owner {}
 
 struct State {
     owner: Option<Owner>,
-    /// Holds by folio: key is the folio's address, value the number of
-    /// references the owner holds through gemfs.
-    holds: RBTree<usize, usize>,
+    /// References the owner holds on the object's folios through gemfs.
     nr_holds: usize,
+    /// Migrations calling the owner right now (see [`CallbackGuard`]).
+    callbacks: usize,
 }
 
 /// An object: an unlinked gemfs file, its owner and the owner's holds.
@@ -224,6 +310,9 @@ pub(crate) struct Object {
     file: ARef<File>,
     #[pin]
     state: SpinLock<State>,
+    /// Signalled when `State::callbacks` drops to zero.
+    #[pin]
+    callbacks_done: CondVar,
 }
 
 impl Object {
@@ -237,32 +326,17 @@ impl Object {
         (size as usize).div_ceil(kernel::page::PAGE_SIZE)
     }
 
-    /// Records one more hold on `folio` (whose reference the caller hands
-    /// to the owner), using the node reserved in `node`.
-    fn add_hold(&self, folio: &Folio, node: RBTreeNodeReservation<usize, usize>) {
-        let key = folio.as_raw() as usize;
-        let mut st = self.state.lock();
-        st.nr_holds += 1;
-        if let Some(n) = st.holds.get_mut(&key) {
-            *n += 1;
-        } else {
-            st.holds.insert(node.into_node(key, 1));
-        }
+    /// Records one more hold (a folio reference the caller hands to the
+    /// owner).
+    fn add_hold(&self) {
+        self.state.lock().nr_holds += 1;
     }
 
-    /// Forgets one hold on `folio`; false if there was none.
-    fn drop_hold(&self, folio: &Folio) -> bool {
-        let key = folio.as_raw() as usize;
+    /// Forgets one hold; false if the object had none.
+    fn drop_hold(&self) -> bool {
         let mut st = self.state.lock();
-        let last = match st.holds.get_mut(&key) {
-            None => return false,
-            Some(n) => {
-                *n -= 1;
-                *n == 0
-            }
-        };
-        if last {
-            st.holds.remove(&key);
+        if st.nr_holds == 0 {
+            return false;
         }
         st.nr_holds -= 1;
         true
@@ -341,7 +415,11 @@ pub unsafe extern "C" fn gemfs_object_create(
         let obj = Arc::pin_init(
             try_pin_init!(Object {
                 file,
-                state <- new_spinlock!(State { owner: None, holds: RBTree::new(), nr_holds: 0 }, "gemfs_object_state"),
+                state <- new_spinlock!(
+                    State { owner: None, nr_holds: 0, callbacks: 0 },
+                    "gemfs_object_state"
+                ),
+                callbacks_done <- new_condvar!("gemfs_object_callbacks_done"),
             }),
             GFP_KERNEL,
         )?;
@@ -369,7 +447,8 @@ unsafe fn borrow<'a>(obj: *mut bindings::gemfs_object) -> ArcBorrow<'a, Object> 
 
 /// Destroys an object: the owner must have dropped all its holds. Holds
 /// left (an owner bug, reported) keep the object's accounting alive until
-/// they are put.
+/// they are put. Waits for owner callbacks already running: none runs
+/// once it returns, so the caller must not hold a lock they take.
 ///
 /// # Safety
 ///
@@ -385,6 +464,12 @@ pub unsafe extern "C" fn gemfs_object_destroy(obj: *mut bindings::gemfs_object) 
     };
     let mut st = obj.state.lock();
     st.owner = None;
+    // A migration may have found the owner just before: the owner's data
+    // must outlive its callbacks, so wait for them. They take only the
+    // owner's locks, which its caller must not hold here.
+    while st.callbacks != 0 {
+        obj.callbacks_done.wait(&mut st);
+    }
     if st.nr_holds != 0 {
         // An owner bug. Its holds keep the object alive until they are
         // put, but the owner is no longer asked to release them: their
@@ -459,13 +544,12 @@ pub unsafe extern "C" fn gemfs_object_get_folio(
         if index >= obj.nr_pages() {
             return Err(EINVAL);
         }
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         // shmem may lock folios (swap-in, allocation): tell lockdep.
         FOLIO_LOCK_MAP.acquire();
         FOLIO_LOCK_MAP.release();
         let mapping = obj.mapping();
         let folio = shmem::read_folio(mapping, index)?;
-        obj.add_hold(&folio, node);
+        obj.add_hold();
         // Each hold keeps the object alive, so that a hold put after an
         // (erroneous) destroy still finds its accounting.
         core::mem::forget(Arc::from(obj));
@@ -488,9 +572,9 @@ pub unsafe extern "C" fn gemfs_object_put_folio(
 ) {
     // SAFETY: the caller holds `folio` through the object, and the hold
     // keeps the object alive.
-    let (obj, f) = unsafe { (borrow(obj_handle), Folio::from_raw(folio)) };
-    if !obj.drop_hold(f) {
-        lockdep::warn(c_str!("gemfs: put of a folio that is not held"));
+    let obj = unsafe { borrow(obj_handle) };
+    if !obj.drop_hold() {
+        lockdep::warn(c_str!("gemfs: put of a folio, but the object has no holds"));
         return;
     }
     // SAFETY: the hold owned one reference to the folio; it is gone.
@@ -501,7 +585,8 @@ pub unsafe extern "C" fn gemfs_object_put_folio(
 }
 
 /// Takes a hold on a folio the caller has locked (from `->migrated()`),
-/// without sleeping. Returns 0 or `-ENOMEM`.
+/// without sleeping. Returns 0: it cannot fail (the int leaves room for an
+/// error in a later version of the interface).
 ///
 /// # Safety
 ///
@@ -513,11 +598,8 @@ pub unsafe extern "C" fn gemfs_object_hold_locked_folio(
 ) -> c_int {
     // SAFETY: the caller promises a live handle and a locked folio.
     let (obj, f) = unsafe { (borrow(obj), Folio::from_raw(folio)) };
-    let Ok(node) = RBTreeNodeReservation::new(GFP_NOWAIT) else {
-        return ENOMEM.to_errno();
-    };
     let folio: ARef<Folio> = f.into();
-    obj.add_hold(&folio, node);
+    obj.add_hold();
     core::mem::forget(folio);
     core::mem::forget(Arc::from(obj));
     0

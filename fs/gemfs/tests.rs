@@ -33,6 +33,8 @@ mod tests {
         /// Re-acquire the folio in `migrated`, as an eager driver would.
         reacquire: bool,
         releases: AtomicUsize,
+        /// Releases asked about folios it holds no reference to.
+        not_ours: AtomicUsize,
         async_releases: AtomicUsize,
         migrated_ok: AtomicUsize,
         migrated_failed: AtomicUsize,
@@ -46,6 +48,7 @@ mod tests {
                     busy: AtomicBool::new(false),
                     reacquire,
                     releases: AtomicUsize::new(0),
+                    not_ours: AtomicUsize::new(0),
                     async_releases: AtomicUsize::new(0),
                     migrated_ok: AtomicUsize::new(0),
                     migrated_failed: AtomicUsize::new(0),
@@ -73,6 +76,11 @@ mod tests {
             folio: &LockedFolio<'_>,
             mode: MigrateMode,
         ) -> Result {
+            let key = folio.as_raw() as usize;
+            if owner.holds.lock().get(&key).is_none() {
+                owner.not_ours.fetch_add(1, Ordering::Relaxed);
+                return Err(ENOENT);
+            }
             owner.releases.fetch_add(1, Ordering::Relaxed);
             if mode == MigrateMode::Async {
                 owner.async_releases.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +90,7 @@ mod tests {
             }
             // Putting a hold takes gemfs's object lock: owner lock ->
             // object lock, never the other way round.
-            drop(owner.holds.lock().remove(&(folio.as_raw() as usize)));
+            drop(owner.holds.lock().remove(&key));
             Ok(())
         }
 
@@ -231,6 +239,38 @@ mod tests {
         migrate::migrate_to_node(folio, target, MigrateMode::Sync)?;
         assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
         assert_eq!(STATS.unheld_migrated.load(Ordering::Relaxed), unheld + 1);
+        Ok(())
+    }
+
+    #[test]
+    fn someone_elses_reference_is_not_the_owners_to_release() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = mnt.create_object(c_str!("t"), 2 * PAGE_SIZE, owner.clone())?;
+        // The owner holds page 0; page 1 gets a plain extra reference, as a
+        // GUP pin or a transient lookup would.
+        owner.keep(obj.get_folio(0)?)?;
+        drop(obj.get_folio(1)?);
+        let folio = obj.file().mapping().get_folio(1).ok_or(ENOENT)?;
+        let extra = folio.clone();
+        let target = other_node(folio.nid());
+        assert_eq!(
+            migrate::migrate_to_node(folio, target, MigrateMode::Sync).err(),
+            Some(EAGAIN)
+        );
+        assert!(owner.not_ours.load(Ordering::Relaxed) >= 1);
+        assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
+        // Without the extra reference it migrates, and nobody is asked.
+        let old_pfn = extra.pfn();
+        drop(extra);
+        let asked = owner.not_ours.load(Ordering::Relaxed);
+        let folio = obj.file().mapping().get_folio(1).ok_or(ENOENT)?;
+        migrate::migrate_to_node(folio, target, MigrateMode::Sync)?;
+        assert_eq!(owner.not_ours.load(Ordering::Relaxed), asked);
+        assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
+        let now = obj.file().mapping().get_folio(1).ok_or(ENOENT)?;
+        assert!(now.pfn() != old_pfn);
+        owner.drop_all();
         Ok(())
     }
 }

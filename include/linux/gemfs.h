@@ -51,6 +51,12 @@ struct gemfs_owner_ops {
 	 *
 	 * Returns 0 when released, a negative errno otherwise (the folio is
 	 * then not migrated and the owner keeps its holds).
+	 *
+	 * gemfs keeps no per-folio record of holds: it calls ->release()
+	 * for any folio of an object with holds that has references beyond
+	 * the page cache's. The owner returns -ENOENT for a folio it does not
+	 * hold (the references are someone else's); gemfs then migrates it
+	 * like any shmem folio, which fails if those references remain.
 	 */
 	int (*release)(struct gemfs_object *obj, struct folio *folio,
 		       enum migrate_mode mode, void *owner_data);
@@ -80,6 +86,11 @@ void gemfs_kern_unmount(struct vfsmount *mnt);
 
 struct gemfs_object *gemfs_object_create(struct vfsmount *mnt, const char *name,
 					 loff_t size, unsigned long vm_flags);
+/*
+ * Destroys @obj; the owner must have put all its holds. Waits for owner
+ * callbacks already running, so no callback runs once it returns: do not
+ * call it holding a lock that ->release() or ->migrated() takes.
+ */
 void gemfs_object_destroy(struct gemfs_object *obj);
 struct file *gemfs_object_file(struct gemfs_object *obj);
 

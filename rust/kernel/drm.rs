@@ -56,6 +56,19 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// Prints the driver's fdinfo keys for `file`
     /// (`Documentation/gpu/drm-usage-stats.rst`) after the core's.
     fn show_fdinfo(_file: &file::File<Self::File>, _p: &Printer) {}
+
+    /// Files in the device's debugfs directories
+    /// (`/sys/kernel/debug/dri/<minor>/`).
+    const DEBUGFS_FILES: &'static [DebugfsFile<Self>] = &[];
+}
+
+/// A read-only debugfs file of a DRM device: `show` prints its contents
+/// each time it is read.
+pub struct DebugfsFile<T: Driver> {
+    /// File name.
+    pub name: &'static CStr,
+    /// Prints the contents.
+    pub show: fn(&Device<T>, &Printer) -> Result,
 }
 
 /// `DRIVER_GEM`.
@@ -190,6 +203,39 @@ impl<T: Driver> Vtable<T> {
     }
 }
 
+impl<T: Driver> Vtable<T> {
+    /// The `show` of every [`DebugfsFile`].
+    ///
+    /// # Safety
+    ///
+    /// Called by DRM's debugfs only, for an entry added by
+    /// [`Registration::new`]: `m->private` is a `drm_debugfs_entry` of a
+    /// device of `T` whose data is a `DebugfsFile<T>`.
+    #[cfg(CONFIG_DEBUG_FS)]
+    unsafe extern "C" fn debugfs_show(
+        m: *mut bindings::seq_file,
+        _data: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int {
+        // SAFETY: see the function's safety section; the entry and its
+        // device live while the file is open, and the `DebugfsFile` is static.
+        let (dev, f) = unsafe {
+            let entry = (*m).private.cast::<bindings::drm_debugfs_entry>();
+            (
+                Device::<T>::borrow((*entry).dev),
+                &*(*entry).file.data.cast::<DebugfsFile<T>>(),
+            )
+        };
+        // SAFETY: `m` is the seq_file being read, valid during the call.
+        let mut raw = unsafe { bindings::drm_seq_file_printer(m) };
+        // SAFETY: `raw` outlives `p`.
+        let p = unsafe { Printer::from_raw(&mut raw) };
+        match (f.show)(dev, &p) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
 /// Output of fdinfo and debugfs (`struct drm_printer`).
 pub struct Printer(*mut bindings::drm_printer);
 
@@ -234,6 +280,19 @@ impl<T: Driver> Registration<T> {
         // SAFETY: `raw` is a new device with one reference, now owned.
         // INVARIANT: `dev_private` was set just above.
         let dev: ARef<Device<T>> = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast())) };
+        #[cfg(CONFIG_DEBUG_FS)]
+        for f in T::DEBUGFS_FILES {
+            // SAFETY: before registration, as required; `name` and `f` are
+            // static, so they outlive the device's debugfs entries.
+            unsafe {
+                bindings::drm_debugfs_add_file(
+                    raw,
+                    f.name.as_char_ptr(),
+                    Some(Vtable::<T>::debugfs_show),
+                    core::ptr::from_ref(f).cast_mut().cast(),
+                )
+            };
+        }
         // SAFETY: the device is fully set up.
         to_result(unsafe { bindings::drm_dev_register(raw, 0) })?;
         Ok(Self { dev })

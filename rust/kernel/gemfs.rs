@@ -132,6 +132,10 @@ pub trait Owner: Send + Sync + Sized + 'static {
     /// sleep: return `EBUSY` if the device is using the folio. The sync
     /// modes may wait for the device for a bounded time, then return
     /// `EBUSY`. On error the owner keeps its holds and the folio stays.
+    ///
+    /// gemfs asks about any folio of the object that has references beyond
+    /// the page cache's (it does not record which folios are held): return
+    /// `ENOENT` for a folio the owner holds no reference to.
     fn release(
         owner: ArcBorrow<'_, Self>,
         obj: &ObjectRef,

@@ -12,7 +12,7 @@
 
 use crate::{
     bindings,
-    error::{from_err_ptr, to_result, Result},
+    error::{code::EINVAL, from_err_ptr, to_result, Result},
     folio::{Folio, LockedFolio},
     fs::{AddressSpace, File, FsContext, Mount},
     mm::migrate::MigrateMode,
@@ -88,7 +88,7 @@ unsafe extern "C" fn migrate_folio_callback<T: VariantOps>(
         )
     };
     let Some(mode) = MigrateMode::from_raw(mode) else {
-        return crate::error::code::EINVAL.to_errno();
+        return EINVAL.to_errno();
     };
     match T::migrate_folio(mapping, &dst, &src, mode) {
         Ok(()) => 0,
@@ -139,4 +139,29 @@ pub fn read_folio(mapping: &AddressSpace, index: usize) -> Result<ARef<Folio>> {
     })?;
     // SAFETY: success returns a referenced folio, now owned.
     Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) })
+}
+
+/// Drops the contents of bytes `[start, end]` (inclusive; `end == -1` for
+/// "to the end of the file") of a shmem `file` from the page cache and swap
+/// (`shmem_truncate_range()`); the file keeps its size and reads back zeros
+/// there. Mapped pages are unmapped first. This is how a driver purges the
+/// backing of an object whose contents userspace said it does not need.
+///
+/// May sleep: takes folio locks. `start` must be page aligned, and `end + 1`
+/// too unless `end == -1`; anything else is refused with `EINVAL`.
+pub fn truncate_range(file: &File, start: i64, end: i64) -> Result {
+    let page = crate::page::PAGE_SIZE as i64;
+    if start < 0 || start % page != 0 || (end != -1 && (end < start || (end + 1) % page != 0)) {
+        return Err(EINVAL);
+    }
+    // shmem_truncate_range() would take a non-shmem inode for one of its
+    // own and corrupt it.
+    // SAFETY: `file` pins its mapping.
+    if !unsafe { bindings::shmem_mapping(file.mapping().as_raw()) } {
+        return Err(EINVAL);
+    }
+    // SAFETY: the file pins its inode, a shmem inode (checked above); the
+    // range is valid (checked above).
+    unsafe { bindings::shmem_truncate_range((*file.as_raw()).f_inode, start, end) };
+    Ok(())
 }

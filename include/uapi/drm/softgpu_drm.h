@@ -95,7 +95,10 @@ struct drm_softgpu_gem_info {
 	__u64 bindings;
 	/** @resident_pages: out, pages present in GPU page tables (held). */
 	__u64 resident_pages;
-	/** @released: out, folios given back to migration (gemfs only). */
+	/**
+	 * @released: out, folios given back to migration or to the shrinker
+	 * (gemfs only).
+	 */
 	__u64 released;
 	/** @refused: out, release requests refused as busy (gemfs only). */
 	__u64 refused;
@@ -109,16 +112,18 @@ struct drm_softgpu_gem_info {
 /**
  * struct drm_softgpu_gem_madvise - mark a BO's contents (not) needed
  *
- * A DONTNEED object that is not bound may be purged by the shrinker under
- * memory pressure: its contents are dropped. WILLNEED reports in
- * @retained whether the contents survived.
+ * An idle DONTNEED object that is not bound may be purged by the shrinker
+ * under memory pressure: its pages are dropped (from memory and swap). A
+ * purged object stays purged: @retained is 0 from then on, whatever @madv,
+ * VM_BIND of it fails with -EFAULT, and CPU mappings of it read zeros.
+ * Binding a DONTNEED object keeps it from being purged while it is bound.
  */
 struct drm_softgpu_gem_madvise {
 	/** @handle: the BO. */
 	__u32 handle;
 	/** @madv: SOFTGPU_MADV_*. */
 	__u32 madv;
-	/** @retained: out, 0 if the BO was purged. */
+	/** @retained: out, 0 if the BO has been purged, else 1. */
 	__u32 retained;
 	/** @pad: must be zero. */
 	__u32 pad;
@@ -133,7 +138,8 @@ struct drm_softgpu_gem_madvise {
  * Maps [@bo_offset, @bo_offset + @size) of the BO at [@gpu_va, @gpu_va +
  * @size). All three page aligned, @size non-zero, the range inside the BO
  * and the VA space. Returns -EINVAL for those and -EEXIST if the range
- * overlaps an existing binding. Pages are faulted into the GPU page table
+ * overlaps an existing binding, -EFAULT if the BO has been purged (see
+ * drm_softgpu_gem_madvise). Pages are faulted into the GPU page table
  * when the GPU first touches them.
  */
 struct drm_softgpu_vm_bind {

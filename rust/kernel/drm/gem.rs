@@ -220,6 +220,56 @@ impl<T: DriverObject> Object<T> {
         unsafe { (*self.as_raw()).size }
     }
 
+    /// Takes a new reference to an object whose last reference may be going
+    /// away concurrently: `None` if it has gone (the object is being freed).
+    ///
+    /// For drivers that keep objects in their own list (for a shrinker) and
+    /// remove them from it when their data is dropped.
+    ///
+    /// # Safety
+    ///
+    /// The memory of `*obj` must stay valid for the call: for example, `obj`
+    /// was found in such a list, under the lock that `T`'s `Drop` takes to
+    /// remove it.
+    pub unsafe fn try_get(obj: *const Self) -> Option<ARef<Self>> {
+        // SAFETY: the memory is valid (caller); the refcount is set up by
+        // `new` and, once zero, never raised again: a successful increment
+        // means the object was live and the new reference is ours.
+        let live = unsafe { bindings::kref_get_unless_zero(&mut (*(*obj).as_raw()).refcount) };
+        // SAFETY: as above.
+        live.then(|| unsafe { ARef::from_raw(NonNull::new_unchecked(obj.cast_mut())) })
+    }
+
+    /// Adds `fence` to the object's reservation object, for a write
+    /// (`DMA_RESV_USAGE_WRITE`) or read (`DMA_RESV_USAGE_READ`) access by
+    /// the device. The core then reports the object in fdinfo's
+    /// `drm-active-*` until the fence signals, and importers of a PRIME
+    /// export wait for it.
+    pub fn add_fence(&self, fence: &crate::dma_fence::Fence, write: bool) -> Result {
+        let usage = if write {
+            bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE
+        } else {
+            bindings::dma_resv_usage_DMA_RESV_USAGE_READ
+        };
+        // SAFETY: `resv` is set up by `drm_gem_private_object_init()` and
+        // lives as long as the object. With no acquire context the lock
+        // cannot fail with -EDEADLK; it does not fail otherwise.
+        let resv = unsafe { (*self.as_raw()).resv };
+        // SAFETY: as above.
+        to_result(unsafe { bindings::dma_resv_lock(resv, core::ptr::null_mut()) })?;
+        // SAFETY: locked above; reserving allocates a slot, then the fence
+        // (referenced by the caller) gets its own reference in it.
+        let ret = unsafe {
+            let ret = bindings::dma_resv_reserve_fences(resv, 1);
+            if ret == 0 {
+                bindings::dma_resv_add_fence(resv, fence.as_raw(), usage);
+            }
+            bindings::dma_resv_unlock(resv);
+            ret
+        };
+        to_result(ret)
+    }
+
     /// The backing file.
     pub fn backing_file(&self) -> &fs::File {
         // SAFETY: `filp` is set at creation and referenced until release.

@@ -112,6 +112,14 @@ impl AddressSpace {
         // SAFETY: `filemap_get_folio` returned one reference, now owned.
         Some(unsafe { crate::types::ARef::from_raw(core::ptr::NonNull::new_unchecked(f.cast())) })
     }
+
+    /// How many pages the page cache holds (`nrpages`): a snapshot, which
+    /// may change as soon as it is read.
+    pub fn nr_pages(&self) -> usize {
+        // SAFETY: the mapping is valid; a racy read of a word-sized counter
+        // that is only ever read as a statistic.
+        unsafe { core::ptr::read_volatile(&(*self.as_raw()).nrpages) as usize }
+    }
 }
 
 /// The `i_private_data` slot of an address space, borrowed under its lock.

@@ -224,6 +224,7 @@ pub fn run(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> 
     rec.put("phase", "frag")
         .put("mode", mode.name())
         .put("level", level)
+        .put("bo_kb", cfg.bo_kb)
         .put("rep", rep);
     let t = Instant::now();
     let res = unit(cfg, churn_dir, mode, level, &mut rec);

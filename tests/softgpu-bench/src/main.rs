@@ -6,7 +6,9 @@
 //! page request while the objects are in use; the headline is gemfs's huge
 //! pages over control's, next to pinned's), `migrate` and `gpu` (cost.rs:
 //! move_pages throughput of GPU-resident gemfs BO pages against tmpfs, GPU
-//! job throughput while migration churns against quiet). Before each
+//! job throughput while migration churns against quiet), `fault` and
+//! `fileio` (io.rs: CPU fault throughput on BO mappings, and read/write
+//! on `mount -t gemfs`, against tmpfs). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
 //! memory compacted.
 //!
@@ -23,6 +25,7 @@
 mod cost;
 mod frag;
 mod gpu;
+mod io;
 mod json;
 mod sys;
 
@@ -56,7 +59,7 @@ impl Mode {
     }
 }
 
-const PHASES: &[&str] = &["frag", "migrate", "gpu"];
+const PHASES: &[&str] = &["frag", "migrate", "gpu", "fault", "fileio"];
 
 /// The command line; see [`USAGE`].
 #[derive(Debug, Clone)]
@@ -67,6 +70,9 @@ pub struct Config {
     pub mem_mb: Option<u64>,
     pub repeat: u32,
     pub bo_kb: u64,
+    /// Object sizes of the size-scaling runs, at `scale_level`.
+    pub scale_bo_kb: Vec<u64>,
+    pub scale_level: u32,
     pub piece_kb: u64,
     pub batch_mb: u64,
     pub churn_pct: u32,
@@ -97,6 +103,8 @@ impl Default for Config {
             mem_mb: None,
             repeat: 1,
             bo_kb: 2048,
+            scale_bo_kb: vec![256, 16384],
+            scale_level: 50,
             piece_kb: 64,
             batch_mb: 32,
             churn_pct: 90,
@@ -137,6 +145,8 @@ impl Config {
             .put("mem_mb", self.mem_bytes() / MIB)
             .put("repeat", self.repeat)
             .put("bo_kb", self.bo_kb)
+            .put("scale_bo_kb", self.scale_bo_kb.clone())
+            .put("scale_level", self.scale_level)
             .put("piece_kb", self.piece_kb)
             .put("batch_mb", self.batch_mb)
             .put("churn_pct", self.churn_pct)
@@ -156,10 +166,14 @@ impl Config {
 
 const USAGE: &str = "\
 usage: softgpu-bench [options]
-  --phases LIST           phases to run, of frag,migrate,gpu (default: all)
+  --phases LIST           phases to run, of frag,migrate,gpu,fault,fileio (default: all)
   --modes LIST            frag modes in the order they run at each level, of
                           control,gemfs,pinned (default: all, in that order)
   --levels LIST           fill levels, % of the memory size (default: 25,50,75)
+  --scale-bo-kb LIST      object sizes (KiB) of extra frag runs at --scale-level,
+                          for the object size scaling; empty for none
+                          (default: 256,16384)
+  --scale-level N         fill level of those runs (default: 50)
   --mem-mb N              memory size the levels refer to, also caps the huge
                           page request and the THP test (default: MemTotal)
   --repeat N              runs of each (level, mode) (default: 1)
@@ -178,7 +192,8 @@ usage: softgpu-bench [options]
   --cost-secs S           each window of the gpu phase (default: 10)
   --migrate-rounds N      round trips between the nodes (default: 2)
   --workdir DIR           where the benchmark mounts its tmpfs (default: /run/softgpu-bench)
-a smoke run: --levels 10 --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
+a smoke run: --levels 10 --scale-bo-kb 512 --scale-level 10 --mem-mb 256 --cost-mb 8
+  --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
 ";
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
@@ -232,6 +247,12 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             "--mem-mb" => c.mem_mb = Some(num(&val)?),
             "--repeat" => c.repeat = num(&val)?.max(1) as u32,
             "--bo-kb" => c.bo_kb = num(&val)?,
+            "--scale-bo-kb" => c.scale_bo_kb = parse_list(&val, |p| p.parse().ok())?,
+            "--scale-level" => {
+                c.scale_level = Some(num(&val)?)
+                    .filter(|l| (1..=95).contains(l))
+                    .ok_or("--scale-level must be 1..95")? as u32
+            }
             "--piece-kb" => c.piece_kb = num(&val)?,
             "--batch-mb" => c.batch_mb = num(&val)?.max(1),
             "--churn-pct" => c.churn_pct = num(&val)?.min(98) as u32,
@@ -248,8 +269,11 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             _ => return Err(format!("unknown option {key}")),
         }
     }
-    if c.bo_kb == 0 || !c.bo_kb.is_multiple_of(4) {
-        return Err("--bo-kb must be a non-zero multiple of 4".into());
+    if std::iter::once(&c.bo_kb)
+        .chain(&c.scale_bo_kb)
+        .any(|&kb| kb == 0 || !kb.is_multiple_of(4))
+    {
+        return Err("object sizes must be non-zero multiples of 4 KiB".into());
     }
     if c.piece_kb == 0 || !c.piece_kb.is_multiple_of(4) {
         return Err("--piece-kb must be a non-zero multiple of 4".into());
@@ -331,22 +355,30 @@ fn main() -> ExitCode {
     };
 
     if let Some(churn) = &churn_fs {
-        // (level, rep, huge pages obtained per mode)
-        type Row = (u32, u32, Vec<(Mode, Option<u64>)>);
+        // The fill levels with the default object size (object count
+        // scaling), then other object sizes at one level (size scaling).
+        let mut units: Vec<(u64, u32)> = cfg.levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+        units.extend(cfg.scale_bo_kb.iter().map(|&kb| (kb, cfg.scale_level)));
+        // (object KiB, level, rep, huge pages obtained per mode)
+        type Row = (u64, u32, u32, Vec<(Mode, Option<u64>)>);
         let mut summary: Vec<Row> = Vec::new();
-        for &level in &cfg.levels {
+        for (bo_kb, level) in units {
+            let unit_cfg = Config {
+                bo_kb,
+                ..cfg.clone()
+            };
             for rep in 0..cfg.repeat {
                 let mut got = Vec::new();
                 for &mode in &cfg.modes {
-                    let rec = frag::run(&cfg, &churn.dir, mode, level, rep);
+                    let rec = frag::run(&unit_cfg, &churn.dir, mode, level, rep);
                     failed |= !ok_of(&rec);
                     got.push((mode, obtained(&rec)));
                     emit(&rec);
                 }
-                summary.push((level, rep, got));
+                summary.push((bo_kb, level, rep, got));
             }
         }
-        for (level, rep, got) in summary {
+        for (bo_kb, level, rep, got) in summary {
             let find = |m: Mode| got.iter().find(|(g, _)| *g == m).and_then(|(_, h)| *h);
             let ratio = |m: Mode| match (find(m), find(Mode::Control)) {
                 (Some(a), Some(c)) if c > 0 => Some(a as f64 / c as f64),
@@ -354,6 +386,7 @@ fn main() -> ExitCode {
             };
             let mut s = Obj::new();
             s.put("phase", "frag-summary")
+                .put("bo_kb", bo_kb)
                 .put("level", level)
                 .put("rep", rep)
                 .put("control", find(Mode::Control))
@@ -366,7 +399,8 @@ fn main() -> ExitCode {
             let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
             let r = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
             progress(&format!(
-                "headline level {level}% rep {rep}: huge pages control {} pinned {} gemfs {}; \
+                "summary {bo_kb} KiB objects, level {level}% rep {rep}: huge pages control {} \
+                 pinned {} gemfs {}; \
                  gemfs/control {}, pinned/control {}",
                 n(find(Mode::Control)),
                 n(find(Mode::Pinned)),
@@ -387,6 +421,16 @@ fn main() -> ExitCode {
     }
     if cfg.phases.iter().any(|p| p == "gpu") {
         for rec in cost::gpu(&cfg) {
+            failed |= !ok_of(&rec);
+            emit(&rec);
+        }
+    }
+    for (phase, run) in [
+        ("fault", io::fault as fn(&Config, &std::path::Path) -> Obj),
+        ("fileio", io::fileio),
+    ] {
+        if cfg.phases.iter().any(|p| p == phase) {
+            let rec = run(&cfg, &cfg.workdir);
             failed |= !ok_of(&rec);
             emit(&rec);
         }

@@ -269,6 +269,10 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
         "Unevictable",
         "SwapFree",
         "SwapTotal",
+        // Kernel memory: the drivers' per-page bookkeeping is slab.
+        "Slab",
+        "SUnreclaim",
+        "PageTables",
     ] {
         if let Some(v) = mi.get(k) {
             o.put(&format!("{k}_kb"), *v);
@@ -409,22 +413,28 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     pub fn mount(dir: &Path, opts: &str) -> R<Self> {
+        Self::mount_type(dir, "tmpfs", opts)
+    }
+
+    /// A mount of `fstype` (tmpfs, or gemfs, which takes tmpfs's options).
+    pub fn mount_type(dir: &Path, fstype: &str, opts: &str) -> R<Self> {
         fs::create_dir_all(dir).ctx(format!("mkdir {}", dir.display()))?;
         let target = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         let data = CString::new(opts).map_err(|e| e.to_string())?;
+        let ty = CString::new(fstype).map_err(|e| e.to_string())?;
         // SAFETY: valid NUL-terminated strings for the call's duration.
         let r = unsafe {
             libc::mount(
-                c"tmpfs".as_ptr(),
+                ty.as_ptr(),
                 target.as_ptr(),
-                c"tmpfs".as_ptr(),
+                ty.as_ptr(),
                 0,
                 data.as_ptr().cast(),
             )
         };
         if r != 0 {
             return Err(format!(
-                "mount -t tmpfs -o {opts} {}: {}",
+                "mount -t {fstype} -o {opts} {}: {}",
                 dir.display(),
                 io::Error::last_os_error()
             ));

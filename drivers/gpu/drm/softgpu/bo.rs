@@ -11,7 +11,10 @@
 //! access faults and takes the new folio. In baseline (pinned) mode the
 //! folio is an ordinary page reference, which migration cannot move.
 
-use crate::vm::{Binding, Pte, Vm, PAGE};
+use crate::{
+    objects::Objects,
+    vm::{Binding, Pte, Vm, PAGE},
+};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     c_str,
@@ -27,6 +30,7 @@ use kernel::{
     shmem,
     sync::{Arc, ArcBorrow, SpinLock},
     types::ARef,
+    uapi,
 };
 
 /// How long a synchronous migration waits for the jobs using an object.
@@ -85,6 +89,8 @@ struct BoInner {
     /// The fence of the last job that may use the object.
     last_use: Option<ARef<Fence>>,
     madv: u32,
+    /// The shrinker dropped the contents of this `DONTNEED` object.
+    purged: bool,
 }
 
 /// The owner of an object's memory: what gemfs calls back into.
@@ -92,21 +98,77 @@ struct BoInner {
 pub(crate) struct BoOwner {
     #[pin]
     inner: SpinLock<BoInner>,
+    /// The device's objects, whose page counts the shrinker reads.
+    objects: Arc<Objects>,
+    /// Whether folios are gemfs holds (not pinned): resident pages count
+    /// as held for the shrinker.
+    gemfs: bool,
     released: AtomicU64,
     refused: AtomicU64,
     gpu_faults: AtomicU64,
 }
 
+impl BoOwner {
+    /// Accounts pages that device page tables now point into.
+    fn held_add(&self, pages: usize) {
+        if self.gemfs {
+            self.objects.held_pages.fetch_add(pages, Ordering::Relaxed);
+        }
+    }
+
+    /// Accounts pages of resident folios given up.
+    fn held_sub(&self, pages: usize) {
+        if self.gemfs {
+            self.objects.held_pages.fetch_sub(pages, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears every page table entry into the object and takes all its
+    /// resident folios out, for the caller to drop outside the lock.
+    fn unmap_all(&self, inner: &mut BoInner) -> RBTree<usize, Resident> {
+        for m in inner.mappings.values() {
+            // SAFETY: a mapping exists only while its binding does, and the
+            // VM removes its bindings before it goes away.
+            let vm = unsafe { &*m.vm };
+            let mut pt = vm.pt.lock();
+            let first = (m.bo_offset / PAGE) as usize;
+            for index in first..first + (m.size / PAGE) as usize {
+                if let Some(va) = m.va_of(index) {
+                    pt.clear(va);
+                }
+            }
+        }
+        let gone = core::mem::take(&mut inner.resident);
+        self.held_sub(gone.values().map(|r| r.page.folio().nr_pages()).sum());
+        gone
+    }
+}
+
 enum Backing {
     Gemfs(gemfs::Object<BoOwner>),
-    Shmem,
+    Shmem(ARef<File>),
 }
 
 /// softgpu's GEM object data.
 pub(crate) struct Bo {
+    /// Unique on the device; the key in its object list.
+    pub(crate) id: u64,
     pub(crate) pinned: bool,
+    /// Size in pages.
+    pages: usize,
     owner: Arc<BoOwner>,
     backing: Backing,
+}
+
+/// The header of debugfs `objects`: one line per object, with its id, size
+/// in bytes, backing, madvise state, device page table entries into it, GPU
+/// bindings, folios released (to migration or the shrinker), releases
+/// refused as busy, and GPU faults that made a page resident.
+pub(crate) fn show_header(p: &drm::Printer) {
+    p.print(format_args!(
+        "{:>8} {:>12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+        "id", "size", "mode", "madv", "resident", "bindings", "released", "refused", "gpu_faults"
+    ));
 }
 
 /// Outcome counters of an object, for `GEM_INFO`.
@@ -116,6 +178,7 @@ pub(crate) struct BoInfo {
     pub(crate) refused: u64,
     pub(crate) gpu_faults: u64,
     pub(crate) purgeable: bool,
+    pub(crate) purged: bool,
 }
 
 impl Bo {
@@ -132,10 +195,13 @@ impl Bo {
                         resident: RBTree::new(),
                         mappings: RBTree::new(),
                         last_use: None,
-                        madv: 0,
+                        madv: uapi::SOFTGPU_MADV_WILLNEED,
+                        purged: false,
                     },
                     "softgpu_bo"
                 ),
+                objects: dev.data().objects.clone(),
+                gemfs: !pinned,
                 released: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 gpu_faults: AtomicU64::new(0),
@@ -148,7 +214,7 @@ impl Bo {
             let f = shmem::file_setup_internal(c_str!("softgpu-pinned"), len, norsv)?;
             // What drm_gem_shmem does for pages it keeps pinned.
             f.mapping().set_gfp_unmovable();
-            (f, Backing::Shmem)
+            (f.clone(), Backing::Shmem(f))
         } else {
             let o = dev
                 .data()
@@ -156,26 +222,29 @@ impl Bo {
                 .create_object(c_str!("softgpu"), size, owner.clone())?;
             (o.file().into(), Backing::Gemfs(o))
         };
-        GemObject::new(
+        let objects = &dev.data().objects;
+        let id = objects.new_id();
+        let obj = GemObject::new(
             dev,
             size,
             file,
             Bo {
+                id,
                 pinned,
+                pages: size / PAGE as usize,
                 owner,
                 backing,
             },
-        )
+        )?;
+        objects.insert(id, &obj)?;
+        Ok(obj)
     }
 
     /// Takes a reference to the folio of page `index` for the device.
     fn acquire(obj: &GemObject, index: usize) -> Result<PageRef> {
         match &obj.backing {
             Backing::Gemfs(o) => Ok(PageRef::Held(o.get_folio(index)?)),
-            Backing::Shmem => Ok(PageRef::Pinned(shmem::read_folio(
-                obj.backing_file().mapping(),
-                index,
-            )?)),
+            Backing::Shmem(f) => Ok(PageRef::Pinned(shmem::read_folio(f.mapping(), index)?)),
         }
     }
 
@@ -191,7 +260,11 @@ impl Bo {
         // Allocated here: the object lock is a spinlock (gemfs's release,
         // which takes it, may not sleep).
         let node = RBTreeNode::new(key, m, GFP_KERNEL)?;
-        self.owner.inner.lock().mappings.insert(node);
+        let mut inner = self.owner.inner.lock();
+        if inner.purged {
+            return Err(EFAULT);
+        }
+        inner.mappings.insert(node);
         Ok(())
     }
 
@@ -224,6 +297,7 @@ impl Bo {
                 }
                 if r.ptes == 0 {
                     let (next, node) = c.remove_current();
+                    self.owner.held_sub(nr);
                     // Dropped outside the locks; if the vector cannot grow,
                     // `push` drops it right here, which is fine too:
                     // putting a hold does not sleep.
@@ -248,6 +322,9 @@ impl Bo {
         job: Option<&ARef<Fence>>,
     ) -> Result {
         let obj = &*b.obj;
+        if self.owner.inner.lock().purged {
+            return Err(EFAULT);
+        }
         // May sleep and lock the folio: no spinlock held here.
         let page = Self::acquire(obj, index)?;
         let folio = page.folio();
@@ -267,6 +344,13 @@ impl Bo {
             GFP_KERNEL,
         )?;
         let mut inner = self.owner.inner.lock();
+        if inner.purged {
+            // Purged while we acquired the folio: truncation has taken it
+            // out of the file; dropping `node` drops our reference.
+            drop(inner);
+            drop(node);
+            return Err(EFAULT);
+        }
         if let Some(j) = job {
             inner.last_use = Some(j.clone());
         }
@@ -274,6 +358,7 @@ impl Bo {
         // If the folio is resident already, `node` (with the reference just
         // taken) is spare and dropped after the locks.
         let spare = if inner.resident.get(&key).is_none() {
+            self.owner.held_add(nr);
             inner.resident.insert(node)
         } else {
             Some(node)
@@ -310,16 +395,77 @@ impl Bo {
     }
 
     /// Marks the object busy until `fence` signals (a job was submitted
-    /// on a VM where it is bound).
-    pub(crate) fn set_busy(&self, fence: &ARef<Fence>) {
+    /// on a VM where it is bound, writable or not): for migration and the
+    /// shrinker here, for fdinfo's `drm-active-*` and PRIME importers in
+    /// the object's reservation object.
+    pub(crate) fn set_busy(&self, obj: &GemObject, fence: &ARef<Fence>, write: bool) -> Result {
+        obj.add_fence(fence, write)?;
         self.owner.inner.lock().last_use = Some(fence.clone());
+        Ok(())
     }
 
     /// Sets the userspace madvise state; returns whether the contents are
-    /// retained (objects are never purged yet: always).
+    /// retained. A purged object stays purged.
     pub(crate) fn madvise(&self, madv: u32) -> bool {
-        self.owner.inner.lock().madv = madv;
+        let mut inner = self.owner.inner.lock();
+        if inner.purged {
+            return false;
+        }
+        let pages = self.pages;
+        let purgeable = &self.owner.objects.purgeable_pages;
+        match (inner.madv, madv) {
+            (uapi::SOFTGPU_MADV_WILLNEED, uapi::SOFTGPU_MADV_DONTNEED) => {
+                purgeable.fetch_add(pages, Ordering::Relaxed);
+            }
+            (uapi::SOFTGPU_MADV_DONTNEED, uapi::SOFTGPU_MADV_WILLNEED) => {
+                purgeable.fetch_sub(pages, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        inner.madv = madv;
         true
+    }
+
+    /// What the shrinker does to an object (see `objects.rs`); returns the
+    /// pages released from the device and the pages purged.
+    pub(crate) fn shrink(&self, obj: &GemObject, purge: bool) -> (usize, usize) {
+        let mut inner = self.owner.inner.lock();
+        if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
+            // A job may be using it.
+            return (0, 0);
+        }
+        if purge
+            && inner.madv == uapi::SOFTGPU_MADV_DONTNEED
+            && !inner.purged
+            && inner.mappings.iter().next().is_none()
+        {
+            // From here on, binds and GPU faults fail with EFAULT.
+            inner.purged = true;
+            self.owner
+                .objects
+                .purgeable_pages
+                .fetch_sub(self.pages, Ordering::Relaxed);
+            // Unbound, so nothing is resident.
+            drop(inner);
+            let file = obj.backing_file();
+            let cached = file.mapping().nr_pages();
+            if shmem::truncate_range(file, 0, -1).is_err() {
+                kernel::lockdep::warn(c_str!("softgpu: cannot purge a shmem object"));
+                return (0, 0);
+            }
+            return (0, cached);
+        }
+        if !self.owner.gemfs || inner.resident.iter().next().is_none() {
+            return (0, 0);
+        }
+        let gone = self.owner.unmap_all(&mut inner);
+        drop(inner);
+        let pages = gone.values().map(|r| r.page.folio().nr_pages()).sum();
+        let folios = gone.values().count() as u64;
+        // Drops the holds, outside the object lock.
+        drop(gone);
+        self.owner.released.fetch_add(folios, Ordering::Relaxed);
+        (pages, 0)
     }
 
     pub(crate) fn info(&self) -> BoInfo {
@@ -329,13 +475,44 @@ impl Bo {
             released: self.owner.released.load(Ordering::Relaxed),
             refused: self.owner.refused.load(Ordering::Relaxed),
             gpu_faults: self.owner.gpu_faults.load(Ordering::Relaxed),
-            purgeable: inner.madv == kernel::uapi::SOFTGPU_MADV_DONTNEED,
+            purgeable: inner.madv == uapi::SOFTGPU_MADV_DONTNEED && !inner.purged,
+            purged: inner.purged,
         }
     }
 
-    fn resident_bytes(&self) -> usize {
+    /// One line of debugfs `objects` (see [`show_header`]).
+    pub(crate) fn show(&self, p: &drm::Printer) {
         let inner = self.owner.inner.lock();
-        inner.resident.values().map(|r| r.page.folio().size()).sum()
+        let (resident, bindings) = (
+            inner.resident.values().map(|r| r.ptes).sum::<u64>(),
+            inner.mappings.values().count(),
+        );
+        let madv = match (inner.purged, inner.madv) {
+            (true, _) => "purged",
+            (false, uapi::SOFTGPU_MADV_DONTNEED) => "dontneed",
+            _ => "willneed",
+        };
+        drop(inner);
+        p.print(format_args!(
+            "{:>8} {:>12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+            self.id,
+            self.pages * PAGE as usize,
+            if self.pinned { "pinned" } else { "gemfs" },
+            madv,
+            resident,
+            bindings,
+            self.owner.released.load(Ordering::Relaxed),
+            self.owner.refused.load(Ordering::Relaxed),
+            self.owner.gpu_faults.load(Ordering::Relaxed),
+        ));
+    }
+
+    /// The backing file.
+    fn file(&self) -> &File {
+        match &self.backing {
+            Backing::Gemfs(o) => o.file(),
+            Backing::Shmem(f) => f,
+        }
     }
 }
 
@@ -344,7 +521,20 @@ impl Drop for Bo {
         // Holds go before the gemfs object (`backing`), which must not be
         // destroyed with holds left. No binding is left: each keeps a
         // reference to the GEM object.
-        let resident = core::mem::take(&mut self.owner.inner.lock().resident);
+        self.owner.objects.remove(self.id);
+        let resident = {
+            let mut inner = self.owner.inner.lock();
+            if inner.madv == uapi::SOFTGPU_MADV_DONTNEED && !inner.purged {
+                self.owner
+                    .objects
+                    .purgeable_pages
+                    .fetch_sub(self.pages, Ordering::Relaxed);
+            }
+            let r = core::mem::take(&mut inner.resident);
+            self.owner
+                .held_sub(r.values().map(|r| r.page.folio().nr_pages()).sum());
+            r
+        };
         drop(resident);
     }
 }
@@ -353,19 +543,19 @@ impl gem::DriverObject for Bo {
     type Driver = crate::SoftGpu;
 
     fn status(&self) -> u32 {
-        let inner = self.owner.inner.lock();
         let mut s = 0;
-        if inner.resident.iter().next().is_some() {
+        if self.file().mapping().nr_pages() != 0 {
             s |= gem::STATUS_RESIDENT;
         }
-        if inner.madv == kernel::uapi::SOFTGPU_MADV_DONTNEED {
+        let inner = self.owner.inner.lock();
+        if inner.madv == uapi::SOFTGPU_MADV_DONTNEED && !inner.purged {
             s |= gem::STATUS_PURGEABLE;
         }
         s
     }
 
     fn resident_size(&self) -> usize {
-        self.resident_bytes()
+        self.file().mapping().nr_pages() * PAGE as usize
     }
 }
 
@@ -376,7 +566,22 @@ impl gemfs::Owner for BoOwner {
         folio: &LockedFolio<'_>,
         mode: MigrateMode,
     ) -> Result {
-        let busy = owner.inner.lock().last_use.clone();
+        let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
+        let ours = |inner: &BoInner| {
+            inner
+                .resident
+                .get(&(first + nr - 1))
+                .is_some_and(|r| r.page.folio().pfn() == pfn)
+        };
+        let busy = {
+            let inner = owner.inner.lock();
+            if !ours(&inner) {
+                // gemfs asks about any folio with extra references: these
+                // are someone else's.
+                return Err(ENOENT);
+            }
+            inner.last_use.clone()
+        };
         if let Some(fence) = busy.filter(|f| !f.is_signaled()) {
             // A job that may use the object is running: the device may be
             // accessing this folio right now.
@@ -389,7 +594,6 @@ impl gemfs::Owner for BoOwner {
                 return Err(EBUSY);
             }
         }
-        let (first, nr) = (folio.index(), folio.nr_pages());
         let res = {
             let mut inner = owner.inner.lock();
             if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
@@ -398,10 +602,15 @@ impl gemfs::Owner for BoOwner {
                 owner.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(EBUSY);
             }
+            if !ours(&inner) {
+                // Released meanwhile (unbound, or taken by the shrinker):
+                // the references left, if any, are someone else's.
+                return Err(ENOENT);
+            }
             let Some(mut res) = inner.resident.remove(&(first + nr - 1)) else {
-                // Held, but by none of our entries: not ours to give.
-                return Err(EBUSY);
+                return Err(ENOENT);
             };
+            owner.held_sub(nr);
             for m in inner.mappings.values() {
                 // SAFETY: a mapping exists only while its binding does, and
                 // the VM removes its bindings before it goes away.

@@ -137,6 +137,9 @@ impl SoftFile {
         if info.purgeable {
             args.flags |= uapi::SOFTGPU_BO_INFO_PURGEABLE;
         }
+        if info.purged {
+            args.flags |= uapi::SOFTGPU_BO_INFO_PURGED;
+        }
         args.size = obj.size() as u64;
         args.bindings = file.inner().vm.bindings_of(&obj);
         args.resident_pages = info.resident_pages;
@@ -240,7 +243,7 @@ impl SoftFile {
                 // Objects bound in this VM may be used by the job: they are
                 // busy for migration until it is done.
                 for b in me.vm.bindings.lock().values() {
-                    b.obj.set_busy(&info.fence);
+                    b.obj.set_busy(&b.obj, &info.fence, !b.readonly)?;
                 }
                 let mut ring = me.jobs.lock();
                 let i = ring.next % TRACKED_JOBS;

@@ -11,6 +11,7 @@
 mod bo;
 mod engine;
 mod file;
+mod objects;
 // Built with its tests until the USERPTR ioctl uses it.
 #[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
 mod userptr;
@@ -21,6 +22,7 @@ use kernel::{
     drm::ioctl::{iow, iowr, RENDER_ALLOW},
     gemfs, platform,
     prelude::*,
+    shrinker,
     sync::Arc,
     uapi,
 };
@@ -41,6 +43,8 @@ pub(crate) struct DevData {
     /// The private gemfs mount objects are created on.
     pub(crate) mount: gemfs::Mount,
     pub(crate) engine: Arc<engine::Engine>,
+    pub(crate) objects: Arc<objects::Objects>,
+    _shrinker: shrinker::Registration<objects::Objects>,
 }
 
 const fn nr(n: u32) -> u32 {
@@ -90,6 +94,32 @@ impl drm::Driver for SoftGpu {
             .load(core::sync::atomic::Ordering::Relaxed);
         p.print(format_args!("drm-engine-render:\t{ns} ns\n"));
     }
+
+    const DEBUGFS_FILES: &'static [drm::DebugfsFile<Self>] = &[
+        drm::DebugfsFile {
+            name: c_str!("objects"),
+            show: show_objects,
+        },
+        drm::DebugfsFile {
+            name: c_str!("shrinker"),
+            show: show_shrinker,
+        },
+    ];
+}
+
+/// debugfs `objects`: every object of the device, a line each.
+fn show_objects(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    bo::show_header(p);
+    dev.data().objects.for_each(|o| {
+        o.show(p);
+        Ok(())
+    })
+}
+
+/// debugfs `shrinker`: what the shrinker may take back, and has.
+fn show_shrinker(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    dev.data().objects.show_shrinker(p);
+    Ok(())
 }
 
 struct SoftGpuModule {
@@ -101,10 +131,13 @@ struct SoftGpuModule {
 impl kernel::Module for SoftGpuModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let pdev = platform::SimpleDevice::register(c_str!("softgpu"))?;
+        let objects = objects::Objects::new()?;
         let data = Arc::new(
             DevData {
                 mount: gemfs::Mount::new(gemfs::Huge::WithinSize)?,
                 engine: engine::Engine::new()?,
+                _shrinker: shrinker::Registration::register(c_str!("softgpu"), objects.clone())?,
+                objects,
             },
             GFP_KERNEL,
         )?;

@@ -12,10 +12,14 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     let out = Command::new(BENCH)
         .args([
             "--phases",
-            "frag,migrate,gpu",
+            "frag,migrate,gpu,fault,fileio",
             "--modes",
             "control,gemfs,pinned",
             "--levels",
+            "10",
+            "--scale-bo-kb",
+            "512",
+            "--scale-level",
             "10",
             "--mem-mb",
             "256",
@@ -43,7 +47,14 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         .lines()
         .filter_map(|l| l.strip_prefix("BENCH-RESULT "))
         .collect();
-    for phase in ["\"frag\"", "\"frag-summary\"", "\"migrate\"", "\"gpu\""] {
+    for phase in [
+        "\"frag\"",
+        "\"frag-summary\"",
+        "\"migrate\"",
+        "\"gpu\"",
+        "\"fault\"",
+        "\"fileio\"",
+    ] {
         assert!(
             results
                 .iter()

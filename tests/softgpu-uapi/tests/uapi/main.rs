@@ -12,6 +12,8 @@
 //! - `migration`: moving BO pages between NUMA nodes while the GPU uses
 //!   them (gemfs BOs) or not (pinned BOs).
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
+//! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
+//!   reclaim, and what reclaim may not take.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -22,3 +24,4 @@ mod ioctls;
 mod madvise;
 mod migration;
 mod scale;
+mod shrinker;

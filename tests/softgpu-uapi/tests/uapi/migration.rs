@@ -418,3 +418,314 @@ fn never_bound_bo_pages_move() {
         assert_eq!(info.resident_pages, 0, "{what}: {info:?}");
     }
 }
+
+/// The gemfs tracepoints, through tracefs: enabled for the life of the value.
+struct GemfsTrace;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+impl GemfsTrace {
+    fn start() -> Self {
+        if !std::path::Path::new(&format!("{TRACEFS}/events")).exists() {
+            let r = unsafe {
+                // SAFETY: plain strings; mounting tracefs where the kernel
+                // made its mount point.
+                libc::mount(
+                    c"nodev".as_ptr(),
+                    c"/sys/kernel/tracing".as_ptr(),
+                    c"tracefs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "mounting tracefs: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let write = |f: &str, v: &str| {
+            std::fs::write(format!("{TRACEFS}/{f}"), v)
+                .unwrap_or_else(|e| panic!("writing {v:?} to {TRACEFS}/{f}: {e}"))
+        };
+        write("trace", "");
+        write("events/gemfs/enable", "1");
+        GemfsTrace
+    }
+
+    /// The events recorded so far: (event name, fields).
+    fn events(&self) -> Vec<(String, std::collections::HashMap<String, String>)> {
+        let text = std::fs::read_to_string(format!("{TRACEFS}/trace")).expect("reading trace");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(": gemfs_")?;
+                let (name, fields) = rest.split_once(": ")?;
+                let fields = fields
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Some((name.to_string(), fields))
+            })
+            .collect()
+    }
+}
+
+impl Drop for GemfsTrace {
+    fn drop(&mut self) {
+        let _ = std::fs::write(format!("{TRACEFS}/events/gemfs/enable"), "0");
+    }
+}
+
+#[test]
+fn held_folio_migration_is_traced() {
+    require_two_nodes();
+    const N: usize = 8;
+    let size = N as u64 * PAGE;
+    let dev = open();
+    let h = create_bound(&dev, size, 0, VA);
+    run_ok(&dev, &[Cmd::fill(VA, size, 0x7ace)], "FILL");
+    let m = map(&dev, h, size);
+    assert!(m.as_slice() == &filled(size as usize, 0x7ace)[..]);
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+    let (_, old) = locate(&pm, &addrs, "before");
+
+    let trace = GemfsTrace::start();
+    let new = move_and_check(&pm, &addrs, 50, "moving the traced BO");
+    let events = trace.events();
+    drop(trace);
+
+    let hex = |p: u64| format!("0x{p:x}");
+    for i in 0..N {
+        let released = events.iter().any(|(name, f)| {
+            // move_pages() tries MIGRATE_ASYNC first, then the sync mode.
+            name == "release"
+                && f["pfn"] == hex(old[i])
+                && f["ret"] == "0"
+                && ["async", "sync_light", "sync"].contains(&f["mode"].as_str())
+        });
+        assert!(
+            released,
+            "page {i}: no gemfs_release of pfn {:#x} with ret=0 in {events:?}",
+            old[i]
+        );
+        let migrated = events.iter().any(|(name, f)| {
+            name == "migrate"
+                && f["src_pfn"] == hex(old[i])
+                && f["dst_pfn"] == hex(new[i])
+                && f["held"] == "1"
+                && f["ret"] == "0"
+        });
+        assert!(
+            migrated,
+            "page {i}: no gemfs_migrate {:#x} -> {:#x} held=1 ret=0 in {events:?}",
+            old[i], new[i]
+        );
+    }
+}
+
+fn gemfs_counter(name: &str) -> u64 {
+    let path = format!("/sys/kernel/debug/gemfs/{name}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("parsing {path}: {e}"))
+}
+
+fn compact_memory() {
+    std::fs::write("/proc/sys/vm/compact_memory", "1").expect("writing compact_memory");
+}
+
+/// Whole-memory compaction moves in-use pages from the low end of each zone
+/// to free pages at the high end, until its two scanners meet. So that the
+/// BO pages are spread over the scanned part, they are allocated while
+/// anonymous memory fills most of the guest, and that memory is freed
+/// before compacting. Which pages move is still up to the allocator: the
+/// assertions are on counts. The BOs are 1 MiB each: too small for huge
+/// folios, which compaction does not move (a 2 MiB folio fills its
+/// pageblock).
+#[test]
+fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
+    const BOS: usize = 32;
+    let size = MIB;
+    let dev = open();
+    let data = pattern(size as usize, 41);
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let free_kb = ok(mm::meminfo_kb("MemFree"), "reading MemFree");
+    let fill = Anon::populated((free_kb.saturating_sub(384 * 1024) * 1024) as usize);
+    // (flags, va, handle, mapping)
+    let mut bos = Vec::new();
+    for i in 0..2 * BOS {
+        let flags = if i < BOS { 0 } else { SOFTGPU_BO_PINNED };
+        let va = VA + i as u64 * size;
+        let h = create_bound(&dev, size, flags, va);
+        let mut m = map(&dev, h, size);
+        m.as_mut_slice().copy_from_slice(&data);
+        bos.push((flags, va, h, m));
+    }
+    // Free the filler; the BO pages stay where they were put. (Under the
+    // filler's memory pressure the shrinker may have taken idle BOs' folios
+    // back: the GPU sums below make every page resident again, held.)
+    drop(fill);
+    for (_, va, h, m) in &bos {
+        assert_eq!(gpu_sum(&dev, *va, size), fnv1a64(&data));
+        assert_eq!(ok(dev.info(*h), "GEM_INFO").resident_pages, size / PAGE);
+        // And mapped by the CPU again (reclaim may have unmapped them), so
+        // that pagemap shows where they are.
+        assert!(m.as_slice() == &data[..]);
+    }
+    let pfns = |bos: &[(u32, u64, u32, Mapping)]| -> Vec<Vec<Option<u64>>> {
+        bos.iter()
+            .map(|(_, _, _, m)| ok(pm.pfns(&m.page_addrs()), "reading pagemap"))
+            .collect()
+    };
+    let before = pfns(&bos);
+    assert!(
+        before.iter().flatten().all(Option::is_some),
+        "BO pages not mapped by the CPU before compaction"
+    );
+    let released = gemfs_counter("released_migrated");
+
+    compact_memory();
+
+    let after = pfns(&bos);
+    let (mut gemfs_moved, mut pinned_moved) = (0, 0);
+    for (i, (flags, ..)) in bos.iter().enumerate() {
+        let moved = before[i]
+            .iter()
+            .zip(&after[i])
+            .filter(|(x, y)| x != y)
+            .count();
+        if *flags == 0 {
+            gemfs_moved += moved;
+        } else {
+            pinned_moved += moved;
+        }
+    }
+    let n = BOS as u64 * size / PAGE;
+    assert!(
+        gemfs_moved > 0,
+        "compaction moved none of {n} bound gemfs BO pages"
+    );
+    assert_eq!(
+        pinned_moved, 0,
+        "compaction moved {pinned_moved} of {n} pages of bound pinned BOs"
+    );
+    assert!(
+        gemfs_counter("released_migrated") > released,
+        "gemfs counted no held folio released and migrated"
+    );
+    // Data intact, for the CPU and for the GPU (which re-faults the moved
+    // folios).
+    for (flags, va, h, m) in &bos {
+        let what = if *flags == 0 { "gemfs" } else { "pinned" };
+        assert!(m.as_slice() == &data[..], "{what} BO {h}: contents changed");
+        assert_eq!(
+            gpu_sum(&dev, *va, size),
+            fnv1a64(&data),
+            "GPU view of {what} BO {h}"
+        );
+    }
+}
+
+/// Anonymous memory, populated at creation, unmapped on drop.
+struct Anon {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Anon {
+    fn populated(len: usize) -> Self {
+        // SAFETY: a fresh private anonymous mapping chosen by the kernel.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            ptr,
+            libc::MAP_FAILED,
+            "mmap of {len} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+        Anon { ptr, len }
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `populated` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn gpu_sum(dev: &Device, va: u64, size: u64) -> u64 {
+    let r = create_bound(dev, PAGE, 0, RES_VA);
+    let res = map(dev, r, PAGE);
+    run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], "CHECKSUM");
+    let sum = res.read_u64(0);
+    drop(res);
+    ok(dev.unbind(RES_VA, PAGE), "VM_UNBIND of the result BO");
+    sum
+}
+
+/// Migration racing the destruction of the BO whose owner it asks: BOs are
+/// unbound and closed (their gemfs objects destroyed) while another thread
+/// moves their pages back and forth through a CPU mapping, which outlives
+/// the BO. gemfs must not call a destroyed object's owner (KASAN would
+/// report the use after free); the pages and data survive either way.
+#[test]
+fn migration_races_bo_destruction() {
+    require_two_nodes();
+    let dev = open();
+    let size = 16 * PAGE;
+    let data = pattern(size as usize, 57);
+    for round in 0..24u64 {
+        let h = create_bound(&dev, size, 0, VA);
+        let mut m = map(&dev, h, size);
+        m.as_mut_slice().copy_from_slice(&data);
+        // Resident in the GPU page table: gemfs holds on every page.
+        assert_eq!(gpu_sum(&dev, VA, size), fnv1a64(&data));
+        let addrs = m.page_addrs();
+        let stop = AtomicBool::new(false);
+        let moves = AtomicU64::new(0);
+        thread::scope(|s| {
+            let mover = s.spawn(|| {
+                let mut node = 1;
+                while !stop.load(Ordering::SeqCst) {
+                    mm::move_pages_to(&addrs, node).expect("move_pages");
+                    moves.fetch_add(1, Ordering::SeqCst);
+                    node = 1 - node;
+                }
+            });
+            let _guard = StopOnDrop(&stop);
+            // Let the mover get going, then destroy the BO under it at a
+            // different point of its loop each round.
+            while moves.load(Ordering::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            thread::sleep(Duration::from_micros(round * 250));
+            ok(dev.unbind(VA, size), "VM_UNBIND");
+            ok(dev.close_bo(h), "GEM_CLOSE");
+            thread::sleep(Duration::from_millis(5));
+            drop(_guard);
+            mover.join().expect("the mover panicked");
+        });
+        assert!(
+            m.as_slice() == &data[..],
+            "round {round}: contents changed after the BO was destroyed"
+        );
+        // With nobody holding them, the pages still move.
+        let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+        move_and_check(&pm, &addrs, 50, "moving the pages of a destroyed BO");
+    }
+}
