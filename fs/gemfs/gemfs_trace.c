@@ -9,9 +9,7 @@
 #define CREATE_TRACE_POINTS
 #include <trace/events/gemfs.h>
 
-void gemfs_trace_release(struct folio *folio, int mode, int ret, u64 ns);
-void gemfs_trace_migrate(struct folio *src, struct folio *dst, bool held,
-			 int ret);
+#include "gemfs_trace.h"
 
 void gemfs_trace_release(struct folio *folio, int mode, int ret, u64 ns)
 {
