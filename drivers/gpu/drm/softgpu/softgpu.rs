@@ -12,6 +12,9 @@ mod bo;
 mod engine;
 mod file;
 mod objects;
+// Built with its tests until the USERPTR ioctl uses it.
+#[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
+mod userptr;
 mod vm;
 
 use kernel::{

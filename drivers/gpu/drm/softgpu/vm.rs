@@ -265,7 +265,7 @@ impl Vm {
     }
 
     /// Allocates the page tables of `[va, end)`, outside the table lock.
-    fn reserve_tables(&self, va: u64, end: u64) -> Result {
+    pub(crate) fn reserve_tables(&self, va: u64, end: u64) -> Result {
         loop {
             let Some(missing) = self.pt.lock().first_missing(va, end) else {
                 return Ok(());

@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Userptr: GPU access to a range of the calling process's anonymous
+//! memory, mirrored without pinning it.
+//!
+//! A [`Userptr`] maps `[addr, addr + size)` of the process at a GPU address
+//! of a VM. Its device page table entries are filled on demand
+//! ([`Userptr::populate`]) from `hmm_range_fault()`, which takes no page
+//! reference: an entry is valid only while the CPU maps the same page.
+//! The MMU interval notifier over the range clears the entries, under the
+//! page table lock, before the CPU page tables change (munmap, mprotect,
+//! madvise, copy-on-write after fork, KSM, migration, compaction,
+//! swap-out, exit); the next GPU access faults and populates again.
+//!
+//! Locks: the page table spinlock (`Vm::pt`) is the notifier's update
+//! lock. The engine accesses memory only with it held, and the callback
+//! clears entries with it held, so once the callback returns no command
+//! can reach the old pages: the callback never waits for jobs, never
+//! sleeps, and so also handles non-blockable invalidations. Populating
+//! takes the mmap lock and may fault pages in; it must be called without
+//! the page table lock (it takes it last) and without locks that
+//! reclaim or the callback take.
+
+use crate::vm::{PageTable, Pte, Vm, PAGE, VA_END};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{
+    hmm::{self, Access, Range},
+    kunit::kunit_tests,
+    mm::MmWithUser,
+    mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::Arc,
+};
+
+/// What the notifier's callback needs: where the range is mapped.
+#[pin_data]
+struct Mirror {
+    vm: Arc<Vm>,
+    /// CPU address of the first page.
+    addr: usize,
+    /// Size in bytes, a multiple of the page size.
+    size: usize,
+    /// GPU address of the first page.
+    va: u64,
+    readonly: bool,
+    /// Identifies the device-exclusive requests of this VM (the owner
+    /// passed to `hmm::make_device_exclusive()`), which leave its
+    /// mappings valid.
+    owner: Owner,
+    invalidations: AtomicU64,
+}
+
+impl Mirror {
+    fn va_of(&self, addr: usize) -> u64 {
+        self.va + (addr - self.addr) as u64
+    }
+
+    /// Clears the entries of the pages of `[start, end)` (clamped to the
+    /// userptr) from `pt`, which flushes the TLB.
+    fn clear(&self, pt: &mut PageTable, start: usize, end: usize) {
+        let mut a = start.max(self.addr) & !(PAGE_SIZE - 1);
+        let end = end.min(self.addr + self.size);
+        while a < end {
+            pt.clear(self.va_of(a));
+            a += PAGE_SIZE;
+        }
+    }
+}
+
+impl Invalidate for Mirror {
+    fn invalidate(&self, range: &NotifierRange, seq: InvalidateSeq<'_>) -> bool {
+        if range.event() == Event::Exclusive && range.owner() == self.owner {
+            // Our own device-exclusive request: the pages stay ours.
+            return true;
+        }
+        // A spinlock: fine for non-blockable invalidations too.
+        let mut pt = self.vm.pt.lock();
+        seq.set_seq();
+        self.clear(&mut pt, range.start(), range.end());
+        drop(pt);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A range of the process's memory mapped into a GPU address space.
+pub(crate) struct Userptr {
+    notifier: Pin<KBox<IntervalNotifier<Mirror>>>,
+}
+
+impl Userptr {
+    /// Mirrors `[addr, addr + size)` of the calling process at `va` of
+    /// `vm`, read-only for the GPU if `readonly`.
+    ///
+    /// Every page must be in an anonymous mapping of the caller, writable
+    /// unless `readonly`. `EINVAL` for an unaligned, empty or overflowing
+    /// range, or one outside the GPU address space; `EFAULT` if part of it
+    /// is not mapped (kernel addresses never are); `EPERM` for memory that
+    /// is not private anonymous, or not writable while `readonly` is not
+    /// set.
+    pub(crate) fn new(
+        vm: &Arc<Vm>,
+        va: u64,
+        addr: usize,
+        size: usize,
+        readonly: bool,
+    ) -> Result<Self> {
+        let aligned = |x: u64| x % PAGE == 0;
+        if size == 0 || !aligned(va) || !aligned(addr as u64) || !aligned(size as u64) {
+            return Err(EINVAL);
+        }
+        let end = addr.checked_add(size).ok_or(EINVAL)?;
+        if !va.checked_add(size as u64).is_some_and(|e| e <= VA_END) {
+            return Err(EINVAL);
+        }
+        let mm = MmWithUser::current().ok_or(EFAULT)?;
+        check_mappings(&mm, addr, end, readonly)?;
+        vm.reserve_tables(va, va + size as u64)?;
+        let notifier = KBox::pin_init(
+            IntervalNotifier::new(
+                &mm,
+                addr,
+                size,
+                pin_init!(Mirror {
+                    vm: vm.clone(),
+                    addr,
+                    size,
+                    va,
+                    readonly,
+                    owner: Owner::from_ref(&**vm),
+                    invalidations: AtomicU64::new(0),
+                }),
+            ),
+            GFP_KERNEL,
+        )?;
+        Ok(Self { notifier })
+    }
+
+    /// The GPU address the range is mapped at.
+    pub(crate) fn va(&self) -> u64 {
+        self.notifier.va
+    }
+
+    /// Its size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.notifier.size as u64
+    }
+
+    /// How many invalidations cleared (part of) the range so far.
+    pub(crate) fn invalidations(&self) -> u64 {
+        self.notifier.invalidations.load(Ordering::Relaxed)
+    }
+
+    /// Maps the pages of `[va, va + len)` (GPU addresses, within the
+    /// userptr) into the device page table, faulting them in (for writing,
+    /// unless the userptr is read-only: the GPU may write to any page it
+    /// maps writable, so copy-on-write is broken up front).
+    ///
+    /// `EFAULT` for a write to a read-only userptr, for a range outside it,
+    /// or for memory no longer mapped (the job fails rather than reach a
+    /// stale page); `EPERM` for memory that is no longer writable; `EBUSY`
+    /// if invalidations kept colliding for `hmm::DEFAULT_TIMEOUT_MS`.
+    pub(crate) fn populate(&self, va: u64, len: u64, write: bool) -> Result {
+        let m = &**self.notifier;
+        if write && m.readonly {
+            return Err(EFAULT);
+        }
+        let first = va & !(PAGE - 1);
+        let last = va.checked_add(len).ok_or(EFAULT)?;
+        if len == 0 || first < m.va || last > m.va + m.size as u64 {
+            return Err(EFAULT);
+        }
+        let start = m.addr + (first - m.va) as usize;
+        let end = m.addr + (last.next_multiple_of(PAGE) - m.va) as usize;
+        let access = if m.readonly {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let mut range = Range::new(&self.notifier, start, end, access)?;
+        let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt.lock())?;
+        // In the critical section: the entries stay valid until the next
+        // invalidation, which needs `pt`.
+        for (i, p) in range.pfns().iter().enumerate() {
+            let Some(pfn) = p.pfn() else {
+                return Err(EFAULT);
+            };
+            let pte = Pte {
+                pfn,
+                writable: !m.readonly && p.is_writable(),
+            };
+            pt.set(m.va_of(start + i * PAGE_SIZE), pte);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Userptr {
+    fn drop(&mut self) {
+        // Clear the entries before removing the notifier (dropping the
+        // field): once it is gone, nothing would clear them before the
+        // pages are freed. Nothing populates meanwhile: that needs `&self`.
+        let m = &**self.notifier;
+        let mut pt = m.vm.pt.lock();
+        m.clear(&mut pt, m.addr, m.addr + m.size);
+    }
+}
+
+/// Checks that `[addr, end)` is mapped by private anonymous memory of `mm`,
+/// writable unless `readonly`.
+fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> Result {
+    let mmap = mm.mmap_read_lock();
+    let mut a = addr;
+    while a < end {
+        let vma = mmap.vma_lookup(a).ok_or(EFAULT)?;
+        if !vma.is_anonymous() || (!readonly && !vma.is_writable()) {
+            return Err(EPERM);
+        }
+        a = vma.end();
+    }
+    Ok(())
+}
+
+#[kunit_tests(softgpu_userptr)]
+mod tests {
+    use super::*;
+    use kernel::{
+        folio::Folio,
+        mm::testing::{self, PROT_READ, PROT_WRITE},
+        uaccess::UserSlice,
+    };
+
+    const VA: u64 = 0x4000_0000;
+
+    /// Maps `pages` pages of anonymous memory, each filled with its index.
+    fn user_pages(pages: usize, prot: u32) -> Result<usize> {
+        let addr = testing::vm_mmap_anon(pages * PAGE_SIZE, prot)?;
+        if prot & PROT_WRITE != 0 {
+            for i in 0..pages {
+                let word = (i as u64).to_ne_bytes();
+                UserSlice::new(addr + i * PAGE_SIZE, 8)
+                    .writer()
+                    .write_slice(&word)?;
+            }
+        }
+        Ok(addr)
+    }
+
+    /// The first word of the page the device maps at `va`, if any.
+    fn gpu_read(vm: &Vm, va: u64) -> Option<(u64, bool)> {
+        let mut pt = vm.pt.lock();
+        let Pte { pfn, writable } = pt.lookup(va)?;
+        // SAFETY: the entry exists, so the CPU maps the page, and cannot
+        // stop doing so without clearing the entry under `pt`, held here.
+        let folio = unsafe { Folio::from_pfn(pfn) };
+        let mut word = [0u8; 8];
+        folio
+            .read((pfn - folio.pfn()) * PAGE_SIZE, &mut word)
+            .ok()?;
+        Some((u64::from_ne_bytes(word), writable))
+    }
+
+    #[test]
+    fn populate_and_invalidate() -> Result {
+        let addr = user_pages(4, PROT_READ | PROT_WRITE)?;
+        let vm = Vm::new()?;
+        let u = Userptr::new(&vm, VA, addr, 4 * PAGE_SIZE, false)?;
+        assert_eq!((u.va(), u.size()), (VA, 4 * PAGE));
+        assert_eq!(gpu_read(&vm, VA), None);
+
+        u.populate(VA, 4 * PAGE, false)?;
+        for i in 0..4u64 {
+            assert_eq!(gpu_read(&vm, VA + i * PAGE), Some((i, true)));
+        }
+
+        // munmap() clears the entry before the page goes.
+        let before = u.invalidations();
+        testing::vm_munmap(addr + 2 * PAGE_SIZE, PAGE_SIZE)?;
+        assert!(u.invalidations() > before);
+        assert_eq!(gpu_read(&vm, VA + 2 * PAGE), None);
+        assert_eq!(gpu_read(&vm, VA + 3 * PAGE), Some((3, true)));
+        // Faulting the hole fails instead of mapping a stale page.
+        assert_eq!(u.populate(VA + 2 * PAGE, 1, true), Err(EFAULT));
+        // Outside the userptr.
+        assert_eq!(u.populate(VA + 4 * PAGE, 1, false), Err(EFAULT));
+
+        drop(u);
+        assert_eq!(gpu_read(&vm, VA), None);
+        Ok(())
+    }
+
+    #[test]
+    fn read_only() -> Result {
+        let addr = user_pages(2, PROT_READ)?;
+        let vm = Vm::new()?;
+        assert_eq!(
+            Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, false).err(),
+            Some(EPERM)
+        );
+        let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, true)?;
+        assert_eq!(u.populate(VA, 1, true), Err(EFAULT));
+        u.populate(VA, 2 * PAGE, false)?;
+        // Never written: the zero page, mapped read-only.
+        assert_eq!(gpu_read(&vm, VA + PAGE), Some((0, false)));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_input() -> Result {
+        let addr = user_pages(2, PROT_READ | PROT_WRITE)?;
+        let vm = Vm::new()?;
+        let len = 2 * PAGE_SIZE;
+        let new = |va, addr, size| Userptr::new(&vm, va, addr, size, false).err();
+        assert_eq!(new(VA, addr + 1, len), Some(EINVAL));
+        assert_eq!(new(VA, addr, len - 1), Some(EINVAL));
+        assert_eq!(new(VA, addr, 0), Some(EINVAL));
+        assert_eq!(new(VA + 1, addr, len), Some(EINVAL));
+        assert_eq!(new(VA_END - PAGE, addr, len), Some(EINVAL));
+        assert_eq!(new(VA, usize::MAX - PAGE_SIZE + 1, len), Some(EINVAL));
+        // Past the mapping, and a kernel address.
+        assert_eq!(new(VA, addr, len + PAGE_SIZE), Some(EFAULT));
+        let kernel_addr = core::ptr::from_ref(&vm) as usize & !(PAGE_SIZE - 1);
+        assert_eq!(new(VA, kernel_addr, PAGE_SIZE), Some(EFAULT));
+        Ok(())
+    }
+}
