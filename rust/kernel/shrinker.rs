@@ -127,9 +127,9 @@ impl<T: Shrinker> Registration<T> {
     /// Registers `data` as a shrinker named `name` (as shown in
     /// `/sys/kernel/debug/shrinker/` with `CONFIG_SHRINKER_DEBUG`).
     pub fn register(name: &CStr, data: Arc<T>) -> Result<Self> {
+        let fmt = crate::c_str!("%s");
         // SAFETY: "%s" with a NUL-terminated string, which is copied.
-        let raw =
-            unsafe { bindings::shrinker_alloc(0, c_str_fmt().as_char_ptr(), name.as_char_ptr()) };
+        let raw = unsafe { bindings::shrinker_alloc(0, fmt.as_char_ptr(), name.as_char_ptr()) };
         let raw = NonNull::new(raw).ok_or(ENOMEM)?;
         // SAFETY: `raw` is a new, unregistered shrinker that only we use.
         unsafe {
@@ -145,10 +145,6 @@ impl<T: Shrinker> Registration<T> {
             _data: PhantomData,
         })
     }
-}
-
-fn c_str_fmt() -> &'static CStr {
-    crate::c_str!("%s")
 }
 
 impl<T: Shrinker> Drop for Registration<T> {

@@ -57,13 +57,7 @@ pub fn migrate(cfg: &Config, workdir: &Path) -> Vec<Obj> {
             rec.put("skipped", "needs NUMA nodes 0 and 1");
             Ok(())
         };
-        match res {
-            Ok(()) => rec.put("ok", true),
-            Err(e) => {
-                crate::progress(&format!("migrate {target}: FAILED: {e}"));
-                rec.put("ok", false).put("error", e)
-            }
-        };
+        sys::finish(&mut rec, &format!("migrate {target}"), res);
         rates.push(match rec.get("pages_per_sec_emulated") {
             Some(crate::json::Json::Num(r)) => Some(*r),
             _ => None,
@@ -200,13 +194,7 @@ pub fn gpu(cfg: &Config) -> Vec<Obj> {
             rec.put("skipped", "needs NUMA nodes 0 and 1");
             Ok(())
         };
-        match res {
-            Ok(()) => rec.put("ok", true),
-            Err(e) => {
-                crate::progress(&format!("gpu {mode}: FAILED: {e}"));
-                rec.put("ok", false).put("error", e)
-            }
-        };
+        sys::finish(&mut rec, &format!("gpu {mode}"), res);
         recs.push(rec);
     }
     recs

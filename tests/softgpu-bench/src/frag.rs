@@ -223,13 +223,7 @@ pub fn run(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> 
     let t = Instant::now();
     let res = unit(cfg, churn_dir, mode, level, &mut rec);
     rec.put("unit_secs_emulated", t.elapsed().as_secs_f64());
-    match res {
-        Ok(()) => rec.put("ok", true),
-        Err(e) => {
-            crate::progress(&format!("frag {} {level}%: FAILED: {e}", mode.name()));
-            rec.put("ok", false).put("error", e)
-        }
-    };
+    sys::finish(&mut rec, &format!("frag {} {level}%", mode.name()), res);
     rec
 }
 

@@ -104,13 +104,8 @@ fn ratio(a: Rate, b: Rate) -> Option<f64> {
 fn record(phase: &str, f: impl FnOnce(&mut Obj) -> R<()>) -> Obj {
     let mut rec = Obj::new();
     rec.put("phase", phase);
-    match f(&mut rec) {
-        Ok(()) => rec.put("ok", true),
-        Err(e) => {
-            crate::progress(&format!("{phase}: FAILED: {e}"));
-            rec.put("ok", false).put("error", e)
-        }
-    };
+    let res = f(&mut rec);
+    crate::sys::finish(&mut rec, phase, res);
     rec
 }
 

@@ -412,6 +412,18 @@ pub struct Tmpfs {
     pub dir: std::path::PathBuf,
 }
 
+/// Ends a record with the outcome of its measurement: `ok`, or `ok: false`
+/// with the error, which is also reported as progress under `what`.
+pub fn finish(rec: &mut Obj, what: &str, res: R<()>) {
+    match res {
+        Ok(()) => rec.put("ok", true),
+        Err(e) => {
+            crate::progress(&format!("{what}: FAILED: {e}"));
+            rec.put("ok", false).put("error", e)
+        }
+    };
+}
+
 /// Creates (or truncates) `path`, open for reading and writing.
 pub fn create_file(path: &Path) -> R<fs::File> {
     fs::File::options()

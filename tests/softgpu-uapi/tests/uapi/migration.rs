@@ -427,9 +427,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 impl GemfsTrace {
     fn start() -> Self {
         if !std::path::Path::new(&format!("{TRACEFS}/events")).exists() {
+            // SAFETY: plain NUL-terminated strings; mounting tracefs where
+            // the kernel made its mount point.
             let r = unsafe {
-                // SAFETY: plain strings; mounting tracefs where the kernel
-                // made its mount point.
                 libc::mount(
                     c"nodev".as_ptr(),
                     c"/sys/kernel/tracing".as_ptr(),
