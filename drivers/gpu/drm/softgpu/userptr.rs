@@ -25,7 +25,6 @@ use crate::vm::{PageTable, Pte, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     hmm::{self, Access, Range},
-    kunit::kunit_tests,
     mm::MmWithUser,
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
@@ -148,6 +147,7 @@ impl Userptr {
     }
 
     /// How many invalidations cleared (part of) the range so far.
+    #[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
     pub(crate) fn invalidations(&self) -> u64 {
         self.notifier.invalidations.load(Ordering::Relaxed)
     }
@@ -222,7 +222,8 @@ fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> R
     Ok(())
 }
 
-#[kunit_tests(softgpu_userptr)]
+#[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
+#[kernel::kunit::kunit_tests(softgpu_userptr)]
 mod tests {
     use super::*;
     use kernel::{
