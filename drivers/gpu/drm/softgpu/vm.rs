@@ -109,18 +109,25 @@ impl PageTable {
     }
 
     /// Sets the entry of `va`; the tables must have been reserved. Returns
-    /// whether it was not present before.
+    /// whether it was not present before. Flushes the TLB if it replaces a
+    /// different entry.
     pub(crate) fn set(&mut self, va: u64, pte: Pte) -> bool {
         let Some(leaf) = self.leaf_mut(va) else {
             return false;
         };
         let e = &mut leaf[indexes(va).2];
-        let new = e.is_none();
-        *e = Some(pte);
-        if new {
-            self.present += 1;
+        let old = e.replace(pte);
+        match old {
+            None => self.present += 1,
+            // A changed translation (e.g. a userptr page made writable):
+            // the TLB may cache the old one.
+            Some(o) if o != pte => {
+                self.tlb = [None; TLB_ENTRIES];
+                self.tlb_flushes += 1;
+            }
+            Some(_) => {}
         }
-        new
+        old.is_none()
     }
 
     /// Clears the entry of `va` and flushes the TLB. Returns whether it was
