@@ -245,7 +245,7 @@ impl Entry {
 }
 
 /// Whether `[va, va + size)` overlaps an entry of `bindings`.
-fn overlaps(bindings: &RBTree<u64, Entry>, va: u64, size: u64) -> bool {
+fn overlaps(bindings: &mut RBTree<u64, Entry>, va: u64, size: u64) -> bool {
     let end = va + size;
     // The first binding at or above `va` must start at or after `end`,
     // and the one below must end at or before `va`.
@@ -309,7 +309,7 @@ impl Vm {
             GFP_KERNEL,
         )?;
         let mut bindings = self.bindings.lock();
-        if overlaps(&bindings, va, size) {
+        if overlaps(&mut bindings, va, size) {
             return Err(EEXIST);
         }
         self.reserve_tables(va, end)?;
@@ -348,7 +348,7 @@ impl Vm {
     ) -> Result {
         let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let mut bindings = self.bindings.lock();
-        if overlaps(&bindings, va, size as u64) {
+        if overlaps(&mut bindings, va, size as u64) {
             return Err(EEXIST);
         }
         // Under `bindings` (which nests outside the mmap lock), so that no
