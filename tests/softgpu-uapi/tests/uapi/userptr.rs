@@ -485,19 +485,40 @@ fn userptr_bad_input_errnos_change_nothing() {
     // SAFETY: the kernel only copies in the argument, and rejects it.
     let r = unsafe { dev.ioctl_raw(DRM_IOCTL_SOFTGPU_USERPTR, &mut a) };
     expect_errno(r, EINVAL, "non-zero pad");
-    // Not mapped: EFAULT.
-    let gone = Mem::new(2);
-    let gone_addr = gone.addr();
-    drop(gone);
-    bad(gone_addr, 2 * PAGE, VA, 0, EFAULT, "unmapped memory");
+    // Not mapped: EFAULT. Far from where mmap() places things, so that
+    // no other test's mapping appears around it meanwhile.
+    const FAR: u64 = 0x1000_0000_0000;
+    // SAFETY: a new mapping at an address where nothing is mapped (else
+    // MAP_FIXED_NOREPLACE fails, checked below).
+    let far = unsafe {
+        libc::mmap(
+            FAR as *mut libc::c_void,
+            4 * PAGE_USIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(far as u64, FAR, "mmap at {FAR:#x}");
+    ok(
+        userptr(&dev, FAR, 4 * PAGE, VA, 0),
+        "USERPTR of the far mapping",
+    );
+    ok(dev.unbind(VA, 4 * PAGE), "VM_UNBIND of it");
+    bad(FAR, 5 * PAGE, VA, 0, EFAULT, "past the end of a mapping");
     bad(
-        addr,
-        len + 16 * PAGE,
+        FAR - PAGE,
+        2 * PAGE,
         VA,
         0,
         EFAULT,
-        "past the end of a mapping",
+        "before the start of a mapping",
     );
+    bad(FAR + 64 * PAGE, 2 * PAGE, VA, 0, EFAULT, "unmapped memory");
+    // SAFETY: unmapping what we mapped above.
+    unsafe { libc::munmap(far, 4 * PAGE_USIZE) };
+    bad(FAR, PAGE, VA, 0, EFAULT, "memory unmapped after a USERPTR");
     bad(0, PAGE, VA, 0, EFAULT, "address 0");
     bad(0xffff_8880_0000_0000, PAGE, VA, 0, EFAULT, "kernel address");
     bad(0xffff_ffff_8100_0000, PAGE, VA, 0, EFAULT, "kernel text");
