@@ -30,6 +30,7 @@ extern "C" {
 #define DRM_SOFTGPU_VM_UNBIND		0x05
 #define DRM_SOFTGPU_EXEC		0x06
 #define DRM_SOFTGPU_WAIT		0x07
+#define DRM_SOFTGPU_USERPTR		0x08
 
 /* The GPU virtual address space: 39 bits, 4 KiB pages, from 0. */
 #define SOFTGPU_VA_BITS			39
@@ -251,6 +252,46 @@ struct drm_softgpu_wait {
 	__u64 fault_addr;
 };
 
+/* The GPU may only read through this userptr binding. */
+#define SOFTGPU_USERPTR_READONLY	0x1
+
+/**
+ * struct drm_softgpu_userptr - map the caller's memory at a GPU address
+ *
+ * Maps [@addr, @addr + @size) of the calling process's private anonymous
+ * memory at [@gpu_va, @gpu_va + @size) of this file's VM. The pages are
+ * not pinned: the device mirrors the CPU page tables through an MMU
+ * interval notifier and HMM. A GPU access faults the page in (breaking
+ * copy-on-write unless %SOFTGPU_USERPTR_READONLY); whatever changes the
+ * CPU mapping (munmap, mprotect, madvise, fork, migration, swap-out)
+ * removes the page from the GPU page table first, and the next GPU access
+ * faults again: a job touching a page that is no longer mapped, or no
+ * longer writable for a write, fails with -EFAULT at that address. Remove
+ * the binding with DRM_IOCTL_SOFTGPU_VM_UNBIND; closing the file removes
+ * it too. It stays valid after the process has exited, but every access
+ * then faults.
+ *
+ * Returns -EINVAL for unknown flags, non-zero @pad, a zero @size, an
+ * unaligned @addr, @size or @gpu_va, a CPU range that wraps around, a GPU
+ * range that leaves the GPU VA space; -EEXIST if the GPU range
+ * overlaps an existing binding; -EFAULT if part of the CPU range is not
+ * mapped (kernel addresses never are); -EPERM if part of it is not
+ * private anonymous memory, or is not writable while
+ * %SOFTGPU_USERPTR_READONLY is not set. Nothing changes on error.
+ */
+struct drm_softgpu_userptr {
+	/** @addr: CPU address of the first byte, page aligned. */
+	__u64 addr;
+	/** @size: bytes to map, a multiple of %SOFTGPU_PAGE_SIZE. */
+	__u64 size;
+	/** @gpu_va: GPU virtual address, page aligned. */
+	__u64 gpu_va;
+	/** @flags: SOFTGPU_USERPTR_*. */
+	__u32 flags;
+	/** @pad: must be zero. */
+	__u32 pad;
+};
+
 #define DRM_IOCTL_SOFTGPU_GEM_CREATE \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_CREATE, struct drm_softgpu_gem_create)
 #define DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET \
@@ -267,6 +308,8 @@ struct drm_softgpu_wait {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_EXEC, struct drm_softgpu_exec)
 #define DRM_IOCTL_SOFTGPU_WAIT \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_WAIT, struct drm_softgpu_wait)
+#define DRM_IOCTL_SOFTGPU_USERPTR \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR, struct drm_softgpu_userptr)
 
 #if defined(__cplusplus)
 }

@@ -259,6 +259,30 @@ impl Device {
         self.ioctl(DRM_IOCTL_SOFTGPU_VM_UNBIND, &mut VmUnbind { gpu_va, size })
     }
 
+    /// USERPTR: maps `[addr, addr + size)` of this process's memory at
+    /// `gpu_va`; `flags` is 0 or [`SOFTGPU_USERPTR_READONLY`]. Remove it
+    /// with [`Device::unbind`].
+    ///
+    /// # Safety
+    ///
+    /// Unless the binding is read-only, GPU jobs may write to that memory
+    /// behind the compiler's back until it is unbound (or unmapped): it
+    /// must not be memory that Rust references while such jobs run (use a
+    /// raw mapping, accessed through raw pointers).
+    pub unsafe fn userptr(&self, addr: u64, size: u64, gpu_va: u64, flags: u32) -> io::Result<()> {
+        let mut a = Userptr {
+            addr,
+            size,
+            gpu_va,
+            flags,
+            pad: 0,
+        };
+        // SAFETY: the kernel copies in the argument (DRM_IOW, of its size)
+        // and copies nothing out; the memory it maps for the GPU is the
+        // caller's responsibility (see above).
+        unsafe { self.ioctl_raw(DRM_IOCTL_SOFTGPU_USERPTR, &mut a) }
+    }
+
     /// EXEC: submits `cmds`. Returns the seqno and, with
     /// [`SOFTGPU_EXEC_FENCE_OUT`] in `flags`, the job's sync_file.
     pub fn exec(&self, cmds: &[Cmd], flags: u32) -> io::Result<(u64, Option<OwnedFd>)> {

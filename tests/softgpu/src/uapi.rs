@@ -159,8 +159,9 @@ pub const DRM_SOFTGPU_VM_BIND: u32 = 0x04;
 pub const DRM_SOFTGPU_VM_UNBIND: u32 = 0x05;
 pub const DRM_SOFTGPU_EXEC: u32 = 0x06;
 pub const DRM_SOFTGPU_WAIT: u32 = 0x07;
+pub const DRM_SOFTGPU_USERPTR: u32 = 0x08;
 /// Number of softgpu ioctls: driver numbers from this one on are unknown.
-pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x08;
+pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x09;
 
 /// `SOFTGPU_VA_BITS`: the GPU VA space is [0, 1 << 39).
 pub const SOFTGPU_VA_BITS: u32 = 39;
@@ -302,6 +303,22 @@ pub struct Wait {
     pub fault_addr: u64,
 }
 
+/// `SOFTGPU_USERPTR_READONLY`.
+pub const SOFTGPU_USERPTR_READONLY: u32 = 1 << 0;
+
+/// `struct drm_softgpu_userptr`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Userptr {
+    /// CPU address of the first byte, page aligned.
+    pub addr: u64,
+    pub size: u64,
+    pub gpu_va: u64,
+    /// `SOFTGPU_USERPTR_*`.
+    pub flags: u32,
+    pub pad: u32,
+}
+
 pub const DRM_IOCTL_SOFTGPU_GEM_CREATE: c_ulong =
     drm_iowr::<GemCreate>(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_CREATE);
 pub const DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET: c_ulong =
@@ -316,9 +333,11 @@ pub const DRM_IOCTL_SOFTGPU_VM_UNBIND: c_ulong =
     drm_iow::<VmUnbind>(DRM_COMMAND_BASE + DRM_SOFTGPU_VM_UNBIND);
 pub const DRM_IOCTL_SOFTGPU_EXEC: c_ulong = drm_iowr::<Exec>(DRM_COMMAND_BASE + DRM_SOFTGPU_EXEC);
 pub const DRM_IOCTL_SOFTGPU_WAIT: c_ulong = drm_iowr::<Wait>(DRM_COMMAND_BASE + DRM_SOFTGPU_WAIT);
+pub const DRM_IOCTL_SOFTGPU_USERPTR: c_ulong =
+    drm_iow::<Userptr>(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR);
 
 /// Every softgpu ioctl, for tests that go through all of them.
-pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 8] = [
+pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 9] = [
     ("GEM_CREATE", DRM_IOCTL_SOFTGPU_GEM_CREATE),
     ("GEM_MMAP_OFFSET", DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET),
     ("GEM_INFO", DRM_IOCTL_SOFTGPU_GEM_INFO),
@@ -327,10 +346,12 @@ pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 8] = [
     ("VM_UNBIND", DRM_IOCTL_SOFTGPU_VM_UNBIND),
     ("EXEC", DRM_IOCTL_SOFTGPU_EXEC),
     ("WAIT", DRM_IOCTL_SOFTGPU_WAIT),
+    ("USERPTR", DRM_IOCTL_SOFTGPU_USERPTR),
 ];
 
 /// The uAPI structures that [`crate::Device::ioctl`] may pass: plain data,
-/// no pointer through which the kernel writes.
+/// no pointer through which the kernel writes. Not [`Userptr`], through
+/// which the GPU writes: see [`crate::Device::userptr`].
 pub trait UapiArg: sealed::Sealed + Copy {}
 
 mod sealed {
@@ -382,6 +403,7 @@ layout!(Exec, 32, {
     cmds @ 0, num_cmds @ 8, flags @ 12, seqno @ 16, fence_fd @ 24, pad @ 28,
 });
 layout!(Wait, 32, { seqno @ 0, timeout_ns @ 8, status @ 16, pad @ 20, fault_addr @ 24 });
+layout!(Userptr, 32, { addr @ 0, size @ 8, gpu_va @ 16, flags @ 24, pad @ 28 });
 layout!(DrmVersion, 64, {
     version_major @ 0, version_minor @ 4, version_patchlevel @ 8, name_len @ 16,
     name @ 24, date_len @ 32, date @ 40, desc_len @ 48, desc @ 56,
@@ -397,6 +419,7 @@ const _: () = assert!(DRM_IOCTL_SOFTGPU_VM_BIND == 0x4020_6444);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_VM_UNBIND == 0x4010_6445);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_EXEC == 0xc020_6446);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_WAIT == 0xc020_6447);
+const _: () = assert!(DRM_IOCTL_SOFTGPU_USERPTR == 0x4020_6448);
 const _: () = assert!(DRM_IOCTL_VERSION == 0xc040_6400);
 const _: () = assert!(DRM_IOCTL_GEM_CLOSE == 0x4008_6409);
 const _: () = assert!(DRM_IOCTL_PRIME_HANDLE_TO_FD == 0xc00c_642d);

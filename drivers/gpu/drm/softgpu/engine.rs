@@ -239,7 +239,8 @@ fn fault_at(addr: u64, err: Error) -> Fault {
 }
 
 /// Runs `f` on the folio and offset that GPU address `va` translates to,
-/// under the page table lock (so the entry, and the hold behind it, stay).
+/// under the page table lock (so the entry, and the hold or CPU mapping
+/// behind it, stay).
 /// Faults in a missing entry and retries.
 fn access(
     job: &Job,
@@ -249,16 +250,25 @@ fn access(
 ) -> core::result::Result<(), Fault> {
     for _ in 0..4 {
         let mut pt = job.vm.pt.lock();
-        if let Some(Pte { pfn, writable }) = pt.lookup(va) {
-            if write && !writable {
-                return Err(fault_at(va, EFAULT));
+        match pt.lookup(va) {
+            // Not writable: a read-only binding (the fault fails), or a
+            // userptr page the CPU does not map writable (yet).
+            Some(Pte { writable, .. }) if write && !writable => {}
+            Some(Pte { pfn, .. }) => {
+                // SAFETY: the page stays allocated while we hold `pt`. For an
+                // object, an entry exists only while the object holds the
+                // folio, and entries are cleared under this lock before a hold
+                // is dropped. For a userptr no reference is held: the entry was
+                // set under this lock after the notifier's sequence check
+                // (`Range::fault_locked`), and every change to the CPU mapping
+                // clears it under this lock (in the notifier's callback) before
+                // the page can be unmapped and freed; so while the entry is
+                // present and the lock held, the CPU still maps the page.
+                let folio = unsafe { Folio::from_pfn(pfn) };
+                let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
+                return f(folio, off).map_err(|e| fault_at(va, e));
             }
-            // SAFETY: an entry exists only while its object holds the
-            // folio, and entries are cleared under this lock before a hold
-            // is dropped: the folio stays referenced while we hold the lock.
-            let folio = unsafe { Folio::from_pfn(pfn) };
-            let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
-            return f(folio, off).map_err(|e| fault_at(va, e));
+            None => {}
         }
         drop(pt);
         job.vm.fault(va, write, Some(job.fence.fence()))?;

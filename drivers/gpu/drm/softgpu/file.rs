@@ -8,7 +8,7 @@
 use crate::{
     bo::{Bo, GemObject},
     engine::{Cmd, EngineStats, JobInfo},
-    vm::{Vm, PAGE, VA_END},
+    vm::{Entry, Vm, PAGE, VA_END},
     SoftGpu,
 };
 use kernel::{
@@ -202,6 +202,31 @@ impl SoftFile {
         Ok(0)
     }
 
+    /// DRM_IOCTL_SOFTGPU_USERPTR
+    pub(crate) fn userptr(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_userptr,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let va_end = args.gpu_va.checked_add(args.size).ok_or(EINVAL)?;
+        if args.flags & !uapi::SOFTGPU_USERPTR_READONLY != 0
+            || args.pad != 0
+            || args.size == 0
+            || !page_aligned(args.gpu_va | args.addr | args.size)
+            || va_end > VA_END
+            || args.addr.checked_add(args.size).is_none()
+        {
+            return Err(EINVAL);
+        }
+        let addr = usize::try_from(args.addr).map_err(|_| EINVAL)?;
+        let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
+        let readonly = args.flags & uapi::SOFTGPU_USERPTR_READONLY != 0;
+        file.inner()
+            .vm
+            .bind_userptr(args.gpu_va, addr, size, readonly)?;
+        Ok(0)
+    }
+
     /// DRM_IOCTL_SOFTGPU_EXEC
     pub(crate) fn exec(
         dev: &Device,
@@ -242,7 +267,9 @@ impl SoftFile {
                 }
                 // Objects bound in this VM may be used by the job: they are
                 // busy for migration until it is done.
-                for b in me.vm.bindings.lock().values() {
+                // Userptr memory is not tracked: invalidations of it never
+                // wait for jobs (see `userptr.rs`).
+                for b in me.vm.bindings.lock().values().filter_map(Entry::as_bo) {
                     b.obj.set_busy(&b.obj, &info.fence, !b.readonly)?;
                 }
                 let mut ring = me.jobs.lock();

@@ -12,8 +12,6 @@ mod bo;
 mod engine;
 mod file;
 mod objects;
-// Built with its tests until the USERPTR ioctl uses it.
-#[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
 mod userptr;
 mod vm;
 
@@ -84,6 +82,8 @@ impl drm::Driver for SoftGpu {
             uapi::drm_softgpu_exec, RENDER_ALLOW, file::SoftFile::exec),
         (SOFTGPU_WAIT, iowr::<uapi::drm_softgpu_wait>(nr(uapi::DRM_SOFTGPU_WAIT)),
             uapi::drm_softgpu_wait, RENDER_ALLOW, file::SoftFile::wait),
+        (SOFTGPU_USERPTR, iow::<uapi::drm_softgpu_userptr>(nr(uapi::DRM_SOFTGPU_USERPTR)),
+            uapi::drm_softgpu_userptr, RENDER_ALLOW, file::SoftFile::userptr),
     }
 
     fn show_fdinfo(file: &drm::file::File<file::SoftFile>, p: &drm::Printer) {

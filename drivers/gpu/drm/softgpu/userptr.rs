@@ -25,7 +25,6 @@ use crate::vm::{PageTable, Pte, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     hmm::{self, Access, Range},
-    kunit::kunit_tests,
     mm::MmWithUser,
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
@@ -148,14 +147,16 @@ impl Userptr {
     }
 
     /// How many invalidations cleared (part of) the range so far.
+    #[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
     pub(crate) fn invalidations(&self) -> u64 {
         self.notifier.invalidations.load(Ordering::Relaxed)
     }
 
     /// Maps the pages of `[va, va + len)` (GPU addresses, within the
-    /// userptr) into the device page table, faulting them in (for writing,
-    /// unless the userptr is read-only: the GPU may write to any page it
-    /// maps writable, so copy-on-write is broken up front).
+    /// userptr) into the device page table, faulting them in, for writing
+    /// if `write`: a page is mapped writable only if the CPU maps it
+    /// writable (so copy-on-write is broken before the GPU writes), and the
+    /// engine faults again to write through an entry that is not.
     ///
     /// `EFAULT` for a write to a read-only userptr, for a range outside it,
     /// or for memory no longer mapped (the job fails rather than reach a
@@ -173,11 +174,7 @@ impl Userptr {
         }
         let start = m.addr + (first - m.va) as usize;
         let end = m.addr + (last.next_multiple_of(PAGE) - m.va) as usize;
-        let access = if m.readonly {
-            Access::Read
-        } else {
-            Access::Write
-        };
+        let access = if write { Access::Write } else { Access::Read };
         let mut range = Range::new(&self.notifier, start, end, access)?;
         let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt.lock())?;
         // In the critical section: the entries stay valid until the next
@@ -222,7 +219,8 @@ fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> R
     Ok(())
 }
 
-#[kunit_tests(softgpu_userptr)]
+#[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
+#[kernel::kunit::kunit_tests(softgpu_userptr)]
 mod tests {
     use super::*;
     use kernel::{

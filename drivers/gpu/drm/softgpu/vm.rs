@@ -10,16 +10,22 @@
 //! gemfs's release-for-migration. A modelled TLB caches translations and is
 //! flushed whenever an entry is cleared.
 //!
-//! Locks: `bindings` (mutex) -> object state (spinlock) -> `pt` (spinlock).
-//! The engine's fault path takes `bindings` and may lock folios under it;
-//! gemfs's release callback, which runs with a folio locked, takes only the
-//! two spinlocks.
+//! A binding maps either part of a buffer object or, as a userptr
+//! ([`Userptr`]), a range of a process's anonymous memory, whose entries
+//! are filled through HMM and cleared by its MMU notifier.
+//!
+//! Locks: `bindings` (mutex) -> mmap lock -> object state (spinlock) ->
+//! `pt` (spinlock). The engine's fault path takes `bindings` and may lock
+//! folios under it, or (for a userptr) the mmap lock of the userptr's
+//! process; gemfs's release callback, which runs with a folio locked, and
+//! the userptr's notifier callback take only the spinlocks.
 
 use crate::bo::{Bo, GemObject};
+use crate::userptr::Userptr;
 use kernel::{
     new_mutex, new_spinlock,
     prelude::*,
-    rbtree::{RBTree, RBTreeNode},
+    rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock},
     types::ARef,
     uapi,
@@ -103,18 +109,25 @@ impl PageTable {
     }
 
     /// Sets the entry of `va`; the tables must have been reserved. Returns
-    /// whether it was not present before.
+    /// whether it was not present before. Flushes the TLB if it replaces a
+    /// different entry.
     pub(crate) fn set(&mut self, va: u64, pte: Pte) -> bool {
         let Some(leaf) = self.leaf_mut(va) else {
             return false;
         };
         let e = &mut leaf[indexes(va).2];
-        let new = e.is_none();
-        *e = Some(pte);
-        if new {
-            self.present += 1;
+        let old = e.replace(pte);
+        match old {
+            None => self.present += 1,
+            // A changed translation (e.g. a userptr page made writable):
+            // the TLB may cache the old one.
+            Some(o) if o != pte => {
+                self.tlb = [None; TLB_ENTRIES];
+                self.tlb_flushes += 1;
+            }
+            Some(_) => {}
         }
-        new
+        old.is_none()
     }
 
     /// Clears the entry of `va` and flushes the TLB. Returns whether it was
@@ -182,12 +195,80 @@ impl Binding {
     }
 }
 
+/// What a VM maps at an address range.
+pub(crate) enum Entry {
+    /// Part of a buffer object.
+    Bo(Binding),
+    /// A range of a process's memory.
+    Userptr(Userptr),
+}
+
+impl Entry {
+    /// The first GPU address mapped.
+    pub(crate) fn va(&self) -> u64 {
+        match self {
+            Entry::Bo(b) => b.va,
+            Entry::Userptr(u) => u.va(),
+        }
+    }
+
+    /// The size of the range, in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        match self {
+            Entry::Bo(b) => b.size,
+            Entry::Userptr(u) => u.size(),
+        }
+    }
+
+    /// Whether `va` is in the range.
+    fn contains(&self, va: u64) -> bool {
+        va >= self.va() && va - self.va() < self.size()
+    }
+
+    /// The buffer object binding, if this is one.
+    pub(crate) fn as_bo(&self) -> Option<&Binding> {
+        match self {
+            Entry::Bo(b) => Some(b),
+            Entry::Userptr(_) => None,
+        }
+    }
+
+    /// Undoes the binding: clears its page table entries and, for an
+    /// object, drops the pages no entry points into any more; for a
+    /// userptr, removes the notifier.
+    fn remove(self, vm: &Vm) {
+        match self {
+            Entry::Bo(b) => b.obj.remove_mapping(vm, &b),
+            Entry::Userptr(u) => drop(u),
+        }
+    }
+}
+
+/// Whether `[va, va + size)` overlaps an entry of `bindings`.
+fn overlaps(bindings: &mut RBTree<u64, Entry>, va: u64, size: u64) -> bool {
+    let end = va + size;
+    // The first binding at or above `va` must start at or after `end`,
+    // and the one below must end at or before `va`.
+    match bindings.cursor_lower_bound(&va) {
+        Some(c) => {
+            *c.current().0 < end || c.peek_prev().is_some_and(|(_, p)| p.va() + p.size() > va)
+        }
+        None => bindings
+            .cursor_back()
+            .is_some_and(|c| c.current().1.va() + c.current().1.size() > va),
+    }
+}
+
+/// How many pages a userptr fault maps at once, if they are all mapped by
+/// the CPU (else just the faulting one).
+const USERPTR_FAULT_PAGES: u64 = 16;
+
 /// A GPU virtual address space.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Vm {
     /// Bindings by start address.
     #[pin]
-    pub(crate) bindings: Mutex<RBTree<u64, Binding>>,
+    pub(crate) bindings: Mutex<RBTree<u64, Entry>>,
     /// The device page table.
     #[pin]
     pub(crate) pt: SpinLock<PageTable>,
@@ -218,27 +299,17 @@ impl Vm {
         let end = va + size;
         let node = RBTreeNode::new(
             va,
-            Binding {
+            Entry::Bo(Binding {
                 obj: obj.clone(),
                 va,
                 bo_offset,
                 size,
                 readonly,
-            },
+            }),
             GFP_KERNEL,
         )?;
         let mut bindings = self.bindings.lock();
-        // The first binding at or above `va` must start at or after `end`,
-        // and the one below must end at or before `va`.
-        let overlaps = match bindings.cursor_lower_bound(&va) {
-            Some(c) => {
-                *c.current().0 < end || c.peek_prev().is_some_and(|(_, p)| p.va + p.size > va)
-            }
-            None => bindings
-                .cursor_back()
-                .is_some_and(|c| c.current().1.va + c.current().1.size > va),
-        };
-        if overlaps {
+        if overlaps(&mut bindings, va, size) {
             return Err(EEXIST);
         }
         self.reserve_tables(va, end)?;
@@ -264,6 +335,29 @@ impl Vm {
         Ok(())
     }
 
+    /// Mirrors `[addr, addr + size)` of the calling process at `va`,
+    /// read-only for the GPU if `readonly`: see [`Userptr::new`] for the
+    /// errors, and `EEXIST` if the range overlaps a binding. Arguments
+    /// were range-checked by the caller.
+    pub(crate) fn bind_userptr(
+        self: &Arc<Self>,
+        va: u64,
+        addr: usize,
+        size: usize,
+        readonly: bool,
+    ) -> Result {
+        let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut bindings = self.bindings.lock();
+        if overlaps(&mut bindings, va, size as u64) {
+            return Err(EEXIST);
+        }
+        // Under `bindings` (which nests outside the mmap lock), so that no
+        // other binding can take the range meanwhile.
+        let u = Userptr::new(self, va, addr, size, readonly)?;
+        bindings.insert(reservation.into_node(va, Entry::Userptr(u)));
+        Ok(())
+    }
+
     /// Allocates the page tables of `[va, end)`, outside the table lock.
     pub(crate) fn reserve_tables(&self, va: u64, end: u64) -> Result {
         loop {
@@ -281,13 +375,13 @@ impl Vm {
         let mut bindings = self.bindings.lock();
         match bindings.get(&va) {
             None => return Err(ENOENT),
-            Some(b) if b.size != size => return Err(EINVAL),
+            Some(b) if b.size() != size => return Err(EINVAL),
             Some(_) => {}
         }
         let Some(b) = bindings.remove(&va) else {
             return Err(ENOENT);
         };
-        b.obj.remove_mapping(self, &b);
+        b.remove(self);
         Ok(())
     }
 
@@ -298,7 +392,7 @@ impl Vm {
         while let Some(c) = bindings.cursor_front() {
             let (_, node) = c.remove_current();
             let (_, b) = node.to_key_value();
-            b.obj.remove_mapping(self, &b);
+            b.remove(self);
         }
     }
 
@@ -307,6 +401,7 @@ impl Vm {
         self.bindings
             .lock()
             .values()
+            .filter_map(Entry::as_bo)
             .filter(|b| core::ptr::eq::<Bo>(&**b.obj, bo))
             .count() as u64
     }
@@ -315,6 +410,11 @@ impl Vm {
     /// object's folio (which may sleep and lock it) and fills the page
     /// table entries of the folio's pages in this binding. `job` is the
     /// fence of the job that faulted: the object is busy until it signals.
+    ///
+    /// In a userptr, maps the pages the CPU maps there through HMM (which
+    /// may fault them in under the process's mmap lock), taking no page
+    /// reference; `EFAULT` if the page is no longer mapped (or the process
+    /// has exited), or not writable for a write.
     pub(crate) fn fault(
         self: &Arc<Self>,
         va: u64,
@@ -323,10 +423,27 @@ impl Vm {
     ) -> core::result::Result<(), Fault> {
         let fault = |err| Fault { addr: va, err };
         let bindings = self.bindings.lock();
-        let b = bindings
+        let entry = bindings
             .values()
-            .find(|b| va >= b.va && va < b.va + b.size)
+            .find(|b| b.contains(va))
             .ok_or(fault(EFAULT))?;
+        let b = match entry {
+            Entry::Bo(b) => b,
+            Entry::Userptr(u) => {
+                let page = va & !(PAGE - 1);
+                let end = (page + USERPTR_FAULT_PAGES * PAGE).min(u.va() + u.size());
+                // Try a few pages ahead; if part of them is not mapped,
+                // just the one that faulted.
+                if u.populate(page, end - page, write).is_ok() {
+                    return Ok(());
+                }
+                // A page that is not writable for a write fails the job
+                // like a read-only binding does: with EFAULT.
+                return u
+                    .populate(page, PAGE, write)
+                    .map_err(|e| fault(if e == EPERM { EFAULT } else { e }));
+            }
+        };
         if write && b.readonly {
             return Err(fault(EFAULT));
         }

@@ -1,7 +1,9 @@
 //! Helpers shared by the test modules.
 
 use std::fmt::Debug;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use softgpu::{Cmd, Device, Mapping};
 
@@ -259,4 +261,86 @@ pub fn debugfs_path(dev: &Device, name: &str) -> String {
         .strip_prefix("renderD")
         .unwrap_or_else(|| panic!("{node} is not a render node"));
     format!("/sys/kernel/debug/dri/{minor}/{name}")
+}
+
+/// How a forked child ended.
+#[derive(Debug)]
+pub enum ChildEnd {
+    /// Exited with this code; the message it reported, if any.
+    Exited(i32, String),
+    /// Killed by this signal.
+    Signalled(i32),
+    /// Still running at the deadline (then killed).
+    Hung(Duration),
+}
+
+/// Runs `f` in a forked child and waits for it, at most `timeout`. The
+/// child reports a failure through a pipe and exits 1; a child that does
+/// not end in time is killed.
+pub fn in_child(timeout: Duration, f: impl FnOnce() -> Result<(), String>) -> ChildEnd {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds are fresh and ours.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child only runs `f` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        drop(rd);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let msg = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(m)) => Some(m),
+            Err(p) => Some(
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "child panicked".to_string()),
+            ),
+        };
+        let code = match msg {
+            None => 0,
+            Some(m) => {
+                // SAFETY: writing our own buffer to our own pipe.
+                unsafe { libc::write(wr.as_raw_fd(), m.as_ptr().cast(), m.len()) };
+                1
+            }
+        };
+        // SAFETY: ends the child without running the test harness on.
+        unsafe { libc::_exit(code) };
+    }
+    drop(wr);
+    let start = Instant::now();
+    let status = loop {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            break st;
+        }
+        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
+        if start.elapsed() > timeout {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return ChildEnd::Hung(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if libc::WIFSIGNALED(status) {
+        return ChildEnd::Signalled(libc::WTERMSIG(status));
+    }
+    let mut msg = String::new();
+    let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+    ChildEnd::Exited(libc::WEXITSTATUS(status), msg)
+}
+
+#[track_caller]
+pub fn assert_child_ok(end: ChildEnd) {
+    match end {
+        ChildEnd::Exited(0, _) => {}
+        ChildEnd::Exited(code, msg) => panic!("child failed (exit code {code}): {msg}"),
+        ChildEnd::Signalled(sig) => panic!("child killed by signal {sig}"),
+        ChildEnd::Hung(t) => panic!("child still running after {t:?}: hung (killed it)"),
+    }
 }

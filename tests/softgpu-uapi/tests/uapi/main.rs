@@ -14,6 +14,7 @@
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
+//! - `userptr`: USERPTR bindings of anonymous memory, mirrored without pins.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -25,3 +26,4 @@ mod madvise;
 mod migration;
 mod scale;
 mod shrinker;
+mod userptr;

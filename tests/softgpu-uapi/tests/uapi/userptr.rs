@@ -1,0 +1,690 @@
+//! USERPTR: the GPU reaching the process's own anonymous memory, mirrored
+//! through HMM and an MMU interval notifier, without pinning it. What the
+//! GPU and the CPU write each sees; read-only memory stays read-only; a
+//! job after munmap faults; fork's copy-on-write leaves the GPU on the
+//! parent's pages; move_pages moves bound pages (they are not pinned) and
+//! the GPU follows them; bad arguments get their errnos and change nothing;
+//! a process may exit with a live userptr.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use libc::{EEXIST, EFAULT, EINVAL, ENOENT, EPERM};
+use softgpu::mm::{self, Pagemap};
+use softgpu::*;
+
+use crate::common::*;
+
+const VA: u64 = 0x1_0000_0000;
+const RES_VA: u64 = 0x2_0000_0000;
+const PAGE_USIZE: usize = PAGE as usize;
+
+/// Anonymous private memory of this process, for userptr bindings: only
+/// ever accessed through raw pointers, since the GPU writes to it too.
+struct Mem(Anon);
+
+impl Mem {
+    fn new(pages: usize) -> Self {
+        Self(Anon::new(pages * PAGE_USIZE))
+    }
+
+    fn addr(&self) -> u64 {
+        self.0.ptr as u64
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len as u64
+    }
+
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.0.len);
+        // SAFETY: within our mapping; no Rust reference to it exists, and
+        // no job writing to it runs while we do (callers wait for them).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.ptr.add(off), data.len()) };
+    }
+
+    fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= self.0.len);
+        let mut v = vec![0u8; len];
+        // SAFETY: as in write().
+        unsafe { std::ptr::copy_nonoverlapping(self.0.ptr.add(off), v.as_mut_ptr(), len) };
+        v
+    }
+
+    fn read_u64(&self, off: usize) -> u64 {
+        u64::from_ne_bytes(self.read(off, 8).try_into().unwrap())
+    }
+
+    fn page_addrs(&self) -> Vec<usize> {
+        (0..self.0.len / PAGE_USIZE)
+            .map(|i| self.0.ptr as usize + i * PAGE_USIZE)
+            .collect()
+    }
+
+    fn protect(&self, prot: i32) {
+        // SAFETY: our own page-aligned mapping.
+        let r = unsafe { libc::mprotect(self.0.ptr.cast(), self.0.len, prot) };
+        assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// USERPTR of `[addr, addr + size)` at `va`.
+fn userptr(dev: &Device, addr: u64, size: u64, va: u64, flags: u32) -> std::io::Result<()> {
+    // SAFETY: the tests bind only `Mem` memory (accessed through raw
+    // pointers), or memory that is not mapped or not ours to bind, which
+    // the kernel rejects.
+    unsafe { dev.userptr(addr, size, va, flags) }
+}
+
+/// Binds all of `m` at `va`.
+#[track_caller]
+fn bind_mem(dev: &Device, m: &Mem, va: u64, flags: u32) {
+    ok(
+        userptr(dev, m.addr(), m.len(), va, flags),
+        &format!(
+            "USERPTR of {:#x} bytes at {va:#x}, flags {flags:#x}",
+            m.len()
+        ),
+    );
+}
+
+/// A page of memory for job results, bound at `RES_VA`.
+fn results(dev: &Device) -> Mem {
+    let r = Mem::new(1);
+    bind_mem(dev, &r, RES_VA, 0);
+    r
+}
+
+/// Has the GPU checksum `[va, va + size)` into `res` and returns it.
+#[track_caller]
+fn gpu_checksum(dev: &Device, res: &Mem, va: u64, size: u64, what: &str) -> u64 {
+    run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], what);
+    res.read_u64(0)
+}
+
+#[test]
+fn userptr_gpu_and_cpu_see_each_others_writes() {
+    const N: usize = 40;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 1);
+    m.write(0, &a);
+    bind_mem(&dev, &m, VA, 0);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM of CPU data"),
+        fnv1a64(&a),
+        "GPU checksum of what the CPU wrote"
+    );
+    // The GPU writes; the CPU reads.
+    run_ok(&dev, &[Cmd::fill(VA, size, 0x1234_5678)], "FILL");
+    assert!(
+        m.read(0, size as usize) == filled(size as usize, 0x1234_5678),
+        "the CPU does not see the GPU's FILL"
+    );
+    // Part of it, at an odd offset, through COPY within the userptr.
+    let b = pattern(PAGE_USIZE, 2);
+    m.write(3 * PAGE_USIZE, &b);
+    run_ok(
+        &dev,
+        &[Cmd::copy(VA + 20 * PAGE + 12, VA + 3 * PAGE, PAGE)],
+        "COPY within the userptr",
+    );
+    assert!(
+        m.read(20 * PAGE_USIZE + 12, PAGE_USIZE) == b,
+        "the CPU does not see the GPU's COPY"
+    );
+    // The CPU writes again, to pages the GPU has mapped: it sees them.
+    let c = pattern(size as usize, 3);
+    m.write(0, &c);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after CPU writes"),
+        fnv1a64(&c),
+        "GPU checksum of the CPU's second writes"
+    );
+    // Unbound: the GPU reaches it no more, and the memory stays as it was.
+    expect_errno(dev.unbind(VA, size - PAGE), EINVAL, "VM_UNBIND, wrong size");
+    ok(dev.unbind(VA, size), "VM_UNBIND of the userptr");
+    assert_unbound(&dev, VA, "after VM_UNBIND");
+    expect_errno(dev.unbind(VA, size), ENOENT, "second VM_UNBIND");
+    assert!(m.read(0, size as usize) == c, "memory changed by unbind");
+}
+
+#[test]
+fn userptr_readonly_gpu_write_faults_with_the_address() {
+    const N: usize = 4;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 4);
+    m.write(0, &a);
+    m.protect(libc::PROT_READ);
+    // Read-only memory: only a read-only userptr.
+    expect_errno(
+        userptr(&dev, m.addr(), size, VA, 0),
+        EPERM,
+        "writable USERPTR of read-only memory",
+    );
+    assert_unbound(&dev, VA, "after the rejected USERPTR");
+    bind_mem(&dev, &m, VA, SOFTGPU_USERPTR_READONLY);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM of read-only memory"),
+        fnv1a64(&a),
+        "GPU read of read-only memory"
+    );
+    let at = VA + 2 * PAGE + 8;
+    run_fault_at(
+        &dev,
+        &[Cmd::fill(at, 16, 7)],
+        at,
+        "FILL through a read-only userptr",
+    );
+    run_fault_at(&dev, &[probe_write(VA)], VA, "ATOMIC_ADD, read-only");
+    assert!(m.read(0, size as usize) == a, "read-only memory changed");
+    ok(dev.unbind(VA, size), "VM_UNBIND");
+
+    // Writable memory bound read-only: read-only for the GPU all the same.
+    let w = Mem::new(N);
+    w.write(0, &a);
+    bind_mem(&dev, &w, VA, SOFTGPU_USERPTR_READONLY);
+    run_fault_at(
+        &dev,
+        &[Cmd::copy(VA + PAGE, VA, 8)],
+        VA + PAGE,
+        "COPY into a read-only userptr of writable memory",
+    );
+    assert!(w.read(0, size as usize) == a, "memory changed");
+    // mprotect of a writable userptr: GPU writes fault from then on.
+    let x = Mem::new(N);
+    bind_mem(&dev, &x, VA + size, 0);
+    run_ok(&dev, &[Cmd::fill(VA + size, size, 9)], "FILL, writable");
+    x.protect(libc::PROT_READ);
+    run_fault_at(
+        &dev,
+        &[Cmd::fill(VA + size + PAGE, 4, 10)],
+        VA + size + PAGE,
+        "FILL after mprotect(PROT_READ)",
+    );
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA + size, size, "CHECKSUM after mprotect"),
+        fnv1a64(&filled(size as usize, 9)),
+        "GPU read after mprotect(PROT_READ)"
+    );
+}
+
+#[test]
+fn userptr_munmap_then_job_faults() {
+    const N: usize = 8;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    bind_mem(&dev, &m, VA, 0);
+    // Every page in the GPU page table.
+    run_ok(&dev, &[Cmd::fill(VA, size, 0xaaaa_aaaa)], "FILL of all");
+    // SAFETY: unmapping two pages of our own mapping, which nothing
+    // references (Anon's drop unmaps the whole range again, harmlessly).
+    let r = unsafe { libc::munmap(m.0.ptr.add(2 * PAGE_USIZE).cast(), 2 * PAGE_USIZE) };
+    assert_eq!(r, 0, "munmap: {}", std::io::Error::last_os_error());
+    // A job touching the hole faults there, and never reaches the pages
+    // that were there.
+    run_fault_at(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        VA + 2 * PAGE,
+        "CHECKSUM across the munmapped pages",
+    );
+    run_fault_at(
+        &dev,
+        &[Cmd::fill(VA + 3 * PAGE + 4, 4, 1)],
+        VA + 3 * PAGE + 4,
+        "FILL of a munmapped page",
+    );
+    // The rest is still mirrored.
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA + PAGE, PAGE, 0x5555_5555)],
+        "FILL page 1",
+    );
+    assert!(m.read(PAGE_USIZE, PAGE_USIZE) == filled(PAGE_USIZE, 0x5555_5555));
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA + 4 * PAGE, 4 * PAGE, "CHECKSUM of 4..8"),
+        fnv1a64(&filled(4 * PAGE_USIZE, 0xaaaa_aaaa)),
+    );
+    ok(dev.unbind(VA, size), "VM_UNBIND with a hole");
+}
+
+#[test]
+fn userptr_fork_cow_gpu_keeps_the_parents_pages() {
+    const N: usize = 4;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 5);
+    let c = pattern(size as usize, 6);
+    m.write(0, &a);
+    bind_mem(&dev, &m, VA, 0);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM before fork"),
+        fnv1a64(&a)
+    );
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    // SAFETY: the child only reads the pipe, compares and writes memory
+    // (no allocation: `a` and `c` exist already) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into `b`: the parent's go-ahead.
+        let code = if unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) } != 1 {
+            2
+        } else if !child_mem_eq(&m, &a) {
+            // The parent's GPU write after fork reached the child's pages.
+            3
+        } else {
+            // SAFETY: as in Mem::write; the child's own copy.
+            unsafe { std::ptr::copy_nonoverlapping(c.as_ptr(), m.0.ptr, c.len()) };
+            if child_mem_eq(&m, &c) {
+                0
+            } else {
+                4
+            }
+        };
+        // SAFETY: ends the child without running the harness on.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: the child's end, ours to close.
+    unsafe { libc::close(rd) };
+    // The parent's pages are write-protected for COW now; the GPU writes
+    // break COW in the parent, as a CPU write would.
+    run_ok(&dev, &[Cmd::fill(VA, size, 0x0bad_cafe)], "FILL after fork");
+    let v = filled(size as usize, 0x0bad_cafe);
+    assert!(m.read(0, size as usize) == v, "parent misses the GPU FILL");
+    // SAFETY: writing one byte from our buffer to our pipe.
+    assert_eq!(unsafe { libc::write(wr, b"g".as_ptr().cast(), 1) }, 1);
+    // SAFETY: our end.
+    unsafe { libc::close(wr) };
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child: status {st:#x} (exit 3: it saw the parent's GPU write, 4: its \
+         own writes did not stick)"
+    );
+    // The child's writes stayed in the child.
+    assert!(
+        m.read(0, size as usize) == v,
+        "parent sees the child's writes"
+    );
+    // The parent writes (maybe breaking COW again): the GPU sees that.
+    let b = pattern(size as usize, 7);
+    m.write(0, &b);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after the child"),
+        fnv1a64(&b),
+        "GPU does not see the parent's writes after fork"
+    );
+    // Fork again, and the child writes while the parent's GPU reads.
+    let end = in_child(Duration::from_secs(120), || {
+        m.write(0, &c);
+        Ok(())
+    });
+    assert_child_ok(end);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after a second child"),
+        fnv1a64(&b),
+        "GPU sees a child's writes"
+    );
+}
+
+/// `m` equals `want`, without allocating (for a forked child).
+fn child_mem_eq(m: &Mem, want: &[u8]) -> bool {
+    // SAFETY: our mapping, `want.len()` bytes of it, no job writing to it.
+    let have = unsafe { std::slice::from_raw_parts(m.0.ptr, want.len()) };
+    have == want
+}
+
+#[test]
+fn userptr_pages_move_to_the_other_numa_node_while_bound() {
+    let nodes = ok(mm::online_nodes(), "reading the online NUMA nodes");
+    assert_eq!(nodes, [0, 1], "the guest must have NUMA nodes 0 and 1");
+    const N: usize = 32;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 8);
+    m.write(0, &a);
+    bind_mem(&dev, &m, VA, 0);
+    // Pages in the GPU page table, the first ones writable.
+    run_ok(&dev, &[Cmd::atomic_add(VA, 0, 1)], "GPU write");
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM before moving"),
+        fnv1a64(&a)
+    );
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+    let locate = |what: &str| -> (Vec<i32>, Vec<u64>) {
+        let nodes = ok(mm::page_nodes(&addrs), "move_pages query");
+        let pfns = ok(pm.pfns(&addrs), "reading /proc/self/pagemap");
+        for (i, (n, p)) in nodes.iter().zip(&pfns).enumerate() {
+            assert!(*n >= 0 && p.is_some(), "{what}: page {i} not present");
+        }
+        (nodes, pfns.into_iter().map(Option::unwrap).collect())
+    };
+    let (before_nodes, before_pfns) = locate("before move_pages");
+    let targets: Vec<i32> = before_nodes.iter().map(|&n| 1 - n).collect();
+    // Nothing pins the pages: they move, at most after a few transient
+    // failures (e.g. a page still on a per-CPU LRU list).
+    let mut pending: Vec<usize> = (0..N).collect();
+    for attempt in 1..=10 {
+        let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
+        let t: Vec<i32> = pending.iter().map(|&i| targets[i]).collect();
+        let out = ok(mm::move_pages(&a, &t), "move_pages");
+        let failed = out.failed(&t);
+        pending = failed.iter().map(|&j| pending[j]).collect();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            attempt < 10,
+            "pages {pending:?} did not move (statuses {:?}): pinned?",
+            out.status
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (after_nodes, after_pfns) = locate("after move_pages");
+    for i in 0..N {
+        assert_eq!(after_nodes[i], targets[i], "page {i} is not on its target");
+        assert_ne!(after_pfns[i], before_pfns[i], "page {i} kept its PFN");
+    }
+    // The GPU sees the same data, now in the new pages...
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after moving"),
+        fnv1a64(&a),
+        "GPU checksum after the pages moved"
+    );
+    // ...and writes to the new pages, which the CPU sees.
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, size, 0x7777_0001)],
+        "FILL after moving",
+    );
+    assert!(
+        m.read(0, size as usize) == filled(size as usize, 0x7777_0001),
+        "the CPU does not see the GPU's FILL after the move"
+    );
+    let (_, final_pfns) = locate("after the GPU jobs");
+    assert_eq!(final_pfns, after_pfns, "the GPU's jobs moved the pages");
+    // And back, while bound, once more.
+    let back = ok(mm::move_pages(&addrs, &before_nodes), "move_pages back");
+    let moved_back = (0..N).filter(|&i| back.moved(i, before_nodes[i])).count();
+    assert!(moved_back > 0, "no page moved back: {back:?}");
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after moving back"),
+        fnv1a64(&filled(size as usize, 0x7777_0001)),
+    );
+}
+
+#[test]
+fn userptr_bad_input_errnos_change_nothing() {
+    let dev = open();
+    let m = Mem::new(4);
+    let (addr, len) = (m.addr(), m.len());
+    let bad = |a: u64, s: u64, va: u64, flags: u32, errno: i32, what: &str| {
+        expect_errno(userptr(&dev, a, s, va, flags), errno, what);
+    };
+    // Malformed: EINVAL.
+    bad(addr + 1, len, VA, 0, EINVAL, "unaligned addr");
+    bad(addr + 8, PAGE, VA, 0, EINVAL, "unaligned addr (8)");
+    bad(addr, len - 1, VA, 0, EINVAL, "unaligned size");
+    bad(addr, 0, VA, 0, EINVAL, "zero size");
+    bad(addr, len, VA + 4, 0, EINVAL, "unaligned gpu_va");
+    bad(addr, len, VA, 0x2, EINVAL, "unknown flag");
+    bad(addr, len, VA, u32::MAX, EINVAL, "all flags");
+    bad(
+        addr,
+        len,
+        SOFTGPU_VA_END - PAGE,
+        0,
+        EINVAL,
+        "past the VA end",
+    );
+    bad(
+        addr,
+        len,
+        u64::MAX - PAGE + 1,
+        0,
+        EINVAL,
+        "gpu_va + size wraps",
+    );
+    bad(
+        u64::MAX - PAGE + 1,
+        2 * PAGE,
+        VA,
+        0,
+        EINVAL,
+        "addr + size wraps",
+    );
+    let mut a = Userptr {
+        addr,
+        size: len,
+        gpu_va: VA,
+        flags: 0,
+        pad: 1,
+    };
+    // SAFETY: the kernel only copies in the argument, and rejects it.
+    let r = unsafe { dev.ioctl_raw(DRM_IOCTL_SOFTGPU_USERPTR, &mut a) };
+    expect_errno(r, EINVAL, "non-zero pad");
+    // Not mapped: EFAULT. Far from where mmap() places things, so that
+    // no other test's mapping appears around it meanwhile.
+    const FAR: u64 = 0x1000_0000_0000;
+    // SAFETY: a new mapping at an address where nothing is mapped (else
+    // MAP_FIXED_NOREPLACE fails, checked below).
+    let far = unsafe {
+        libc::mmap(
+            FAR as *mut libc::c_void,
+            4 * PAGE_USIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(far as u64, FAR, "mmap at {FAR:#x}");
+    ok(
+        userptr(&dev, FAR, 4 * PAGE, VA, 0),
+        "USERPTR of the far mapping",
+    );
+    ok(dev.unbind(VA, 4 * PAGE), "VM_UNBIND of it");
+    bad(FAR, 5 * PAGE, VA, 0, EFAULT, "past the end of a mapping");
+    bad(
+        FAR - PAGE,
+        2 * PAGE,
+        VA,
+        0,
+        EFAULT,
+        "before the start of a mapping",
+    );
+    bad(FAR + 64 * PAGE, 2 * PAGE, VA, 0, EFAULT, "unmapped memory");
+    // SAFETY: unmapping what we mapped above.
+    unsafe { libc::munmap(far, 4 * PAGE_USIZE) };
+    bad(FAR, PAGE, VA, 0, EFAULT, "memory unmapped after a USERPTR");
+    bad(0, PAGE, VA, 0, EFAULT, "address 0");
+    bad(0xffff_8880_0000_0000, PAGE, VA, 0, EFAULT, "kernel address");
+    bad(0xffff_ffff_8100_0000, PAGE, VA, 0, EFAULT, "kernel text");
+    // Not private anonymous memory, or not writable: EPERM.
+    let h = create(&dev, 2 * PAGE, 0);
+    let bo = map(&dev, h, 2 * PAGE);
+    bad(
+        bo.addr() as u64,
+        2 * PAGE,
+        VA,
+        0,
+        EPERM,
+        "a BO's CPU mapping",
+    );
+    bad(
+        bo.addr() as u64,
+        2 * PAGE,
+        VA,
+        SOFTGPU_USERPTR_READONLY,
+        EPERM,
+        "a BO's CPU mapping, read-only",
+    );
+    // SAFETY: a fresh shared anonymous mapping, checked below.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE_USIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(shared, libc::MAP_FAILED);
+    bad(shared as u64, PAGE, VA, 0, EPERM, "shared anonymous memory");
+    // SAFETY: unmapping what we mapped above.
+    unsafe { libc::munmap(shared, PAGE_USIZE) };
+    let ro = Mem::new(2);
+    ro.protect(libc::PROT_READ);
+    bad(
+        ro.addr(),
+        2 * PAGE,
+        VA,
+        0,
+        EPERM,
+        "writable userptr of read-only memory",
+    );
+    let none = Mem::new(2);
+    none.protect(libc::PROT_NONE);
+    bad(none.addr(), 2 * PAGE, VA, 0, EPERM, "PROT_NONE memory");
+    // Nothing was bound by any of those.
+    assert_unbound(&dev, VA, "after the rejected USERPTRs");
+    // Overlaps: EEXIST, with userptrs and BOs alike.
+    bind_mem(&dev, &m, VA, 0);
+    bad(addr, len, VA, 0, EEXIST, "the same range again");
+    bad(
+        addr,
+        PAGE,
+        VA + 3 * PAGE,
+        0,
+        EEXIST,
+        "overlapping the last page",
+    );
+    bad(
+        addr,
+        2 * PAGE,
+        VA - PAGE,
+        0,
+        EEXIST,
+        "overlapping the first page",
+    );
+    expect_errno(
+        dev.bind(h, VA + PAGE, 0, PAGE, 0),
+        EEXIST,
+        "VM_BIND of a BO over a userptr",
+    );
+    ok(dev.bind(h, VA + len, 0, 2 * PAGE, 0), "VM_BIND next to it");
+    bad(
+        addr,
+        PAGE,
+        VA + len + PAGE,
+        0,
+        EEXIST,
+        "USERPTR over a BO binding",
+    );
+    // The binding that exists works, and is the only one.
+    run_ok(&dev, &[Cmd::fill(VA, len, 0x4242_4242)], "FILL");
+    assert!(m.read(0, len as usize) == filled(len as usize, 0x4242_4242));
+    assert_unbound(&dev, VA - PAGE, "below the userptr");
+    ok(dev.unbind(VA, len), "VM_UNBIND");
+    assert_unbound(&dev, VA, "after VM_UNBIND");
+    assert_writable(&dev, VA + len, "the BO binding next to it");
+}
+
+/// Set in the environment of the child process of
+/// `userptr_process_exit_with_a_live_binding`.
+const EXIT_CHILD_ENV: &str = "SOFTGPU_USERPTR_EXIT_CHILD";
+
+/// The child process: binds memory, queues jobs on it and exits (`0`),
+/// with the jobs queued (`1`), or killed by SIGKILL (`2`).
+#[test]
+fn userptr_exit_child() {
+    let Ok(mode) = std::env::var(EXIT_CHILD_ENV) else {
+        return; // Only does something in the child process.
+    };
+    let dev = open();
+    let m = Mem::new(8);
+    m.write(0, &pattern(8 * PAGE_USIZE, 9));
+    bind_mem(&dev, &m, VA, 0);
+    run_ok(&dev, &[Cmd::fill(VA, 8 * PAGE, 3)], "FILL in the child");
+    if mode != "0" {
+        // Jobs still queued when the process goes: the first busy, then
+        // ones touching the userptr after the address space is gone.
+        for i in 0..4 {
+            ok(
+                dev.exec(&[Cmd::busy(100_000), Cmd::fill(VA, 8 * PAGE, i)], 0),
+                "EXEC in the child",
+            );
+        }
+    }
+    if mode == "2" {
+        // SAFETY: kills this (child) process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn userptr_process_exit_with_a_live_binding() {
+    let exe = ok(std::env::current_exe(), "current_exe");
+    for mode in ["0", "1", "2"] {
+        // Its libtest output must not mix with ours (the runner parses
+        // it): captured, and shown only if it failed.
+        let out = ok(
+            Command::new(&exe)
+                .args(["--exact", "userptr::userptr_exit_child", "--test-threads=1"])
+                .env(EXIT_CHILD_ENV, mode)
+                .stdin(Stdio::null())
+                .output(),
+            "spawning the child",
+        );
+        let st = out.status;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if mode == "2" {
+            assert_eq!(
+                st.signal(),
+                Some(libc::SIGKILL),
+                "mode {mode}: {st:?}: {log}"
+            );
+        } else {
+            assert!(st.success(), "child (mode {mode}) failed: {st:?}: {log}");
+        }
+    }
+    // Let the orphaned jobs run out, then the device still works.
+    thread::sleep(Duration::from_millis(600));
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(2);
+    m.write(0, &pattern(2 * PAGE_USIZE, 10));
+    bind_mem(&dev, &m, VA, 0);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM after the children"),
+        fnv1a64(&pattern(2 * PAGE_USIZE, 10))
+    );
+}
