@@ -86,3 +86,8 @@ bool rust_helper_mmu_notifier_range_blockable(const struct mmu_notifier_range *r
 	return mmu_notifier_range_blockable(range);
 }
 #endif
+
+unsigned long rust_helper_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}

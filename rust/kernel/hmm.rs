@@ -25,7 +25,7 @@ use crate::{
         Error, Result,
     },
     ffi::c_ulong,
-    folio::Folio,
+    folio::{Folio, LockedFolio},
     mmu_notifier::{IntervalNotifier, Invalidate, Owner, ReadSeq},
     page::PAGE_SIZE,
     prelude::*,
@@ -135,6 +135,30 @@ impl HmmPfn {
         // take the update lock the caller holds for `'a`; a mapped page
         // holds a reference on its folio.
         self.pfn().map(|pfn| unsafe { Folio::from_pfn(pfn) })
+    }
+
+    /// Marks the folio of the page dirty (`folio_mark_dirty()`), if
+    /// [`Self::is_valid`]: for a device that may write to the page through
+    /// a mapping whose writes the CPU page table's dirty bit does not see.
+    /// Call it before mapping the page writable into the device.
+    ///
+    /// # Safety
+    ///
+    /// As for [`HmmPfn::folio`]: in the critical section of the fault that
+    /// produced this value.
+    pub unsafe fn mark_dirty(self) {
+        // SAFETY: The caller's guarantee, as `folio()` requires.
+        let Some(folio) = (unsafe { self.folio() }) else {
+            return;
+        };
+        // SAFETY: The folio is valid (above). `folio_mark_dirty()` needs
+        // its mapping to be stable, by the folio lock or otherwise: the
+        // CPU page tables map the page, and truncation unmaps a folio
+        // before it removes it from its mapping, which is an invalidation
+        // that waits for the update lock the caller holds. (The same holds
+        // for `zap_pte_range()`, which dirties the folios it still maps
+        // under the page table lock.) It does not sleep.
+        unsafe { bindings::folio_mark_dirty(folio.as_raw()) };
     }
 }
 
@@ -556,6 +580,15 @@ impl ExclusivePages<'_> {
     /// Whether every page of the range was made exclusive.
     pub fn all_exclusive(&self) -> bool {
         self.pages.iter().all(|p| !p.is_null())
+    }
+
+    /// The folio of page `index`, locked, if it was made exclusive: see
+    /// [`ExclusivePages::folio`].
+    pub fn locked_folio(&self, index: usize) -> Option<LockedFolio<'_>> {
+        let folio = self.folio(index)?;
+        // SAFETY: By the type invariant the folio is locked and referenced
+        // for as long as `self` lives, which the result borrows.
+        Some(unsafe { LockedFolio::from_locked(folio.as_raw()) })
     }
 
     /// The folio of page `index`, if it was made exclusive. Only the first

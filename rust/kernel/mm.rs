@@ -299,3 +299,166 @@ impl Drop for MmapReadGuard<'_> {
         unsafe { bindings::mmap_read_unlock(self.mm.as_raw()) };
     }
 }
+
+/// Pages of the current process's memory pinned for long-term device
+/// access (`pin_user_pages_fast()` with `FOLL_LONGTERM`), as drivers that
+/// neither mirror nor handle device page faults do (i915's userptr): until
+/// they are unpinned, on drop, the pages can be neither migrated nor
+/// reclaimed, and the CPU may map other pages at the same addresses
+/// (munmap, copy-on-write) without the device noticing.
+///
+/// Prefer mirroring ([`crate::hmm`]), which pins nothing; this exists as
+/// the baseline that mirroring is measured against.
+///
+/// # Invariants
+///
+/// Every entry of `pages` is a page that this object pinned once
+/// (`FOLL_PIN`), in the order of the range.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::mm::{testing, PinnedPages};
+/// use kernel::page::PAGE_SIZE;
+/// use kernel::uaccess::UserSlice;
+///
+/// let rw = testing::PROT_READ | testing::PROT_WRITE;
+/// let addr = testing::vm_mmap_anon(2 * PAGE_SIZE, rw)?;
+/// UserSlice::new(addr + PAGE_SIZE, 4).writer().write_slice(b"pin!")?;
+/// let pinned = PinnedPages::pin_current(addr, 2 * PAGE_SIZE, true)?;
+/// assert_eq!(pinned.len(), 2);
+/// let folio = pinned.folio(1).ok_or(EINVAL)?;
+/// let mut word = [0u8; 4];
+/// folio.read(pinned.offset_in_folio(1).ok_or(EINVAL)?, &mut word)?;
+/// assert_eq!(&word, b"pin!");
+/// // A pinned page carries a large reference count bias.
+/// assert!(folio.ref_count() > 1);
+///
+/// // Unaligned, empty, unmapped or read-only (for writing) ranges.
+/// assert_eq!(PinnedPages::pin_current(addr + 1, PAGE_SIZE, true).err(), Some(EINVAL));
+/// assert_eq!(PinnedPages::pin_current(addr, 0, true).err(), Some(EINVAL));
+/// assert_eq!(PinnedPages::pin_current(addr, 3 * PAGE_SIZE, true).err(), Some(EFAULT));
+/// let ro = testing::vm_mmap_anon(PAGE_SIZE, testing::PROT_READ)?;
+/// assert_eq!(PinnedPages::pin_current(ro, PAGE_SIZE, true).err(), Some(EFAULT));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PinnedPages {
+    pages: crate::alloc::KVVec<*mut bindings::page>,
+    write: bool,
+}
+
+// SAFETY: Pins may be dropped on any thread; the page pointers are only
+// read.
+unsafe impl Send for PinnedPages {}
+// SAFETY: `&PinnedPages` only reads the pointers and the pages' folios.
+unsafe impl Sync for PinnedPages {}
+
+impl PinnedPages {
+    /// Pins the pages of `[start, start + len)` of the current process's
+    /// address space, for writing if `write` (which breaks copy-on-write
+    /// first), migrating them out of `ZONE_MOVABLE` and CMA first as
+    /// `FOLL_LONGTERM` does.
+    ///
+    /// `EINVAL` unless the range is non-empty, page aligned and does not
+    /// wrap; `EFAULT` if part of it is not mapped, not writable for a
+    /// write, or cannot be pinned (a `VM_IO` or `VM_PFNMAP` mapping); also
+    /// `EFAULT` when called from a kernel thread without an mm; `ENOMEM`.
+    pub fn pin_current(start: usize, len: usize, write: bool) -> crate::error::Result<Self> {
+        use crate::error::{code::*, Error};
+        use crate::page::PAGE_SIZE;
+        if len == 0 || start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        start.checked_add(len).ok_or(EINVAL)?;
+        let n = len / PAGE_SIZE;
+        let mut pages: crate::alloc::KVVec<*mut bindings::page> =
+            crate::alloc::KVVec::with_capacity(n, crate::alloc::flags::GFP_KERNEL)?;
+        let mut flags = bindings::FOLL_LONGTERM;
+        if write {
+            flags |= bindings::FOLL_WRITE;
+        }
+        while pages.len() < n {
+            let done = pages.len();
+            let want = i32::try_from(n - done).unwrap_or(i32::MAX);
+            // SAFETY: `pages` has room for `n - done` more entries after the
+            // `done` initialised ones (capacity `n`); the function
+            // initialises the first `ret` of them and any address range is
+            // accepted (it is checked against the current mm).
+            let ret = unsafe {
+                bindings::pin_user_pages_fast(
+                    start + done * PAGE_SIZE,
+                    want,
+                    flags,
+                    pages.as_mut_ptr().add(done),
+                )
+            };
+            if ret <= 0 {
+                let err = if ret == 0 {
+                    EFAULT
+                } else {
+                    Error::from_errno(ret)
+                };
+                // Partly pinned: undo it. `pages` holds the `done` pins.
+                drop(Self {
+                    pages,
+                    write: false,
+                });
+                // GUP says -EFAULT for an unmapped or unwritable range (and
+                // -ENOMEM or -EINTR on the way).
+                return Err(err);
+            }
+            // SAFETY: The call initialised `ret` more entries (at most
+            // `want`), which fit in the capacity.
+            unsafe { pages.set_len(done + ret as usize) };
+        }
+        // INVARIANT: Each entry was pinned once by the calls above.
+        Ok(Self { pages, write })
+    }
+
+    /// The number of pages.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether there are none (never: ranges are not empty).
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The page frame number of page `index` of the range.
+    pub fn pfn(&self, index: usize) -> Option<usize> {
+        let page = *self.pages.get(index)?;
+        // SAFETY: The page is pinned (type invariant), so valid.
+        Some(unsafe { bindings::page_to_pfn(page) } as usize)
+    }
+
+    /// The folio of page `index` of the range.
+    pub fn folio(&self, index: usize) -> Option<&crate::folio::Folio> {
+        let page = *self.pages.get(index)?;
+        // SAFETY: The page is pinned (type invariant), which holds a
+        // reference on its folio for as long as `self` lives.
+        Some(unsafe { crate::folio::Folio::from_raw(bindings::page_folio(page)) })
+    }
+
+    /// The byte offset of page `index` of the range within its folio.
+    pub fn offset_in_folio(&self, index: usize) -> Option<usize> {
+        let folio = self.folio(index)?;
+        Some((self.pfn(index)? - folio.pfn()) * crate::page::PAGE_SIZE)
+    }
+}
+
+impl Drop for PinnedPages {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant each entry is pinned once by us;
+        // they are unpinned here, once. Pages pinned for writing may have
+        // been written by the device: they are marked dirty (taking each
+        // folio's lock, so that truncation cannot race).
+        unsafe {
+            bindings::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr(),
+                self.pages.len() as _,
+                self.write,
+            )
+        };
+    }
+}

@@ -254,6 +254,14 @@ struct drm_softgpu_wait {
 
 /* The GPU may only read through this userptr binding. */
 #define SOFTGPU_USERPTR_READONLY	0x1
+/*
+ * Baseline mode, as today's drivers (i915) do it: pin every page now with
+ * pin_user_pages(FOLL_LONGTERM) and keep it mapped in the GPU until the
+ * binding goes. The pages can then be neither migrated nor reclaimed, and
+ * the GPU keeps reaching them even after the CPU maps other pages there
+ * (munmap, fork's copy-on-write). For benchmarks against mirroring.
+ */
+#define SOFTGPU_USERPTR_PINNED		0x2
 
 /**
  * struct drm_softgpu_userptr - map the caller's memory at a GPU address
@@ -270,6 +278,12 @@ struct drm_softgpu_wait {
  * the binding with DRM_IOCTL_SOFTGPU_VM_UNBIND; closing the file removes
  * it too. It stays valid after the process has exited, but every access
  * then faults.
+ *
+ * %SOFTGPU_CMD_ATOMIC_ADD on userptr memory first takes the page exclusive
+ * to the device (as a GPU whose atomics do not work across the bus must):
+ * until the CPU next touches it, the CPU page table holds a special entry
+ * (/proc/pid/pagemap shows it as swapped), and that CPU access takes the
+ * page back. CPU and GPU atomics on the same memory lose no update.
  *
  * Returns -EINVAL for unknown flags, non-zero @pad, a zero @size, an
  * unaligned @addr, @size or @gpu_va, a CPU range that wraps around, a GPU

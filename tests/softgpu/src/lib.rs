@@ -260,8 +260,8 @@ impl Device {
     }
 
     /// USERPTR: maps `[addr, addr + size)` of this process's memory at
-    /// `gpu_va`; `flags` is 0 or [`SOFTGPU_USERPTR_READONLY`]. Remove it
-    /// with [`Device::unbind`].
+    /// `gpu_va`; `flags` are [`SOFTGPU_USERPTR_READONLY`] and
+    /// [`SOFTGPU_USERPTR_PINNED`]. Remove it with [`Device::unbind`].
     ///
     /// # Safety
     ///

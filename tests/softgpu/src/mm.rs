@@ -147,6 +147,14 @@ pub fn pagemap_pfn(addr: usize) -> io::Result<Option<u64>> {
     Pagemap::open()?.pfn(addr)
 }
 
+/// The /proc/kpageflags word of page frame `pfn` (`KPF_*` bits of
+/// `include/uapi/linux/kernel-page-flags.h`; root only).
+pub fn kpageflags(pfn: u64) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    File::open("/proc/kpageflags")?.read_exact_at(&mut b, pfn * 8)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
 /// All of /proc/vmstat.
 pub fn vmstat() -> io::Result<HashMap<String, u64>> {
     parse_counters(&fs::read_to_string("/proc/vmstat")?)

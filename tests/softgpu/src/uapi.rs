@@ -305,6 +305,8 @@ pub struct Wait {
 
 /// `SOFTGPU_USERPTR_READONLY`.
 pub const SOFTGPU_USERPTR_READONLY: u32 = 1 << 0;
+/// `SOFTGPU_USERPTR_PINNED`: the baseline mode, pages pinned while bound.
+pub const SOFTGPU_USERPTR_PINNED: u32 = 1 << 1;
 
 /// `struct drm_softgpu_userptr`.
 #[repr(C)]

@@ -13,7 +13,7 @@
 
 use crate::{
     objects::Objects,
-    vm::{Binding, Pte, Vm, PAGE},
+    vm::{Binding, Perm, Pte, Vm, PAGE},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -376,10 +376,9 @@ impl Bo {
         let mut pt = vm.pt.lock();
         for i in 0..nr {
             if let Some(va) = b.va_of(first + i) {
-                let pte = Pte {
-                    pfn: pfn + i,
-                    writable: !b.readonly,
-                };
+                // Object memory is the device's own: atomics work on it.
+                let perm = if b.readonly { Perm::Read } else { Perm::Atomic };
+                let pte = Pte::new(pfn + i, perm);
                 if pt.set(va, pte) {
                     r.ptes += 1;
                 }

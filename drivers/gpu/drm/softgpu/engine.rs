@@ -6,7 +6,7 @@
 //! re-validating the binding (which may take the folio from gemfs again,
 //! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
 
-use crate::vm::{Fault, Pte, Vm, PAGE, VA_END};
+use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str,
@@ -240,21 +240,20 @@ fn fault_at(addr: u64, err: Error) -> Fault {
 
 /// Runs `f` on the folio and offset that GPU address `va` translates to,
 /// under the page table lock (so the entry, and the hold or CPU mapping
-/// behind it, stay).
-/// Faults in a missing entry and retries.
+/// behind it, stay), once the entry allows `perm`.
+/// Faults in a missing or insufficient entry and retries.
 fn access(
     job: &Job,
     va: u64,
-    write: bool,
+    perm: Perm,
     f: impl FnOnce(&Folio, usize) -> Result,
 ) -> core::result::Result<(), Fault> {
+    let mut f = Some(f);
     for _ in 0..4 {
         let mut pt = job.vm.pt.lock();
         match pt.lookup(va) {
-            // Not writable: a read-only binding (the fault fails), or a
-            // userptr page the CPU does not map writable (yet).
-            Some(Pte { writable, .. }) if write && !writable => {}
-            Some(Pte { pfn, .. }) => {
+            Some(pte) if pte.allows(perm) => {
+                let pfn = pte.pfn();
                 // SAFETY: the page stays allocated while we hold `pt`. For an
                 // object, an entry exists only while the object holds the
                 // folio, and entries are cleared under this lock before a hold
@@ -263,17 +262,37 @@ fn access(
                 // (`Range::fault_locked`), and every change to the CPU mapping
                 // clears it under this lock (in the notifier's callback) before
                 // the page can be unmapped and freed; so while the entry is
-                // present and the lock held, the CPU still maps the page.
+                // present and the lock held, the CPU still maps the page. A
+                // pinned userptr's entries are cleared under this lock
+                // before its pins are dropped.
                 let folio = unsafe { Folio::from_pfn(pfn) };
                 let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
+                let f = f.take().ok_or(fault_at(va, EINVAL))?;
                 return f(folio, off).map_err(|e| fault_at(va, e));
             }
-            None => {}
+            // Missing; or not allowing `perm`: a read-only binding (the
+            // fault fails), a userptr page the CPU does not map writable
+            // (yet), or one the device does not hold exclusive for an
+            // atomic.
+            _ => {}
         }
         drop(pt);
-        job.vm.fault(va, write, Some(job.fence.fence()))?;
+        // An atomic on a userptr page is done by the fault path itself,
+        // while it still holds the page exclusive (the CPU cannot take it
+        // back yet): a CPU hammering the same page cannot starve the GPU.
+        let mut in_fault = |folio: &Folio, off: usize| match f.take() {
+            Some(f) => f(folio, off),
+            None => Err(EINVAL),
+        };
+        if job
+            .vm
+            .fault(va, perm, Some(job.fence.fence()), &mut in_fault)?
+        {
+            return Ok(());
+        }
     }
-    // Migrated away again each time before we got to it.
+    // Migrated away (or taken back by the CPU) again each time before we
+    // got to it.
     Err(fault_at(va, EAGAIN))
 }
 
@@ -305,43 +324,58 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = pat[(phase + i) % 4];
                 }
-                access(job, va, true, |folio, off| folio.write(off, &buf[..n]))
+                access(job, va, Perm::Write, |folio, off| {
+                    folio.write(off, &buf[..n])
+                })
             })
         }
         Cmd::Copy { dst, src, size } => for_each_page(src, size, |va, n| {
-            access(job, va, false, |folio, off| folio.read(off, &mut buf[..n]))?;
+            access(job, va, Perm::Read, |folio, off| {
+                folio.read(off, &mut buf[..n])
+            })?;
             // The destination piece may straddle a page: split it.
             let d = dst + (va - src);
             let first = ((PAGE - d % PAGE) as usize).min(n);
-            access(job, d, true, |folio, off| folio.write(off, &buf[..first]))?;
+            access(job, d, Perm::Write, |folio, off| {
+                folio.write(off, &buf[..first])
+            })?;
             if first < n {
                 let d2 = d + first as u64;
-                access(job, d2, true, |folio, off| folio.write(off, &buf[first..n]))?;
+                access(job, d2, Perm::Write, |folio, off| {
+                    folio.write(off, &buf[first..n])
+                })?;
             }
             Ok(())
         }),
-        Cmd::AtomicAdd { dst, value, times } => access(job, dst, true, |folio, off| {
+        Cmd::AtomicAdd { dst, value, times } => access(job, dst, Perm::Atomic, |folio, off| {
             folio.atomic_add_u64(off, value, times).map(|_| ())
         }),
         Cmd::Checksum { dst, src, size } => {
             let mut h = FNV_OFFSET;
             for_each_page(src, size, |va, n| {
-                access(job, va, false, |folio, off| folio.read(off, &mut buf[..n]))?;
+                access(job, va, Perm::Read, |folio, off| {
+                    folio.read(off, &mut buf[..n])
+                })?;
                 for b in &buf[..n] {
                     h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
                 }
                 Ok(())
             })?;
             let bytes = h.to_le_bytes();
-            access(job, dst, true, |folio, off| folio.write(off, &bytes))
+            access(job, dst, Perm::Write, |folio, off| folio.write(off, &bytes))
         }
         Cmd::Busy { us } => {
             // The engine is occupied: nothing else runs meanwhile.
-            // SAFETY: sleeping in the engine's work item is allowed.
-            unsafe {
-                bindings::usleep_range_state(us as _, us as _, bindings::TASK_UNINTERRUPTIBLE)
-            };
+            usleep(us);
             Ok(())
         }
     }
+}
+
+/// Sleeps for `us` microseconds, uninterruptibly. Only where sleeping is
+/// allowed: the engine's work item, and the fault paths it calls.
+pub(crate) fn usleep(us: u64) {
+    // SAFETY: `usleep_range_state()` may be called wherever sleeping is
+    // allowed, which callers ensure; it has no other requirement.
+    unsafe { bindings::usleep_range_state(us as _, us as _, bindings::TASK_UNINTERRUPTIBLE) };
 }

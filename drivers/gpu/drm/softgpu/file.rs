@@ -209,7 +209,8 @@ impl SoftFile {
         file: &DrmFile,
     ) -> Result<u32> {
         let va_end = args.gpu_va.checked_add(args.size).ok_or(EINVAL)?;
-        if args.flags & !uapi::SOFTGPU_USERPTR_READONLY != 0
+        let known = uapi::SOFTGPU_USERPTR_READONLY | uapi::SOFTGPU_USERPTR_PINNED;
+        if args.flags & !known != 0
             || args.pad != 0
             || args.size == 0
             || !page_aligned(args.gpu_va | args.addr | args.size)
@@ -221,9 +222,10 @@ impl SoftFile {
         let addr = usize::try_from(args.addr).map_err(|_| EINVAL)?;
         let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
         let readonly = args.flags & uapi::SOFTGPU_USERPTR_READONLY != 0;
+        let pinned = args.flags & uapi::SOFTGPU_USERPTR_PINNED != 0;
         file.inner()
             .vm
-            .bind_userptr(args.gpu_va, addr, size, readonly)?;
+            .bind_userptr(args.gpu_va, addr, size, readonly, pinned)?;
         Ok(0)
     }
 

@@ -21,15 +21,17 @@
 //! the page table lock (it takes it last) and without locks that
 //! reclaim or the callback take.
 
-use crate::vm::{PageTable, Pte, Vm, PAGE, VA_END};
+use crate::vm::{PageTable, Perm, Pte, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
+    folio::Folio,
     hmm::{self, Access, Range},
-    mm::MmWithUser,
+    mm::{MmWithUser, PinnedPages},
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
     prelude::*,
     sync::Arc,
+    time::Ktime,
 };
 
 /// What the notifier's callback needs: where the range is mapped.
@@ -43,11 +45,16 @@ struct Mirror {
     /// GPU address of the first page.
     va: u64,
     readonly: bool,
+    /// Baseline mode: the pages are pinned, and stay mapped in the device
+    /// until unbind, whatever the CPU does (see [`Userptr::new`]).
+    pinned: bool,
     /// Identifies the device-exclusive requests of this VM (the owner
     /// passed to `hmm::make_device_exclusive()`), which leave its
     /// mappings valid.
     owner: Owner,
     invalidations: AtomicU64,
+    /// Pages taken exclusive for atomics so far.
+    exclusive_grants: AtomicU64,
 }
 
 impl Mirror {
@@ -76,7 +83,9 @@ impl Invalidate for Mirror {
         // A spinlock: fine for non-blockable invalidations too.
         let mut pt = self.vm.pt.lock();
         seq.set_seq();
-        self.clear(&mut pt, range.start(), range.end());
+        if !self.pinned {
+            self.clear(&mut pt, range.start(), range.end());
+        }
         drop(pt);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
         true
@@ -86,11 +95,23 @@ impl Invalidate for Mirror {
 /// A range of the process's memory mapped into a GPU address space.
 pub(crate) struct Userptr {
     notifier: Pin<KBox<IntervalNotifier<Mirror>>>,
+    /// The pins of the baseline mode; dropped (unpinned) after the
+    /// notifier, once `drop` has cleared the entries.
+    _pins: Option<PinnedPages>,
 }
 
 impl Userptr {
     /// Mirrors `[addr, addr + size)` of the calling process at `va` of
     /// `vm`, read-only for the GPU if `readonly`.
+    ///
+    /// With `pinned`, the baseline mode that i915 implements: every page is
+    /// pinned now (`pin_user_pages_fast(FOLL_LONGTERM)`, faulting it in,
+    /// for writing unless `readonly`) and mapped into the device until the
+    /// binding goes. Nothing can migrate or reclaim the pages meanwhile;
+    /// the notifier only bumps its sequence, as i915's does (i915 then
+    /// re-pins on its next submission, which softgpu does not model), so
+    /// after munmap or copy-on-write the GPU still reaches the pinned
+    /// pages, not what the CPU maps.
     ///
     /// Every page must be in an anonymous mapping of the caller, writable
     /// unless `readonly`. `EINVAL` for an unaligned, empty or overflowing
@@ -104,6 +125,7 @@ impl Userptr {
         addr: usize,
         size: usize,
         readonly: bool,
+        pinned: bool,
     ) -> Result<Self> {
         let aligned = |x: u64| x % PAGE == 0;
         if size == 0 || !aligned(va) || !aligned(addr as u64) || !aligned(size as u64) {
@@ -127,13 +149,34 @@ impl Userptr {
                     size,
                     va,
                     readonly,
+                    pinned,
                     owner: Owner::from_ref(&**vm),
                     invalidations: AtomicU64::new(0),
+                    exclusive_grants: AtomicU64::new(0),
                 }),
             ),
             GFP_KERNEL,
         )?;
-        Ok(Self { notifier })
+        if !pinned {
+            return Ok(Self {
+                notifier,
+                _pins: None,
+            });
+        }
+        let pins = PinnedPages::pin_current(addr, size, !readonly)?;
+        // Pinned memory is the device's until unbind: atomics too.
+        let perm = if readonly { Perm::Read } else { Perm::Atomic };
+        let mut pt = vm.pt.lock();
+        for i in 0..pins.len() {
+            if let Some(pfn) = pins.pfn(i) {
+                pt.set(va + (i * PAGE_SIZE) as u64, Pte::new(pfn, perm));
+            }
+        }
+        drop(pt);
+        Ok(Self {
+            notifier,
+            _pins: Some(pins),
+        })
     }
 
     /// The GPU address the range is mapped at.
@@ -164,7 +207,9 @@ impl Userptr {
     /// if invalidations kept colliding for `hmm::DEFAULT_TIMEOUT_MS`.
     pub(crate) fn populate(&self, va: u64, len: u64, write: bool) -> Result {
         let m = &**self.notifier;
-        if write && m.readonly {
+        // Pinned: every entry exists from the start, with all the access
+        // the binding allows.
+        if (write && m.readonly) || m.pinned {
             return Err(EFAULT);
         }
         let first = va & !(PAGE - 1);
@@ -183,13 +228,86 @@ impl Userptr {
             let Some(pfn) = p.pfn() else {
                 return Err(EFAULT);
             };
-            let pte = Pte {
-                pfn,
-                writable: !m.readonly && p.is_writable(),
-            };
-            pt.set(m.va_of(start + i * PAGE_SIZE), pte);
+            let writable = !m.readonly && p.is_writable();
+            if writable {
+                // The device may write from now on, behind the CPU page
+                // table's dirty bit: without this, a folio that is clean in
+                // the swap cache would be dropped by reclaim rather than
+                // written out.
+                // SAFETY: In the critical section: `fault_locked` returned
+                // with `pt` held and the sequence checked.
+                unsafe { p.mark_dirty() };
+            }
+            let perm = if writable { Perm::Write } else { Perm::Read };
+            pt.set(m.va_of(start + i * PAGE_SIZE), Pte::new(pfn, perm));
         }
         Ok(())
+    }
+
+    /// Takes the page at `va` (a GPU address within the userptr) exclusive
+    /// to the device (`make_device_exclusive_range()`, which faults it in
+    /// writable first), maps it for atomics and performs the faulting
+    /// access, `access(folio, offset of va)`, under the page table lock
+    /// with the page still locked: the CPU cannot take it back before the
+    /// access is done, which guarantees the device progress however hard
+    /// the CPU contends for the page. The CPU page table then points to a
+    /// special entry, and the first CPU access takes the page back through
+    /// an invalidation, which clears the entry.
+    ///
+    /// The notifier ignores the invalidation this causes (its owner is the
+    /// VM), so it does not collide with itself; any other invalidation
+    /// before the entry is set starts again, for up to
+    /// `hmm::DEFAULT_TIMEOUT_MS`, then `EBUSY` (also if the page stays
+    /// locked by someone else, or cannot be made exclusive at all: a tail
+    /// page of a large folio, in 6.12). `EFAULT` for a read-only userptr,
+    /// an address outside it, memory no longer mapped or a process that
+    /// has exited.
+    pub(crate) fn make_exclusive(
+        &self,
+        va: u64,
+        access: &mut dyn FnMut(&Folio, usize) -> Result,
+    ) -> Result {
+        let m = &**self.notifier;
+        if m.readonly || m.pinned || va < m.va || va >= m.va + m.size as u64 {
+            return Err(EFAULT);
+        }
+        let offset = (va % PAGE) as usize;
+        let va = va & !(PAGE - 1);
+        let start = m.addr + (va - m.va) as usize;
+        let mm = self.notifier.mm().mmget_not_zero().ok_or(EFAULT)?;
+        let started = Ktime::ktime_get();
+        loop {
+            if (Ktime::ktime_get() - started).to_ms() >= i64::from(hmm::DEFAULT_TIMEOUT_MS) {
+                return Err(EBUSY);
+            }
+            let seq = self.notifier.read_begin();
+            let mmap = mm.mmap_read_lock();
+            let exclusive = hmm::make_device_exclusive(&mmap, start, start + PAGE_SIZE, m.owner)
+                .map_err(|e| if e == EPERM { EFAULT } else { e })?;
+            let Some(folio) = exclusive.locked_folio(0) else {
+                // Locked by someone else just now (or not possible): let
+                // them finish.
+                drop(exclusive);
+                drop(mmap);
+                crate::engine::usleep(50);
+                continue;
+            };
+            // Lock order: mmap lock -> folio lock -> `pt`.
+            let mut pt = m.vm.pt.lock();
+            if self.notifier.read_retry(seq) {
+                continue;
+            }
+            // The device writes it from now on (see `populate`).
+            folio.mark_dirty();
+            pt.set(va, Pte::new(folio.pfn(), Perm::Atomic));
+            m.exclusive_grants.fetch_add(1, Ordering::Relaxed);
+            // The page is the folio's first (see `ExclusivePages::folio`).
+            let done = access(&*folio, offset);
+            // Dropping the guards: `pt`, then the folio lock and reference
+            // (the CPU may take the page back from then on, through the
+            // notifier, which needs `pt`), then the mmap lock.
+            return done;
+        }
     }
 }
 
@@ -224,7 +342,6 @@ fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> R
 mod tests {
     use super::*;
     use kernel::{
-        folio::Folio,
         mm::testing::{self, PROT_READ, PROT_WRITE},
         uaccess::UserSlice,
     };
@@ -248,7 +365,8 @@ mod tests {
     /// The first word of the page the device maps at `va`, if any.
     fn gpu_read(vm: &Vm, va: u64) -> Option<(u64, bool)> {
         let mut pt = vm.pt.lock();
-        let Pte { pfn, writable } = pt.lookup(va)?;
+        let pte = pt.lookup(va)?;
+        let (pfn, writable) = (pte.pfn(), pte.allows(Perm::Write));
         // SAFETY: the entry exists, so the CPU maps the page, and cannot
         // stop doing so without clearing the entry under `pt`, held here.
         let folio = unsafe { Folio::from_pfn(pfn) };
@@ -263,7 +381,7 @@ mod tests {
     fn populate_and_invalidate() -> Result {
         let addr = user_pages(4, PROT_READ | PROT_WRITE)?;
         let vm = Vm::new()?;
-        let u = Userptr::new(&vm, VA, addr, 4 * PAGE_SIZE, false)?;
+        let u = Userptr::new(&vm, VA, addr, 4 * PAGE_SIZE, false, false)?;
         assert_eq!((u.va(), u.size()), (VA, 4 * PAGE));
         assert_eq!(gpu_read(&vm, VA), None);
 
@@ -293,10 +411,10 @@ mod tests {
         let addr = user_pages(2, PROT_READ)?;
         let vm = Vm::new()?;
         assert_eq!(
-            Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, false).err(),
+            Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, false, false).err(),
             Some(EPERM)
         );
-        let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, true)?;
+        let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, true, false)?;
         assert_eq!(u.populate(VA, 1, true), Err(EFAULT));
         u.populate(VA, 2 * PAGE, false)?;
         // Never written: the zero page, mapped read-only.
@@ -305,11 +423,50 @@ mod tests {
     }
 
     #[test]
+    fn exclusive_for_atomics() -> Result {
+        let addr = user_pages(1, PROT_READ | PROT_WRITE)?;
+        let vm = Vm::new()?;
+        let u = Userptr::new(&vm, VA, addr, PAGE_SIZE, false, false)?;
+        u.populate(VA, PAGE, true)?;
+        let pte = vm.pt.lock().lookup(VA).ok_or(EINVAL)?;
+        assert!(pte.allows(Perm::Write) && !pte.allows(Perm::Atomic));
+
+        let mut seen = None;
+        u.make_exclusive(VA + 8, &mut |folio, off| {
+            let mut word = [0u8; 8];
+            folio.read(off, &mut word)?;
+            seen = Some((off, u64::from_ne_bytes(word)));
+            Ok(())
+        })?;
+        // Page 0 holds its index, 0, at offset 0; offset 8 is zero too.
+        assert_eq!(seen, Some((8, 0)));
+        let pte = vm.pt.lock().lookup(VA).ok_or(EINVAL)?;
+        assert!(pte.allows(Perm::Atomic));
+        assert_eq!(u.notifier.exclusive_grants.load(Ordering::Relaxed), 1);
+        // Our own exclusive request did not clear the entry: it is there.
+        assert_eq!(gpu_read(&vm, VA), Some((0, true)));
+
+        // The CPU takes the page back, which clears the entry.
+        let before = u.invalidations();
+        let mut word = [0u8; 8];
+        UserSlice::new(addr, 8).reader().read_slice(&mut word)?;
+        assert!(u.invalidations() > before);
+        assert_eq!(gpu_read(&vm, VA), None);
+
+        // Outside the userptr; a read-only one.
+        let mut nothing = |_: &Folio, _: usize| Ok(());
+        assert_eq!(u.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
+        let ro = Userptr::new(&vm, VA + PAGE, addr, PAGE_SIZE, true, false)?;
+        assert_eq!(ro.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
+        Ok(())
+    }
+
+    #[test]
     fn bad_input() -> Result {
         let addr = user_pages(2, PROT_READ | PROT_WRITE)?;
         let vm = Vm::new()?;
         let len = 2 * PAGE_SIZE;
-        let new = |va, addr, size| Userptr::new(&vm, va, addr, size, false).err();
+        let new = |va, addr, size| Userptr::new(&vm, va, addr, size, false, false).err();
         assert_eq!(new(VA, addr + 1, len), Some(EINVAL));
         assert_eq!(new(VA, addr, len - 1), Some(EINVAL));
         assert_eq!(new(VA, addr, 0), Some(EINVAL));

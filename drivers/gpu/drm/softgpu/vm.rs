@@ -23,6 +23,7 @@
 use crate::bo::{Bo, GemObject};
 use crate::userptr::Userptr;
 use kernel::{
+    folio::Folio,
     new_mutex, new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
@@ -38,12 +39,62 @@ pub(crate) const VA_END: u64 = 1 << uapi::SOFTGPU_VA_BITS;
 const ENTRIES: usize = 512;
 const TLB_ENTRIES: usize = 8;
 
-/// A present leaf entry: page frame and permission.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pte {
-    pub(crate) pfn: usize,
-    pub(crate) writable: bool,
+/// What the engine may do through a page table entry; each level allows
+/// the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Perm {
+    Read,
+    Write,
+    /// Atomic read-modify-write. Always allowed on writable object memory
+    /// (the device's own); on userptr memory only while the device holds
+    /// the page exclusive (`make_device_exclusive_range()`), as a device
+    /// whose atomics do not work across the bus to system memory must.
+    Atomic,
 }
+
+/// A present leaf entry, packed like a hardware one: the page frame number
+/// from bit 12 up, permission bits below. Never zero (`PRESENT`), so that
+/// `Option<Pte>` is eight bytes and a leaf table of 512 entries fills
+/// exactly one page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pte(core::num::NonZeroU64);
+
+impl Pte {
+    const PRESENT: u64 = 1 << 0;
+    const WRITE: u64 = 1 << 1;
+    const ATOMIC: u64 = 1 << 2;
+    const PFN_SHIFT: u32 = 12;
+
+    /// An entry for page frame `pfn`, allowing `perm`.
+    pub(crate) fn new(pfn: usize, perm: Perm) -> Self {
+        let bits = match perm {
+            Perm::Read => 0,
+            Perm::Write => Self::WRITE,
+            Perm::Atomic => Self::WRITE | Self::ATOMIC,
+        };
+        let raw = ((pfn as u64) << Self::PFN_SHIFT) | bits | Self::PRESENT;
+        // `PRESENT` is set.
+        Self(core::num::NonZeroU64::new(raw).unwrap_or(core::num::NonZeroU64::MIN))
+    }
+
+    /// The page frame number.
+    pub(crate) fn pfn(self) -> usize {
+        (self.0.get() >> Self::PFN_SHIFT) as usize
+    }
+
+    /// Whether the entry allows `perm`.
+    pub(crate) fn allows(self, perm: Perm) -> bool {
+        let raw = self.0.get();
+        match perm {
+            Perm::Read => true,
+            Perm::Write => raw & Self::WRITE != 0,
+            Perm::Atomic => raw & Self::ATOMIC != 0,
+        }
+    }
+}
+
+// One page per leaf table (see `Pte`).
+const _: () = assert!(core::mem::size_of::<Leaf>() == 4096);
 
 type Leaf = [Option<Pte>; ENTRIES];
 type Mid = [Option<KBox<Leaf>>; ENTRIES];
@@ -119,7 +170,8 @@ impl PageTable {
         let old = e.replace(pte);
         match old {
             None => self.present += 1,
-            // A changed translation (e.g. a userptr page made writable):
+            // A changed translation (e.g. a userptr page made writable, or
+            // exclusive for atomics):
             // the TLB may cache the old one.
             Some(o) if o != pte => {
                 self.tlb = [None; TLB_ENTRIES];
@@ -325,7 +377,7 @@ impl Vm {
                     a += PAGE;
                     continue;
                 }
-                if let Err(e) = self.fault(a, false, None) {
+                if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
                     let _ = self.unbind(va, size);
                     return Err(e.err);
                 }
@@ -336,15 +388,16 @@ impl Vm {
     }
 
     /// Mirrors `[addr, addr + size)` of the calling process at `va`,
-    /// read-only for the GPU if `readonly`: see [`Userptr::new`] for the
-    /// errors, and `EEXIST` if the range overlaps a binding. Arguments
-    /// were range-checked by the caller.
+    /// read-only for the GPU if `readonly`, or pins it if `pinned`: see
+    /// [`Userptr::new`] for the errors, and `EEXIST` if the range overlaps
+    /// a binding. Arguments were range-checked by the caller.
     pub(crate) fn bind_userptr(
         self: &Arc<Self>,
         va: u64,
         addr: usize,
         size: usize,
         readonly: bool,
+        pinned: bool,
     ) -> Result {
         let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let mut bindings = self.bindings.lock();
@@ -353,7 +406,7 @@ impl Vm {
         }
         // Under `bindings` (which nests outside the mmap lock), so that no
         // other binding can take the range meanwhile.
-        let u = Userptr::new(self, va, addr, size, readonly)?;
+        let u = Userptr::new(self, va, addr, size, readonly, pinned)?;
         bindings.insert(reservation.into_node(va, Entry::Userptr(u)));
         Ok(())
     }
@@ -406,21 +459,28 @@ impl Vm {
             .count() as u64
     }
 
-    /// Resolves a GPU page fault at `va`: finds the binding, acquires the
-    /// object's folio (which may sleep and lock it) and fills the page
-    /// table entries of the folio's pages in this binding. `job` is the
-    /// fence of the job that faulted: the object is busy until it signals.
+    /// Resolves a GPU page fault at `va` for an access needing `perm`:
+    /// finds the binding, acquires the object's folio (which may sleep and
+    /// lock it) and fills the page table entries of the folio's pages in
+    /// this binding. `job` is the fence of the job that faulted: the object
+    /// is busy until it signals.
     ///
     /// In a userptr, maps the pages the CPU maps there through HMM (which
     /// may fault them in under the process's mmap lock), taking no page
-    /// reference; `EFAULT` if the page is no longer mapped (or the process
-    /// has exited), or not writable for a write.
+    /// reference; for an atomic access it takes the page exclusive to the
+    /// device and performs the access itself, with `access` (see
+    /// [`Userptr::make_exclusive`]). `EFAULT` if the page is no longer
+    /// mapped (or the process has exited), or not writable for a write.
+    ///
+    /// Returns whether `access` was done; if not, the caller looks the
+    /// entry up again.
     pub(crate) fn fault(
         self: &Arc<Self>,
         va: u64,
-        write: bool,
+        perm: Perm,
         job: Option<&ARef<kernel::dma_fence::Fence>>,
-    ) -> core::result::Result<(), Fault> {
+        access: &mut dyn FnMut(&Folio, usize) -> Result,
+    ) -> core::result::Result<bool, Fault> {
         let fault = |err| Fault { addr: va, err };
         let bindings = self.bindings.lock();
         let entry = bindings
@@ -431,24 +491,30 @@ impl Vm {
             Entry::Bo(b) => b,
             Entry::Userptr(u) => {
                 let page = va & !(PAGE - 1);
+                // A page that is not writable for a write fails the job
+                // like a read-only binding does: with EFAULT.
+                let errno = |e| fault(if e == EPERM { EFAULT } else { e });
+                if perm == Perm::Atomic {
+                    return u.make_exclusive(va, access).map(|()| true).map_err(errno);
+                }
+                let write = perm == Perm::Write;
                 let end = (page + USERPTR_FAULT_PAGES * PAGE).min(u.va() + u.size());
                 // Try a few pages ahead; if part of them is not mapped,
                 // just the one that faulted.
                 if u.populate(page, end - page, write).is_ok() {
-                    return Ok(());
+                    return Ok(false);
                 }
-                // A page that is not writable for a write fails the job
-                // like a read-only binding does: with EFAULT.
-                return u
-                    .populate(page, PAGE, write)
-                    .map_err(|e| fault(if e == EPERM { EFAULT } else { e }));
+                return u.populate(page, PAGE, write).map(|()| false).map_err(errno);
             }
         };
-        if write && b.readonly {
+        if perm != Perm::Read && b.readonly {
             return Err(fault(EFAULT));
         }
         let index = ((b.bo_offset + (va - b.va)) / PAGE) as usize;
-        b.obj.populate(self, b, index, job).map_err(fault)
+        b.obj
+            .populate(self, b, index, job)
+            .map(|()| false)
+            .map_err(fault)
     }
 }
 

@@ -344,3 +344,12 @@ pub fn assert_child_ok(end: ChildEnd) {
         ChildEnd::Hung(t) => panic!("child still running after {t:?}: hung (killed it)"),
     }
 }
+
+/// Sets the flag when dropped, also while unwinding.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

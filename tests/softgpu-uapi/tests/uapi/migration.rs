@@ -96,15 +96,6 @@ fn move_and_check(pm: &Pagemap, addrs: &[usize], tries: usize, what: &str) -> Ve
     new_pfns
 }
 
-/// Sets the flag when dropped, also while unwinding.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Submits jobs (FILL of the BO, CHECKSUM of it) one after the other until
 /// `stop`, checking each. Returns the number of jobs and the last value.
 fn gpu_stream(

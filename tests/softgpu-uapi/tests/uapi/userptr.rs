@@ -4,7 +4,9 @@
 //! job after munmap faults; fork's copy-on-write leaves the GPU on the
 //! parent's pages; move_pages moves bound pages (they are not pinned) and
 //! the GPU follows them; bad arguments get their errnos and change nothing;
-//! a process may exit with a live userptr.
+//! a process may exit with a live userptr. GPU atomics take the page
+//! exclusive to the device, and CPU and GPU atomics on one counter lose no
+//! update, also across mprotect and fork; GPU writes mark pages dirty.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -449,7 +451,7 @@ fn userptr_bad_input_errnos_change_nothing() {
     bad(addr, len - 1, VA, 0, EINVAL, "unaligned size");
     bad(addr, 0, VA, 0, EINVAL, "zero size");
     bad(addr, len, VA + 4, 0, EINVAL, "unaligned gpu_va");
-    bad(addr, len, VA, 0x2, EINVAL, "unknown flag");
+    bad(addr, len, VA, 0x4, EINVAL, "unknown flag");
     bad(addr, len, VA, u32::MAX, EINVAL, "all flags");
     bad(
         addr,
@@ -687,4 +689,295 @@ fn userptr_process_exit_with_a_live_binding() {
         gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM after the children"),
         fnv1a64(&pattern(2 * PAGE_USIZE, 10))
     );
+}
+
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+
+/// The pagemap entry of the page at `addr`: present, or a swap-type entry
+/// (which is what a device-exclusive entry looks like to pagemap).
+#[track_caller]
+fn pagemap_state(pm: &Pagemap, addr: usize) -> (bool, bool) {
+    let e = ok(pm.entry(addr), "reading pagemap");
+    (e & PM_PRESENT != 0, e & PM_SWAP != 0)
+}
+
+/// The counter word at offset 0 of `m`, as an atomic the CPU shares with
+/// the GPU.
+fn counter(m: &Mem) -> &std::sync::atomic::AtomicU64 {
+    // SAFETY: page-aligned (so 8-aligned) memory of our mapping, which
+    // lives as long as `m`; the GPU accesses it atomically too.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(m.0.ptr.cast()) }
+}
+
+/// A GPU atomic on userptr memory takes the page exclusive to the device
+/// (the CPU page table gets a special, non-present entry); the next CPU
+/// access takes it back, and both see every update. Plain GPU writes leave
+/// the CPU mapping alone.
+#[test]
+fn userptr_gpu_atomic_takes_the_page_exclusive_until_the_cpu_touches_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dev = open();
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let m = Mem::new(2);
+    let c = counter(&m);
+    c.store(5, SeqCst);
+    m.write(PAGE_USIZE, &[1; 8]);
+    bind_mem(&dev, &m, VA, 0);
+    let addr = m.addr() as usize;
+
+    run_ok(&dev, &[Cmd::fill(VA + PAGE, 8, 2)], "FILL of page 1");
+    assert_eq!(
+        pagemap_state(&pm, addr + PAGE_USIZE),
+        (true, false),
+        "a plain GPU write left the CPU mapping"
+    );
+
+    run_ok(&dev, &[Cmd::atomic_add(VA, 3, 2)], "ATOMIC_ADD");
+    assert_eq!(
+        pagemap_state(&pm, addr),
+        (false, true),
+        "after a GPU atomic the CPU should map a device-exclusive entry"
+    );
+    // The CPU's read takes the page back.
+    assert_eq!(c.load(SeqCst), 11);
+    assert_eq!(pagemap_state(&pm, addr), (true, false), "CPU took it back");
+    c.fetch_add(100, SeqCst);
+    // And the GPU takes it again, seeing the CPU's update.
+    run_ok(&dev, &[Cmd::atomic_add(VA, 1, 1)], "second ATOMIC_ADD");
+    assert_eq!(pagemap_state(&pm, addr), (false, true));
+    assert_eq!(c.load(SeqCst), 112);
+    // A plain GPU read of the page does not need it exclusive, and goes on
+    // after the CPU took it back.
+    let res = results(&dev);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 8, "CHECKSUM of the counter"),
+        fnv1a64(&112u64.to_ne_bytes())
+    );
+}
+
+/// The CPU and the GPU increment the same counter at once: the page goes
+/// back and forth between them, and no increment is lost.
+#[test]
+fn userptr_cpu_and_gpu_atomics_lose_no_update() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    const JOBS: u64 = 16;
+    const CMDS: u64 = 32;
+    const TIMES: u64 = 8;
+    let dev = open();
+    let m = Mem::new(1);
+    let c = counter(&m);
+    c.store(0, SeqCst);
+    bind_mem(&dev, &m, VA, 0);
+    let stop = AtomicBool::new(false);
+    let cpu_adds = thread::scope(|s| {
+        let cpu = s.spawn(|| {
+            let mut n = 0u64;
+            loop {
+                let last = stop.load(SeqCst);
+                c.fetch_add(1, SeqCst);
+                n += 1;
+                if last {
+                    // One more after the GPU was done: it must find the
+                    // page taken back from the device too.
+                    break n;
+                }
+            }
+        });
+        // Stops the CPU thread also if an assertion below fails (the scope
+        // waits for it before the panic goes on).
+        let _stop = StopOnDrop(&stop);
+        let cmds = vec![Cmd::atomic_add(VA, 1, TIMES); CMDS as usize];
+        let seqnos: Vec<u64> = (0..JOBS)
+            .map(|_| ok(dev.exec(&cmds, 0), "EXEC of ATOMIC_ADDs").0)
+            .collect();
+        for s in seqnos {
+            let (status, fault) = ok(dev.wait(s, WAIT_NS), "WAIT");
+            assert_eq!(status, 0, "ATOMIC_ADD job failed (fault {fault:#x})");
+        }
+        stop.store(true, SeqCst);
+        cpu.join().expect("CPU incrementing thread")
+    });
+    let gpu_adds = JOBS * CMDS * TIMES;
+    assert_eq!(
+        c.load(SeqCst),
+        cpu_adds + gpu_adds,
+        "{cpu_adds} CPU and {gpu_adds} GPU increments"
+    );
+}
+
+/// Exclusive access and mprotect: once the memory is read-only, a GPU
+/// atomic faults (exclusive access needs write access) and changes
+/// nothing; reads still work.
+#[test]
+fn userptr_exclusive_access_and_mprotect() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dev = open();
+    let m = Mem::new(1);
+    let c = counter(&m);
+    c.store(40, SeqCst);
+    bind_mem(&dev, &m, VA, 0);
+    run_ok(&dev, &[Cmd::atomic_add(VA, 2, 1)], "ATOMIC_ADD");
+    m.protect(libc::PROT_READ);
+    run_fault_at(
+        &dev,
+        &[Cmd::atomic_add(VA, 1, 1)],
+        VA,
+        "ATOMIC_ADD after mprotect(PROT_READ)",
+    );
+    assert_eq!(c.load(SeqCst), 42);
+    let res = results(&dev);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 8, "CHECKSUM after mprotect"),
+        fnv1a64(&42u64.to_ne_bytes())
+    );
+    m.protect(libc::PROT_READ | libc::PROT_WRITE);
+    run_ok(
+        &dev,
+        &[Cmd::atomic_add(VA, 8, 1)],
+        "ATOMIC_ADD, writable again",
+    );
+    assert_eq!(c.load(SeqCst), 50);
+}
+
+/// Exclusive access and fork: the child gets the value as of the fork,
+/// and its writes stay its own; the parent's GPU atomics after fork break
+/// copy-on-write in the parent and land in the parent's page only.
+#[test]
+fn userptr_exclusive_access_and_fork_cow() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dev = open();
+    let m = Mem::new(1);
+    let c = counter(&m);
+    c.store(5, SeqCst);
+    bind_mem(&dev, &m, VA, 0);
+    run_ok(&dev, &[Cmd::atomic_add(VA, 1, 1)], "ATOMIC_ADD before fork");
+    let end = in_child(Duration::from_secs(120), || {
+        let seen = c.load(SeqCst);
+        if seen != 6 {
+            return Err(format!("child sees {seen}, not 6"));
+        }
+        c.store(1000, SeqCst);
+        Ok(())
+    });
+    assert_child_ok(end);
+    run_ok(&dev, &[Cmd::atomic_add(VA, 10, 1)], "ATOMIC_ADD after fork");
+    assert_eq!(c.load(SeqCst), 16, "parent's counter");
+    let res = results(&dev);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 8, "CHECKSUM after fork"),
+        fnv1a64(&16u64.to_ne_bytes())
+    );
+}
+
+/// A GPU write through a userptr marks the page dirty: the device writes
+/// behind the CPU page table's dirty bit, and a page the kernel believes
+/// clean (say, one read back from swap whose swap copy is kept) would be
+/// dropped by reclaim instead of written out, losing what the GPU wrote.
+#[test]
+fn userptr_gpu_writes_mark_the_pages_dirty() {
+    const KPF_DIRTY: u64 = 1 << 4;
+    let dev = open();
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let m = Mem::new(2);
+    // Written by the CPU: dirty in its page table entry, not (yet) in the
+    // folio's flags, which is what /proc/kpageflags shows.
+    m.write(0, &[1; 8]);
+    m.write(PAGE_USIZE, &[1; 8]);
+    let addr = m.addr() as usize;
+    let pfn = |a| ok(pm.pfn(a), "reading pagemap").unwrap_or_else(|| panic!("no page at {a:#x}"));
+    let flags = |a| ok(mm::kpageflags(pfn(a)), "reading /proc/kpageflags");
+    assert_eq!(
+        flags(addr) & KPF_DIRTY,
+        0,
+        "precondition: a freshly written anonymous folio is not marked dirty"
+    );
+    bind_mem(&dev, &m, VA, SOFTGPU_USERPTR_READONLY);
+    let res = results(&dev);
+    gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM");
+    assert_eq!(flags(addr) & KPF_DIRTY, 0, "a GPU read dirtied the page");
+    ok(dev.unbind(VA, 2 * PAGE), "VM_UNBIND");
+
+    bind_mem(&dev, &m, VA, 0);
+    run_ok(&dev, &[Cmd::fill(VA, 8, 2)], "FILL of page 0");
+    assert_ne!(flags(addr) & KPF_DIRTY, 0, "GPU write: page 0 not dirty");
+    run_ok(
+        &dev,
+        &[Cmd::atomic_add(VA + PAGE, 1, 1)],
+        "ATOMIC_ADD on page 1",
+    );
+    // The atomic took page 1 exclusive (pagemap shows no PFN): look it up
+    // after the CPU takes it back.
+    assert_eq!(m.read_u64(PAGE_USIZE), u64::from_ne_bytes([1; 8]) + 1);
+    assert_ne!(
+        flags(addr + PAGE_USIZE) & KPF_DIRTY,
+        0,
+        "GPU atomic: page 1 not dirty"
+    );
+}
+
+/// The baseline (`SOFTGPU_USERPTR_PINNED`, as i915 does it): the pages are
+/// pinned while bound, so move_pages cannot move a single one (shown, not
+/// assumed), and they move once unbound. Both modes see the same data.
+#[test]
+fn userptr_pinned_baseline_pages_do_not_move_until_unbound() {
+    let nodes = ok(mm::online_nodes(), "reading the online NUMA nodes");
+    assert_eq!(nodes, [0, 1], "the guest must have NUMA nodes 0 and 1");
+    const N: usize = 16;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 12);
+    m.write(0, &a);
+    expect_errno(
+        userptr(&dev, m.addr(), size, VA, 0x4),
+        EINVAL,
+        "USERPTR with an unknown flag",
+    );
+    bind_mem(&dev, &m, VA, SOFTGPU_USERPTR_PINNED);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM, pinned"),
+        fnv1a64(&a)
+    );
+    run_ok(&dev, &[Cmd::atomic_add(VA, 1, 1)], "ATOMIC_ADD, pinned");
+    let mut want = a.clone();
+    let w = u64::from_ne_bytes(want[..8].try_into().unwrap()).wrapping_add(1);
+    want[..8].copy_from_slice(&w.to_ne_bytes());
+    assert!(
+        m.read(0, size as usize) == want,
+        "CPU view of the GPU's add"
+    );
+
+    let addrs = m.page_addrs();
+    let before = ok(mm::page_nodes(&addrs), "move_pages query");
+    let targets: Vec<i32> = before.iter().map(|&n| 1 - n).collect();
+    for _ in 0..3 {
+        let out = ok(mm::move_pages(&addrs, &targets), "move_pages");
+        let moved = (0..N).filter(|&i| out.moved(i, targets[i])).count();
+        assert_eq!(moved, 0, "pinned userptr pages moved: {out:?}");
+    }
+    assert_eq!(ok(mm::page_nodes(&addrs), "move_pages query"), before);
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM after move_pages"),
+        fnv1a64(&want)
+    );
+
+    ok(dev.unbind(VA, size), "VM_UNBIND of the pinned userptr");
+    let mut pending: Vec<usize> = (0..N).collect();
+    for attempt in 1..=10 {
+        let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
+        let t: Vec<i32> = pending.iter().map(|&i| targets[i]).collect();
+        let out = ok(mm::move_pages(&a, &t), "move_pages after unbind");
+        pending = out.failed(&t).iter().map(|&j| pending[j]).collect();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            attempt < 10,
+            "pages {pending:?} still do not move after unbind"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(m.read(0, size as usize) == want, "contents after the move");
 }
