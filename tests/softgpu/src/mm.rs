@@ -147,6 +147,24 @@ pub fn pagemap_pfn(addr: usize) -> io::Result<Option<u64>> {
     Pagemap::open()?.pfn(addr)
 }
 
+/// /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h).
+pub const KPF_COMPOUND_HEAD: u32 = 15;
+pub const KPF_COMPOUND_TAIL: u32 = 16;
+/// Any transparent huge page (of any order), head or tail page.
+pub const KPF_THP: u32 = 22;
+
+/// The /proc/kpageflags entry of each PFN (readable by root only).
+pub fn kpageflags(pfns: &[u64]) -> io::Result<Vec<u64>> {
+    let f = File::open("/proc/kpageflags")?;
+    pfns.iter()
+        .map(|&pfn| {
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, pfn * 8)?;
+            Ok(u64::from_ne_bytes(b))
+        })
+        .collect()
+}
+
 /// All of /proc/vmstat.
 pub fn vmstat() -> io::Result<HashMap<String, u64>> {
     parse_counters(&fs::read_to_string("/proc/vmstat")?)

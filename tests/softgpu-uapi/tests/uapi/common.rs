@@ -344,3 +344,28 @@ pub fn assert_child_ok(end: ChildEnd) {
         ChildEnd::Hung(t) => panic!("child still running after {t:?}: hung (killed it)"),
     }
 }
+
+/// A /proc/sys (or other sysfs-like) setting changed for the life of the
+/// value, restored when dropped, also when a test fails.
+pub struct Setting {
+    path: &'static str,
+    old: String,
+}
+
+impl Setting {
+    #[track_caller]
+    pub fn set(path: &'static str, value: &str) -> Self {
+        let old = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+            .trim()
+            .to_string();
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("writing {value:?} to {path}: {e}"));
+        Self { path, old }
+    }
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, &self.old);
+    }
+}
