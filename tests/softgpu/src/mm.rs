@@ -165,6 +165,39 @@ pub fn kpageflags(pfns: &[u64]) -> io::Result<Vec<u64>> {
         .collect()
 }
 
+/// Memory hot(un)plug blocks, /sys/devices/system/memory/memory<N>.
+pub const MEMORY_SYSFS: &str = "/sys/devices/system/memory";
+
+/// The size of a memory block in bytes (`block_size_bytes`, hex).
+pub fn memory_block_size() -> io::Result<u64> {
+    let s = fs::read_to_string(format!("{MEMORY_SYSFS}/block_size_bytes"))?;
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("block size {s:?}")))
+}
+
+/// The memory blocks of NUMA node `node`, by number (block `n` starts at
+/// `n * memory_block_size()`), in ascending order.
+pub fn node_memory_blocks(node: u32) -> io::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = fs::read_dir(format!("/sys/devices/system/node/node{node}"))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("memory")?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// One attribute of memory block `id` (`state`, `valid_zones`, ...),
+/// trimmed.
+pub fn memory_block_attr(id: u64, attr: &str) -> io::Result<String> {
+    Ok(
+        fs::read_to_string(format!("{MEMORY_SYSFS}/memory{id}/{attr}"))?
+            .trim()
+            .to_string(),
+    )
+}
+
 /// All of /proc/vmstat.
 pub fn vmstat() -> io::Result<HashMap<String, u64>> {
     parse_counters(&fs::read_to_string("/proc/vmstat")?)
