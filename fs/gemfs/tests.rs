@@ -11,15 +11,17 @@ mod tests {
     use super::super::STATS;
     use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use kernel::{
-        c_str,
+        bindings, c_str,
         folio::LockedFolio,
-        gemfs::{Hold, Huge, Mount, ObjectRef, Owner},
+        gemfs::{Hold, Huge, Mount, Object, ObjectRef, Owner},
+        impl_has_work,
         mm::migrate::{self, MigrateMode},
-        new_spinlock,
+        new_condvar, new_spinlock, new_work,
         page::PAGE_SIZE,
         prelude::*,
         rbtree::{RBTree, RBTreeNode},
-        sync::{Arc, ArcBorrow, SpinLock},
+        sync::{Arc, ArcBorrow, CondVar, SpinLock},
+        workqueue::{self, Work, WorkItem},
     };
 
     /// A driver stand-in: keeps holds like a device page table, reports
@@ -271,6 +273,201 @@ mod tests {
         let now = obj.file().mapping().get_folio(1).ok_or(ENOENT)?;
         assert!(now.pfn() != old_pfn);
         owner.drop_all();
+        Ok(())
+    }
+
+    /// The bytes page `index` of the racing test's object starts and ends with.
+    fn tag(index: usize) -> [u8; 64] {
+        let mut t = [0u8; 64];
+        for (k, b) in t.iter_mut().enumerate() {
+            *b = (index * 64 + k) as u8 ^ 0x5a;
+        }
+        t
+    }
+
+    /// The racing side of `holds_race_migration`, run as a work item: gets
+    /// a hold on every folio of the object through the owner API, checks
+    /// the folio's data, hands the hold to the owner (as a driver fills its
+    /// device page table), then has the owner put them all; again and
+    /// again until told to stop.
+    #[pin_data]
+    struct Racer {
+        #[pin]
+        work: Work<Racer>,
+        obj: Object<TestOwner>,
+        pages: usize,
+        stop: AtomicBool,
+        rounds: AtomicUsize,
+        /// Holds whose folio did not have the data written before.
+        bad_data: AtomicUsize,
+        /// `get_folio` or `keep` failures.
+        errors: AtomicUsize,
+        #[pin]
+        done: SpinLock<bool>,
+        #[pin]
+        done_cv: CondVar,
+    }
+
+    impl_has_work! {
+        impl HasWork<Self> for Racer { self.work }
+    }
+
+    impl Racer {
+        fn one_round(&self) {
+            let owner = self.obj.owner();
+            for i in 0..self.pages {
+                let h = match self.obj.get_folio(i) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                // Read through our own hold, before the owner has it: a
+                // release cannot take it from under us.
+                let (mut head, mut tail) = ([0u8; 64], [0u8; 64]);
+                let read = h.folio().read(0, &mut head).is_ok()
+                    && h.folio().read(PAGE_SIZE - 64, &mut tail).is_ok();
+                if !read || head != tag(i) || tail != tag(i) {
+                    self.bad_data.fetch_add(1, Ordering::Relaxed);
+                }
+                if owner.keep(h).is_err() {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // SAFETY: process context (a work item), no lock held.
+            unsafe { bindings::__cond_resched() };
+            owner.drop_all();
+        }
+    }
+
+    impl WorkItem for Racer {
+        type Pointer = Arc<Racer>;
+
+        fn run(this: Arc<Racer>) {
+            while !this.stop.load(Ordering::Acquire) {
+                this.one_round();
+                this.rounds.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: process context, no lock held. Without preemption
+                // (PREEMPT_NONE), the test thread and the per-CPU LRU drains
+                // of `migrate_to_node` need this CPU now and then.
+                unsafe { bindings::__cond_resched() };
+            }
+            *this.done.lock() = true;
+            this.done_cv.notify_all();
+        }
+    }
+
+    /// Stops the racer and waits for it when dropped, also on an early
+    /// return from the test; then drops the holds the owner re-acquired in
+    /// `migrated`, so that the object never goes with holds left.
+    struct StopRacer<'a>(&'a Racer);
+
+    impl Drop for StopRacer<'_> {
+        fn drop(&mut self) {
+            self.0.stop.store(true, Ordering::Release);
+            let mut done = self.0.done.lock();
+            while !*done {
+                self.0.done_cv.wait(&mut done);
+            }
+            drop(done);
+            self.0.obj.owner().drop_all();
+        }
+    }
+
+    /// Holds taken and put through the owner API while the object's folios
+    /// migrate back and forth: every get either finds the folio before or
+    /// after its migration (never a freed or half-copied one), a release
+    /// races the racer's own put of the same hold without losing or
+    /// doubling it, and no hold is left at the end.
+    #[test]
+    fn holds_race_migration() -> Result {
+        const PAGES: usize = 8;
+        // Successful migrations wanted, and the bound on attempts.
+        const MIGRATIONS: usize = 64;
+        const ATTEMPTS: usize = 2000;
+        let mnt = Mount::new(Huge::Never)?;
+        // Re-acquiring in `migrated` too: the racer then also replaces and
+        // puts holds that `hold_locked` took.
+        let owner = TestOwner::new(true)?;
+        let obj = mnt.create_object(c_str!("t"), PAGES * PAGE_SIZE, owner.clone())?;
+        for i in 0..PAGES {
+            let h = obj.get_folio(i)?;
+            h.folio().write(0, &tag(i))?;
+            h.folio().write(PAGE_SIZE - 64, &tag(i))?;
+        }
+        assert_eq!(obj.holds(), 0);
+        let released0 = STATS.released_migrated.load(Ordering::Relaxed);
+        let racer = Arc::pin_init(
+            pin_init!(Racer {
+                work <- new_work!("gemfs_test_racer"),
+                obj,
+                pages: PAGES,
+                stop: AtomicBool::new(false),
+                rounds: AtomicUsize::new(0),
+                bad_data: AtomicUsize::new(0),
+                errors: AtomicUsize::new(0),
+                done <- new_spinlock!(false),
+                done_cv <- new_condvar!(),
+            }),
+            GFP_KERNEL,
+        )?;
+        workqueue::system_unbound()
+            .enqueue(racer.clone())
+            .map_err(|_| EBUSY)?;
+        let stopper = StopRacer(&racer);
+        while racer.rounds.load(Ordering::Relaxed) == 0 {
+            // SAFETY: process context, no lock held: may sleep.
+            unsafe { bindings::msleep(1) };
+        }
+
+        let (mut migrated, mut refused) = (0, 0);
+        for attempt in 0..ATTEMPTS {
+            if migrated >= MIGRATIONS && owner.releases.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            let i = attempt % PAGES;
+            let folio = racer.obj.file().mapping().get_folio(i).ok_or(ENOENT)?;
+            let target = other_node(folio.nid());
+            match migrate::migrate_to_node(folio, target, MigrateMode::Sync) {
+                Ok(()) => migrated += 1,
+                // A hold the racer has not handed to the owner yet, or a
+                // folio it has locked: a later attempt moves it.
+                Err(e) if e == EAGAIN || e == EBUSY => refused += 1,
+                Err(e) => {
+                    pr_err!("migrating page {i}: {e:?} ({migrated} moved, {refused} refused)\n");
+                    return Err(e);
+                }
+            }
+        }
+        drop(stopper);
+        let rounds = racer.rounds.load(Ordering::Relaxed);
+        pr_info!(
+            "holds_race_migration: {migrated} migrated, {refused} refused, {rounds} racer rounds, {} releases\n",
+            owner.releases.load(Ordering::Relaxed)
+        );
+
+        assert_eq!(racer.bad_data.load(Ordering::Relaxed), 0);
+        assert_eq!(racer.errors.load(Ordering::Relaxed), 0);
+        assert!(rounds > 1);
+        assert!(migrated >= MIGRATIONS);
+        // Held folios were among those moved: the owner released them.
+        assert!(owner.releases.load(Ordering::Relaxed) > 0);
+        assert!(owner.migrated_ok.load(Ordering::Relaxed) > 0);
+        assert!(STATS.released_migrated.load(Ordering::Relaxed) > released0);
+        // The racer put its holds, and the stopper those `migrated`
+        // re-acquired since: none may be left.
+        assert_eq!(racer.obj.holds(), 0);
+        // The data survived every migration.
+        for i in 0..PAGES {
+            let h = racer.obj.get_folio(i)?;
+            let (mut head, mut tail) = ([0u8; 64], [0u8; 64]);
+            h.folio().read(0, &mut head)?;
+            h.folio().read(PAGE_SIZE - 64, &mut tail)?;
+            assert_eq!(head, tag(i));
+            assert_eq!(tail, tag(i));
+        }
+        assert_eq!(racer.obj.holds(), 0);
         Ok(())
     }
 }

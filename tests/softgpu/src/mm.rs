@@ -147,12 +147,56 @@ pub fn pagemap_pfn(addr: usize) -> io::Result<Option<u64>> {
     Pagemap::open()?.pfn(addr)
 }
 
-/// The /proc/kpageflags word of page frame `pfn` (`KPF_*` bits of
-/// `include/uapi/linux/kernel-page-flags.h`; root only).
-pub fn kpageflags(pfn: u64) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    File::open("/proc/kpageflags")?.read_exact_at(&mut b, pfn * 8)?;
-    Ok(u64::from_ne_bytes(b))
+/// /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h).
+pub const KPF_DIRTY: u32 = 4;
+pub const KPF_COMPOUND_HEAD: u32 = 15;
+pub const KPF_COMPOUND_TAIL: u32 = 16;
+/// Any transparent huge page (of any order), head or tail page.
+pub const KPF_THP: u32 = 22;
+
+/// The /proc/kpageflags entry of each PFN (readable by root only).
+pub fn kpageflags(pfns: &[u64]) -> io::Result<Vec<u64>> {
+    let f = File::open("/proc/kpageflags")?;
+    pfns.iter()
+        .map(|&pfn| {
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, pfn * 8)?;
+            Ok(u64::from_ne_bytes(b))
+        })
+        .collect()
+}
+
+/// Memory hot(un)plug blocks, /sys/devices/system/memory/memory<N>.
+pub const MEMORY_SYSFS: &str = "/sys/devices/system/memory";
+
+/// The size of a memory block in bytes (`block_size_bytes`, hex).
+pub fn memory_block_size() -> io::Result<u64> {
+    let s = fs::read_to_string(format!("{MEMORY_SYSFS}/block_size_bytes"))?;
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("block size {s:?}")))
+}
+
+/// The memory blocks of NUMA node `node`, by number (block `n` starts at
+/// `n * memory_block_size()`), in ascending order.
+pub fn node_memory_blocks(node: u32) -> io::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = fs::read_dir(format!("/sys/devices/system/node/node{node}"))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("memory")?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// One attribute of memory block `id` (`state`, `valid_zones`, ...),
+/// trimmed.
+pub fn memory_block_attr(id: u64, attr: &str) -> io::Result<String> {
+    Ok(
+        fs::read_to_string(format!("{MEMORY_SYSFS}/memory{id}/{attr}"))?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// All of /proc/vmstat.

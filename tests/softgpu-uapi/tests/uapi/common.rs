@@ -353,3 +353,65 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A /proc/sys (or other sysfs-like) setting changed for the life of the
+/// value, restored when dropped, also when a test fails.
+pub struct Setting {
+    path: &'static str,
+    old: String,
+}
+
+impl Setting {
+    #[track_caller]
+    pub fn set(path: &'static str, value: &str) -> Self {
+        let old = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+            .trim()
+            .to_string();
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("writing {value:?} to {path}: {e}"));
+        Self { path, old }
+    }
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, &self.old);
+    }
+}
+
+/// The calling thread runs on CPU `cpu` only, for the life of the value
+/// (then again wherever it could run before).
+pub struct OnCpu(libc::cpu_set_t);
+
+impl OnCpu {
+    #[track_caller]
+    pub fn new(cpu: usize) -> Self {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `old` is a cpu_set_t of `size` bytes; 0 is this thread.
+        let r = unsafe { libc::sched_getaffinity(0, size, &mut old) };
+        assert_eq!(r, 0, "sched_getaffinity: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores a CPU number
+        // beyond its size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is a cpu_set_t of `size` bytes; 0 is this thread.
+        let r = unsafe { libc::sched_setaffinity(0, size, &set) };
+        assert_eq!(
+            r,
+            0,
+            "sched_setaffinity to CPU {cpu}: {}",
+            io::Error::last_os_error()
+        );
+        Self(old)
+    }
+}
+
+impl Drop for OnCpu {
+    fn drop(&mut self) {
+        // SAFETY: restoring the set sched_getaffinity gave us.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}

@@ -10,7 +10,8 @@
 //! - `files`: isolation between DRM files, PRIME, closing or killing with
 //!   jobs in flight.
 //! - `migration`: moving BO pages between NUMA nodes while the GPU uses
-//!   them (gemfs BOs) or not (pinned BOs).
+//!   them (gemfs BOs) or not (pinned BOs); 2 MiB folios moved whole.
+//! - `offline`: memory offlining of a block holding GPU-held gemfs BO pages.
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
@@ -24,6 +25,7 @@ mod files;
 mod ioctls;
 mod madvise;
 mod migration;
+mod offline;
 mod scale;
 mod shrinker;
 mod userptr;

@@ -21,14 +21,14 @@ const VA: u64 = 0x1_0000_0000;
 const RES_VA: u64 = 0x2_0000_0000;
 
 #[track_caller]
-fn require_two_nodes() {
+pub(crate) fn require_two_nodes() {
     let nodes = ok(mm::online_nodes(), "reading the online NUMA nodes");
     assert_eq!(nodes, [0, 1], "the guest must have NUMA nodes 0 and 1");
 }
 
 /// The node and PFN of every page; all must be present.
 #[track_caller]
-fn locate(pm: &Pagemap, addrs: &[usize], what: &str) -> (Vec<i32>, Vec<u64>) {
+pub(crate) fn locate(pm: &Pagemap, addrs: &[usize], what: &str) -> (Vec<i32>, Vec<u64>) {
     let nodes = ok(mm::page_nodes(addrs), "move_pages query of the nodes");
     let pfns = ok(pm.pfns(addrs), "reading /proc/self/pagemap");
     for (i, (&n, p)) in nodes.iter().zip(&pfns).enumerate() {
@@ -41,13 +41,13 @@ fn locate(pm: &Pagemap, addrs: &[usize], what: &str) -> (Vec<i32>, Vec<u64>) {
     (nodes, pfns.into_iter().map(Option::unwrap).collect())
 }
 
-fn other_node(nodes: &[i32]) -> Vec<i32> {
+pub(crate) fn other_node(nodes: &[i32]) -> Vec<i32> {
     nodes.iter().map(|&n| 1 - n).collect()
 }
 
 /// Moves page `i` to `targets[i]`, retrying the pages that fail (busy), at
 /// most `tries` move_pages calls. Returns how many calls it took.
-fn move_all(addrs: &[usize], targets: &[i32], tries: usize) -> Result<usize, String> {
+pub(crate) fn move_all(addrs: &[usize], targets: &[i32], tries: usize) -> Result<usize, String> {
     let mut pending: Vec<usize> = (0..addrs.len()).collect();
     for attempt in 1..=tries {
         let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
@@ -518,7 +518,7 @@ fn held_folio_migration_is_traced() {
     }
 }
 
-fn gemfs_counter(name: &str) -> u64 {
+pub(crate) fn gemfs_counter(name: &str) -> u64 {
     let path = format!("/sys/kernel/debug/gemfs/{name}");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {path}: {e}"))
@@ -527,7 +527,7 @@ fn gemfs_counter(name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
 
-fn compact_memory() {
+pub(crate) fn compact_memory() {
     std::fs::write("/proc/sys/vm/compact_memory", "1").expect("writing compact_memory");
 }
 
@@ -703,4 +703,185 @@ fn migration_races_bo_destruction() {
         let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
         move_and_check(&pm, &addrs, 50, "moving the pages of a destroyed BO");
     }
+}
+
+/// Pages of a PMD-sized (2 MiB) folio.
+const THP_NR: usize = 512;
+
+/// Whether `pfns`, the PFNs of 512 consecutive pages of a mapping, are one
+/// 2 MiB transparent huge page: contiguous from a 2 MiB-aligned head, the
+/// head flagged THP and compound head in /proc/kpageflags, every other page
+/// THP and compound tail. Else why not.
+fn check_thp(pfns: &[u64]) -> Result<(), String> {
+    assert_eq!(pfns.len(), THP_NR);
+    let head = pfns[0];
+    if !head.is_multiple_of(THP_NR as u64) {
+        return Err(format!("its first PFN {head:#x} is not 2 MiB aligned"));
+    }
+    if let Some(i) = (0..THP_NR).find(|&i| pfns[i] != head + i as u64) {
+        return Err(format!(
+            "page {i} is at PFN {:#x}, not {:#x}: not one contiguous folio",
+            pfns[i],
+            head + i as u64
+        ));
+    }
+    let flags = mm::kpageflags(pfns).map_err(|e| format!("reading /proc/kpageflags: {e}"))?;
+    let has = |f: u64, bit: u32| f & (1 << bit) != 0;
+    if !has(flags[0], mm::KPF_THP) || !has(flags[0], mm::KPF_COMPOUND_HEAD) {
+        return Err(format!(
+            "PFN {head:#x} is not the head of a THP (kpageflags {:#x})",
+            flags[0]
+        ));
+    }
+    if let Some(i) =
+        (1..THP_NR).find(|&i| !has(flags[i], mm::KPF_THP) || !has(flags[i], mm::KPF_COMPOUND_TAIL))
+    {
+        return Err(format!(
+            "PFN {:#x} (page {i}) is not a THP tail (kpageflags {:#x})",
+            pfns[i], flags[i]
+        ));
+    }
+    Ok(())
+}
+
+/// A held 2 MiB folio migrates whole. softgpu's gemfs mount is
+/// huge=within_size, so a 4 MiB BO (2 MiB-aligned in its file) is two
+/// PMD-sized folios when the allocator has 2 MiB blocks. The GPU holds each
+/// as one folio; move_pages() of one address of each moves all 512 pages
+/// to one new 2 MiB folio, after one release per folio (nr=512), not 512.
+#[test]
+fn thp_held_folio_migrates_whole() {
+    require_two_nodes();
+    // NUMA balancing would move the pages behind the test's back.
+    let _numa = Setting::set("/proc/sys/kernel/numa_balancing", "0");
+    let size = 4 * MIB;
+    let folios = size as usize / PAGE as usize / THP_NR;
+    let dev = open();
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let data = pattern(size as usize, 61);
+    let mut compacted = false;
+    let (h, m, old) = loop {
+        let h = create_bound(&dev, size, 0, VA);
+        // The GPU allocates the folios (through gemfs_object_get_folio, with
+        // no VMA whose flags could refuse a huge page); the CPU then writes
+        // through them.
+        run_ok(&dev, &[Cmd::fill(VA, size, 0)], "FILL");
+        let mut m = map(&dev, h, size);
+        m.as_mut_slice().copy_from_slice(&data);
+        assert_eq!(
+            gpu_sum(&dev, VA, size),
+            fnv1a64(&data),
+            "GPU checksum of CPU writes"
+        );
+        let (_, pfns) = locate(&pm, &m.page_addrs(), "the 4 MiB BO");
+        let not_thp = pfns
+            .chunks(THP_NR)
+            .enumerate()
+            .find_map(|(k, c)| check_thp(c).err().map(|e| format!("folio {k}: {e}")));
+        match not_thp {
+            None => break (h, m, pfns),
+            Some(e) if !compacted => {
+                eprintln!("no THP yet ({e}): compacting memory and creating the BO again");
+                drop(m);
+                ok(dev.unbind(VA, size), "VM_UNBIND");
+                ok(dev.close_bo(h), "GEM_CLOSE");
+                compact_memory();
+                compacted = true;
+            }
+            Some(e) => panic!(
+                "a 4 MiB BO on softgpu's huge=within_size gemfs mount got no 2 MiB folios, \
+                 even after compact_memory: {e}"
+            ),
+        }
+    };
+    let info0 = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(
+        info0.resident_pages,
+        size / PAGE,
+        "the GPU holds every page: {info0:?}"
+    );
+    let addrs = m.page_addrs();
+    let heads: Vec<usize> = (0..folios).map(|k| addrs[k * THP_NR]).collect();
+    let (nodes, _) = locate(&pm, &heads, "the folio heads");
+    let targets = other_node(&nodes);
+
+    let trace = GemfsTrace::start();
+    if let Err(e) = move_all(&heads, &targets, 50) {
+        panic!("moving the 2 MiB folios: {e}");
+    }
+    let events = trace.events();
+    drop(trace);
+
+    let (now, new) = locate(&pm, &addrs, "after move_pages");
+    for i in 0..addrs.len() {
+        let k = i / THP_NR;
+        assert_eq!(
+            now[i], targets[k],
+            "page {i}: on node {}, but its folio {k} was moved to node {}",
+            now[i], targets[k]
+        );
+        assert_ne!(new[i], old[i], "page {i} kept its PFN {:#x}", old[i]);
+    }
+    let hex = |p: u64| format!("0x{p:x}");
+    for k in 0..folios {
+        let pages = &new[k * THP_NR..(k + 1) * THP_NR];
+        if let Err(e) = check_thp(pages) {
+            panic!("folio {k} is not one 2 MiB THP after migration: {e}");
+        }
+        let (src, dst) = (hex(old[k * THP_NR]), hex(pages[0]));
+        let released: Vec<_> = events
+            .iter()
+            .filter(|(name, f)| name == "release" && f["pfn"] == src)
+            .collect();
+        let ok_released: Vec<_> = released.iter().filter(|(_, f)| f["ret"] == "0").collect();
+        assert_eq!(
+            ok_released.len(),
+            1,
+            "folio {k}: gemfs_release events of pfn {src} with ret=0 (all: {released:?})"
+        );
+        assert_eq!(
+            ok_released[0].1["nr"], "512",
+            "folio {k}: released as {:?}",
+            ok_released[0]
+        );
+        let migrated = events.iter().any(|(name, f)| {
+            name == "migrate"
+                && f["src_pfn"] == src
+                && f["dst_pfn"] == dst
+                && f["nr"] == "512"
+                && f["held"] == "1"
+                && f["ret"] == "0"
+        });
+        assert!(
+            migrated,
+            "folio {k}: no gemfs_migrate {src} -> {dst} nr=512 held=1 ret=0 in {events:?}"
+        );
+    }
+    // Released as whole folios: no release names a page inside one.
+    let inner: std::collections::HashSet<String> = (0..addrs.len())
+        .filter(|i| i % THP_NR != 0)
+        .map(|i| hex(old[i]))
+        .collect();
+    let stray: Vec<_> = events
+        .iter()
+        .filter(|(name, f)| name == "release" && inner.contains(&f["pfn"]))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "releases of single pages of the folios: {stray:?}"
+    );
+    let info = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(
+        info.released - info0.released,
+        folios as u64,
+        "softgpu released {} folios for {folios} 2 MiB folios: {info0:?} -> {info:?}",
+        info.released - info0.released
+    );
+
+    assert!(m.as_slice() == &data[..], "contents changed by migration");
+    assert_eq!(
+        gpu_sum(&dev, VA, size),
+        fnv1a64(&data),
+        "GPU checksum after migration"
+    );
 }

@@ -876,7 +876,7 @@ fn userptr_exclusive_access_and_fork_cow() {
 /// dropped by reclaim instead of written out, losing what the GPU wrote.
 #[test]
 fn userptr_gpu_writes_mark_the_pages_dirty() {
-    const KPF_DIRTY: u64 = 1 << 4;
+    const KPF_DIRTY: u64 = 1 << mm::KPF_DIRTY;
     let dev = open();
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
     let m = Mem::new(2);
@@ -886,7 +886,7 @@ fn userptr_gpu_writes_mark_the_pages_dirty() {
     m.write(PAGE_USIZE, &[1; 8]);
     let addr = m.addr() as usize;
     let pfn = |a| ok(pm.pfn(a), "reading pagemap").unwrap_or_else(|| panic!("no page at {a:#x}"));
-    let flags = |a| ok(mm::kpageflags(pfn(a)), "reading /proc/kpageflags");
+    let flags = |a| ok(mm::kpageflags(&[pfn(a)]), "reading /proc/kpageflags")[0];
     assert_eq!(
         flags(addr) & KPF_DIRTY,
         0,
