@@ -364,11 +364,15 @@ fn userptr_pages_move_to_the_other_numa_node_while_bound() {
     let dev = open();
     let res = results(&dev);
     let m = Mem::new(N);
-    let a = pattern(size as usize, 8);
+    let mut a = pattern(size as usize, 8);
     m.write(0, &a);
     bind_mem(&dev, &m, VA, 0);
-    // Pages in the GPU page table, the first ones writable.
-    run_ok(&dev, &[Cmd::atomic_add(VA, 0, 1)], "GPU write");
+    // Pages in the GPU page table, the first ones writable. (A plain
+    // write: an atomic would take the page exclusive, which pagemap shows
+    // as not present.)
+    run_ok(&dev, &[Cmd::fill(VA, 8, 0x1234_5678)], "GPU write");
+    a[..4].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+    a[4..8].copy_from_slice(&0x1234_5678u32.to_le_bytes());
     assert_eq!(
         gpu_checksum(&dev, &res, VA, size, "CHECKSUM before moving"),
         fnv1a64(&a)
