@@ -302,7 +302,7 @@ impl Userptr {
             pt.set(va, Pte::new(folio.pfn(), Perm::Atomic));
             m.exclusive_grants.fetch_add(1, Ordering::Relaxed);
             // The page is the folio's first (see `ExclusivePages::folio`).
-            let done = access(&*folio, offset);
+            let done = access(&folio, offset);
             // Dropping the guards: `pt`, then the folio lock and reference
             // (the CPU may take the page back from then on, through the
             // notifier, which needs `pt`), then the mmap lock.
