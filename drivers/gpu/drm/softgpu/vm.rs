@@ -171,8 +171,7 @@ impl PageTable {
         match old {
             None => self.present += 1,
             // A changed translation (e.g. a userptr page made writable, or
-            // exclusive for atomics):
-            // the TLB may cache the old one.
+            // exclusive for atomics): the TLB may cache the old one.
             Some(o) if o != pte => {
                 self.tlb = [None; TLB_ENTRIES];
                 self.tlb_flushes += 1;
@@ -309,6 +308,17 @@ fn overlaps(bindings: &mut RBTree<u64, Entry>, va: u64, size: u64) -> bool {
             .cursor_back()
             .is_some_and(|c| c.current().1.va() + c.current().1.size() > va),
     }
+}
+
+/// The start of the entry of `bindings` that maps `va`, if any: the last
+/// one starting at or below it.
+fn entry_at(bindings: &mut RBTree<u64, Entry>, va: u64) -> Option<u64> {
+    let start = match bindings.cursor_lower_bound(&va) {
+        Some(c) if *c.current().0 == va => va,
+        Some(c) => *c.peek_prev()?.0,
+        None => *bindings.cursor_back()?.current().0,
+    };
+    bindings.get(&start)?.contains(va).then_some(start)
 }
 
 /// How many pages a userptr fault maps at once, if they are all mapped by
@@ -482,11 +492,9 @@ impl Vm {
         access: &mut dyn FnMut(&Folio, usize) -> Result,
     ) -> core::result::Result<bool, Fault> {
         let fault = |err| Fault { addr: va, err };
-        let bindings = self.bindings.lock();
-        let entry = bindings
-            .values()
-            .find(|b| b.contains(va))
-            .ok_or(fault(EFAULT))?;
+        let mut bindings = self.bindings.lock();
+        let start = entry_at(&mut bindings, va).ok_or(fault(EFAULT))?;
+        let entry = bindings.get(&start).ok_or(fault(EFAULT))?;
         let b = match entry {
             Entry::Bo(b) => b,
             Entry::Userptr(u) => {
