@@ -18,6 +18,7 @@ use softgpu::mm::{self, Pagemap};
 use softgpu::*;
 
 use crate::common::*;
+use crate::migration::move_all;
 
 const VA: u64 = 0x1_0000_0000;
 const RES_VA: u64 = 0x2_0000_0000;
@@ -391,22 +392,8 @@ fn userptr_pages_move_to_the_other_numa_node_while_bound() {
     let targets: Vec<i32> = before_nodes.iter().map(|&n| 1 - n).collect();
     // Nothing pins the pages: they move, at most after a few transient
     // failures (e.g. a page still on a per-CPU LRU list).
-    let mut pending: Vec<usize> = (0..N).collect();
-    for attempt in 1..=10 {
-        let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
-        let t: Vec<i32> = pending.iter().map(|&i| targets[i]).collect();
-        let out = ok(mm::move_pages(&a, &t), "move_pages");
-        let failed = out.failed(&t);
-        pending = failed.iter().map(|&j| pending[j]).collect();
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            attempt < 10,
-            "pages {pending:?} did not move (statuses {:?}): pinned?",
-            out.status
-        );
-        thread::sleep(Duration::from_millis(5));
+    if let Err(e) = move_all(&addrs, &targets, 10) {
+        panic!("bound userptr pages did not move (pinned?): {e}");
     }
     let (after_nodes, after_pfns) = locate("after move_pages");
     for i in 0..N {
@@ -968,20 +955,8 @@ fn userptr_pinned_baseline_pages_do_not_move_until_unbound() {
     );
 
     ok(dev.unbind(VA, size), "VM_UNBIND of the pinned userptr");
-    let mut pending: Vec<usize> = (0..N).collect();
-    for attempt in 1..=10 {
-        let a: Vec<usize> = pending.iter().map(|&i| addrs[i]).collect();
-        let t: Vec<i32> = pending.iter().map(|&i| targets[i]).collect();
-        let out = ok(mm::move_pages(&a, &t), "move_pages after unbind");
-        pending = out.failed(&t).iter().map(|&j| pending[j]).collect();
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            attempt < 10,
-            "pages {pending:?} still do not move after unbind"
-        );
-        thread::sleep(Duration::from_millis(5));
+    if let Err(e) = move_all(&addrs, &targets, 10) {
+        panic!("unbound userptr pages still do not move: {e}");
     }
     assert!(m.read(0, size as usize) == want, "contents after the move");
 }
