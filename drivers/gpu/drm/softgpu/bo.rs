@@ -59,8 +59,124 @@ impl PageRef {
 /// A folio the device page tables point into, and how many entries do.
 struct Resident {
     page: PageRef,
-    first: usize,
+    ptes: u32,
+}
+
+/// Pages in the largest folio gemfs or shmem gives out (PMD order): a
+/// folio's slot is at its first page, which is aligned to its size.
+const MAX_FOLIO_PAGES: usize = 512;
+
+/// The resident folios of an object, each in the slot of its first page.
+///
+/// A dense table rather than a tree of folios: making a page resident
+/// allocates nothing (the object lock is a spinlock), and it costs one slot
+/// per page, allocated once, instead of a slab object per resident folio
+/// churned with every fault and release. Unmovable kernel memory is what
+/// this project is about: each scattered slab page can cost a huge page.
+///
+/// # Invariants
+///
+/// `slots` is empty, or has one slot per page of the object. A resident
+/// folio of `n` pages at index `i` is in `slots[i]`, `i` is a multiple of
+/// `n` and `n <= MAX_FOLIO_PAGES`; the `n - 1` slots after it are `None`.
+/// `ptes`, `pages` and `folios` are the sums over the resident folios.
+struct Residency {
+    slots: KVVec<Option<Resident>>,
     ptes: u64,
+    pages: usize,
+    folios: usize,
+}
+
+// Four slots per cache line: the table costs 8 bytes per 1 KiB of object.
+const _: () = assert!(core::mem::size_of::<Option<Resident>>() <= 32);
+
+impl Residency {
+    const fn new() -> Self {
+        Self {
+            slots: KVVec::new(),
+            ptes: 0,
+            pages: 0,
+            folios: 0,
+        }
+    }
+
+    /// An empty table for an object of `pages` pages.
+    fn alloc_slots(pages: usize) -> Result<KVVec<Option<Resident>>> {
+        let mut slots = KVVec::with_capacity(pages, GFP_KERNEL)?;
+        for _ in 0..pages {
+            // Within the capacity: does not allocate.
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(slots)
+    }
+
+    fn resident(&self, first: usize) -> Option<&Resident> {
+        self.slots.get(first)?.as_ref()
+    }
+
+    /// Makes `page`'s folio resident, unless it is already: then `page` is
+    /// given back (a spare reference, for the caller to drop).
+    fn insert(&mut self, page: PageRef) -> core::result::Result<(), PageRef> {
+        let (first, nr) = (page.folio().index(), page.folio().nr_pages());
+        match self.slots.get_mut(first) {
+            Some(slot @ None) => {
+                *slot = Some(Resident { page, ptes: 0 });
+                self.pages += nr;
+                self.folios += 1;
+                Ok(())
+            }
+            _ => Err(page),
+        }
+    }
+
+    /// Counts `n` more page table entries into the folio at `first`.
+    fn add_ptes(&mut self, first: usize, n: u32) {
+        if let Some(Some(r)) = self.slots.get_mut(first) {
+            r.ptes += n;
+            self.ptes += u64::from(n);
+        }
+    }
+
+    /// Counts `n` fewer entries into the folio at `first`, and takes it out
+    /// if no entry is left.
+    fn sub_ptes(&mut self, first: usize, n: u32) -> Option<Resident> {
+        let r = self.slots.get_mut(first)?.as_mut()?;
+        r.ptes -= n;
+        self.ptes -= u64::from(n);
+        if r.ptes == 0 {
+            self.take(first)
+        } else {
+            None
+        }
+    }
+
+    /// Takes the folio at `first` out, whatever points into it.
+    fn take(&mut self, first: usize) -> Option<Resident> {
+        let r = self.slots.get_mut(first)?.take()?;
+        self.ptes -= u64::from(r.ptes);
+        self.pages -= r.page.folio().nr_pages();
+        self.folios -= 1;
+        Some(r)
+    }
+
+    /// The resident folio that starts first in pages `from..=last`: its
+    /// first page and size. To find the folios overlapping a range of
+    /// pages, start from [`Self::scan_start`] of its first page.
+    fn next(&self, from: usize, last: usize) -> Option<(usize, usize)> {
+        let end = last.saturating_add(1).min(self.slots.len());
+        (from..end).find_map(|i| Some((i, self.slots[i].as_ref()?.page.folio().nr_pages())))
+    }
+
+    /// Where a folio overlapping page `index` may start, at the earliest.
+    fn scan_start(index: usize) -> usize {
+        index - index % MAX_FOLIO_PAGES
+    }
+
+    /// Takes every resident folio out, with the table: for the caller to
+    /// drop outside its locks. The next fault allocates a new table.
+    fn take_all(&mut self) -> Residency {
+        core::mem::replace(self, Self::new())
+    }
 }
 
 /// Where an object is bound; keyed by (VM address, GPU address).
@@ -83,8 +199,7 @@ impl Mapping {
 
 /// State shared by the GEM object and gemfs's owner callbacks.
 struct BoInner {
-    /// Resident folios by the index of their last page.
-    resident: RBTree<usize, Resident>,
+    resident: Residency,
     mappings: RBTree<(usize, u64), Mapping>,
     /// The fence of the last job that may use the object.
     last_use: Option<ARef<Fence>>,
@@ -125,7 +240,7 @@ impl BoOwner {
 
     /// Clears every page table entry into the object and takes all its
     /// resident folios out, for the caller to drop outside the lock.
-    fn unmap_all(&self, inner: &mut BoInner) -> RBTree<usize, Resident> {
+    fn unmap_all(&self, inner: &mut BoInner) -> Residency {
         for m in inner.mappings.values() {
             // SAFETY: a mapping exists only while its binding does, and the
             // VM removes its bindings before it goes away.
@@ -138,8 +253,8 @@ impl BoOwner {
                 }
             }
         }
-        let gone = core::mem::take(&mut inner.resident);
-        self.held_sub(gone.values().map(|r| r.page.folio().nr_pages()).sum());
+        let gone = inner.resident.take_all();
+        self.held_sub(gone.pages);
         gone
     }
 }
@@ -192,7 +307,7 @@ impl Bo {
             pin_init!(BoOwner {
                 inner <- new_spinlock!(
                     BoInner {
-                        resident: RBTree::new(),
+                        resident: Residency::new(),
                         mappings: RBTree::new(),
                         last_use: None,
                         madv: uapi::SOFTGPU_MADV_WILLNEED,
@@ -271,7 +386,6 @@ impl Bo {
     /// Forgets binding `b` of `vm`: clears its page table entries and drops
     /// the folios no entry points into any more.
     pub(crate) fn remove_mapping(&self, vm: &Vm, b: &Binding) {
-        let mut dropped = KVec::new();
         let mapping;
         {
             let mut inner = self.owner.inner.lock();
@@ -281,34 +395,23 @@ impl Bo {
             let mut pt = vm.pt.lock();
             let first = (b.bo_offset / PAGE) as usize;
             let last = first + (b.size / PAGE) as usize - 1;
-            let mut cursor = inner.resident.cursor_lower_bound(&first);
-            while let Some(mut c) = cursor {
-                let (_, r) = c.current_mut();
-                if r.first > last {
-                    break;
-                }
-                let nr = r.page.folio().nr_pages();
-                for index in r.first.max(first)..(r.first + nr).min(last + 1) {
-                    if let Some(va) = b.va_of(index) {
-                        if pt.clear(va) {
-                            r.ptes -= 1;
-                        }
+            let mut at = Residency::scan_start(first);
+            while let Some((head, nr)) = inner.resident.next(at, last) {
+                at = head + nr;
+                let mut cleared = 0;
+                for index in head.max(first)..(head + nr).min(last + 1) {
+                    if b.va_of(index).is_some_and(|va| pt.clear(va)) {
+                        cleared += 1;
                     }
                 }
-                if r.ptes == 0 {
-                    let (next, node) = c.remove_current();
+                if let Some(gone) = inner.resident.sub_ptes(head, cleared) {
                     self.owner.held_sub(nr);
-                    // Dropped outside the locks; if the vector cannot grow,
-                    // `push` drops it right here, which is fine too:
-                    // putting a hold does not sleep.
-                    let _ = dropped.push(node, GFP_ATOMIC);
-                    cursor = next;
-                } else {
-                    cursor = c.move_next();
+                    // Under the locks, as putting a hold or a folio
+                    // reference does not sleep.
+                    drop(gone);
                 }
             }
         }
-        drop(dropped);
         drop(mapping);
     }
 
@@ -334,39 +437,46 @@ impl Bo {
             folio.lock().mark_dirty();
         }
         let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
-        let node = RBTreeNode::new(
-            first + nr - 1,
-            Resident {
-                page,
-                first,
-                ptes: 0,
-            },
-            GFP_KERNEL,
-        )?;
-        let mut inner = self.owner.inner.lock();
-        if inner.purged {
-            // Purged while we acquired the folio: truncation has taken it
-            // out of the file; dropping `node` drops our reference.
+        if nr > MAX_FOLIO_PAGES || first % nr != 0 || first + nr > self.pages {
+            // `Residency` relies on this: shmem's folios are at most
+            // PMD-sized and naturally aligned in the file.
+            kernel::lockdep::warn(c_str!("softgpu: a folio larger than a PMD, or unaligned"));
+            return Err(EINVAL);
+        }
+        // The residency table, allocated on the first fault after creation
+        // or after the shrinker took the folios: not under the spinlock.
+        let mut slots = None;
+        let mut inner = loop {
+            let inner = self.owner.inner.lock();
+            if inner.purged {
+                // Purged while we acquired the folio: truncation has taken
+                // it out of the file; dropping `page` drops our reference.
+                return Err(EFAULT);
+            }
+            if !inner.resident.slots.is_empty() || slots.is_some() {
+                break inner;
+            }
             drop(inner);
-            drop(node);
-            return Err(EFAULT);
+            slots = Some(Residency::alloc_slots(self.pages)?);
+        };
+        if inner.resident.slots.is_empty() {
+            if let Some(s) = slots.take() {
+                inner.resident.slots = s;
+            }
         }
         if let Some(j) = job {
             inner.last_use = Some(j.clone());
         }
-        let key = first + nr - 1;
-        // If the folio is resident already, `node` (with the reference just
-        // taken) is spare and dropped after the locks.
-        let spare = if inner.resident.get(&key).is_none() {
-            self.owner.held_add(nr);
-            inner.resident.insert(node)
-        } else {
-            Some(node)
+        // If the folio is resident already, the reference just taken is
+        // spare, and dropped after the locks.
+        let spare = match inner.resident.insert(page) {
+            Ok(()) => {
+                self.owner.held_add(nr);
+                None
+            }
+            Err(page) => Some(page),
         };
-        let Some(r) = inner.resident.get_mut(&key) else {
-            return Err(EINVAL);
-        };
-        if r.page.folio().pfn() != pfn {
+        if inner.resident.resident(first).map(|r| r.page.folio().pfn()) != Some(pfn) {
             // Another folio at this index is resident: cannot happen, as
             // release removes a folio before migration replaces it.
             drop(inner);
@@ -374,22 +484,24 @@ impl Bo {
             return Err(EINVAL);
         }
         let mut pt = vm.pt.lock();
+        let mut set = 0;
         for i in 0..nr {
             if let Some(va) = b.va_of(first + i) {
                 // Object memory is the device's own: atomics work on it.
                 let perm = if b.readonly { Perm::Read } else { Perm::Atomic };
-                let pte = Pte::new(pfn + i, perm);
-                if pt.set(va, pte) {
-                    r.ptes += 1;
+                if pt.set(va, Pte::new(pfn + i, perm)) {
+                    set += 1;
                 }
             }
         }
         drop(pt);
+        inner.resident.add_ptes(first, set);
         drop(inner);
+        drop(spare);
+        drop(slots);
         if job.is_some() {
             self.owner.gpu_faults.fetch_add(1, Ordering::Relaxed);
         }
-        drop(spare);
         Ok(())
     }
 
@@ -454,14 +566,13 @@ impl Bo {
             }
             return (0, cached);
         }
-        if !self.owner.gemfs || inner.resident.iter().next().is_none() {
+        if !self.owner.gemfs || inner.resident.folios == 0 {
             return (0, 0);
         }
         let gone = self.owner.unmap_all(&mut inner);
         drop(inner);
-        let pages = gone.values().map(|r| r.page.folio().nr_pages()).sum();
-        let folios = gone.values().count() as u64;
-        // Drops the holds, outside the object lock.
+        let (pages, folios) = (gone.pages, gone.folios as u64);
+        // Drops the holds and the table, outside the object lock.
         drop(gone);
         self.owner.released.fetch_add(folios, Ordering::Relaxed);
         (pages, 0)
@@ -470,7 +581,7 @@ impl Bo {
     pub(crate) fn info(&self) -> BoInfo {
         let inner = self.owner.inner.lock();
         BoInfo {
-            resident_pages: inner.resident.values().map(|r| r.ptes).sum(),
+            resident_pages: inner.resident.ptes,
             released: self.owner.released.load(Ordering::Relaxed),
             refused: self.owner.refused.load(Ordering::Relaxed),
             gpu_faults: self.owner.gpu_faults.load(Ordering::Relaxed),
@@ -483,7 +594,7 @@ impl Bo {
     pub(crate) fn show(&self, p: &drm::Printer) {
         let inner = self.owner.inner.lock();
         let (resident, bindings) = (
-            inner.resident.values().map(|r| r.ptes).sum::<u64>(),
+            inner.resident.ptes,
             inner.mappings.values().count(),
         );
         let madv = match (inner.purged, inner.madv) {
@@ -529,9 +640,8 @@ impl Drop for Bo {
                     .purgeable_pages
                     .fetch_sub(self.pages, Ordering::Relaxed);
             }
-            let r = core::mem::take(&mut inner.resident);
-            self.owner
-                .held_sub(r.values().map(|r| r.page.folio().nr_pages()).sum());
+            let r = inner.resident.take_all();
+            self.owner.held_sub(r.pages);
             r
         };
         drop(resident);
@@ -569,7 +679,7 @@ impl gemfs::Owner for BoOwner {
         let ours = |inner: &BoInner| {
             inner
                 .resident
-                .get(&(first + nr - 1))
+                .resident(first)
                 .is_some_and(|r| r.page.folio().pfn() == pfn)
         };
         let busy = {
@@ -593,7 +703,7 @@ impl gemfs::Owner for BoOwner {
                 return Err(EBUSY);
             }
         }
-        let res = {
+        let (res, cleared) = {
             let mut inner = owner.inner.lock();
             if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
                 // A job was submitted while we waited.
@@ -606,27 +716,26 @@ impl gemfs::Owner for BoOwner {
                 // the references left, if any, are someone else's.
                 return Err(ENOENT);
             }
-            let Some(mut res) = inner.resident.remove(&(first + nr - 1)) else {
+            let Some(res) = inner.resident.take(first) else {
                 return Err(ENOENT);
             };
             owner.held_sub(nr);
+            let mut cleared = 0;
             for m in inner.mappings.values() {
                 // SAFETY: a mapping exists only while its binding does, and
                 // the VM removes its bindings before it goes away.
                 let vm = unsafe { &*m.vm };
                 let mut pt = vm.pt.lock();
                 for index in first..first + nr {
-                    if let Some(va) = m.va_of(index) {
-                        if pt.clear(va) {
-                            res.ptes -= 1;
-                        }
+                    if m.va_of(index).is_some_and(|va| pt.clear(va)) {
+                        cleared += 1;
                     }
                 }
             }
-            res
+            (res, cleared)
         };
-        if res.ptes != 0 {
-            kernel::lockdep::warn(c_str!("softgpu: released folio still mapped"));
+        if res.ptes != cleared {
+            kernel::lockdep::warn(c_str!("softgpu: a released folio's entries were miscounted"));
         }
         // Drops the hold, outside the object lock.
         drop(res);
