@@ -10,6 +10,12 @@
 //! modelled TLB flushed with them) and the hold dropped; the next GPU
 //! access faults and takes the new folio. In baseline (pinned) mode the
 //! folio is an ordinary page reference, which migration cannot move.
+//!
+//! An object imported from another driver's dma-buf (PRIME) has neither:
+//! its pages are the exporter's, listed by the mapping of the DRM core's
+//! attachment, which pins them for as long as the object lives (a static
+//! import, see `Bo::import`). Its page table entries point at them without
+//! taking references; gemfs, migration and the shrinker never see it.
 
 use crate::{
     objects::Objects,
@@ -45,13 +51,36 @@ enum PageRef {
     Held(Hold),
     /// A plain reference: pinned until unbound.
     Pinned(ARef<Folio>),
+    /// Page `index` of an imported dma-buf, at `pfn`: no reference, the
+    /// object's attachment keeps the exporter's page in place.
+    Imported { pfn: usize, index: usize },
 }
 
 impl PageRef {
-    fn folio(&self) -> &Folio {
+    fn folio(&self) -> Option<&Folio> {
         match self {
-            PageRef::Held(h) => h.folio(),
-            PageRef::Pinned(f) => f,
+            PageRef::Held(h) => Some(h.folio()),
+            PageRef::Pinned(f) => Some(f),
+            PageRef::Imported { .. } => None,
+        }
+    }
+
+    /// The object page index of the first page.
+    fn first(&self) -> usize {
+        match self {
+            PageRef::Imported { index, .. } => *index,
+            _ => self.folio().map_or(0, |f| f.index()),
+        }
+    }
+
+    fn nr_pages(&self) -> usize {
+        self.folio().map_or(1, |f| f.nr_pages())
+    }
+
+    fn pfn(&self) -> usize {
+        match self {
+            PageRef::Imported { pfn, .. } => *pfn,
+            _ => self.folio().map_or(0, |f| f.pfn()),
         }
     }
 }
@@ -139,7 +168,7 @@ impl BoOwner {
             }
         }
         let gone = core::mem::take(&mut inner.resident);
-        self.held_sub(gone.values().map(|r| r.page.folio().nr_pages()).sum());
+        self.held_sub(gone.values().map(|r| r.page.nr_pages()).sum());
         gone
     }
 }
@@ -147,6 +176,8 @@ impl BoOwner {
 enum Backing {
     Gemfs(gemfs::Object<BoOwner>),
     Shmem(ARef<File>),
+    /// Imported: the page frame number of each page of the dma-buf.
+    Import(KVec<usize>),
 }
 
 /// softgpu's GEM object data.
@@ -182,13 +213,8 @@ pub(crate) struct BoInfo {
 }
 
 impl Bo {
-    /// Creates an object of `size` bytes on `dev`.
-    pub(crate) fn create(
-        dev: &drm::Device<crate::SoftGpu>,
-        size: usize,
-        pinned: bool,
-    ) -> Result<ARef<GemObject>> {
-        let owner = Arc::pin_init(
+    fn new_owner(dev: &drm::Device<crate::SoftGpu>, gemfs: bool) -> Result<Arc<BoOwner>> {
+        Arc::pin_init(
             pin_init!(BoOwner {
                 inner <- new_spinlock!(
                     BoInner {
@@ -201,13 +227,64 @@ impl Bo {
                     "softgpu_bo"
                 ),
                 objects: dev.data().objects.clone(),
-                gemfs: !pinned,
+                gemfs,
                 released: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 gpu_faults: AtomicU64::new(0),
             }),
             GFP_KERNEL,
+        )
+    }
+
+    /// Creates the object of a foreign dma-buf (PRIME import), whose pages
+    /// are listed by the mapping of the DRM core's attachment. That is a
+    /// static attachment: the exporter keeps the pages in place for as long
+    /// as the object lives (a vgem or drm_gem_shmem exporter pins them at
+    /// attach), so the object does not need `move_notify`, and takes no
+    /// reference on the pages. `EOPNOTSUPP` if the memory has no struct
+    /// pages (the engine reaches memory through them) or is not made of
+    /// whole pages.
+    pub(crate) fn import(
+        dev: &drm::Device<crate::SoftGpu>,
+        import: &gem::Import<'_>,
+    ) -> Result<ARef<GemObject>> {
+        if cfg!(CONFIG_DMABUF_DEBUG) {
+            // The core mangles the page links of the tables it gives
+            // importers, to catch those that use the pages: we do.
+            return Err(kernel::dma_buf::eopnotsupp());
+        }
+        let size = import.attachment().dma_buf().size();
+        let pfns = import.sg_table().pfns(size)?;
+        let owner = Self::new_owner(dev, false)?;
+        let objects = &dev.data().objects;
+        let id = objects.new_id();
+        let obj = GemObject::new_import(
+            dev,
+            import,
+            Bo {
+                id,
+                pinned: false,
+                pages: size / PAGE as usize,
+                owner,
+                backing: Backing::Import(pfns),
+            },
         )?;
+        objects.insert(id, &obj)?;
+        Ok(obj)
+    }
+
+    /// Whether the object was imported from another driver's dma-buf.
+    pub(crate) fn is_import(&self) -> bool {
+        matches!(self.backing, Backing::Import(_))
+    }
+
+    /// Creates an object of `size` bytes on `dev`.
+    pub(crate) fn create(
+        dev: &drm::Device<crate::SoftGpu>,
+        size: usize,
+        pinned: bool,
+    ) -> Result<ARef<GemObject>> {
+        let owner = Self::new_owner(dev, !pinned)?;
         let len = i64::try_from(size).map_err(|_| EINVAL)?;
         let norsv = kernel::bindings::VM_NORESERVE as usize;
         let (file, backing): (ARef<File>, _) = if pinned {
@@ -240,11 +317,16 @@ impl Bo {
         Ok(obj)
     }
 
-    /// Takes a reference to the folio of page `index` for the device.
+    /// Takes a reference to the folio of page `index` for the device (or,
+    /// for an import, finds the exporter's page).
     fn acquire(obj: &GemObject, index: usize) -> Result<PageRef> {
         match &obj.backing {
             Backing::Gemfs(o) => Ok(PageRef::Held(o.get_folio(index)?)),
             Backing::Shmem(f) => Ok(PageRef::Pinned(shmem::read_folio(f.mapping(), index)?)),
+            Backing::Import(pfns) => Ok(PageRef::Imported {
+                pfn: *pfns.get(index).ok_or(EFAULT)?,
+                index,
+            }),
         }
     }
 
@@ -287,7 +369,7 @@ impl Bo {
                 if r.first > last {
                     break;
                 }
-                let nr = r.page.folio().nr_pages();
+                let nr = r.page.nr_pages();
                 for index in r.first.max(first)..(r.first + nr).min(last + 1) {
                     if let Some(va) = b.va_of(index) {
                         if pt.clear(va) {
@@ -327,13 +409,13 @@ impl Bo {
         }
         // May sleep and lock the folio: no spinlock held here.
         let page = Self::acquire(obj, index)?;
-        let folio = page.folio();
-        if !b.readonly {
+        if let Some(folio) = page.folio().filter(|_| !b.readonly) {
             // The device may write to it from now on, behind the page
             // cache's back: make sure it is written back before reclaim.
+            // (An exporter's pages are the exporter's to keep.)
             folio.lock().mark_dirty();
         }
-        let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
+        let (first, nr, pfn) = (page.first(), page.nr_pages(), page.pfn());
         let node = RBTreeNode::new(
             first + nr - 1,
             Resident {
@@ -366,7 +448,7 @@ impl Bo {
         let Some(r) = inner.resident.get_mut(&key) else {
             return Err(EINVAL);
         };
-        if r.page.folio().pfn() != pfn {
+        if r.page.pfn() != pfn {
             // Another folio at this index is resident: cannot happen, as
             // release removes a folio before migration replaces it.
             drop(inner);
@@ -433,6 +515,10 @@ impl Bo {
             // A job may be using it.
             return (0, 0);
         }
+        if self.is_import() {
+            // Not ours: the exporter's memory, pinned while attached.
+            return (0, 0);
+        }
         if purge
             && inner.madv == uapi::SOFTGPU_MADV_DONTNEED
             && !inner.purged
@@ -446,7 +532,9 @@ impl Bo {
                 .fetch_sub(self.pages, Ordering::Relaxed);
             // Unbound, so nothing is resident.
             drop(inner);
-            let file = obj.backing_file();
+            let Some(file) = obj.backing_file() else {
+                return (0, 0);
+            };
             let cached = file.mapping().nr_pages();
             if shmem::truncate_range(file, 0, -1).is_err() {
                 kernel::lockdep::warn(c_str!("softgpu: cannot purge a shmem object"));
@@ -459,7 +547,7 @@ impl Bo {
         }
         let gone = self.owner.unmap_all(&mut inner);
         drop(inner);
-        let pages = gone.values().map(|r| r.page.folio().nr_pages()).sum();
+        let pages = gone.values().map(|r| r.page.nr_pages()).sum();
         let folios = gone.values().count() as u64;
         // Drops the holds, outside the object lock.
         drop(gone);
@@ -496,7 +584,11 @@ impl Bo {
             "{:>8} {:>12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
             self.id,
             self.pages * PAGE as usize,
-            if self.pinned { "pinned" } else { "gemfs" },
+            match self.backing {
+                Backing::Import(_) => "import",
+                _ if self.pinned => "pinned",
+                _ => "gemfs",
+            },
             madv,
             resident,
             bindings,
@@ -506,12 +598,19 @@ impl Bo {
         ));
     }
 
-    /// The backing file.
-    fn file(&self) -> &File {
+    /// The backing file; `None` for an import.
+    fn file(&self) -> Option<&File> {
         match &self.backing {
-            Backing::Gemfs(o) => o.file(),
-            Backing::Shmem(f) => f,
+            Backing::Gemfs(o) => Some(o.file()),
+            Backing::Shmem(f) => Some(f),
+            Backing::Import(_) => None,
         }
+    }
+
+    /// Pages of the object in memory: in the page cache of its file, or all
+    /// of an import's (the exporter keeps them while attached).
+    fn pages_in_memory(&self) -> usize {
+        self.file().map_or(self.pages, |f| f.mapping().nr_pages())
     }
 }
 
@@ -531,7 +630,7 @@ impl Drop for Bo {
             }
             let r = core::mem::take(&mut inner.resident);
             self.owner
-                .held_sub(r.values().map(|r| r.page.folio().nr_pages()).sum());
+                .held_sub(r.values().map(|r| r.page.nr_pages()).sum());
             r
         };
         drop(resident);
@@ -543,7 +642,7 @@ impl gem::DriverObject for Bo {
 
     fn status(&self) -> u32 {
         let mut s = 0;
-        if self.file().mapping().nr_pages() != 0 {
+        if self.pages_in_memory() != 0 {
             s |= gem::STATUS_RESIDENT;
         }
         let inner = self.owner.inner.lock();
@@ -554,7 +653,7 @@ impl gem::DriverObject for Bo {
     }
 
     fn resident_size(&self) -> usize {
-        self.file().mapping().nr_pages() * PAGE as usize
+        self.pages_in_memory() * PAGE as usize
     }
 }
 
@@ -570,7 +669,7 @@ impl gemfs::Owner for BoOwner {
             inner
                 .resident
                 .get(&(first + nr - 1))
-                .is_some_and(|r| r.page.folio().pfn() == pfn)
+                .is_some_and(|r| r.page.pfn() == pfn)
         };
         let busy = {
             let inner = owner.inner.lock();
