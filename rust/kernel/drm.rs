@@ -60,6 +60,27 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// Files in the device's debugfs directories
     /// (`/sys/kernel/debug/dri/<minor>/`).
     const DEBUGFS_FILES: &'static [DebugfsFile<Self>] = &[];
+
+    /// Whether the driver imports other devices' dma-bufs (PRIME): if so,
+    /// `PRIME_FD_TO_HANDLE` of such a buffer calls
+    /// [`Driver::gem_prime_import`]; if not, it fails with `EINVAL`.
+    /// Importing one of the device's own exports gives back its object
+    /// either way.
+    const PRIME_IMPORT: bool = false;
+
+    /// Creates the GEM object of a foreign dma-buf, with
+    /// [`gem::Object::new_import`]. The DRM core has attached the device to
+    /// the buffer, without `move_notify` (a static import: the exporter
+    /// keeps the memory in place while attached), and mapped the
+    /// attachment. A file that imports the buffer again gets the handle it
+    /// has (the core's per-file PRIME lookup); another file gets an object
+    /// of its own, with its own attachment.
+    fn gem_prime_import(
+        _dev: &Device<Self>,
+        _import: &gem::Import<'_>,
+    ) -> Result<ARef<gem::Object<Self::Object>>> {
+        Err(crate::error::code::EINVAL)
+    }
 }
 
 /// A read-only debugfs file of a DRM device: `show` prints its contents
@@ -172,6 +193,11 @@ impl<T: Driver> Vtable<T> {
         ioctls: T::IOCTLS.as_ptr(),
         num_ioctls: T::IOCTLS.len() as i32,
         fops: &Self::FOPS,
+        gem_prime_import_sg_table: if T::PRIME_IMPORT {
+            Some(gem::prime_import_sg_table_callback::<T>)
+        } else {
+            None
+        },
         // SAFETY: all-zero is "use the core's default" for the rest.
         ..unsafe { core::mem::zeroed() }
     };

@@ -26,10 +26,15 @@ unsafe impl Sync for SimpleDevice {}
 
 impl SimpleDevice {
     /// Registers device `name` (id -1: the only one of its name).
+    ///
+    /// Its DMA mask covers all memory: a software device reaches memory
+    /// through the CPU, so what the DMA API maps for it (a dma-buf mapping
+    /// of an importer) must never bounce through swiotlb.
     pub fn register(name: &'static CStr) -> Result<Self> {
         let info = bindings::platform_device_info {
             name: name.as_char_ptr(),
             id: -1,
+            dma_mask: u64::MAX,
             // SAFETY: all-zero is "none" for the other fields.
             ..unsafe { core::mem::zeroed() }
         };

@@ -12,6 +12,16 @@
  *
  * All structures are naturally aligned with explicit padding, which must
  * be zero; unknown flags are rejected with -EINVAL.
+ *
+ * PRIME import: another driver's dma-buf is imported with the DRM core's
+ * DRM_IOCTL_PRIME_FD_TO_HANDLE alone. The import is a BO without backing
+ * file whose pages are the exporter's, kept in place (pinned by the
+ * exporter) for as long as the BO lives: a static importer, without
+ * move_notify. -EOPNOTSUPP if the buffer's memory has no struct pages (or
+ * is not whole pages); -EINVAL for an fd that is not a dma-buf, -EBADF for
+ * a closed one. VM_BIND maps all of its pages at once; mmap() through
+ * GEM_MMAP_OFFSET maps the dma-buf (dma_buf_mmap()); GEM_MADVISE fails
+ * with -EINVAL; GEM_INFO sets SOFTGPU_BO_INFO_IMPORTED.
  */
 #ifndef _UAPI_SOFTGPU_DRM_H_
 #define _UAPI_SOFTGPU_DRM_H_
@@ -79,6 +89,8 @@ struct drm_softgpu_gem_mmap_offset {
 #define SOFTGPU_BO_INFO_PINNED		0x1
 #define SOFTGPU_BO_INFO_PURGEABLE	0x2
 #define SOFTGPU_BO_INFO_PURGED		0x4
+/* Imported from another driver's dma-buf (see "PRIME import" above). */
+#define SOFTGPU_BO_INFO_IMPORTED	0x8
 
 /**
  * struct drm_softgpu_gem_info - what the driver knows of a BO

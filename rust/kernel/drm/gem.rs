@@ -9,6 +9,15 @@
 //! unmap. The object's memory is freed when the last reference (handles,
 //! mappings' files, dma-bufs, driver references) is gone.
 //!
+//! An object may instead be imported from another driver's dma-buf
+//! ([`Object::new_import`], from the driver's [`Driver::gem_prime_import`]):
+//! it then has no backing file; its memory is the buffer's, described by the
+//! scatter-gather table of the attachment, which stays mapped (and the
+//! buffer referenced) until the object is freed. This is a static import:
+//! the DRM core attaches without `move_notify` (`dma_buf_attach()`), so the
+//! exporter keeps the buffer pinned in place while attached. CPU mappings of
+//! an imported object are the exporter's (`dma_buf_mmap()`).
+//!
 //! C header: [`include/drm/drm_gem.h`](srctree/include/drm/drm_gem.h).
 
 use super::{
@@ -17,6 +26,7 @@ use super::{
 };
 use crate::{
     bindings,
+    dma_buf::{Attachment, SgTable},
     error::{to_result, Result},
     fs,
     init::PinInit,
@@ -52,16 +62,81 @@ pub trait DriverObject: Sized + Send + Sync + 'static {
 ///
 /// `obj` is initialised with `FUNCS` of `T` on a device of `T::Driver`, and
 /// reference counted by `drm_gem_object_get()`/`put()`; the allocation is a
-/// `KBox<Self>` freed by the `free` callback.
+/// `KBox<Self>` freed by the `free` callback. Either `obj.filp` is a
+/// referenced file and `import_sgt` is null, or `obj.filp` is null and
+/// `import_sgt` is the mapping of the attachment that the DRM core stores
+/// in `obj.import_attach` once [`Driver::gem_prime_import`] returns; both
+/// are released by the `free` callback only.
 #[repr(C)]
 #[pin_data]
 pub struct Object<T: DriverObject> {
     obj: Opaque<bindings::drm_gem_object>,
+    import_sgt: *mut bindings::sg_table,
     #[pin]
     data: T,
 }
 
-// SAFETY: GEM objects are reference counted and thread-safe; `T` is too.
+/// What the DRM core's PRIME import gives a driver for a foreign dma-buf:
+/// the buffer attached to the device and mapped for it.
+pub struct Import<'a> {
+    attach: &'a Attachment,
+    sgt: &'a SgTable,
+}
+
+impl Import<'_> {
+    /// The attachment of the device to the buffer.
+    pub fn attachment(&self) -> &Attachment {
+        self.attach
+    }
+
+    /// The mapping of the attachment: the buffer's memory.
+    pub fn sg_table(&self) -> &SgTable {
+        self.sgt
+    }
+}
+
+/// `drm_driver.gem_prime_import_sg_table` of driver `D`, called by the
+/// DRM core's default PRIME import for a dma-buf of another device, once it
+/// has attached `attach` (without `move_notify`: a static import) and
+/// mapped it to `sgt`. On success the core stores `attach` in the object,
+/// which then owns the attachment and mapping; on failure the core undoes
+/// them.
+///
+/// # Safety
+///
+/// Called by DRM only, with a live device of `D` and a live attachment and
+/// mapping.
+pub(super) unsafe extern "C" fn prime_import_sg_table_callback<D: Driver>(
+    dev: *mut bindings::drm_device,
+    attach: *mut bindings::dma_buf_attachment,
+    sgt: *mut bindings::sg_table,
+) -> *mut bindings::drm_gem_object {
+    // SAFETY: DRM passes a device of `D`; the attachment and its mapping
+    // live at least until the object made here is freed, or until the core
+    // undoes them after a failure (after this call).
+    let (dev, import) = unsafe {
+        (
+            Device::<D>::borrow(dev),
+            Import {
+                attach: Attachment::from_raw(attach),
+                sgt: SgTable::from_raw(sgt),
+            },
+        )
+    };
+    match D::gem_prime_import(dev, &import) {
+        Ok(obj) => {
+            // The core takes over our reference.
+            let raw = ARef::into_raw(obj).as_ptr();
+            // SAFETY: `raw` is a live `Object` of `D`; `obj` is at offset 0.
+            unsafe { (*raw).obj.get() }
+        }
+        Err(e) => e.to_ptr(),
+    }
+}
+
+// SAFETY: GEM objects are reference counted and thread-safe; `T` is too;
+// `import_sgt` is set at creation and only read (and passed to the C side
+// once, when the object is freed).
 unsafe impl<T: DriverObject> Send for Object<T> {}
 // SAFETY: as above.
 unsafe impl<T: DriverObject> Sync for Object<T> {}
@@ -107,15 +182,24 @@ impl<T: DriverObject> Funcs<T> {
     ///
     /// Called by DRM only, when the last reference to an `Object<T>` is gone.
     unsafe extern "C" fn free(obj: *mut bindings::drm_gem_object) {
-        // SAFETY: the last reference is gone: release the C part, then free
-        // the box made in `Object::new`, dropping the driver data.
+        let this = obj.cast::<Object<T>>();
+        // SAFETY: the last reference is gone: for an import whose
+        // attachment the core stored, unmap and detach it and drop the
+        // buffer reference; release the C part, then free the box made in
+        // `Object::new`/`new_import`, dropping the driver data. Nothing maps
+        // the buffer's memory for the device any more: every user of the
+        // memory (a driver binding) holds an object reference.
         unsafe {
+            if !(*obj).import_attach.is_null() {
+                bindings::drm_prime_gem_destroy(obj, (*this).import_sgt);
+            }
             bindings::drm_gem_object_release(obj);
-            drop(KBox::from_raw(obj.cast::<Object<T>>()));
+            drop(KBox::from_raw(this));
         }
     }
 
-    /// `drm_gem_object_funcs.mmap`: maps the backing file instead.
+    /// `drm_gem_object_funcs.mmap`: maps the backing file instead, or for
+    /// an imported object, the dma-buf (the exporter's CPU mapping).
     ///
     /// # Safety
     ///
@@ -124,6 +208,29 @@ impl<T: DriverObject> Funcs<T> {
         obj: *mut bindings::drm_gem_object,
         vma: *mut bindings::vm_area_struct,
     ) -> crate::ffi::c_int {
+        // SAFETY: DRM calls this for our live object; `import_attach` is set
+        // before the object is published and never changes.
+        let attach = unsafe { (*obj).import_attach };
+        if !attach.is_null() {
+            // SAFETY: as above; the attachment, and its reference to the
+            // buffer, live as long as the object, which DRM holds across
+            // this call. `dma_buf_mmap()` checks the range against the
+            // buffer, points the vma at the buffer's file (which the mapping
+            // references from then on) and calls the exporter; DRM's vm_ops
+            // and private data would outlive the object reference dropped
+            // below, so they go first, as drm_gem_shmem does.
+            return unsafe {
+                let pgoff = (*vma).vm_pgoff - bindings::drm_vma_node_start(&(*obj).vma_node);
+                (*vma).vm_ops = core::ptr::null();
+                (*vma).vm_private_data = core::ptr::null_mut();
+                let ret = bindings::dma_buf_mmap((*attach).dmabuf, vma, pgoff);
+                if ret == 0 {
+                    bindings::vm_flags_set(vma, bindings::VM_DONTEXPAND as _);
+                    bindings::drm_gem_object_put(obj);
+                }
+                ret
+            };
+        }
         // SAFETY: DRM calls this for our object, with the vma being set up
         // by `drm_gem_mmap()`, which checked its range against the object.
         unsafe {
@@ -189,6 +296,7 @@ impl<T: DriverObject> Object<T> {
                 // SAFETY: all-zero is the state drm_gem_private_object_init()
                 // expects (drivers kzalloc() their objects).
                 obj: Opaque::new(unsafe { core::mem::zeroed() }),
+                import_sgt: core::ptr::null_mut(),
                 data <- init,
             }),
             GFP_KERNEL,
@@ -205,6 +313,51 @@ impl<T: DriverObject> Object<T> {
             (*gem).filp = ARef::into_raw(file).as_ptr().cast();
             Ok(ARef::from_raw(NonNull::new_unchecked(raw)))
         }
+    }
+
+    /// Creates the object of a foreign dma-buf for `import`, from the
+    /// driver's [`Driver::gem_prime_import`]: its size is the buffer's, its
+    /// memory the mapping's (`import.sg_table()`), and it has no backing
+    /// file. The attachment and mapping are the object's once the DRM core
+    /// has recorded the attachment in it, after the driver returns.
+    pub fn new_import(
+        dev: &Device<T::Driver>,
+        import: &Import<'_>,
+        init: impl PinInit<T, Error>,
+    ) -> Result<ARef<Self>>
+    where
+        T::Driver: Driver<Object = T>,
+    {
+        let size = import.attach.dma_buf().size();
+        if size == 0 || size % crate::page::PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let obj = KBox::pin_init(
+            try_pin_init!(Self {
+                // SAFETY: as in `new`.
+                obj: Opaque::new(unsafe { core::mem::zeroed() }),
+                import_sgt: import.sgt.as_raw(),
+                data <- init,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: the object stays pinned: the box is only rebuilt in `free`.
+        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(obj) });
+        // SAFETY: `raw` is a new object; set up its C part with our funcs,
+        // without a file (`filp` stays null). Until the core records the
+        // attachment, `free` leaves the attachment alone.
+        // INVARIANT: from here the refcount owns the allocation.
+        unsafe {
+            let gem = (*raw).obj.get();
+            (*gem).funcs = &Self::FUNCS_REF;
+            bindings::drm_gem_private_object_init(dev.as_raw(), gem, size);
+            Ok(ARef::from_raw(NonNull::new_unchecked(raw)))
+        }
+    }
+
+    /// Whether the object was imported from another driver's dma-buf.
+    pub fn is_import(&self) -> bool {
+        !self.import_sgt.is_null()
     }
 
     const FUNCS_REF: bindings::drm_gem_object_funcs = Funcs::<T>::FUNCS;
@@ -270,10 +423,12 @@ impl<T: DriverObject> Object<T> {
         to_result(ret)
     }
 
-    /// The backing file.
-    pub fn backing_file(&self) -> &fs::File {
+    /// The backing file; `None` for an imported object.
+    pub fn backing_file(&self) -> Option<&fs::File> {
         // SAFETY: `filp` is set at creation and referenced until release.
-        unsafe { fs::File::from_raw((*self.as_raw()).filp.cast()) }
+        let filp = unsafe { (*self.as_raw()).filp };
+        // SAFETY: as above: a non-null `filp` is a live file.
+        (!filp.is_null()).then(|| unsafe { fs::File::from_raw(filp.cast()) })
     }
 
     /// Creates a handle for the object in `file`.
@@ -298,9 +453,10 @@ impl<T: DriverObject> Object<T> {
         let raw = unsafe { bindings::drm_gem_object_lookup(file.as_raw(), handle) };
         let raw = NonNull::new(raw).ok_or(ENOENT)?;
         // SAFETY: every object of a file of `T::Driver` is an `Object<T>`:
-        // `T` is the driver's only object type, and PRIME import of foreign
-        // buffers is refused (no `gem_prime_import_sg_table`). The
-        // reference is ours.
+        // `T` is the driver's only object type, made by `new`, or by
+        // `new_import` for the PRIME import of a foreign buffer (the
+        // driver's `gem_prime_import_sg_table`); re-importing one of our own
+        // exports gives the object back. The reference is ours.
         Ok(unsafe { ARef::from_raw(raw.cast()) })
     }
 

@@ -83,6 +83,50 @@ impl Device {
         })
     }
 
+    /// Opens the first `/dev/dri/card*` (in minor order) whose driver, per
+    /// DRM_IOCTL_VERSION, is `driver` (another driver's primary node, say
+    /// vgem's, for PRIME tests). `NotFound` if there is none.
+    pub fn open_card(driver: &str) -> io::Result<Self> {
+        let mut nodes: Vec<(u32, PathBuf)> = fs::read_dir("/dev/dri")
+            .map_err(|e| io::Error::new(e.kind(), format!("/dev/dri: {e}")))?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                let minor = name.strip_prefix("card")?.parse().ok()?;
+                Some((minor, e.path()))
+            })
+            .collect();
+        nodes.sort();
+        let mut seen = Vec::new();
+        for (_, path) in nodes {
+            match Self::open_path(&path).and_then(|d| Ok((d.driver_name()?, d))) {
+                Ok((name, dev)) if name == driver => return Ok(dev),
+                Ok((name, _)) => seen.push(format!("{}: {name}", path.display())),
+                Err(e) => seen.push(format!("{}: {e}", path.display())),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {driver} card node; card nodes: {seen:?}"),
+        ))
+    }
+
+    /// DRM_IOCTL_MODE_CREATE_DUMB (DRM core, on a primary node of a
+    /// driver with dumb buffers, such as vgem): a `width` x `height` buffer
+    /// of `bpp` bits per pixel. Returns its handle and size in bytes.
+    pub fn create_dumb(&self, width: u32, height: u32, bpp: u32) -> io::Result<(u32, u64)> {
+        let mut a = DrmModeCreateDumb {
+            width,
+            height,
+            bpp,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads and writes exactly this struct, whose
+        // size the request encodes; it has no pointers.
+        unsafe { self.ioctl_raw(DRM_IOCTL_MODE_CREATE_DUMB, &mut a) }?;
+        Ok((a.handle, a.size))
+    }
+
     /// The device node this file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -193,6 +237,14 @@ impl Device {
 
     /// mmap() of this file at `offset`, shared and read-write.
     pub fn mmap_at(&self, offset: u64, size: usize) -> io::Result<Mapping> {
+        Mapping::map_fd(self.fd.as_fd(), offset, size)
+    }
+}
+
+impl Mapping {
+    /// mmap() of any file (a dma-buf, say) at `offset`, shared and
+    /// read-write.
+    pub fn map_fd(fd: BorrowedFd<'_>, offset: u64, size: usize) -> io::Result<Mapping> {
         let off = libc::off_t::try_from(offset).map_err(|_| errno(libc::EINVAL))?;
         // SAFETY: a fresh mapping chosen by the kernel; it overlaps nothing.
         let p = unsafe {
@@ -201,7 +253,7 @@ impl Device {
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                self.fd.as_raw_fd(),
+                fd.as_raw_fd(),
                 off,
             )
         };
@@ -213,7 +265,9 @@ impl Device {
             len: size,
         })
     }
+}
 
+impl Device {
     /// GEM_INFO.
     pub fn info(&self, handle: u32) -> io::Result<GemInfo> {
         let mut a = GemInfo {
@@ -530,6 +584,25 @@ impl Cmd {
 
 /// FNV-1a 64 offset basis.
 pub const FNV1A64_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+/// DMA_BUF_IOCTL_SYNC on dma-buf `fd`: `flags` is `DMA_BUF_SYNC_START` or
+/// `DMA_BUF_SYNC_END` with `DMA_BUF_SYNC_READ`, `_WRITE` or `_RW`. START
+/// waits for the device work the buffer's fences track.
+pub fn dma_buf_sync(fd: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
+    let mut a = DmaBufSync { flags };
+    loop {
+        // SAFETY: the kernel only reads this struct, of the size the
+        // request encodes.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &mut a) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+    }
+}
+
 /// FNV-1a 64 prime.
 pub const FNV1A64_PRIME: u64 = 0x0000_0100_0000_01b3;
 

@@ -148,6 +148,43 @@ pub const DRM_IOCTL_GEM_CLOSE: c_ulong = drm_iow::<DrmGemClose>(0x09);
 pub const DRM_IOCTL_PRIME_HANDLE_TO_FD: c_ulong = drm_iowr::<DrmPrimeHandle>(0x2d);
 pub const DRM_IOCTL_PRIME_FD_TO_HANDLE: c_ulong = drm_iowr::<DrmPrimeHandle>(0x2e);
 
+/// `struct drm_mode_create_dumb` (drm_mode.h).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrmModeCreateDumb {
+    pub height: u32,
+    pub width: u32,
+    pub bpp: u32,
+    pub flags: u32,
+    /// Out.
+    pub handle: u32,
+    /// Out.
+    pub pitch: u32,
+    /// Out.
+    pub size: u64,
+}
+
+pub const DRM_IOCTL_MODE_CREATE_DUMB: c_ulong = drm_iowr::<DrmModeCreateDumb>(0xb2);
+
+// ---------------------------------------------------------------------------
+// dma-buf (linux/dma-buf.h).
+
+/// `struct dma_buf_sync`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DmaBufSync {
+    pub flags: u64,
+}
+
+pub const DMA_BUF_SYNC_READ: u64 = 1 << 0;
+pub const DMA_BUF_SYNC_WRITE: u64 = 2 << 0;
+pub const DMA_BUF_SYNC_RW: u64 = DMA_BUF_SYNC_READ | DMA_BUF_SYNC_WRITE;
+pub const DMA_BUF_SYNC_START: u64 = 0 << 2;
+pub const DMA_BUF_SYNC_END: u64 = 1 << 2;
+
+/// `DMA_BUF_IOCTL_SYNC`: `_IOW(DMA_BUF_BASE, 0, struct dma_buf_sync)`.
+pub const DMA_BUF_IOCTL_SYNC: c_ulong = ioc(IOC_WRITE, b'b', 0, size_of::<DmaBufSync>());
+
 // ---------------------------------------------------------------------------
 // softgpu (softgpu_drm.h).
 
@@ -194,6 +231,7 @@ pub struct GemMmapOffset {
 pub const SOFTGPU_BO_INFO_PINNED: u32 = 1 << 0;
 pub const SOFTGPU_BO_INFO_PURGEABLE: u32 = 1 << 1;
 pub const SOFTGPU_BO_INFO_PURGED: u32 = 1 << 2;
+pub const SOFTGPU_BO_INFO_IMPORTED: u32 = 1 << 3;
 
 /// `struct drm_softgpu_gem_info`.
 #[repr(C)]
@@ -412,6 +450,8 @@ layout!(DrmVersion, 64, {
 });
 layout!(DrmGemClose, 8, { handle @ 0, pad @ 4 });
 layout!(DrmPrimeHandle, 12, { handle @ 0, flags @ 4, fd @ 8 });
+layout!(DrmModeCreateDumb, 32, { height @ 0, width @ 4, bpp @ 8, flags @ 12, handle @ 16, pitch @ 20, size @ 24 });
+layout!(DmaBufSync, 8, { flags @ 0 });
 
 const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_CREATE == 0xc010_6440);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET == 0xc010_6441);
@@ -426,4 +466,6 @@ const _: () = assert!(DRM_IOCTL_VERSION == 0xc040_6400);
 const _: () = assert!(DRM_IOCTL_GEM_CLOSE == 0x4008_6409);
 const _: () = assert!(DRM_IOCTL_PRIME_HANDLE_TO_FD == 0xc00c_642d);
 const _: () = assert!(DRM_IOCTL_PRIME_FD_TO_HANDLE == 0xc00c_642e);
+const _: () = assert!(DRM_IOCTL_MODE_CREATE_DUMB == 0xc020_64b2);
+const _: () = assert!(DMA_BUF_IOCTL_SYNC == 0x4008_6200);
 const _: () = assert!(DRM_CLOEXEC == 0x0008_0000 && DRM_RDWR == 2);

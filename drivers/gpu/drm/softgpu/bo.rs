@@ -10,6 +10,12 @@
 //! modelled TLB flushed with them) and the hold dropped; the next GPU
 //! access faults and takes the new folio. In baseline (pinned) mode the
 //! folio is an ordinary page reference, which migration cannot move.
+//!
+//! An object imported from another driver's dma-buf (PRIME) has neither:
+//! its pages are the exporter's, listed by the mapping of the DRM core's
+//! attachment, which pins them for as long as the object lives (a static
+//! import, see `Bo::import`). Its page table entries point at them without
+//! taking references; gemfs, migration and the shrinker never see it.
 
 use crate::{
     objects::Objects,
@@ -45,13 +51,36 @@ enum PageRef {
     Held(Hold),
     /// A plain reference: pinned until unbound.
     Pinned(ARef<Folio>),
+    /// Page `index` of an imported dma-buf, at `pfn`: no reference, the
+    /// object's attachment keeps the exporter's page in place.
+    Imported { pfn: usize, index: usize },
 }
 
 impl PageRef {
-    fn folio(&self) -> &Folio {
+    fn folio(&self) -> Option<&Folio> {
         match self {
-            PageRef::Held(h) => h.folio(),
-            PageRef::Pinned(f) => f,
+            PageRef::Held(h) => Some(h.folio()),
+            PageRef::Pinned(f) => Some(f),
+            PageRef::Imported { .. } => None,
+        }
+    }
+
+    /// The object page index of the first page.
+    fn first(&self) -> usize {
+        match self {
+            PageRef::Imported { index, .. } => *index,
+            _ => self.folio().map_or(0, |f| f.index()),
+        }
+    }
+
+    fn nr_pages(&self) -> usize {
+        self.folio().map_or(1, |f| f.nr_pages())
+    }
+
+    fn pfn(&self) -> usize {
+        match self {
+            PageRef::Imported { pfn, .. } => *pfn,
+            _ => self.folio().map_or(0, |f| f.pfn()),
         }
     }
 }
@@ -117,7 +146,7 @@ impl Residency {
     /// Makes `page`'s folio resident, unless it is already: then `page` is
     /// given back (a spare reference, for the caller to drop).
     fn insert(&mut self, page: PageRef) -> core::result::Result<(), PageRef> {
-        let (first, nr) = (page.folio().index(), page.folio().nr_pages());
+        let (first, nr) = (page.first(), page.nr_pages());
         match self.slots.get_mut(first) {
             Some(slot @ None) => {
                 *slot = Some(Resident { page, ptes: 0 });
@@ -154,7 +183,7 @@ impl Residency {
     fn take(&mut self, first: usize) -> Option<Resident> {
         let r = self.slots.get_mut(first)?.take()?;
         self.ptes -= u64::from(r.ptes);
-        self.pages -= r.page.folio().nr_pages();
+        self.pages -= r.page.nr_pages();
         self.folios -= 1;
         Some(r)
     }
@@ -164,7 +193,7 @@ impl Residency {
     /// pages, start from [`Self::scan_start`] of its first page.
     fn next(&self, from: usize, last: usize) -> Option<(usize, usize)> {
         let end = last.saturating_add(1).min(self.slots.len());
-        (from..end).find_map(|i| Some((i, self.slots[i].as_ref()?.page.folio().nr_pages())))
+        (from..end).find_map(|i| Some((i, self.slots[i].as_ref()?.page.nr_pages())))
     }
 
     /// Where a folio overlapping page `index` may start, at the earliest.
@@ -262,6 +291,8 @@ impl BoOwner {
 enum Backing {
     Gemfs(gemfs::Object<BoOwner>),
     Shmem(ARef<File>),
+    /// Imported: the page frame number of each page of the dma-buf.
+    Import(KVec<usize>),
 }
 
 /// softgpu's GEM object data.
@@ -297,13 +328,8 @@ pub(crate) struct BoInfo {
 }
 
 impl Bo {
-    /// Creates an object of `size` bytes on `dev`.
-    pub(crate) fn create(
-        dev: &drm::Device<crate::SoftGpu>,
-        size: usize,
-        pinned: bool,
-    ) -> Result<ARef<GemObject>> {
-        let owner = Arc::pin_init(
+    fn new_owner(dev: &drm::Device<crate::SoftGpu>, gemfs: bool) -> Result<Arc<BoOwner>> {
+        Arc::pin_init(
             pin_init!(BoOwner {
                 inner <- new_spinlock!(
                     BoInner {
@@ -316,13 +342,64 @@ impl Bo {
                     "softgpu_bo"
                 ),
                 objects: dev.data().objects.clone(),
-                gemfs: !pinned,
+                gemfs,
                 released: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 gpu_faults: AtomicU64::new(0),
             }),
             GFP_KERNEL,
+        )
+    }
+
+    /// Creates the object of a foreign dma-buf (PRIME import), whose pages
+    /// are listed by the mapping of the DRM core's attachment. That is a
+    /// static attachment: the exporter keeps the pages in place for as long
+    /// as the object lives (a vgem or drm_gem_shmem exporter pins them at
+    /// attach), so the object does not need `move_notify`, and takes no
+    /// reference on the pages. `EOPNOTSUPP` if the memory has no struct
+    /// pages (the engine reaches memory through them) or is not made of
+    /// whole pages.
+    pub(crate) fn import(
+        dev: &drm::Device<crate::SoftGpu>,
+        import: &gem::Import<'_>,
+    ) -> Result<ARef<GemObject>> {
+        if cfg!(CONFIG_DMABUF_DEBUG) {
+            // The core mangles the page links of the tables it gives
+            // importers, to catch those that use the pages: we do.
+            return Err(kernel::dma_buf::eopnotsupp());
+        }
+        let size = import.attachment().dma_buf().size();
+        let pfns = import.sg_table().pfns(size)?;
+        let owner = Self::new_owner(dev, false)?;
+        let objects = &dev.data().objects;
+        let id = objects.new_id();
+        let obj = GemObject::new_import(
+            dev,
+            import,
+            Bo {
+                id,
+                pinned: false,
+                pages: size / PAGE as usize,
+                owner,
+                backing: Backing::Import(pfns),
+            },
         )?;
+        objects.insert(id, &obj)?;
+        Ok(obj)
+    }
+
+    /// Whether the object was imported from another driver's dma-buf.
+    pub(crate) fn is_import(&self) -> bool {
+        matches!(self.backing, Backing::Import(_))
+    }
+
+    /// Creates an object of `size` bytes on `dev`.
+    pub(crate) fn create(
+        dev: &drm::Device<crate::SoftGpu>,
+        size: usize,
+        pinned: bool,
+    ) -> Result<ARef<GemObject>> {
+        let owner = Self::new_owner(dev, !pinned)?;
         let len = i64::try_from(size).map_err(|_| EINVAL)?;
         let norsv = kernel::bindings::VM_NORESERVE as usize;
         let (file, backing): (ARef<File>, _) = if pinned {
@@ -355,11 +432,16 @@ impl Bo {
         Ok(obj)
     }
 
-    /// Takes a reference to the folio of page `index` for the device.
+    /// Takes a reference to the folio of page `index` for the device (or,
+    /// for an import, finds the exporter's page).
     fn acquire(obj: &GemObject, index: usize) -> Result<PageRef> {
         match &obj.backing {
             Backing::Gemfs(o) => Ok(PageRef::Held(o.get_folio(index)?)),
             Backing::Shmem(f) => Ok(PageRef::Pinned(shmem::read_folio(f.mapping(), index)?)),
+            Backing::Import(pfns) => Ok(PageRef::Imported {
+                pfn: *pfns.get(index).ok_or(EFAULT)?,
+                index,
+            }),
         }
     }
 
@@ -430,13 +512,13 @@ impl Bo {
         }
         // May sleep and lock the folio: no spinlock held here.
         let page = Self::acquire(obj, index)?;
-        let folio = page.folio();
-        if !b.readonly {
+        if let Some(folio) = page.folio().filter(|_| !b.readonly) {
             // The device may write to it from now on, behind the page
             // cache's back: make sure it is written back before reclaim.
+            // (An exporter's pages are the exporter's to keep.)
             folio.lock().mark_dirty();
         }
-        let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
+        let (first, nr, pfn) = (page.first(), page.nr_pages(), page.pfn());
         if nr > MAX_FOLIO_PAGES || first % nr != 0 || first + nr > self.pages {
             // `Residency` relies on this: shmem's folios are at most
             // PMD-sized and naturally aligned in the file.
@@ -476,7 +558,7 @@ impl Bo {
             }
             Err(page) => Some(page),
         };
-        if inner.resident.resident(first).map(|r| r.page.folio().pfn()) != Some(pfn) {
+        if inner.resident.resident(first).map(|r| r.page.pfn()) != Some(pfn) {
             // Another folio at this index is resident: cannot happen, as
             // release removes a folio before migration replaces it.
             drop(inner);
@@ -545,6 +627,10 @@ impl Bo {
             // A job may be using it.
             return (0, 0);
         }
+        if self.is_import() {
+            // Not ours: the exporter's memory, pinned while attached.
+            return (0, 0);
+        }
         if purge
             && inner.madv == uapi::SOFTGPU_MADV_DONTNEED
             && !inner.purged
@@ -558,7 +644,9 @@ impl Bo {
                 .fetch_sub(self.pages, Ordering::Relaxed);
             // Unbound, so nothing is resident.
             drop(inner);
-            let file = obj.backing_file();
+            let Some(file) = obj.backing_file() else {
+                return (0, 0);
+            };
             let cached = file.mapping().nr_pages();
             if shmem::truncate_range(file, 0, -1).is_err() {
                 kernel::lockdep::warn(c_str!("softgpu: cannot purge a shmem object"));
@@ -607,7 +695,11 @@ impl Bo {
             "{:>8} {:>12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
             self.id,
             self.pages * PAGE as usize,
-            if self.pinned { "pinned" } else { "gemfs" },
+            match self.backing {
+                Backing::Import(_) => "import",
+                _ if self.pinned => "pinned",
+                _ => "gemfs",
+            },
             madv,
             resident,
             bindings,
@@ -617,12 +709,19 @@ impl Bo {
         ));
     }
 
-    /// The backing file.
-    fn file(&self) -> &File {
+    /// The backing file; `None` for an import.
+    fn file(&self) -> Option<&File> {
         match &self.backing {
-            Backing::Gemfs(o) => o.file(),
-            Backing::Shmem(f) => f,
+            Backing::Gemfs(o) => Some(o.file()),
+            Backing::Shmem(f) => Some(f),
+            Backing::Import(_) => None,
         }
+    }
+
+    /// Pages of the object in memory: in the page cache of its file, or all
+    /// of an import's (the exporter keeps them while attached).
+    fn pages_in_memory(&self) -> usize {
+        self.file().map_or(self.pages, |f| f.mapping().nr_pages())
     }
 }
 
@@ -653,7 +752,7 @@ impl gem::DriverObject for Bo {
 
     fn status(&self) -> u32 {
         let mut s = 0;
-        if self.file().mapping().nr_pages() != 0 {
+        if self.pages_in_memory() != 0 {
             s |= gem::STATUS_RESIDENT;
         }
         let inner = self.owner.inner.lock();
@@ -664,7 +763,7 @@ impl gem::DriverObject for Bo {
     }
 
     fn resident_size(&self) -> usize {
-        self.file().mapping().nr_pages() * PAGE as usize
+        self.pages_in_memory() * PAGE as usize
     }
 }
 
@@ -680,7 +779,7 @@ impl gemfs::Owner for BoOwner {
             inner
                 .resident
                 .resident(first)
-                .is_some_and(|r| r.page.folio().pfn() == pfn)
+                .is_some_and(|r| r.page.pfn() == pfn)
         };
         let busy = {
             let inner = owner.inner.lock();

@@ -257,7 +257,10 @@ fn access(
                 // SAFETY: the page stays allocated while we hold `pt`. For an
                 // object, an entry exists only while the object holds the
                 // folio, and entries are cleared under this lock before a hold
-                // is dropped. For a userptr no reference is held: the entry was
+                // is dropped; for an imported object, while its attachment
+                // keeps the exporter's pages in place, which lasts until the
+                // object is freed, after its bindings (which clear their
+                // entries under this lock) are gone. For a userptr no reference is held: the entry was
                 // set under this lock after the notifier's sequence check
                 // (`Range::fault_locked`), and every change to the CPU mapping
                 // clears it under this lock (in the notifier's callback) before

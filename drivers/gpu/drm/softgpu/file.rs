@@ -140,6 +140,9 @@ impl SoftFile {
         if info.purged {
             args.flags |= uapi::SOFTGPU_BO_INFO_PURGED;
         }
+        if obj.is_import() {
+            args.flags |= uapi::SOFTGPU_BO_INFO_IMPORTED;
+        }
         args.size = obj.size() as u64;
         args.bindings = file.inner().vm.bindings_of(&obj);
         args.resident_pages = info.resident_pages;
@@ -162,6 +165,10 @@ impl SoftFile {
             return Err(EINVAL);
         }
         let obj = lookup(file, args.handle)?;
+        if obj.is_import() {
+            // The exporter's memory: not ours to purge.
+            return Err(EINVAL);
+        }
         args.retained = obj.madvise(args.madv).into();
         Ok(0)
     }

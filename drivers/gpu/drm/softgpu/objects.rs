@@ -37,8 +37,8 @@ const BATCH: usize = 16;
 /// allocate.
 type Batch = [Option<ARef<GemObject>>; BATCH];
 
-/// A pointer to a listed object.
-struct Listed(*const GemObject);
+/// A pointer to a listed object, and whether it is an import.
+struct Listed(*const GemObject, bool);
 
 // SAFETY: only dereferenced under the list lock, while the object's `Drop`
 // cannot have freed it (see the module documentation); GEM objects may be
@@ -99,7 +99,11 @@ impl Objects {
 
     /// Lists `obj` under `id`.
     pub(crate) fn insert(&self, id: u64, obj: &GemObject) -> Result {
-        let node = RBTreeNode::new(id, Listed(core::ptr::from_ref(obj)), GFP_KERNEL)?;
+        let node = RBTreeNode::new(
+            id,
+            Listed(core::ptr::from_ref(obj), obj.is_import()),
+            GFP_KERNEL,
+        )?;
         self.list.lock().by_id.insert(node);
         Ok(())
     }
@@ -111,9 +115,9 @@ impl Objects {
     }
 
     /// References up to [`BATCH`] live objects with ids in `[from, end)`
-    /// into `out` (which must be empty); returns the id to continue from, or
-    /// `None` when the range is done.
-    fn batch(&self, from: u64, end: u64, out: &mut Batch) -> Option<u64> {
+    /// into `out` (which must be empty), but for imports if `!imports`;
+    /// returns the id to continue from, or `None` when the range is done.
+    fn batch(&self, from: u64, end: u64, out: &mut Batch, imports: bool) -> Option<u64> {
         let mut l = self.list.lock();
         let mut cursor = l.by_id.cursor_lower_bound(&from);
         let mut slots = out.iter_mut();
@@ -121,6 +125,10 @@ impl Objects {
             let (&id, obj) = c.current();
             if id >= end {
                 return None;
+            }
+            if obj.1 && !imports {
+                cursor = c.move_next();
+                continue;
             }
             let Some(slot) = slots.next() else {
                 return Some(id);
@@ -138,7 +146,7 @@ impl Objects {
         let mut objs = Batch::default();
         let mut from = Some(0);
         while let Some(start) = from {
-            from = self.batch(start, u64::MAX, &mut objs);
+            from = self.batch(start, u64::MAX, &mut objs, true);
             for o in objs.iter_mut().filter_map(Option::take) {
                 f(&o)?;
             }
@@ -180,9 +188,15 @@ impl Shrinker for Objects {
                     resume = f;
                     break 'round;
                 }
-                from = self.batch(f, hi, &mut objs);
+                // Imports are not ours to shrink; and the last reference
+                // to one must not go in here: freeing it unmaps and
+                // detaches its attachment under the buffer's reservation
+                // lock, which reclaim may not take (it nests outside
+                // fs_reclaim).
+                from = self.batch(f, hi, &mut objs, false);
                 // The last reference may go in here: freeing an object
-                // only takes spinlocks and defers its final fput.
+                // that is not an import only takes spinlocks and defers
+                // its final fput.
                 for o in objs.iter_mut().filter_map(Option::take) {
                     let (r, p) = o.shrink(&o, purge);
                     released += r;

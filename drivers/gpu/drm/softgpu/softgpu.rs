@@ -63,6 +63,16 @@ impl drm::Driver for SoftGpu {
     };
     const FEATURES: u32 = drm::FEAT_GEM | drm::FEAT_RENDER;
 
+    // Foreign dma-bufs: see `bo::Bo::import`.
+    const PRIME_IMPORT: bool = true;
+
+    fn gem_prime_import(
+        dev: &drm::Device<Self>,
+        import: &drm::gem::Import<'_>,
+    ) -> Result<kernel::types::ARef<bo::GemObject>> {
+        bo::Bo::import(dev, import)
+    }
+
     kernel::declare_drm_ioctls! {
         (SOFTGPU_GEM_CREATE, iowr::<uapi::drm_softgpu_gem_create>(nr(uapi::DRM_SOFTGPU_GEM_CREATE)),
             uapi::drm_softgpu_gem_create, RENDER_ALLOW, file::SoftFile::gem_create),

@@ -378,8 +378,10 @@ impl Vm {
         obj.add_mapping(self, va, bo_offset, size)?;
         bindings.insert(node);
         drop(bindings);
-        if obj.pinned {
-            // Today's drivers acquire (pin) every page when binding.
+        if obj.pinned || obj.is_import() {
+            // Today's drivers acquire (pin) every page when binding; an
+            // import's pages are in place (pinned by its exporter) for as
+            // long as it lives: map them all now.
             let mut a = va;
             while a < end {
                 let present = self.pt.lock().lookup(a).is_some();

@@ -16,6 +16,7 @@
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
 //! - `userptr`: USERPTR bindings of anonymous memory, mirrored without pins.
+//! - `prime`: PRIME import of another driver's (vgem's) dma-bufs.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -26,6 +27,7 @@ mod ioctls;
 mod madvise;
 mod migration;
 mod offline;
+mod prime;
 mod scale;
 mod shrinker;
 mod userptr;
