@@ -29,12 +29,6 @@ use crate::{
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
-/// `EOPNOTSUPP`, which 6.12's `kernel::error::code` lacks: what an importer
-/// that needs struct pages answers for memory without them.
-pub fn eopnotsupp() -> Error {
-    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
-}
-
 /// A dma-buf.
 ///
 /// # Invariants
@@ -204,9 +198,9 @@ impl SgTable {
         let mut pfns = KVec::with_capacity(n, GFP_KERNEL)?;
         for sg in self.iter() {
             let (off, len) = (sg.offset() as usize, sg.length() as usize);
-            let pfn = sg.pfn().ok_or_else(eopnotsupp)?;
+            let pfn = sg.pfn().ok_or(EOPNOTSUPP)?;
             if off % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
-                return Err(eopnotsupp());
+                return Err(EOPNOTSUPP);
             }
             for i in 0..len / PAGE_SIZE {
                 if pfns.len() == n {

@@ -366,7 +366,7 @@ impl Bo {
         if cfg!(CONFIG_DMABUF_DEBUG) {
             // The core mangles the page links of the tables it gives
             // importers, to catch those that use the pages: we do.
-            return Err(kernel::dma_buf::eopnotsupp());
+            return Err(EOPNOTSUPP);
         }
         let size = import.attachment().dma_buf().size();
         let pfns = import.sg_table().pfns(size)?;
