@@ -16,6 +16,8 @@
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
 //! - `userptr`: USERPTR bindings of anonymous memory, mirrored without pins.
+//! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
+//!   THP and hugetlbfs memory.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -29,3 +31,4 @@ mod offline;
 mod scale;
 mod shrinker;
 mod userptr;
+mod userptr_kinds;
