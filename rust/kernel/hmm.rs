@@ -683,7 +683,9 @@ pub fn prepare_device_exclusive(mmap: &crate::mm::MmapReadGuard<'_>, addr: usize
             // lock and our reference stay with the small folio of `page`
             // (`__split_huge_page()` unlocks and puts the others); on
             // failure the folio is unchanged, still locked and referenced.
-            let err = unsafe { bindings::split_huge_page_to_list_to_order(page, core::ptr::null_mut(), 0) };
+            let err = unsafe {
+                bindings::split_huge_page_to_list_to_order(page, core::ptr::null_mut(), 0)
+            };
             // SAFETY: Either way `page_folio(page)` is now the folio we
             // hold locked and referenced (see above); release both.
             unsafe {

@@ -158,7 +158,10 @@ fn atomic_not_supported(dev: &Device, r: &Region, va: u64, what: &str) {
         took < Duration::from_millis(900),
         "ATOMIC_ADD on {what} took {took:?} to fail: not at once"
     );
-    assert!(r.read(0, r.len) == before, "{what} changed by a failed atomic");
+    assert!(
+        r.read(0, r.len) == before,
+        "{what} changed by a failed atomic"
+    );
 }
 
 /// A file system mounted on a fresh directory, unmounted on drop.
@@ -245,7 +248,12 @@ fn punch_hole(f: &File, off: usize, len: usize) {
             len as i64,
         )
     };
-    assert_eq!(r, 0, "fallocate(PUNCH_HOLE): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "fallocate(PUNCH_HOLE): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Shared anonymous memory (MAP_SHARED | MAP_ANONYMOUS, shmem): the GPU
@@ -278,13 +286,24 @@ fn userptr_shared_anonymous_memory() {
     });
     assert_child_ok(child);
     assert_eq!(
-        checksum(&dev, &res, VA, size as u64, "CHECKSUM after the child's writes"),
+        checksum(
+            &dev,
+            &res,
+            VA,
+            size as u64,
+            "CHECKSUM after the child's writes"
+        ),
         fnv1a64(&b),
         "the GPU does not see what another process wrote"
     );
     atomic_not_supported(&dev, &m, VA, "shared anonymous memory");
     // Read-only shared memory: read-only bindings only.
-    let ro = Region::map(PAGE_USIZE, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1);
+    let ro = Region::map(
+        PAGE_USIZE,
+        libc::PROT_READ,
+        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        -1,
+    );
     expect_errno(
         userptr(&dev, ro.addr(), PAGE, VA + 64 * PAGE, 0),
         EPERM,
@@ -317,7 +336,10 @@ fn shared_file(fstype: &str) {
     run_ok(&dev, &[Cmd::fill(VA + PAGE, 2 * PAGE, 0x6161_0002)], "FILL");
     let mut want = a.clone();
     want[PAGE_USIZE..3 * PAGE_USIZE].copy_from_slice(&filled(2 * PAGE_USIZE, 0x6161_0002));
-    assert!(pread(&f, 0, size) == want, "pread does not show the GPU's FILL");
+    assert!(
+        pread(&f, 0, size) == want,
+        "pread does not show the GPU's FILL"
+    );
     // write(2) to pages the GPU has mapped: the GPU sees it.
     let b = pattern(PAGE_USIZE, 32);
     ok(f.write_all_at(&b, 2 * PAGE), "pwrite");
@@ -337,7 +359,13 @@ fn shared_file(fstype: &str) {
     assert_child_ok(child);
     want[3 * PAGE_USIZE..4 * PAGE_USIZE].copy_from_slice(&c);
     assert_eq!(
-        checksum(&dev, &res, VA, size as u64, "CHECKSUM after the child's writes"),
+        checksum(
+            &dev,
+            &res,
+            VA,
+            size as u64,
+            "CHECKSUM after the child's writes"
+        ),
         fnv1a64(&want),
         "the GPU does not see another process's writes"
     );
@@ -351,7 +379,11 @@ fn shared_file(fstype: &str) {
         "the GPU reads stale pages after fallocate(PUNCH_HOLE)"
     );
     // And writes there land in the new pages of the file.
-    run_ok(&dev, &[Cmd::fill(VA + 4 * PAGE, 8, 0x6161_0004)], "FILL of the hole");
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA + 4 * PAGE, 8, 0x6161_0004)],
+        "FILL of the hole",
+    );
     want[4 * PAGE_USIZE..4 * PAGE_USIZE + 8].copy_from_slice(&filled(8, 0x6161_0004));
     assert!(pread(&f, 0, size) == want, "GPU write to a refilled hole");
 
@@ -411,7 +443,13 @@ fn userptr_private_tmpfs_file() {
     let m = Region::map(size, rw, libc::MAP_PRIVATE, f.as_raw_fd());
     bind(&dev, &m, VA, 0, "MAP_PRIVATE tmpfs file");
     assert_eq!(
-        checksum(&dev, &res, VA, size as u64, "CHECKSUM of the private mapping"),
+        checksum(
+            &dev,
+            &res,
+            VA,
+            size as u64,
+            "CHECKSUM of the private mapping"
+        ),
         fnv1a64(&a)
     );
     // The file changes under a page nobody wrote privately: the GPU sees
@@ -425,9 +463,15 @@ fn userptr_private_tmpfs_file() {
         fnv1a64(&want)
     );
     run_ok(&dev, &[Cmd::fill(VA, 2 * PAGE, 0x7171_0001)], "FILL");
-    assert!(pread(&f, 0, size) == want, "a GPU write to a private mapping reached the file");
+    assert!(
+        pread(&f, 0, size) == want,
+        "a GPU write to a private mapping reached the file"
+    );
     want[..2 * PAGE_USIZE].copy_from_slice(&filled(2 * PAGE_USIZE, 0x7171_0001));
-    assert!(m.read(0, size) == want, "the CPU does not see the GPU's FILL");
+    assert!(
+        m.read(0, size) == want,
+        "the CPU does not see the GPU's FILL"
+    );
     // An atomic: the page becomes anonymous first, so it works.
     run_ok(&dev, &[Cmd::atomic_add(VA + 5 * PAGE, 7, 2)], "ATOMIC_ADD");
     let w = u64::from_ne_bytes(want[5 * PAGE_USIZE..5 * PAGE_USIZE + 8].try_into().unwrap());
@@ -439,7 +483,10 @@ fn userptr_private_tmpfs_file() {
     let ro = Region::map(size, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd());
     let rofile = ok(File::open(mnt.dir.join("private")), "opening read-only");
     let ros = Region::map(size, libc::PROT_READ, libc::MAP_SHARED, rofile.as_raw_fd());
-    for (r, what) in [(&ro, "read-only MAP_PRIVATE"), (&ros, "read-only file MAP_SHARED")] {
+    for (r, what) in [
+        (&ro, "read-only MAP_PRIVATE"),
+        (&ros, "read-only file MAP_SHARED"),
+    ] {
         expect_errno(userptr(&dev, r.addr(), size as u64, VA, 0), EPERM, what);
         bind(&dev, r, VA, SOFTGPU_USERPTR_READONLY, what);
         let cur = pread(&f, 0, size);
@@ -456,7 +503,12 @@ fn userptr_private_tmpfs_file() {
 fn thp_region(pm: &Pagemap) -> (Region, Region) {
     for attempt in 0..2 {
         let rw = libc::PROT_READ | libc::PROT_WRITE;
-        let outer = Region::map(2 * THP_SIZE, rw, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1);
+        let outer = Region::map(
+            2 * THP_SIZE,
+            rw,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        );
         let start = (outer.ptr as usize).next_multiple_of(THP_SIZE);
         // A view of the aligned part; `outer` unmaps it all.
         let r = Region {
@@ -468,7 +520,9 @@ fn thp_region(pm: &Pagemap) -> (Region, Region) {
         let ret = unsafe { libc::madvise(r.ptr.cast(), THP_SIZE, libc::MADV_HUGEPAGE) };
         assert_eq!(ret, 0, "madvise(MADV_HUGEPAGE)");
         r.write(0, &pattern(THP_SIZE, 51));
-        let addrs: Vec<usize> = (0..THP_SIZE / PAGE_USIZE).map(|i| start + i * PAGE_USIZE).collect();
+        let addrs: Vec<usize> = (0..THP_SIZE / PAGE_USIZE)
+            .map(|i| start + i * PAGE_USIZE)
+            .collect();
         let pfns: Vec<u64> = ok(pm.pfns(&addrs), "pagemap")
             .into_iter()
             .map(|p| p.expect("a written page is present"))
@@ -483,7 +537,9 @@ fn thp_region(pm: &Pagemap) -> (Region, Region) {
 }
 
 fn thp_pfns(pm: &Pagemap, r: &Region) -> Vec<u64> {
-    let addrs: Vec<usize> = (0..r.len / PAGE_USIZE).map(|i| r.ptr as usize + i * PAGE_USIZE).collect();
+    let addrs: Vec<usize> = (0..r.len / PAGE_USIZE)
+        .map(|i| r.ptr as usize + i * PAGE_USIZE)
+        .collect();
     ok(pm.pfns(&addrs), "pagemap")
         .into_iter()
         .map(|p| p.expect("page not present"))
@@ -506,7 +562,10 @@ fn userptr_thp() {
     let size = THP_SIZE as u64;
     let mut want = pattern(THP_SIZE, 51);
     bind(&dev, &r, VA, 0, "a THP");
-    assert_eq!(checksum(&dev, &res, VA, size, "CHECKSUM of the THP"), fnv1a64(&want));
+    assert_eq!(
+        checksum(&dev, &res, VA, size, "CHECKSUM of the THP"),
+        fnv1a64(&want)
+    );
     // Writes at the start, in the middle, across a page boundary, and at
     // the end.
     let cmds = [
@@ -527,7 +586,9 @@ fn userptr_thp() {
     }
 
     // move_pages of the whole THP while bound.
-    let addrs: Vec<usize> = (0..THP_SIZE / PAGE_USIZE).map(|i| r.ptr as usize + i * PAGE_USIZE).collect();
+    let addrs: Vec<usize> = (0..THP_SIZE / PAGE_USIZE)
+        .map(|i| r.ptr as usize + i * PAGE_USIZE)
+        .collect();
     let nodes = ok(mm::page_nodes(&addrs), "move_pages query");
     let targets: Vec<i32> = nodes.iter().map(|&n| 1 - n).collect();
     if let Err(e) = move_all(&addrs, &targets, 10) {
@@ -545,14 +606,25 @@ fn userptr_thp() {
         "the GPU reads other data after the THP moved"
     );
     assert!(r.read(0, THP_SIZE) == want, "contents after the move");
-    run_ok(&dev, &[Cmd::fill(VA + 100 * PAGE, 8, 0x8181_0003)], "FILL after the move");
-    assert_eq!(r.read_u64(100 * PAGE_USIZE), u64::from_ne_bytes(filled(8, 0x8181_0003).try_into().unwrap()));
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA + 100 * PAGE, 8, 0x8181_0003)],
+        "FILL after the move",
+    );
+    assert_eq!(
+        r.read_u64(100 * PAGE_USIZE),
+        u64::from_ne_bytes(filled(8, 0x8181_0003).try_into().unwrap())
+    );
     want[100 * PAGE_USIZE..100 * PAGE_USIZE + 8].copy_from_slice(&filled(8, 0x8181_0003));
 
     // A GPU atomic on a page in the middle of the (moved) huge page.
     let off = 200 * PAGE_USIZE + 8;
     let base = u64::from_ne_bytes(want[off..off + 8].try_into().unwrap());
-    run_ok(&dev, &[Cmd::atomic_add(VA + off as u64, 5, 3)], "ATOMIC_ADD in the THP");
+    run_ok(
+        &dev,
+        &[Cmd::atomic_add(VA + off as u64, 5, 3)],
+        "ATOMIC_ADD in the THP",
+    );
     let v = base.wrapping_add(15);
     assert_eq!(r.read_u64(off), v, "the GPU's atomic on a THP page");
     want[off..off + 8].copy_from_slice(&v.to_ne_bytes());
@@ -564,14 +636,21 @@ fn userptr_thp() {
         0,
         "the page the GPU took exclusive is still part of a large folio ({flags:#x})"
     );
-    assert_eq!(checksum(&dev, &res, VA, size, "CHECKSUM at the end"), fnv1a64(&want));
+    assert_eq!(
+        checksum(&dev, &res, VA, size, "CHECKSUM at the end"),
+        fnv1a64(&want)
+    );
 }
 
 /// Reserves `n` more huge pages for the life of the value, restoring the
 /// previous count after; fails (not skips) if the kernel cannot.
 fn reserve_huge_pages(n: u64) -> Setting {
     let path = "/proc/sys/vm/nr_hugepages";
-    let cur: u64 = std::fs::read_to_string(path).unwrap().trim().parse().unwrap();
+    let cur: u64 = std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let free = mm::meminfo_kb("HugePages_Free").expect("HugePages_Free");
     compact_memory();
     let s = Setting::set(path, &(cur + n).to_string());
@@ -597,12 +676,21 @@ fn userptr_hugetlb() {
         (libc::MAP_PRIVATE, "private hugetlb memory"),
         (libc::MAP_SHARED, "shared hugetlb memory"),
     ] {
-        let m = Region::map(THP_SIZE, rw, flags | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB, -1);
+        let m = Region::map(
+            THP_SIZE,
+            rw,
+            flags | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+            -1,
+        );
         assert_eq!(m.addr() % THP_SIZE as u64, 0, "{what}: not 2 MiB aligned");
         let mut want = pattern(THP_SIZE, 61);
         m.write(0, &want);
         bind(&dev, &m, VA, 0, what);
-        assert_eq!(checksum(&dev, &res, VA, size, what), fnv1a64(&want), "{what}");
+        assert_eq!(
+            checksum(&dev, &res, VA, size, what),
+            fnv1a64(&want),
+            "{what}"
+        );
         run_ok(
             &dev,
             &[
@@ -614,17 +702,30 @@ fn userptr_hugetlb() {
         want[511 * PAGE_USIZE..].copy_from_slice(&filled(PAGE_USIZE, 0x9191_0001));
         let src = want[256 * PAGE_USIZE + 5..256 * PAGE_USIZE + 105].to_vec();
         want[3..103].copy_from_slice(&src);
-        assert!(m.read(0, THP_SIZE) == want, "{what}: CPU view of the GPU's writes");
+        assert!(
+            m.read(0, THP_SIZE) == want,
+            "{what}: CPU view of the GPU's writes"
+        );
         // Exactly 2 MiB of it are one huge page.
         let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
         let p0 = ok(pm.pfn(m.ptr as usize), "pagemap").expect("present");
         let p1 = ok(pm.pfn(m.ptr as usize + 300 * PAGE_USIZE), "pagemap").expect("present");
         assert_eq!(p1, p0 + 300, "{what}: not one huge page");
         let fl = ok(mm::kpageflags(&[p0]), "kpageflags")[0];
-        assert_ne!(fl & (1 << KPF_HUGE), 0, "{what}: KPF_HUGE not set ({fl:#x})");
+        assert_ne!(
+            fl & (1 << KPF_HUGE),
+            0,
+            "{what}: KPF_HUGE not set ({fl:#x})"
+        );
         atomic_not_supported(&dev, &m, VA, what);
         drop(m);
-        run_fails_at(&dev, &[Cmd::fill(VA + 8, 8, 1)], EFAULT, VA + 8, &format!("{what} unmapped"));
+        run_fails_at(
+            &dev,
+            &[Cmd::fill(VA + 8, 8, 1)],
+            EFAULT,
+            VA + 8,
+            &format!("{what} unmapped"),
+        );
         ok(dev.unbind(VA, size), "VM_UNBIND");
     }
 }
