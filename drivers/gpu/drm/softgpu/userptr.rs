@@ -285,10 +285,16 @@ impl Userptr {
             if (Ktime::ktime_get() - started).to_ms() >= i64::from(hmm::DEFAULT_TIMEOUT_MS) {
                 return Err(EBUSY);
             }
-            let seq = self.notifier.read_begin();
             let mmap = mm.mmap_read_lock();
             // Fail at once on memory that 6.12 cannot make exclusive
             // (`EOPNOTSUPP`), and split a large anonymous folio first.
+            // This faults the page in writable, which also takes back an
+            // exclusive entry that an earlier attempt left behind: both
+            // invalidate the range, so they come before `read_begin()`,
+            // else every retry would collide with the previous attempt.
+            // (`read_begin()` may wait for a running invalidation under the
+            // mmap read lock: no invalidation waits for that lock once
+            // started; those that need it take it before they start.)
             match hmm::prepare_device_exclusive(&mmap, start) {
                 Ok(()) => {}
                 Err(e) if e == EAGAIN => {
@@ -298,6 +304,7 @@ impl Userptr {
                 }
                 Err(e) => return Err(if e == EPERM { EFAULT } else { e }),
             }
+            let seq = self.notifier.read_begin();
             let exclusive = hmm::make_device_exclusive(&mmap, start, start + PAGE_SIZE, m.owner)
                 .map_err(|e| if e == EPERM { EFAULT } else { e })?;
             let Some(folio) = exclusive.locked_folio(0) else {
