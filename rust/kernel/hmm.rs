@@ -612,6 +612,9 @@ pub fn eopnotsupp() -> Error {
 ///   references: being migrated, or pinned): the caller retries, or gives
 ///   up after its timeout.
 ///
+/// Shared and hugetlbfs mappings are refused (`EOPNOTSUPP`) before any
+/// fault: they never map anonymous folios.
+///
 /// `EINVAL` for an unaligned address; `EFAULT` if nothing is mapped at
 /// `addr` or it cannot be made writable (`get_user_pages_remote()`'s
 /// errors otherwise).
@@ -629,6 +632,10 @@ pub fn eopnotsupp() -> Error {
 /// let mmap = mm.mmap_read_lock();
 /// prepare_device_exclusive(&mmap, addr)?;
 /// assert_eq!(prepare_device_exclusive(&mmap, addr + 1).err(), Some(EINVAL));
+/// drop(mmap);
+/// let shared = testing::vm_mmap_shared_anon(PAGE_SIZE, rw)?;
+/// let mmap = mm.mmap_read_lock();
+/// assert_eq!(prepare_device_exclusive(&mmap, shared).err(), Some(eopnotsupp()));
 /// assert_ne!(eopnotsupp(), EINVAL);
 /// # Ok::<(), Error>(())
 /// ```
@@ -636,6 +643,13 @@ pub fn eopnotsupp() -> Error {
 pub fn prepare_device_exclusive(mmap: &crate::mm::MmapReadGuard<'_>, addr: usize) -> Result {
     if addr % PAGE_SIZE != 0 {
         return Err(EINVAL);
+    }
+    // Shared and hugetlbfs mappings never map anonymous folios that could
+    // be made exclusive: refuse them without faulting (and dirtying) the
+    // page for nothing. The folio checks below remain the rule.
+    let vma = mmap.vma_lookup(addr).ok_or(EFAULT)?;
+    if vma.is_shared() || vma.is_hugetlb() {
+        return Err(eopnotsupp());
     }
     let mut page: *mut bindings::page = core::ptr::null_mut();
     let flags = bindings::FOLL_GET | bindings::FOLL_WRITE | bindings::FOLL_SPLIT_PMD;
