@@ -89,3 +89,13 @@ struct folio *rust_helper_pfn_folio(unsigned long pfn)
 {
 	return pfn_folio(pfn);
 }
+
+bool rust_helper_folio_test_anon(const struct folio *folio)
+{
+	return folio_test_anon(folio);
+}
+
+bool rust_helper_folio_test_hugetlb(const struct folio *folio)
+{
+	return folio_test_hugetlb(folio);
+}

@@ -21,7 +21,7 @@ use crate::{
     alloc::KVVec,
     bindings,
     error::{
-        code::{EBUSY, EFAULT, EINVAL},
+        code::{EAGAIN, EBUSY, EFAULT, EINVAL, EOPNOTSUPP},
         Error, Result,
     },
     ffi::c_ulong,
@@ -140,7 +140,9 @@ impl HmmPfn {
     /// Marks the folio of the page dirty (`folio_mark_dirty()`), if
     /// [`Self::is_valid`]: for a device that may write to the page through
     /// a mapping whose writes the CPU page table's dirty bit does not see.
-    /// Call it before mapping the page writable into the device.
+    /// Call it before mapping the page writable into the device, for any
+    /// kind of memory: anonymous (in the swap cache or not), shmem, page
+    /// cache of any filesystem, hugetlbfs.
     ///
     /// # Safety
     ///
@@ -151,13 +153,35 @@ impl HmmPfn {
         let Some(folio) = (unsafe { self.folio() }) else {
             return;
         };
-        // SAFETY: The folio is valid (above). `folio_mark_dirty()` needs
-        // its mapping to be stable, by the folio lock or otherwise: the
-        // CPU page tables map the page, and truncation unmaps a folio
-        // before it removes it from its mapping, which is an invalidation
-        // that waits for the update lock the caller holds. (The same holds
-        // for `zap_pte_range()`, which dirties the folios it still maps
-        // under the page table lock.) It does not sleep.
+        // SAFETY: The folio is valid (above). `folio_mark_dirty()` requires
+        // that the folio cannot be truncated meanwhile, i.e. that
+        // `folio->mapping` (and the inode behind it) stays: "most callers
+        // hold the folio lock, but e.g. zap_pte_range() calls it with the
+        // folio mapped and the pte lock held, which also locks out
+        // truncation". We are in the same position as zap: the CPU page
+        // tables map the page (`hmm_range_fault()` found it mapped and no
+        // invalidation ran since, `read_retry()`), and it cannot be
+        // unmapped without an invalidation, which waits for the update
+        // lock the caller holds. Every path that takes a folio out of its
+        // mapping unmaps it first while it is mapped: truncation and hole
+        // punching (`unmap_mapping_range()` in `truncate_pagecache*()`,
+        // then `truncate_cleanup_folio()` for what raced back in),
+        // `invalidate_inode_pages2()`, reclaim and shmem swap-out
+        // (`try_to_unmap()` before `remove_mapping()`/`shmem_writepage()`),
+        // migration (`try_to_migrate()`), hugetlbfs hole punching and
+        // truncation (`hugetlb_vmdelete_list()`); page cache removal
+        // (`filemap_unaccount_folio()`) even checks that the folio is no
+        // longer mapped. The mapping keeps a reference on the file, so
+        // the inode stays too. An anonymous folio has no such mapping
+        // (nothing to race with, as for zap). It does not sleep: the
+        // `dirty_folio` operations (`filemap_dirty_folio()`,
+        // `noop_dirty_folio()` for shmem and hugetlbfs,
+        // `swap_dirty_folio()`) take only spinlocks, as under zap's pte
+        // lock. A write fault brought the page in writable (`page_mkwrite()`
+        // ran for a shared file mapping), and writeback write-protects the
+        // page (`folio_mkclean()`) through an invalidation before it cleans
+        // the folio, so the device cannot write to a folio it has not
+        // marked dirty since.
         unsafe { bindings::folio_mark_dirty(folio.as_raw()) };
     }
 }
@@ -558,6 +582,130 @@ pub fn make_device_exclusive<'g>(
         pages,
         _mmap: core::marker::PhantomData,
     })
+}
+
+/// Gets the page at `addr` ready for [`make_device_exclusive`], or tells
+/// why it can never be made exclusive, so that a caller need not retry
+/// until a timeout on a refusal that will not change.
+///
+/// Faults the page in writable (`get_user_pages_remote()` with
+/// `FOLL_WRITE | FOLL_SPLIT_PMD`, as [`make_device_exclusive`] does, which
+/// breaks copy-on-write and splits a PMD mapping into PTEs), then looks at
+/// its folio. In 6.12 `make_device_exclusive_range()` only takes:
+///
+/// - anonymous folios that are not hugetlb (`folio_make_device_exclusive()`
+///   refuses others, "to avoid potential writeback issues"): anything
+///   else, shmem, page cache and hugetlb pages, is `EOPNOTSUPP`;
+/// - the first page of a folio (it refuses `PageTail()` pages), and for the
+///   first page of a large folio it converts every PTE mapping the folio.
+///   So a large anonymous folio (a THP, or an mTHP) is split here into
+///   small folios (`split_huge_page_to_list_to_order()` to order 0), which
+///   the next call makes exclusive one page at a time. `EAGAIN` if the
+///   folio is locked by someone else or cannot be split now (extra
+///   references: being migrated, or pinned): the caller retries, or gives
+///   up after its timeout.
+///
+/// Shared and hugetlbfs mappings are refused (`EOPNOTSUPP`) before any
+/// fault: they never map anonymous folios.
+///
+/// `EINVAL` for an unaligned address; `EFAULT` if nothing is mapped at
+/// `addr` or it cannot be made writable (`get_user_pages_remote()`'s
+/// errors otherwise).
+///
+/// # Examples
+///
+/// ```
+/// use kernel::hmm::prepare_device_exclusive;
+/// use kernel::mm::{testing, MmWithUser};
+/// use kernel::page::PAGE_SIZE;
+///
+/// let rw = testing::PROT_READ | testing::PROT_WRITE;
+/// let addr = testing::vm_mmap_anon(PAGE_SIZE, rw)?;
+/// let mm = MmWithUser::current().ok_or(EINVAL)?;
+/// let mmap = mm.mmap_read_lock();
+/// prepare_device_exclusive(&mmap, addr)?;
+/// assert_eq!(prepare_device_exclusive(&mmap, addr + 1).err(), Some(EINVAL));
+/// drop(mmap);
+/// let shared = testing::vm_mmap_shared_anon(PAGE_SIZE, rw)?;
+/// let mmap = mm.mmap_read_lock();
+/// assert_eq!(prepare_device_exclusive(&mmap, shared).err(), Some(EOPNOTSUPP));
+/// # Ok::<(), Error>(())
+/// ```
+#[cfg(CONFIG_DEVICE_PRIVATE)]
+pub fn prepare_device_exclusive(mmap: &crate::mm::MmapReadGuard<'_>, addr: usize) -> Result {
+    if addr % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    // Shared and hugetlbfs mappings never map anonymous folios that could
+    // be made exclusive: refuse them without faulting (and dirtying) the
+    // page for nothing. The folio checks below remain the rule.
+    let vma = mmap.vma_lookup(addr).ok_or(EFAULT)?;
+    if vma.is_shared() || vma.is_hugetlb() {
+        return Err(EOPNOTSUPP);
+    }
+    let mut page: *mut bindings::page = core::ptr::null_mut();
+    let flags = bindings::FOLL_GET | bindings::FOLL_WRITE | bindings::FOLL_SPLIT_PMD;
+    // SAFETY: The mmap lock of the mm is held (`mmap`) and `locked` is null,
+    // so GUP neither needs to take it nor drops it; `page` has room for the
+    // one page asked for.
+    let ret = unsafe {
+        bindings::get_user_pages_remote(
+            mmap.mm().as_raw(),
+            addr as c_ulong,
+            1,
+            flags,
+            &mut page,
+            core::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        return Err(Error::from_errno(ret as i32));
+    }
+    if ret != 1 || page.is_null() {
+        return Err(EFAULT);
+    }
+    // SAFETY: GUP with `FOLL_GET` returned a valid page and took a
+    // reference on its folio, which we own and put below; a referenced
+    // folio cannot be freed, nor split into others but by us (splitting
+    // needs every extra reference accounted for).
+    let folio = unsafe { bindings::page_folio(page) };
+    // SAFETY: `folio` is valid (above).
+    let (anon, hugetlb, large) = unsafe {
+        (
+            bindings::folio_test_anon(folio),
+            bindings::folio_test_hugetlb(folio),
+            bindings::folio_test_large(folio),
+        )
+    };
+    let mut ret = Ok(());
+    if !anon || hugetlb {
+        ret = Err(EOPNOTSUPP);
+    } else if large {
+        // SAFETY: `folio` is valid; a trylock never sleeps.
+        if unsafe { bindings::folio_trylock(folio) } {
+            // SAFETY: We hold the folio lock and a reference on the folio
+            // (GUP's), as splitting requires; the mmap lock keeps the
+            // anonymous mapping (and its anon_vma) alive. On success the
+            // lock and our reference stay with the small folio of `page`
+            // (`__split_huge_page()` unlocks and puts the others); on
+            // failure the folio is unchanged, still locked and referenced.
+            let err = unsafe {
+                bindings::split_huge_page_to_list_to_order(page, core::ptr::null_mut(), 0)
+            };
+            // SAFETY: Either way `page_folio(page)` is now the folio we
+            // hold locked and referenced (see above); release both.
+            unsafe {
+                let folio = bindings::page_folio(page);
+                bindings::folio_unlock(folio);
+                bindings::folio_put(folio);
+            }
+            return if err == 0 { Ok(()) } else { Err(EAGAIN) };
+        }
+        ret = Err(EAGAIN);
+    }
+    // SAFETY: We own GUP's reference (above) and give it up once.
+    unsafe { bindings::folio_put(folio) };
+    ret
 }
 
 #[cfg(CONFIG_DEVICE_PRIVATE)]

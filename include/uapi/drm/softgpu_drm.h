@@ -278,15 +278,22 @@ struct drm_softgpu_wait {
 /**
  * struct drm_softgpu_userptr - map the caller's memory at a GPU address
  *
- * Maps [@addr, @addr + @size) of the calling process's private anonymous
- * memory at [@gpu_va, @gpu_va + @size) of this file's VM. The pages are
- * not pinned: the device mirrors the CPU page tables through an MMU
- * interval notifier and HMM. A GPU access faults the page in (breaking
- * copy-on-write unless %SOFTGPU_USERPTR_READONLY); whatever changes the
- * CPU mapping (munmap, mprotect, madvise, fork, migration, swap-out)
- * removes the page from the GPU page table first, and the next GPU access
- * faults again: a job touching a page that is no longer mapped, or no
- * longer writable for a write, fails with -EFAULT at that address. Remove
+ * Maps [@addr, @addr + @size) of the calling process's memory at
+ * [@gpu_va, @gpu_va + @size) of this file's VM: private or shared
+ * anonymous memory (transparent huge pages included), MAP_SHARED or
+ * MAP_PRIVATE mappings of files (tmpfs, gemfs, other file systems) and
+ * hugetlbfs memory. The pages are not pinned: the device mirrors the CPU
+ * page tables through an MMU interval notifier and HMM, 4 KiB page by
+ * 4 KiB page also for huge pages. A GPU access faults the page in
+ * (breaking copy-on-write unless %SOFTGPU_USERPTR_READONLY: the GPU's
+ * writes to a MAP_PRIVATE file mapping never reach the file, as the
+ * CPU's do not); whatever changes the CPU mapping (munmap, mprotect,
+ * madvise, fork, migration, swap-out, writeback, truncation or hole
+ * punching of the file) removes the page from the GPU page table first,
+ * and the next GPU access faults again: a job touching a page that is no
+ * longer mapped (or is beyond the end of its file), or no longer writable
+ * for a write, fails with -EFAULT at that address. GPU writes to a shared
+ * mapping land in the file and are written back as the CPU's are. Remove
  * the binding with DRM_IOCTL_SOFTGPU_VM_UNBIND; closing the file removes
  * it too. It stays valid after the process has exited, but every access
  * then faults.
@@ -295,15 +302,22 @@ struct drm_softgpu_wait {
  * to the device (as a GPU whose atomics do not work across the bus must):
  * until the CPU next touches it, the CPU page table holds a special entry
  * (/proc/pid/pagemap shows it as swapped), and that CPU access takes the
- * page back. CPU and GPU atomics on the same memory lose no update.
+ * page back. CPU and GPU atomics on the same memory lose no update. Only
+ * private anonymous pages can be taken exclusive (those of a MAP_PRIVATE
+ * file mapping once the atomic's write fault has copied them); a page of
+ * a transparent huge page is first split out of it. On shared anonymous,
+ * MAP_SHARED file and hugetlbfs memory the job fails at once with
+ * -EOPNOTSUPP at that address, and the memory is unchanged.
  *
  * Returns -EINVAL for unknown flags, non-zero @pad, a zero @size, an
  * unaligned @addr, @size or @gpu_va, a CPU range that wraps around, a GPU
  * range that leaves the GPU VA space; -EEXIST if the GPU range
  * overlaps an existing binding; -EFAULT if part of the CPU range is not
- * mapped (kernel addresses never are); -EPERM if part of it is not
- * private anonymous memory, or is not writable while
- * %SOFTGPU_USERPTR_READONLY is not set. Nothing changes on error.
+ * mapped (kernel addresses never are); -EOPNOTSUPP if part of it is a
+ * mapping that HMM cannot mirror (VM_IO, VM_PFNMAP or VM_MIXEDMAP: device
+ * memory and raw page frame mappings, such as [vvar]); -EPERM if part of
+ * it is not writable while %SOFTGPU_USERPTR_READONLY is not set. Nothing
+ * changes on error.
  */
 struct drm_softgpu_userptr {
 	/** @addr: CPU address of the first byte, page aligned. */

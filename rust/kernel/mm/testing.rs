@@ -67,11 +67,36 @@ fn current_test() -> Result<*mut bindings::kunit> {
 /// # Ok::<(), Error>(())
 /// ```
 pub fn vm_mmap_anon(len: usize, prot: u32) -> Result<usize> {
+    vm_mmap(len, prot, bindings::MAP_PRIVATE)
+}
+
+/// As [`vm_mmap_anon`], but shared anonymous memory
+/// (`MAP_SHARED | MAP_ANONYMOUS`): pages of a shmem file, not anonymous
+/// folios.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::mm::{testing, MmWithUser};
+/// use kernel::page::PAGE_SIZE;
+///
+/// let addr = testing::vm_mmap_shared_anon(PAGE_SIZE, testing::PROT_READ)?;
+/// let mm = MmWithUser::current().ok_or(EINVAL)?;
+/// let mmap = mm.mmap_read_lock();
+/// let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
+/// assert!(vma.is_shared() && vma.has_file() && !vma.is_anonymous());
+/// # Ok::<(), Error>(())
+/// ```
+pub fn vm_mmap_shared_anon(len: usize, prot: u32) -> Result<usize> {
+    vm_mmap(len, prot, bindings::MAP_SHARED)
+}
+
+fn vm_mmap(len: usize, prot: u32, share: u32) -> Result<usize> {
     let test = current_test()?;
     if len == 0 || len % PAGE_SIZE != 0 {
         return Err(EINVAL);
     }
-    let flags = bindings::MAP_PRIVATE | bindings::MAP_ANONYMOUS;
+    let flags = share | bindings::MAP_ANONYMOUS;
     // SAFETY: `test` is the running test, as `kunit_vm_mmap()` requires; it
     // attaches an mm to the current (test) thread if it has none, and maps
     // anonymous memory (no file) at an address of the kernel's choice.

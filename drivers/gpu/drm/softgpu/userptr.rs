@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Userptr: GPU access to a range of the calling process's anonymous
-//! memory, mirrored without pinning it.
+//! Userptr: GPU access to a range of the calling process's memory
+//! (anonymous, shared, file-backed, THP, hugetlbfs), mirrored without
+//! pinning it.
 //!
 //! A [`Userptr`] maps `[addr, addr + size)` of the process at a GPU address
 //! of a VM. Its device page table entries are filled on demand
@@ -26,7 +27,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     folio::Folio,
     hmm::{self, Access, Range},
-    mm::{MmWithUser, PinnedPages},
+    mm::{virt::flags as vm, MmWithUser, PinnedPages},
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
     prelude::*,
@@ -113,12 +114,13 @@ impl Userptr {
     /// after munmap or copy-on-write the GPU still reaches the pinned
     /// pages, not what the CPU maps.
     ///
-    /// Every page must be in an anonymous mapping of the caller, writable
-    /// unless `readonly`. `EINVAL` for an unaligned, empty or overflowing
-    /// range, or one outside the GPU address space; `EFAULT` if part of it
-    /// is not mapped (kernel addresses never are); `EPERM` for memory that
-    /// is not private anonymous, or not writable while `readonly` is not
-    /// set.
+    /// Every page must be in a mapping of the caller that HMM can mirror
+    /// (see [`check_mappings`]), writable unless `readonly`. `EINVAL` for
+    /// an unaligned, empty or overflowing range, or one outside the GPU
+    /// address space; `EFAULT` if part of it is not mapped (kernel
+    /// addresses never are); `EOPNOTSUPP` for a `VM_IO`, `VM_PFNMAP` or
+    /// `VM_MIXEDMAP` mapping; `EPERM` for memory that is not writable
+    /// while `readonly` is not set.
     pub(crate) fn new(
         vm: &Arc<Vm>,
         va: u64,
@@ -258,10 +260,13 @@ impl Userptr {
     /// VM), so it does not collide with itself; any other invalidation
     /// before the entry is set starts again, for up to
     /// `hmm::DEFAULT_TIMEOUT_MS`, then `EBUSY` (also if the page stays
-    /// locked by someone else, or cannot be made exclusive at all: a tail
-    /// page of a large folio, in 6.12). `EFAULT` for a read-only userptr,
-    /// an address outside it, memory no longer mapped or a process that
-    /// has exited.
+    /// locked by someone else). Only private anonymous memory can be made
+    /// exclusive in 6.12 (a private file mapping's page is, once the write
+    /// fault has copied it): `EOPNOTSUPP` at once for shmem, page cache
+    /// and hugetlbfs pages. A page of a large anonymous folio (THP) is
+    /// split out of it first (see [`hmm::prepare_device_exclusive`]).
+    /// `EFAULT` for a read-only userptr, an address outside it, memory no
+    /// longer mapped or a process that has exited.
     pub(crate) fn make_exclusive(
         &self,
         va: u64,
@@ -280,8 +285,26 @@ impl Userptr {
             if (Ktime::ktime_get() - started).to_ms() >= i64::from(hmm::DEFAULT_TIMEOUT_MS) {
                 return Err(EBUSY);
             }
-            let seq = self.notifier.read_begin();
             let mmap = mm.mmap_read_lock();
+            // Fail at once on memory that 6.12 cannot make exclusive
+            // (`EOPNOTSUPP`), and split a large anonymous folio first.
+            // This faults the page in writable, which also takes back an
+            // exclusive entry that an earlier attempt left behind: both
+            // invalidate the range, so they come before `read_begin()`,
+            // else every retry would collide with the previous attempt.
+            // (`read_begin()` may wait for a running invalidation under the
+            // mmap read lock: no invalidation waits for that lock once
+            // started; those that need it take it before they start.)
+            match hmm::prepare_device_exclusive(&mmap, start) {
+                Ok(()) => {}
+                Err(e) if e == EAGAIN => {
+                    drop(mmap);
+                    crate::engine::usleep(50);
+                    continue;
+                }
+                Err(e) => return Err(if e == EPERM { EFAULT } else { e }),
+            }
+            let seq = self.notifier.read_begin();
             let exclusive = hmm::make_device_exclusive(&mmap, start, start + PAGE_SIZE, m.owner)
                 .map_err(|e| if e == EPERM { EFAULT } else { e })?;
             let Some(folio) = exclusive.locked_folio(0) else {
@@ -322,14 +345,21 @@ impl Drop for Userptr {
     }
 }
 
-/// Checks that `[addr, end)` is mapped by private anonymous memory of `mm`,
-/// writable unless `readonly`.
+/// Checks that `[addr, end)` is mapped in `mm` by memory that HMM can
+/// mirror, writable unless `readonly`: any mapping of pages with a
+/// `struct page` that the CPU page tables map normally (anonymous, shared
+/// anonymous, file-backed shared or private, THP, hugetlbfs), but not
+/// `VM_IO`, `VM_PFNMAP` or `VM_MIXEDMAP` ones (device memory, raw page
+/// frames), which `hmm_range_fault()` refuses (`EOPNOTSUPP`).
 fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> Result {
     let mmap = mm.mmap_read_lock();
     let mut a = addr;
     while a < end {
         let vma = mmap.vma_lookup(a).ok_or(EFAULT)?;
-        if !vma.is_anonymous() || (!readonly && !vma.is_writable()) {
+        if vma.flags() & (vm::IO | vm::PFNMAP | vm::MIXEDMAP) != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        if !readonly && !vma.is_writable() {
             return Err(EPERM);
         }
         a = vma.end();
@@ -458,6 +488,33 @@ mod tests {
         assert_eq!(u.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
         let ro = Userptr::new(&vm, VA + PAGE, addr, PAGE_SIZE, true, false)?;
         assert_eq!(ro.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
+        Ok(())
+    }
+
+    /// Shared anonymous memory (shmem folios): mirrored and dirtied like
+    /// anonymous memory, invalidated on munmap; atomics refused at once.
+    #[test]
+    fn shared_anonymous() -> Result {
+        let addr = testing::vm_mmap_shared_anon(2 * PAGE_SIZE, PROT_READ | PROT_WRITE)?;
+        UserSlice::new(addr + PAGE_SIZE, 8)
+            .writer()
+            .write_slice(&7u64.to_ne_bytes())?;
+        let vm = Vm::new()?;
+        let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, false, false)?;
+        u.populate(VA, 2 * PAGE, true)?;
+        assert_eq!(gpu_read(&vm, VA), Some((0, true)));
+        assert_eq!(gpu_read(&vm, VA + PAGE), Some((7, true)));
+        let mut nothing = |_: &Folio, _: usize| Ok(());
+        let t = Ktime::ktime_get();
+        assert_eq!(u.make_exclusive(VA, &mut nothing), Err(EOPNOTSUPP));
+        // At once, not after the HMM timeout.
+        assert!((Ktime::ktime_get() - t).to_ms() < i64::from(hmm::DEFAULT_TIMEOUT_MS));
+        assert_eq!(u.notifier.exclusive_grants.load(Ordering::Relaxed), 0);
+        // Still mapped (the refusal changed nothing).
+        assert_eq!(gpu_read(&vm, VA + PAGE), Some((7, true)));
+        testing::vm_munmap(addr, 2 * PAGE_SIZE)?;
+        assert_eq!(gpu_read(&vm, VA + PAGE), None);
+        assert_eq!(u.populate(VA, PAGE, false), Err(EFAULT));
         Ok(())
     }
 

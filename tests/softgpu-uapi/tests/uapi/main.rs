@@ -17,6 +17,8 @@
 //!   reclaim, and what reclaim may not take.
 //! - `userptr`: USERPTR bindings of anonymous memory, mirrored without pins.
 //! - `prime`: PRIME import of another driver's (vgem's) dma-bufs.
+//! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
+//!   THP and hugetlbfs memory.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -31,3 +33,4 @@ mod prime;
 mod scale;
 mod shrinker;
 mod userptr;
+mod userptr_kinds;

@@ -712,7 +712,7 @@ const THP_NR: usize = 512;
 /// 2 MiB transparent huge page: contiguous from a 2 MiB-aligned head, the
 /// head flagged THP and compound head in /proc/kpageflags, every other page
 /// THP and compound tail. Else why not.
-fn check_thp(pfns: &[u64]) -> Result<(), String> {
+pub(crate) fn check_thp(pfns: &[u64]) -> Result<(), String> {
     assert_eq!(pfns.len(), THP_NR);
     let head = pfns[0];
     if !head.is_multiple_of(THP_NR as u64) {

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use libc::{EEXIST, EFAULT, EINVAL, ENOENT, EPERM};
+use libc::{EEXIST, EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EPERM};
 use softgpu::mm::{self, Pagemap};
 use softgpu::*;
 
@@ -71,6 +71,19 @@ impl Mem {
         let r = unsafe { libc::mprotect(self.0.ptr.cast(), self.0.len, prot) };
         assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
     }
+}
+
+/// The address range of the mapping named `name` in /proc/self/maps.
+pub(crate) fn special_mapping(name: &str) -> (u64, u64) {
+    let maps = ok(std::fs::read_to_string("/proc/self/maps"), "reading maps");
+    let line = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(5) == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/self/maps:\n{maps}"));
+    let range = line.split_whitespace().next().unwrap();
+    let (a, b) = range.split_once('-').unwrap();
+    let hex = |x| u64::from_str_radix(x, 16).unwrap();
+    (hex(a), hex(b))
 }
 
 /// USERPTR of `[addr, addr + size)` at `va`.
@@ -515,40 +528,29 @@ fn userptr_bad_input_errnos_change_nothing() {
     bad(0, PAGE, VA, 0, EFAULT, "address 0");
     bad(0xffff_8880_0000_0000, PAGE, VA, 0, EFAULT, "kernel address");
     bad(0xffff_ffff_8100_0000, PAGE, VA, 0, EFAULT, "kernel text");
-    // Not private anonymous memory, or not writable: EPERM.
-    let h = create(&dev, 2 * PAGE, 0);
-    let bo = map(&dev, h, 2 * PAGE);
-    bad(
-        bo.addr() as u64,
-        2 * PAGE,
-        VA,
-        0,
-        EPERM,
-        "a BO's CPU mapping",
-    );
-    bad(
-        bo.addr() as u64,
-        2 * PAGE,
-        VA,
-        SOFTGPU_USERPTR_READONLY,
-        EPERM,
-        "a BO's CPU mapping, read-only",
-    );
-    // SAFETY: a fresh shared anonymous mapping, checked below.
-    let shared = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE_USIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(shared, libc::MAP_FAILED);
-    bad(shared as u64, PAGE, VA, 0, EPERM, "shared anonymous memory");
-    // SAFETY: unmapping what we mapped above.
-    unsafe { libc::munmap(shared, PAGE_USIZE) };
+    // Memory that HMM cannot mirror: the vDSO's data pages ([vvar], a
+    // VM_PFNMAP | VM_IO mapping), also read-only: EOPNOTSUPP.
+    let (vvar, vvar_end) = special_mapping("[vvar]");
+    for flags in [0, SOFTGPU_USERPTR_READONLY] {
+        bad(
+            vvar,
+            vvar_end - vvar,
+            VA,
+            flags,
+            EOPNOTSUPP,
+            &format!("[vvar] (VM_PFNMAP), flags {flags:#x}"),
+        );
+        // Also when only its last page follows mirrorable memory.
+        bad(
+            vvar_end - PAGE,
+            PAGE,
+            VA,
+            flags,
+            EOPNOTSUPP,
+            &format!("last page of [vvar], flags {flags:#x}"),
+        );
+    }
+    // Not writable: EPERM.
     let ro = Mem::new(2);
     ro.protect(libc::PROT_READ);
     bad(
@@ -565,6 +567,7 @@ fn userptr_bad_input_errnos_change_nothing() {
     // Nothing was bound by any of those.
     assert_unbound(&dev, VA, "after the rejected USERPTRs");
     // Overlaps: EEXIST, with userptrs and BOs alike.
+    let h = create(&dev, 2 * PAGE, 0);
     bind_mem(&dev, &m, VA, 0);
     bad(addr, len, VA, 0, EEXIST, "the same range again");
     bad(
