@@ -22,7 +22,7 @@
 
 use crate::{
     bindings,
-    error::{from_err_ptr, to_result, Error, Result},
+    error::{from_err_ptr, to_result, Result},
     page::{Page, PAGE_SIZE},
     prelude::*,
     types::{ARef, AlwaysRefCounted, Opaque},
