@@ -7,6 +7,8 @@
 //! a process may exit with a live userptr. GPU atomics take the page
 //! exclusive to the device, and CPU and GPU atomics on one counter lose no
 //! update, also across mprotect and fork; GPU writes mark pages dirty.
+//! MADV_DONTNEED, MADV_PAGEOUT (swap-out) and KSM merging invalidate the
+//! device's entries, and the GPU sees what the CPU sees afterwards.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -962,4 +964,148 @@ fn userptr_pinned_baseline_pages_do_not_move_until_unbound() {
         panic!("unbound userptr pages still do not move: {e}");
     }
     assert!(m.read(0, size as usize) == want, "contents after the move");
+}
+
+/// `madvise()` on pages `first..first + n` of `m`.
+#[track_caller]
+fn madvise_pages(m: &Mem, first: usize, n: usize, advice: i32, what: &str) {
+    // SAFETY: a range of our own mapping; the kernel only changes what
+    // backs it.
+    let r = unsafe {
+        libc::madvise(
+            m.0.ptr.add(first * PAGE_USIZE).cast(),
+            n * PAGE_USIZE,
+            advice,
+        )
+    };
+    assert_eq!(r, 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn userptr_madvise_dontneed_and_pageout_invalidate_the_gpu_mapping() {
+    const N: usize = 8;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(N);
+    let a = pattern(size as usize, 7);
+    m.write(0, &a);
+    bind_mem(&dev, &m, VA, 0);
+    // Every page in the device page table.
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, size, "CHECKSUM before madvise"),
+        fnv1a64(&a)
+    );
+
+    // MADV_DONTNEED drops pages 0 and 1: the CPU reads zeros there, and the
+    // GPU must too, not the freed pages its entries pointed to.
+    madvise_pages(&m, 0, 2, libc::MADV_DONTNEED, "MADV_DONTNEED");
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM of dropped pages"),
+        fnv1a64(&vec![0u8; 2 * PAGE_USIZE]),
+        "the GPU still reads what MADV_DONTNEED dropped"
+    );
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, PAGE, 0x0f0f_0f0f)],
+        "FILL of a dropped page",
+    );
+    assert!(
+        m.read(0, PAGE_USIZE) == filled(PAGE_USIZE, 0x0f0f_0f0f),
+        "the CPU does not see the GPU's write to the page that replaced a dropped one"
+    );
+
+    // MADV_PAGEOUT reclaims pages 2..N: the device holds no reference to
+    // them, so they go to swap, and the next GPU access faults them back.
+    let pm = ok(Pagemap::open(), "opening pagemap");
+    let entry = |i: usize| ok(pm.entry(m.addr() as usize + i * PAGE_USIZE), "pagemap");
+    madvise_pages(&m, 2, N - 2, libc::MADV_PAGEOUT, "MADV_PAGEOUT");
+    let swapped: Vec<usize> = (2..N).filter(|&i| entry(i) & PM_SWAP != 0).collect();
+    assert!(
+        !swapped.is_empty(),
+        "MADV_PAGEOUT swapped out none of the {} mirrored pages",
+        N - 2
+    );
+    assert_eq!(
+        gpu_checksum(
+            &dev,
+            &res,
+            VA + 2 * PAGE,
+            size - 2 * PAGE,
+            "CHECKSUM of swapped pages"
+        ),
+        fnv1a64(&a[2 * PAGE_USIZE..]),
+        "the GPU read wrong data from pages that were swapped out"
+    );
+    for i in swapped {
+        assert!(
+            entry(i) & PM_PRESENT != 0,
+            "page {i} is not back in memory after the GPU read it"
+        );
+    }
+    ok(dev.unbind(VA, size), "VM_UNBIND");
+}
+
+#[test]
+fn userptr_ksm_merge_invalidates_and_a_gpu_write_unshares() {
+    let dev = open();
+    let res = results(&dev);
+    let m = Mem::new(2);
+    let a = pattern(PAGE_USIZE, 9);
+    m.write(0, &a);
+    m.write(PAGE_USIZE, &a);
+    bind_mem(&dev, &m, VA, 0);
+    let both = [a.clone(), a.clone()].concat();
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM before merging"),
+        fnv1a64(&both)
+    );
+    // KSM merges the two identical pages while the GPU maps them: it may
+    // only do so because the device holds no reference to them (a pin
+    // would make it skip them).
+    madvise_pages(&m, 0, 2, libc::MADV_MERGEABLE, "MADV_MERGEABLE");
+    let pm = ok(Pagemap::open(), "opening pagemap");
+    let pfns = || ok(pm.pfns(&m.page_addrs()), "pagemap");
+    {
+        let _scan = Setting::set("/sys/kernel/mm/ksm/pages_to_scan", "1000");
+        let _sleep = Setting::set("/sys/kernel/mm/ksm/sleep_millisecs", "10");
+        let _run = Setting::set("/sys/kernel/mm/ksm/run", "1");
+        let start = std::time::Instant::now();
+        while !matches!(pfns()[..], [Some(x), Some(y)] if x == y) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "KSM did not merge the two pages in 60 s: {:?}",
+                pfns()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // KSM write-protected and replaced both pages (an invalidation): the
+    // GPU reads the merged page...
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA, 2 * PAGE, "CHECKSUM after merging"),
+        fnv1a64(&both)
+    );
+    // ... and a GPU write breaks the sharing, as a CPU write would: it must
+    // not reach the other page, nor a page KSM freed.
+    run_ok(
+        &dev,
+        &[Cmd::fill(VA, PAGE, 0x3c3c_3c3c)],
+        "FILL of a merged page",
+    );
+    assert!(
+        m.read(0, PAGE_USIZE) == filled(PAGE_USIZE, 0x3c3c_3c3c),
+        "the CPU does not see the GPU's write to a merged page"
+    );
+    assert!(
+        m.read(PAGE_USIZE, PAGE_USIZE) == a,
+        "the GPU's write to one merged page reached the other"
+    );
+    let after = pfns();
+    assert!(
+        after[0] != after[1],
+        "still one page after the GPU wrote to one of them: {after:?}"
+    );
+    madvise_pages(&m, 0, 2, libc::MADV_UNMERGEABLE, "MADV_UNMERGEABLE");
+    ok(dev.unbind(VA, 2 * PAGE), "VM_UNBIND");
 }
