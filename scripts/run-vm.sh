@@ -9,7 +9,8 @@
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
 # self-test), ONLY=<test binary>, APPEND (extra kernel parameters; in run
-# mode runner.bench=<arguments of softgpu-bench, commas for spaces>),
+# mode runner.bench=<arguments of softgpu-bench, commas for spaces, + between
+# list items>),
 # RUN_TAG (suffix of the log directory), REPEAT=N (run mode: each
 # fragmentation measurement N times, softgpu-bench --repeat N, added to
 # runner.bench; the report shows medians and min-max).

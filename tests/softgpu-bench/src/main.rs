@@ -209,6 +209,7 @@ impl Config {
 
 const USAGE: &str = "\
 usage: softgpu-bench [options]
+lists: items separated by commas, or by + (in runner.bench, where commas are spaces)
   --phases LIST           phases to run, of frag,userptr-frag,migrate,gpu,fault,
                           fileio,userptr-bind (default: all)
   --modes LIST            frag modes in the order they run at each level, of
@@ -246,8 +247,10 @@ a smoke run: --levels 10 --userptr-levels 10 --scale-bo-kb 512 --scale-level 10
   --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
 ";
 
+/// A list: items separated by `,` or `+` (runner.bench on the kernel
+/// command line turns commas into spaces: lists there take `+`).
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    s.split(',')
+    s.split([',', '+'])
         .filter(|p| !p.is_empty())
         .map(|p| f(p).ok_or_else(|| format!("bad list item {p:?}")))
         .collect()
@@ -584,6 +587,9 @@ mod tests {
         assert_eq!(c.phases, ["userptr-frag", "userptr-bind"]);
         assert_eq!(c.userptr_modes, [Mode::UserptrPinned, Mode::Control]);
         assert_eq!(c.userptr_levels, [10, 20]);
+        let c = parse_args(&args("--phases frag+userptr-bind --levels 25+50")).unwrap();
+        assert_eq!(c.phases, ["frag", "userptr-bind"]);
+        assert_eq!(c.levels, [25, 50]);
         assert_eq!(Mode::UserptrHmm.key(), "userptr_hmm");
     }
 
