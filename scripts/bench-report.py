@@ -145,11 +145,11 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
             r.get("compact_secs_emulated"), r.get("hugetlb_secs_emulated"),
             r.get("jobs_rate_ratio_compact_vs_quiet"),
         ])
-        for phase in ("compact", "hugetlb"):
-            d = r.get(f"vmstat_{phase}") or {}
+        for during in ("compact", "hugetlb"):
+            d = r.get(f"vmstat_{during}") or {}
             counters.append([
                 r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), r.get("mode"),
-                "compact_memory" if phase == "compact" else "nr_hugepages",
+                "compact_memory" if during == "compact" else "nr_hugepages",
                 d.get("compact_migrate_scanned"), d.get("compact_free_scanned"),
                 d.get("compact_isolated"), d.get("compact_stall"), d.get("compact_fail"),
                 d.get("compact_success"), d.get("pgmigrate_success"), d.get("pgmigrate_fail"),
