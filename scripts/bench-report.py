@@ -193,7 +193,10 @@ def median(xs):
     if not xs:
         return None
     n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    m = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    # Counts stay counts when the median is one.
+    return int(m) if isinstance(m, float) and m.is_integer() and all(
+        isinstance(x, int) for x in xs) else m
 
 
 def key(mode):
