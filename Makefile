@@ -2,7 +2,9 @@
 # and run the tests (make test) or the benchmark (make run). See README.md.
 #
 # Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP,
-# KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>.
+# KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>, REPEAT=N (make run:
+# each fragmentation measurement N times; the report shows medians and
+# min-max).
 
 SHELL := /bin/bash
 S := scripts

@@ -11,6 +11,8 @@ writes next to it:
   ratio.png     gemfs/control and pinned/control against fill level
   scaling.png   those ratios against object count, object size and guest
                 memory
+  userptr.png   huge pages per userptr-frag mode (control, userptr-hmm,
+                userptr-pinned), and userptr-bind throughput per mode
 
 Other runs of the same benchmark with other guest memory sizes (make run
 boots them after the main one, scripts/bench-scale.sh) are given with
@@ -18,8 +20,12 @@ boots them after the main one, scripts/bench-scale.sh) are given with
 
 It prints the tables: per fill level, mode, huge pages obtained, ratio to
 control, compaction counters and times (emulated: the guest runs under TCG,
-so only ratios measured side by side mean much), then the headline and the
-cost phases.
+so only ratios measured side by side mean much), then the headline (with
+repetitions, --repeat: the median over them and the min-max of the ratio
+to control, each repetition against its own control), the cost phases and
+the userptr rows (userptr-frag: huge pages with anonymous memory bound as
+HMM-mirrored or pinned userptr against the same memory unbound;
+userptr-bind: bind + first GPU access throughput, HMM against pinned).
 
 Exit status 1 if the run has no results, if the benchmark did not finish
 or exited non-zero, if any record says ok=false, or if a result line does
@@ -36,6 +42,7 @@ from pathlib import Path
 PREFIX = "BENCH-RESULT "
 DONE = re.compile(r"bench: done rc=(-?\d+)")
 MODES = ["control", "pinned", "gemfs"]
+USERPTR_MODES = ["control", "userptr-hmm", "userptr-pinned"]
 TARGET = 0.95
 
 
@@ -115,18 +122,15 @@ def get(rec, *path):
     return rec
 
 
-def mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-def frag_tables(records):
-    frag = [r for r in records if r.get("phase") == "frag"]
+def frag_tables(records, phase="frag", modes=MODES, what="objects"):
+    frag = [r for r in records if r.get("phase") == phase]
+    if phase != "frag" and not frag:
+        return
     control = {(r.get("bo_kb"), r.get("level"), r.get("rep")): r.get("hugepages_obtained")
                for r in frag if r.get("mode") == "control" and r.get("ok")}
     rows, counters = [], []
     for r in sorted(frag, key=lambda r: (r.get("bo_kb") or 0, r.get("level", 0), r.get("rep", 0),
-                                         MODES.index(r["mode"]) if r.get("mode") in MODES else 9)):
+                                         modes.index(r["mode"]) if r.get("mode") in modes else 9)):
         key = (r.get("bo_kb"), r.get("level"), r.get("rep"))
         h = r.get("hugepages_obtained") if r.get("ok") else None
         c = control.get(key)
@@ -141,26 +145,27 @@ def frag_tables(records):
             r.get("compact_secs_emulated"), r.get("hugetlb_secs_emulated"),
             r.get("jobs_rate_ratio_compact_vs_quiet"),
         ])
-        for phase in ("compact", "hugetlb"):
-            d = r.get(f"vmstat_{phase}") or {}
+        for during in ("compact", "hugetlb"):
+            d = r.get(f"vmstat_{during}") or {}
             counters.append([
                 r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), r.get("mode"),
-                "compact_memory" if phase == "compact" else "nr_hugepages",
+                "compact_memory" if during == "compact" else "nr_hugepages",
                 d.get("compact_migrate_scanned"), d.get("compact_free_scanned"),
                 d.get("compact_isolated"), d.get("compact_stall"), d.get("compact_fail"),
                 d.get("compact_success"), d.get("pgmigrate_success"), d.get("pgmigrate_fail"),
             ])
-    table("Fragmentation: huge pages after compaction, objects in use "
+    title = "Fragmentation" if phase == "frag" else f"Fragmentation, {phase}"
+    table(f"{title}: huge pages after compaction, {what} in use "
           "(times emulated: guest under TCG)",
           ["obj KiB", "level", "rep", "mode", "ok", "footprint MiB", "hugepages", "requested",
            "vs control", "free 2M after fill", "after compact", "unmovable blocks", "THP faults ok",
            "compact s", "hugetlb s", "GPU jobs/s compact/quiet"], rows)
-    table("Fragmentation: vmstat deltas while compacting and while allocating huge pages",
+    table(f"{title}: vmstat deltas while compacting and while allocating huge pages",
           ["obj KiB", "level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
            "stall", "fail", "success", "pgmigrate_success", "pgmigrate_fail"], counters)
     failed = [r for r in frag if not r.get("ok")]
     for r in failed:
-        print(f"FAIL: frag {r.get('mode')} {r.get('level')}%: {r.get('error')}")
+        print(f"FAIL: {phase} {r.get('mode')} {r.get('level')}%: {r.get('error')}")
     extra = []
     for r in frag:
         b = get(r, "bo_info") or {}
@@ -172,7 +177,7 @@ def frag_tables(records):
                       get(r, "vmstat_total", "pswpout"), r.get("unit_secs_emulated"),
                       g.get("released_migrated"),
                       get(r, "after_compact", "Slab_kb"), get(r, "after_compact", "MemFree_kb")])
-    table("Fragmentation: objects (BO counters from GEM_INFO, integrity check, memory)",
+    table(f"{title}: objects (BO counters from GEM_INFO, integrity check, memory)",
           ["obj KiB", "level", "rep", "mode", "objects", "released", "refused", "GPU faults",
            "checked", "mismatches", "pswpout", "unit s", "gemfs released_migrated",
            "Slab kB", "MemFree kB"], extra)
@@ -183,42 +188,77 @@ def config(records):
     return env.get("config") or {}
 
 
-def summarise(records, keep):
-    """Mean huge pages per mode over the repetitions, and ratios, for the
-    frag records `keep` accepts, by (object KiB, level)."""
-    by = defaultdict(lambda: defaultdict(list))
-    share = defaultdict(lambda: defaultdict(list))
-    info = {}
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    m = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    # Counts stay counts when the median is one.
+    return int(m) if isinstance(m, float) and m.is_integer() and all(
+        isinstance(x, int) for x in xs) else m
+
+
+def key(mode):
+    """A mode's name as a key of the summaries (userptr-hmm: userptr_hmm)."""
+    return mode.replace("-", "_")
+
+
+def summarise(records, keep, phase="frag", modes=MODES):
+    """Per (object KiB, level), for the `phase` records `keep` accepts: the
+    median over the repetitions of each mode's huge pages (and share of
+    those requested), and of its ratio to control, each repetition against
+    the control of the same repetition (measured next to it), with the
+    ratio's min and max."""
+    by = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        if r.get("phase") == "frag" and r.get("ok") and keep(r):
-            key = (r.get("bo_kb"), r["level"])
-            by[key][r["mode"]].append(r.get("hugepages_obtained"))
-            share[key][r["mode"]].append(r.get("hugepages_obtained_of_requested"))
-            if r.get("mode") == "control":
-                info[key] = r
+        if r.get("phase") == phase and r.get("ok") and keep(r):
+            by[(r.get("bo_kb"), r["level"])][r["mode"]][r.get("rep", 0)] = r
     rows = []
-    for key in sorted(by, key=lambda k: (k[0] or 0, k[1])):
-        m = {mode: mean(by[key][mode]) for mode in MODES}
-        c = m["control"]
-        ratio = {mode: (m[mode] / c if m[mode] is not None and c else None) for mode in MODES}
-        ctl = info.get(key, {})
-        rows.append({"bo_kb": key[0], "level": key[1], **{f"{k}": v for k, v in m.items()},
-                     **{f"{k}_of_requested": mean(share[key][k]) for k in MODES},
-                     "gemfs_vs_control": ratio["gemfs"], "pinned_vs_control": ratio["pinned"],
-                     "objects": ctl.get("objects"), "footprint_mb": ctl.get("footprint_mb"),
-                     "reps": max(len(v) for v in by[key].values())})
+    for k in sorted(by, key=lambda k: (k[0] or 0, k[1])):
+        d = by[k]
+        row = {"bo_kb": k[0], "level": k[1],
+               "reps": max(len(v) for v in d.values())}
+        control = d.get("control", {})
+        for mode in modes:
+            reps = d.get(mode, {})
+            row[mode] = median(r.get("hugepages_obtained") for r in reps.values())
+            row[f"{mode}_of_requested"] = median(
+                r.get("hugepages_obtained_of_requested") for r in reps.values())
+            if mode == "control":
+                continue
+            ratios = [r.get("hugepages_obtained") / control[rep].get("hugepages_obtained")
+                      for rep, r in reps.items()
+                      if rep in control and control[rep].get("hugepages_obtained")
+                      and r.get("hugepages_obtained") is not None]
+            row[f"{key(mode)}_vs_control"] = median(ratios)
+            row[f"{key(mode)}_vs_control_min"] = min(ratios) if ratios else None
+            row[f"{key(mode)}_vs_control_max"] = max(ratios) if ratios else None
+        ctl = next(iter(control.values()), {})
+        row["objects"] = ctl.get("objects")
+        row["footprint_mb"] = ctl.get("footprint_mb")
+        rows.append(row)
     return rows
+
+
+def spread(h, mode):
+    """min-max of a mode's ratio to control over the repetitions, if more
+    than one."""
+    lo, hi = h.get(f"{key(mode)}_vs_control_min"), h.get(f"{key(mode)}_vs_control_max")
+    return f"{lo:.3f}-{hi:.3f}" if h["reps"] > 1 and lo is not None else None
 
 
 def headline(records):
     """Per level, with the default object size: the headline."""
     bo_kb = config(records).get("bo_kb")
     rows = summarise(records, lambda r: r.get("bo_kb") in (None, bo_kb))
-    table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET})",
-          ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "pinned/control",
-           "gemfs meets target"],
+    table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET}; "
+          "with repetitions, medians and the ratio's min-max)",
+          ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
+           "pinned/control", "min-max", "gemfs meets target"],
           [[f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
-            h["gemfs_vs_control"], h["pinned_vs_control"],
+            h["gemfs_vs_control"], spread(h, "gemfs"), h["pinned_vs_control"],
+            spread(h, "pinned"),
             None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET]
            for h in rows])
     # Each mode asks for as many huge pages as its free memory allows: this
@@ -309,7 +349,43 @@ def cost_tables(records):
             print(f"FAIL: {r.get('phase')} {r.get('target') or r.get('mode')}: {r.get('error')}")
 
 
-def plots(logdir, records, heads, scaling):
+def userptr_tables(records):
+    """The userptr rows: huge pages with userptr-backed GPU memory in both
+    modes against control (userptr-frag), and bind throughput, HMM against
+    pinned (userptr-bind). Returns (userptr-frag summary rows, userptr-bind
+    records)."""
+    frag_tables(records, "userptr-frag", USERPTR_MODES, "userptr memory")
+    rows = summarise(records, lambda r: True, "userptr-frag", USERPTR_MODES)
+    if any(r.get("phase") == "userptr-frag" for r in records):
+        table("Userptr: huge pages obtained with anonymous memory bound to the GPU as userptr, "
+              "ratio to the same memory unbound (control)",
+              ["obj KiB", "level", "reps", "control", "userptr-hmm", "userptr-pinned",
+               "hmm/control", "min-max", "pinned/control", "min-max"],
+              [[h["bo_kb"], f"{h['level']}%", h["reps"], h["control"], h["userptr-hmm"],
+                h["userptr-pinned"], h["userptr_hmm_vs_control"], spread(h, "userptr-hmm"),
+                h["userptr_pinned_vs_control"], spread(h, "userptr-pinned")] for h in rows])
+    bind = [r for r in records if r.get("phase") == "userptr-bind"]
+    if bind:
+        table("Userptr: USERPTR bind + first GPU access (every page) throughput, "
+              "MiB/s emulated",
+              ["mode", "ok", "MiB", "iterations", "MiB/s", "median", "min", "max",
+               "bind s", "first access s", "resident access MiB/s", "unbind s",
+               "pgmigrate_success"],
+              [[r.get("mode"), r.get("ok"), r.get("mb"), r.get("iterations"),
+                r.get("mb_per_sec_emulated"), r.get("mb_per_sec_median_emulated"),
+                r.get("mb_per_sec_min_emulated"), r.get("mb_per_sec_max_emulated"),
+                r.get("bind_secs_emulated"), r.get("first_access_secs_emulated"),
+                r.get("resident_mb_per_sec_emulated"), r.get("unbind_secs_emulated"),
+                get(r, "vmstat", "pgmigrate_success")] for r in bind])
+        for s in (r for r in records if r.get("phase") == "userptr-bind-summary"):
+            print(f"  ratio hmm/pinned MiB/s (bind + first access): {fmt(s.get('hmm_vs_pinned'))}")
+        for r in bind:
+            if not r.get("ok"):
+                print(f"FAIL: userptr-bind {r.get('mode')}: {r.get('error')}")
+    return rows, bind
+
+
+def plots(logdir, records, heads, scaling, userptr=((), ())):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -322,66 +398,97 @@ def plots(logdir, records, heads, scaling):
              f"{len(env.get('nodes') or [])} NUMA nodes, {env.get('cpus')} vCPUs, "
              f"kernel {env.get('kernel')}")
     written = []
-    levels = [h["level"] for h in heads]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for mode, marker in zip(MODES, "os^"):
-        ys = [h[mode] for h in heads]
-        pts = [(x, y) for x, y in zip(levels, ys) if y is not None]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=mode)
-    ax.set_xlabel("long-lived memory, % of guest memory")
-    ax.set_ylabel("huge pages obtained (nr_hugepages)")
-    ax.set_title("Huge pages after compaction, objects in use\n" + shape, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    p = logdir / "hugepages.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+    if heads:
+        levels = [h["level"] for h in heads]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for mode, marker in zip(MODES, "os^"):
+            ys = [h[mode] for h in heads]
+            pts = [(x, y) for x, y in zip(levels, ys) if y is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=mode)
+        ax.set_xlabel("long-lived memory, % of guest memory")
+        ax.set_ylabel("huge pages obtained (nr_hugepages)")
+        ax.set_title("Huge pages after compaction, objects in use\n" + shape, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = logdir / "hugepages.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
-                               ("pinned_vs_control", "pinned / control", "s")):
-        pts = [(h["level"], h[key]) for h in heads if h[key] is not None]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
-    ax.axhline(TARGET, color="grey", linestyle="--", label=f"target {TARGET}")
-    ax.set_xlabel("long-lived memory, % of guest memory")
-    ax.set_ylabel("huge pages, ratio to control")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Huge pages relative to anonymous memory\n" + shape, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    p = logdir / "ratio.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
-    for ax, (axis, xlabel) in zip(axes, (("count", "objects"), ("size", "object size, KiB"),
-                                          ("memory", "guest MemTotal, MiB"))):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
                                    ("pinned_vs_control", "pinned / control", "s")):
-            pts = sorted((x, h[key]) for x, h in scaling.get(axis, [])
-                         if x is not None and h[key] is not None)
+            pts = [(h["level"], h[key]) for h in heads if h[key] is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
-        if axis in ("count", "size"):
-            ax.set_xscale("log")
-        ax.axhline(TARGET, color="grey", linestyle="--")
-        ax.set_xlabel(xlabel)
+        ax.axhline(TARGET, color="grey", linestyle="--", label=f"target {TARGET}")
+        ax.set_xlabel("long-lived memory, % of guest memory")
+        ax.set_ylabel("huge pages, ratio to control")
         ax.set_ylim(bottom=0)
+        ax.set_title("Huge pages relative to anonymous memory\n" + shape, fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("huge pages, ratio to control")
-    axes[0].legend()
-    fig.suptitle("Scaling of the huge page ratios\n" + shape, fontsize=9)
-    fig.tight_layout()
-    p = logdir / "scaling.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+        ax.legend()
+        fig.tight_layout()
+        p = logdir / "ratio.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+        for ax, (axis, xlabel) in zip(axes, (("count", "objects"), ("size", "object size, KiB"),
+                                              ("memory", "guest MemTotal, MiB"))):
+            for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
+                                       ("pinned_vs_control", "pinned / control", "s")):
+                pts = sorted((x, h[key]) for x, h in scaling.get(axis, [])
+                             if x is not None and h[key] is not None)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+            if axis in ("count", "size"):
+                ax.set_xscale("log")
+            ax.axhline(TARGET, color="grey", linestyle="--")
+            ax.set_xlabel(xlabel)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+        axes[0].set_ylabel("huge pages, ratio to control")
+        axes[0].legend()
+        fig.suptitle("Scaling of the huge page ratios\n" + shape, fontsize=9)
+        fig.tight_layout()
+        p = logdir / "scaling.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+
+    ufrag, ubind = userptr
+    if ufrag or ubind:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        ax = axes[0]
+        width = 0.8 / len(USERPTR_MODES)
+        for i, mode in enumerate(USERPTR_MODES):
+            xs = [j + i * width for j in range(len(ufrag))]
+            ax.bar(xs, [h[mode] or 0 for h in ufrag], width, label=mode)
+        ax.set_xticks([j + width for j in range(len(ufrag))])
+        ax.set_xticklabels([f"{h['level']}%" for h in ufrag])
+        ax.set_xlabel("userptr memory, % of guest memory")
+        ax.set_ylabel("huge pages obtained (nr_hugepages)")
+        ax.set_title("Huge pages, userptr-backed GPU memory", fontsize=9)
+        ax.legend(fontsize=8)
+        ax = axes[1]
+        ok = [r for r in ubind if r.get("mb_per_sec_emulated") is not None]
+        ax.bar([r.get("mode") for r in ok], [r["mb_per_sec_emulated"] for r in ok],
+               yerr=[[r["mb_per_sec_emulated"] - (r.get("mb_per_sec_min_emulated") or 0)
+                      for r in ok],
+                     [(r.get("mb_per_sec_max_emulated") or 0) - r["mb_per_sec_emulated"]
+                      for r in ok]])
+        ax.set_ylabel("MiB/s (emulated), bind + first GPU access")
+        ax.set_title("USERPTR bind throughput (min-max of the iterations)", fontsize=9)
+        fig.suptitle("Userptr\n" + shape, fontsize=9)
+        fig.tight_layout()
+        p = logdir / "userptr.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
     return written
 
 
@@ -432,7 +539,8 @@ def main():
     heads = headline(records)
     scaling = scaling_tables(records, heads, mem_runs)
     cost_tables(records)
-    written = plots(args.logdir, records, heads, scaling) if heads else []
+    userptr = userptr_tables(records)
+    written = plots(args.logdir, records, heads, scaling, userptr) if heads or any(userptr) else []
     print(f"\nresults: {args.logdir / 'results.json'}"
           + (f", {args.logdir / 'results.csv'}" if records else "")
           + "".join(f", {p}" for p in written))

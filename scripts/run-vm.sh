@@ -9,8 +9,11 @@
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
 # self-test), ONLY=<test binary>, APPEND (extra kernel parameters; in run
-# mode runner.bench=<arguments of softgpu-bench, commas for spaces>),
-# RUN_TAG (suffix of the log directory).
+# mode runner.bench=<arguments of softgpu-bench, commas for spaces, + between
+# list items>),
+# RUN_TAG (suffix of the log directory), REPEAT=N (run mode: each
+# fragmentation measurement N times, softgpu-bench --repeat N, added to
+# runner.bench; the report shows medians and min-max).
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: run-vm.sh test|bench [test|run]}
@@ -38,6 +41,14 @@ accel=(-accel tcg)
 append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
 [ -n "${ONLY:-}" ] && append+=" runner.only=$ONLY"
 append+=" ${APPEND:-}"
+if [ "$mode" = run ] && [ -n "${REPEAT:-}" ]; then
+	[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive number, not '$REPEAT'"
+	if [[ "$append" == *runner.bench=* ]]; then
+		append=$(sed -E "s/(^| )runner\.bench=([^ ]*)/\1runner.bench=\2,--repeat,$REPEAT/g" <<<"$append")
+	else
+		append+=" runner.bench=--repeat,$REPEAT"
+	fi
+fi
 
 log "booting $flavour kernel ($mode, ${MEM}, $SMP cpus, 2 NUMA nodes, timeout ${TIMEOUT}s); logs in $logs"
 set +e

@@ -21,7 +21,7 @@ use crate::frag::settle;
 use crate::gpu::{BoSet, StopOnDrop, Stream};
 use crate::json::Obj;
 use crate::sys::{self, create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
-use crate::Config;
+use crate::{Config, Mode};
 
 /// Moves every page to the other node once. Returns (pages that reached
 /// their target, pages asked).
@@ -112,7 +112,12 @@ fn migrate_one(cfg: &Config, workdir: &Path, target: &str, rec: &mut Obj) -> R<(
         fmap = Some(m);
         a
     } else {
-        let mut s = BoSet::new(1, target == "pinned", size)?;
+        let mode = if target == "pinned" {
+            Mode::Pinned
+        } else {
+            Mode::Gemfs
+        };
+        let mut s = BoSet::new(1, mode, size)?;
         s.add((total / size) as usize)?;
         let maps = s.map_all()?;
         let a = maps.iter().flat_map(|m| m.page_addrs()).collect();
@@ -210,7 +215,8 @@ fn gpu_one(cfg: &Config, pinned: bool, rec: &mut Obj) -> R<()> {
         size / 1024,
         cfg.contexts
     ));
-    let mut set = BoSet::new(cfg.contexts, pinned, size)?;
+    let bo_mode = if pinned { Mode::Pinned } else { Mode::Gemfs };
+    let mut set = BoSet::new(cfg.contexts, bo_mode, size)?;
     set.add(n)?;
     let maps = set.map_all()?;
     let addrs: Vec<usize> = maps.iter().flat_map(|m| m.page_addrs()).collect();

@@ -17,7 +17,13 @@
 //! Modes: `control` objects are anonymous memory written by the CPU and
 //! mlock()ed (the same footprint, movable, not reclaimable); `pinned` and
 //! `gemfs` objects are softgpu BOs bound in GPU VMs and written by GPU FILL
-//! jobs (see gpu.rs).
+//! jobs (see gpu.rs). The `userptr-frag` phase runs the same measurement
+//! with `control` against `userptr-hmm` and `userptr-pinned`: the control
+//! mode's anonymous memory (allocated and mlock()ed the same way), bound to
+//! softgpu with DRM_SOFTGPU_USERPTR, mirrored through HMM (movable: the MMU
+//! notifier unmaps pages from the GPU before they move, jobs fault them
+//! back) or pinned at bind (FOLL_LONGTERM: immovable while bound), and used
+//! by the same GPU jobs as BOs.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -116,11 +122,7 @@ impl Objects {
                 objs: Vec::new(),
                 vals: Vec::new(),
             },
-            Mode::Pinned | Mode::Gemfs => Objects::Bos(BoSet::new(
-                cfg.contexts,
-                mode == Mode::Pinned,
-                cfg.bo_bytes(),
-            )?),
+            _ => Objects::Bos(BoSet::new(cfg.contexts, mode, cfg.bo_bytes())?),
         })
     }
 
@@ -211,24 +213,32 @@ pub fn settle() -> R<()> {
     Ok(())
 }
 
-/// One measurement: `mode` at `level` % of the memory size. Always returns
-/// a record; `ok` is false (with `error`) if anything failed.
-pub fn run(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> Obj {
+/// One measurement of `phase` (`frag` or `userptr-frag`): `mode` at
+/// `level` % of the memory size. Always returns a record; `ok` is false
+/// (with `error`) if anything failed.
+pub fn run(cfg: &Config, phase: &str, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> Obj {
     let mut rec = Obj::new();
-    rec.put("phase", "frag")
+    rec.put("phase", phase)
         .put("mode", mode.name())
         .put("level", level)
         .put("bo_kb", cfg.bo_kb)
         .put("rep", rep);
     let t = Instant::now();
-    let res = unit(cfg, churn_dir, mode, level, &mut rec);
+    let name = format!("{phase} mode={} level={level}%", mode.name());
+    let res = unit(cfg, &name, churn_dir, mode, level, &mut rec);
     rec.put("unit_secs_emulated", t.elapsed().as_secs_f64());
-    sys::finish(&mut rec, &format!("frag {} {level}%", mode.name()), res);
+    sys::finish(&mut rec, &format!("{phase} {} {level}%", mode.name()), res);
     rec
 }
 
-fn unit(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rec: &mut Obj) -> R<()> {
-    let name = format!("frag mode={} level={level}%", mode.name());
+fn unit(
+    cfg: &Config,
+    name: &str,
+    churn_dir: &Path,
+    mode: Mode,
+    level: u32,
+    rec: &mut Obj,
+) -> R<()> {
     let (hp_kb, hp_order) = sys::hugepage()?;
     crate::progress(&format!("{name}: settling (drop caches, compact)"));
     settle()?;
@@ -321,7 +331,7 @@ fn unit(cfg: &Config, churn_dir: &Path, mode: Mode, level: u32, rec: &mut Obj) -
             }
         };
         let guard = StopOnDrop(&stream);
-        let m = measure(cfg, &name, &stream, hp_kb, hp_order);
+        let m = measure(cfg, name, &stream, hp_kb, hp_order);
         drop(guard);
         let joined = worker
             .join()

@@ -8,17 +8,22 @@
 //! job stream visits the contexts in turn: at any time about one context's
 //! share of the objects is busy, as with a GPU whose current work uses a
 //! part of its memory.
+//!
+//! Objects are BOs (gemfs or pinned) or, for the userptr modes, ranges of
+//! this process's anonymous memory bound with DRM_SOFTGPU_USERPTR (mirrored
+//! through HMM, or pinned at bind): the same jobs run over both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use softgpu::{fnv1a64, Cmd, Device, Mapping, SOFTGPU_BO_PINNED};
+use softgpu::{fnv1a64, Cmd, Device, Mapping, SOFTGPU_BO_PINNED, SOFTGPU_USERPTR_PINNED};
 
 use crate::json::Obj;
-use crate::sys::{Ctx as _, R};
+use crate::sys::{AnonMap, Ctx as _, R};
+use crate::Mode;
 
 /// GPU address of each context's result buffer, and of its first object.
-const RES_VA: u64 = 1 << 28;
-const OBJ_VA: u64 = 1 << 32;
+pub const RES_VA: u64 = 1 << 28;
+pub const OBJ_VA: u64 = 1 << 32;
 /// Result buffer: one u64 slot per CHECKSUM.
 const RES_SIZE: u64 = 64 << 10;
 pub const SLOTS: usize = (RES_SIZE / 8) as usize;
@@ -26,7 +31,7 @@ pub const SLOTS: usize = (RES_SIZE / 8) as usize;
 /// or verification job: a job must finish well within [`WAIT_NS`] even on
 /// an emulated CPU.
 const CMDS_PER_JOB: usize = 2048;
-const BYTES_PER_JOB: u64 = 64 << 20;
+pub const BYTES_PER_JOB: u64 = 64 << 20;
 /// WAIT timeout: generous, the guest is emulated.
 const WAIT_NS: i64 = Device::RUN_TIMEOUT_NS;
 
@@ -59,16 +64,18 @@ impl Patterns {
     }
 }
 
-/// One object: its handle, its GPU address in its context, and its index in
-/// the set.
+/// One object: its handle (BOs) or its memory (userptr), its GPU address
+/// in its context, and its index in the set.
 pub struct Bo {
     pub handle: u32,
+    pub mem: Option<AnonMap>,
     pub va: u64,
     pub index: usize,
 }
 
 /// One GPU context: a DRM file with its VM, a result buffer (mapped for
-/// the CPU) and its share of the objects.
+/// the CPU) and its share of the objects. The file is dropped first: its
+/// bindings go before the userptr memory is unmapped.
 pub struct Ctx {
     pub dev: Device,
     res: Mapping,
@@ -77,7 +84,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn new(flags: u32) -> R<Self> {
+    /// A new DRM file whose result buffer is a BO created with `flags`.
+    pub fn new(flags: u32) -> R<Self> {
         let dev = Device::open().ctx("opening the softgpu render node")?;
         let h = dev
             .create_bo(RES_SIZE, flags)
@@ -96,12 +104,12 @@ impl Ctx {
     }
 
     /// Submits `cmds`; returns the seqno.
-    fn submit(&self, cmds: &[Cmd], what: &str) -> R<u64> {
+    pub fn submit(&self, cmds: &[Cmd], what: &str) -> R<u64> {
         Ok(self.dev.exec(cmds, 0).ctx(format!("EXEC of {what}"))?.0)
     }
 
     /// Waits for job `seqno`, which must succeed.
-    fn wait_ok(&self, seqno: u64, what: &str) -> R<()> {
+    pub fn wait_ok(&self, seqno: u64, what: &str) -> R<()> {
         let (status, fault) = self
             .dev
             .wait(seqno, WAIT_NS)
@@ -115,15 +123,17 @@ impl Ctx {
         Ok(())
     }
 
-    fn slot(&self, i: usize) -> u64 {
+    /// Result slot `i` (written by a CHECKSUM to `RES_VA + 8 * i`).
+    pub fn slot(&self, i: usize) -> u64 {
         self.res.read_u64(i * 8)
     }
 }
 
-/// A set of objects of one kind (pinned or gemfs), spread round-robin over
-/// the contexts, with the fill value index of each.
+/// A set of objects of one kind (the GPU modes of [`Mode`]: gemfs or
+/// pinned BOs, userptr mirrored or pinned), spread round-robin over the
+/// contexts, with the fill value index of each.
 pub struct BoSet {
-    pub pinned: bool,
+    pub mode: Mode,
     pub ctxs: Vec<Ctx>,
     pub vals: Vec<u8>,
     pub pat: Patterns,
@@ -146,13 +156,23 @@ impl Drop for StopOnDrop<'_> {
 }
 
 impl BoSet {
-    pub fn new(contexts: usize, pinned: bool, size: u64) -> R<Self> {
-        let flags = if pinned { SOFTGPU_BO_PINNED } else { 0 };
+    /// A set of `mode` objects of `size` bytes. The result buffers are BOs
+    /// of the same kind for BO modes; for userptr modes, gemfs BOs (movable,
+    /// like the memory of the control mode).
+    pub fn new(contexts: usize, mode: Mode, size: u64) -> R<Self> {
+        if mode == Mode::Control {
+            return Err("BoSet: the control mode has no GPU objects".into());
+        }
+        let flags = if mode == Mode::Pinned {
+            SOFTGPU_BO_PINNED
+        } else {
+            0
+        };
         let ctxs = (0..contexts.max(1))
             .map(|_| Ctx::new(flags))
             .collect::<R<Vec<_>>>()?;
         Ok(Self {
-            pinned,
+            mode,
             ctxs,
             vals: Vec::new(),
             pat: Patterns::new(size),
@@ -168,37 +188,60 @@ impl BoSet {
         ((BYTES_PER_JOB / self.pat.size) as usize).clamp(1, CMDS_PER_JOB.min(SLOTS))
     }
 
-    fn flags(&self) -> u32 {
-        if self.pinned {
-            SOFTGPU_BO_PINNED
-        } else {
-            0
-        }
+    fn is_userptr(&self) -> bool {
+        matches!(self.mode, Mode::UserptrHmm | Mode::UserptrPinned)
     }
 
-    /// Creates `n` more objects, binds each in its context (a pinned BO's
-    /// pages are allocated here) and fills them with GPU FILL jobs (a
-    /// gemfs BO's pages are allocated by the GPU's page faults), one job
-    /// per context.
+    /// Creates `n` more objects, binds each in its context and fills them
+    /// with GPU FILL jobs, one job per context. A pinned BO's pages are
+    /// allocated at bind, a gemfs BO's by the GPU's page faults. A userptr
+    /// object is anonymous memory allocated and mlock()ed as the control
+    /// mode's (the same footprint, never reclaimed, still movable), then
+    /// bound: pinned mode pins it there (FOLL_LONGTERM), HMM mode maps it
+    /// into the GPU at the FILL's faults.
     pub fn add(&mut self, n: usize) -> R<()> {
         let size = self.pat.size;
         let nctx = self.ctxs.len();
-        let flags = self.flags();
+        let userptr = self.is_userptr();
+        let flags = match self.mode {
+            Mode::Pinned => SOFTGPU_BO_PINNED,
+            Mode::UserptrPinned => SOFTGPU_USERPTR_PINNED,
+            _ => 0,
+        };
         let mut cmds: Vec<Vec<Cmd>> = vec![Vec::new(); nctx];
         for _ in 0..n {
             let index = self.vals.len();
             let c = index % nctx;
             let ctx = &mut self.ctxs[c];
-            let handle = ctx
-                .dev
-                .create_bo(size, flags)
-                .ctx(format!("GEM_CREATE of object {index} ({size} bytes)"))?;
             let va = ctx.next_va;
-            ctx.dev
-                .bind(handle, va, 0, size, 0)
-                .ctx(format!("VM_BIND of object {index}"))?;
+            let (handle, mem) = if userptr {
+                let m = AnonMap::new(size as usize, 0)?;
+                m.mlock()?;
+                // SAFETY: the memory is only ever read through volatile
+                // accesses (verify) and never written by the CPU while
+                // bound; it outlives neither the binding (the file, which
+                // removes it, is dropped first: see `Ctx`) nor matters if
+                // it does (an unmapped userptr page just faults).
+                unsafe { ctx.dev.userptr(m.addr() as u64, size, va, flags) }
+                    .ctx(format!("USERPTR of object {index}"))?;
+                (0, Some(m))
+            } else {
+                let handle = ctx
+                    .dev
+                    .create_bo(size, flags)
+                    .ctx(format!("GEM_CREATE of object {index} ({size} bytes)"))?;
+                ctx.dev
+                    .bind(handle, va, 0, size, 0)
+                    .ctx(format!("VM_BIND of object {index}"))?;
+                (handle, None)
+            };
             ctx.next_va += size;
-            ctx.bos.push(Bo { handle, va, index });
+            ctx.bos.push(Bo {
+                handle,
+                mem,
+                va,
+                index,
+            });
             let v = (index % NVALUES) as u8;
             self.vals.push(v);
             cmds[c].push(Cmd::fill(va, size, self.pat.values[v as usize]));
@@ -263,9 +306,10 @@ impl BoSet {
     }
 
     /// Checks every `every`-th object through the GPU (CHECKSUM through the
-    /// GPU page table) and through the CPU (a mapping of the backing file:
-    /// the first and last u32 of each page). Returns (objects checked,
-    /// mismatches, descriptions of the first mismatches).
+    /// GPU page table) and through the CPU (a mapping of the backing file,
+    /// or the userptr memory itself: the first and last u32 of each page).
+    /// Returns (objects checked, mismatches, descriptions of the first
+    /// mismatches).
     pub fn verify(&self, every: usize) -> R<Verify> {
         let mut out = Verify::default();
         let every = every.max(1);
@@ -293,13 +337,20 @@ impl BoSet {
             }
             for b in mine {
                 let want = self.pat.values[self.vals[b.index] as usize];
-                let m = ctx
-                    .dev
-                    .mmap_bo(b.handle, self.pat.size as usize)
-                    .ctx(format!("mmap of object {}", b.index))?;
-                for off in (0..m.len()).step_by(crate::sys::PAGE) {
+                let bo_map;
+                let read_u32: &dyn Fn(usize) -> u32 = match &b.mem {
+                    Some(m) => &|o| m.read_u32(o),
+                    None => {
+                        bo_map = ctx
+                            .dev
+                            .mmap_bo(b.handle, self.pat.size as usize)
+                            .ctx(format!("mmap of object {}", b.index))?;
+                        &|o| bo_map.read_u32(o)
+                    }
+                };
+                for off in (0..self.pat.size as usize).step_by(crate::sys::PAGE) {
                     for o in [off, off + crate::sys::PAGE - 4] {
-                        let got = m.read_u32(o);
+                        let got = read_u32(o);
                         if got != want {
                             out.bad(format!(
                                 "object {}: CPU read {got:#x} at offset {o:#x}, expected {want:#x}",
@@ -314,8 +365,14 @@ impl BoSet {
         Ok(out)
     }
 
-    /// GEM_INFO counters summed over the objects.
+    /// GEM_INFO counters summed over the objects (BOs only: a userptr has
+    /// no GEM object).
     pub fn info(&self) -> R<Obj> {
+        let mut o = Obj::new();
+        if self.is_userptr() {
+            o.put("userptr_objects", self.len());
+            return Ok(o);
+        }
         let (mut resident, mut released, mut refused, mut faults) = (0, 0, 0, 0);
         for ctx in &self.ctxs {
             for b in &ctx.bos {
@@ -329,7 +386,6 @@ impl BoSet {
                 faults += i.gpu_faults;
             }
         }
-        let mut o = Obj::new();
         o.put("resident_pages", resident)
             .put("released", released)
             .put("refused", refused)

@@ -8,7 +8,10 @@
 //! move_pages throughput of GPU-resident gemfs BO pages against tmpfs, GPU
 //! job throughput while migration churns against quiet), `fault` and
 //! `fileio` (io.rs: CPU fault throughput on BO mappings, and read/write
-//! on `mount -t gemfs`, against tmpfs). Before each
+//! on `mount -t gemfs`, against tmpfs), `userptr-frag` (frag.rs again, with
+//! anonymous memory bound as softgpu userptr, HMM-mirrored or pinned,
+//! against the same memory unbound) and `userptr-bind` (userptr.rs: bind
+//! and first GPU access throughput, HMM against pinned). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
 //! memory compacted.
 //!
@@ -28,6 +31,7 @@ mod gpu;
 mod io;
 mod json;
 mod sys;
+mod userptr;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,12 +40,24 @@ use std::process::ExitCode;
 use json::{Json, Obj};
 use sys::MIB;
 
+/// What the long-lived memory of a fragmentation measurement is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Anonymous memory, mlock()ed, used by the CPU.
     Control,
+    /// softgpu BOs pinned while bound (today's drivers).
     Pinned,
+    /// softgpu BOs on gemfs.
     Gemfs,
+    /// The control mode's memory bound as userptr, mirrored through HMM.
+    UserptrHmm,
+    /// The control mode's memory bound as userptr, pinned at bind.
+    UserptrPinned,
 }
+
+/// The modes of the `frag` and of the `userptr-frag` phase.
+const FRAG_MODES: [Mode; 3] = [Mode::Control, Mode::Pinned, Mode::Gemfs];
+const USERPTR_MODES: [Mode; 3] = [Mode::Control, Mode::UserptrHmm, Mode::UserptrPinned];
 
 impl Mode {
     pub fn name(self) -> &'static str {
@@ -49,17 +65,30 @@ impl Mode {
             Mode::Control => "control",
             Mode::Pinned => "pinned",
             Mode::Gemfs => "gemfs",
+            Mode::UserptrHmm => "userptr-hmm",
+            Mode::UserptrPinned => "userptr-pinned",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        [Mode::Control, Mode::Pinned, Mode::Gemfs]
-            .into_iter()
-            .find(|m| m.name() == s)
+    /// The name as a JSON key of the summaries.
+    pub fn key(self) -> String {
+        self.name().replace('-', "_")
+    }
+
+    fn parse_in(s: &str, modes: &[Mode]) -> Option<Self> {
+        modes.iter().copied().find(|m| m.name() == s)
     }
 }
 
-const PHASES: &[&str] = &["frag", "migrate", "gpu", "fault", "fileio"];
+const PHASES: &[&str] = &[
+    "frag",
+    "userptr-frag",
+    "migrate",
+    "gpu",
+    "fault",
+    "fileio",
+    "userptr-bind",
+];
 
 /// The command line; see [`USAGE`].
 #[derive(Debug, Clone)]
@@ -67,6 +96,9 @@ pub struct Config {
     pub phases: Vec<String>,
     pub modes: Vec<Mode>,
     pub levels: Vec<u32>,
+    /// Modes and fill levels of the `userptr-frag` phase.
+    pub userptr_modes: Vec<Mode>,
+    pub userptr_levels: Vec<u32>,
     pub mem_mb: Option<u64>,
     pub repeat: u32,
     pub bo_kb: u64,
@@ -100,6 +132,9 @@ impl Default for Config {
             // behind, last.
             modes: vec![Mode::Control, Mode::Gemfs, Mode::Pinned],
             levels: vec![25, 50, 75],
+            // Pinned userptr last, as pinned BOs in `frag`.
+            userptr_modes: USERPTR_MODES.to_vec(),
+            userptr_levels: vec![50],
             mem_mb: None,
             repeat: 1,
             bo_kb: 2048,
@@ -142,6 +177,14 @@ impl Config {
                 self.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
             )
             .put("levels", self.levels.clone())
+            .put(
+                "userptr_modes",
+                self.userptr_modes
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>(),
+            )
+            .put("userptr_levels", self.userptr_levels.clone())
             .put("mem_mb", self.mem_bytes() / MIB)
             .put("repeat", self.repeat)
             .put("bo_kb", self.bo_kb)
@@ -166,17 +209,23 @@ impl Config {
 
 const USAGE: &str = "\
 usage: softgpu-bench [options]
-  --phases LIST           phases to run, of frag,migrate,gpu,fault,fileio (default: all)
+lists: items separated by commas, or by + (in runner.bench, where commas are spaces)
+  --phases LIST           phases to run, of frag,userptr-frag,migrate,gpu,fault,
+                          fileio,userptr-bind (default: all)
   --modes LIST            frag modes in the order they run at each level, of
                           control,gemfs,pinned (default: all, in that order)
   --levels LIST           fill levels, % of the memory size (default: 25,50,75)
+  --userptr-modes LIST    userptr-frag modes in the order they run, of
+                          control,userptr-hmm,userptr-pinned (default: all)
+  --userptr-levels LIST   userptr-frag fill levels (default: 50)
   --scale-bo-kb LIST      object sizes (KiB) of extra frag runs at --scale-level,
                           for the object size scaling; empty for none
                           (default: 256,16384)
   --scale-level N         fill level of those runs (default: 50)
   --mem-mb N              memory size the levels refer to, also caps the huge
                           page request and the THP test (default: MemTotal)
-  --repeat N              runs of each (level, mode) (default: 1)
+  --repeat N              runs of each (level, mode) of frag and userptr-frag
+                          (default: 1)
   --bo-kb N               object size in KiB, multiple of 4 (default: 2048)
   --piece-kb N            churn piece size in KiB (default: 64)
   --batch-mb N            churn freed / objects added per step (default: 32)
@@ -188,19 +237,28 @@ usage: softgpu-bench [options]
   --hugetlb-reserve-mb N  free memory not asked for as huge pages (default: 64)
   --verify-every N        check every N-th object at the end (default: 1, all)
   --no-thp-test           skip the THP fault test after the huge page request
-  --cost-mb N             footprint of the migrate and gpu phases (default: 64)
-  --cost-secs S           each window of the gpu phase (default: 10)
+  --cost-mb N             footprint of the migrate, gpu and userptr-bind phases
+                          (default: 64)
+  --cost-secs S           each window of the gpu phase, and the least time
+                          userptr-bind measures each mode (default: 10)
   --migrate-rounds N      round trips between the nodes (default: 2)
   --workdir DIR           where the benchmark mounts its tmpfs (default: /run/softgpu-bench)
-a smoke run: --levels 10 --scale-bo-kb 512 --scale-level 10 --mem-mb 256 --cost-mb 8
-  --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
+a smoke run: --levels 10 --userptr-levels 10 --scale-bo-kb 512 --scale-level 10
+  --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
 ";
 
+/// A list: items separated by `,` or `+` (runner.bench on the kernel
+/// command line turns commas into spaces: lists there take `+`).
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    s.split(',')
+    s.split([',', '+'])
         .filter(|p| !p.is_empty())
         .map(|p| f(p).ok_or_else(|| format!("bad list item {p:?}")))
         .collect()
+}
+
+/// A fill level: 1..95 %.
+fn parse_level(s: &str) -> Option<u32> {
+    s.parse().ok().filter(|l| (1..=95).contains(l))
 }
 
 fn parse_args(args: &[String]) -> Result<Config, String> {
@@ -240,10 +298,12 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             "--phases" => {
                 c.phases = parse_list(&val, |p| PHASES.contains(&p).then(|| p.to_string()))?
             }
-            "--modes" => c.modes = parse_list(&val, Mode::parse)?,
-            "--levels" => {
-                c.levels = parse_list(&val, |p| p.parse().ok().filter(|l| (1..=95).contains(l)))?
+            "--modes" => c.modes = parse_list(&val, |p| Mode::parse_in(p, &FRAG_MODES))?,
+            "--levels" => c.levels = parse_list(&val, parse_level)?,
+            "--userptr-modes" => {
+                c.userptr_modes = parse_list(&val, |p| Mode::parse_in(p, &USERPTR_MODES))?
             }
+            "--userptr-levels" => c.userptr_levels = parse_list(&val, parse_level)?,
             "--mem-mb" => c.mem_mb = Some(num(&val)?),
             "--repeat" => c.repeat = num(&val)?.max(1) as u32,
             "--bo-kb" => c.bo_kb = num(&val)?,
@@ -308,6 +368,84 @@ fn obtained(rec: &Obj) -> Option<u64> {
     }
 }
 
+/// Runs the fragmentation measurements of `phase` (`frag` or
+/// `userptr-frag`): every (object KiB, level) of `units`, `cfg.repeat`
+/// times, each time every mode of `modes` in turn; then one
+/// `<phase>-summary` record per (unit, repetition) with the huge pages
+/// each mode obtained and their ratios to control. Whether any failed.
+fn frag_phase(
+    cfg: &Config,
+    phase: &str,
+    units: &[(u64, u32)],
+    modes: &[Mode],
+    churn_dir: &std::path::Path,
+) -> bool {
+    let mut failed = false;
+    // (object KiB, level, rep, huge pages obtained per mode)
+    type Row = (u64, u32, u32, Vec<(Mode, Option<u64>)>);
+    let mut summary: Vec<Row> = Vec::new();
+    for &(bo_kb, level) in units {
+        let unit_cfg = Config {
+            bo_kb,
+            ..cfg.clone()
+        };
+        for rep in 0..cfg.repeat {
+            let mut got = Vec::new();
+            for &mode in modes {
+                let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep);
+                failed |= !ok_of(&rec);
+                got.push((mode, obtained(&rec)));
+                emit(&rec);
+            }
+            summary.push((bo_kb, level, rep, got));
+        }
+    }
+    let all = if phase == "frag" {
+        &FRAG_MODES
+    } else {
+        &USERPTR_MODES
+    };
+    for (bo_kb, level, rep, got) in summary {
+        let find = |m: Mode| got.iter().find(|(g, _)| *g == m).and_then(|(_, h)| *h);
+        let ratio = |m: Mode| match (find(m), find(Mode::Control)) {
+            (Some(a), Some(c)) if c > 0 => Some(a as f64 / c as f64),
+            _ => None,
+        };
+        let mut s = Obj::new();
+        s.put("phase", format!("{phase}-summary"))
+            .put("bo_kb", bo_kb)
+            .put("level", level)
+            .put("rep", rep);
+        for &m in all {
+            s.put(&m.key(), find(m));
+        }
+        for &m in &all[1..] {
+            s.put(&format!("{}_vs_control", m.key()), ratio(m));
+        }
+        if phase == "frag" {
+            s.put("target", 0.95);
+        }
+        s.put("ok", true);
+        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let r = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        let counts: Vec<String> = all
+            .iter()
+            .map(|&m| format!("{} {}", m.name(), n(find(m))))
+            .collect();
+        let ratios: Vec<String> = all[1..]
+            .iter()
+            .map(|&m| format!("{}/control {}", m.name(), r(ratio(m))))
+            .collect();
+        progress(&format!(
+            "{phase} summary {bo_kb} KiB objects, level {level}% rep {rep}: huge pages {}; {}",
+            counts.join(" "),
+            ratios.join(", ")
+        ));
+        emit(&s);
+    }
+    failed
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut cfg = match parse_args(&args) {
@@ -342,7 +480,11 @@ fn main() -> ExitCode {
         cfg.mem_bytes() / MIB
     ));
 
-    let churn_fs = if cfg.phases.iter().any(|p| p == "frag") {
+    let churn_fs = if cfg
+        .phases
+        .iter()
+        .any(|p| p == "frag" || p == "userptr-frag")
+    {
         match sys::Tmpfs::mount(&cfg.workdir.join("churn"), "size=100%,huge=never,mode=0700") {
             Ok(t) => Some(t),
             Err(e) => {
@@ -355,60 +497,17 @@ fn main() -> ExitCode {
     };
 
     if let Some(churn) = &churn_fs {
-        // The fill levels with the default object size (object count
-        // scaling), then other object sizes at one level (size scaling).
-        let mut units: Vec<(u64, u32)> = cfg.levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
-        units.extend(cfg.scale_bo_kb.iter().map(|&kb| (kb, cfg.scale_level)));
-        // (object KiB, level, rep, huge pages obtained per mode)
-        type Row = (u64, u32, u32, Vec<(Mode, Option<u64>)>);
-        let mut summary: Vec<Row> = Vec::new();
-        for (bo_kb, level) in units {
-            let unit_cfg = Config {
-                bo_kb,
-                ..cfg.clone()
-            };
-            for rep in 0..cfg.repeat {
-                let mut got = Vec::new();
-                for &mode in &cfg.modes {
-                    let rec = frag::run(&unit_cfg, &churn.dir, mode, level, rep);
-                    failed |= !ok_of(&rec);
-                    got.push((mode, obtained(&rec)));
-                    emit(&rec);
-                }
-                summary.push((bo_kb, level, rep, got));
-            }
+        if cfg.phases.iter().any(|p| p == "frag") {
+            // The fill levels with the default object size (object count
+            // scaling), then other object sizes at one level (size scaling).
+            let mut units: Vec<(u64, u32)> = cfg.levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+            units.extend(cfg.scale_bo_kb.iter().map(|&kb| (kb, cfg.scale_level)));
+            failed |= frag_phase(&cfg, "frag", &units, &cfg.modes, &churn.dir);
         }
-        for (bo_kb, level, rep, got) in summary {
-            let find = |m: Mode| got.iter().find(|(g, _)| *g == m).and_then(|(_, h)| *h);
-            let ratio = |m: Mode| match (find(m), find(Mode::Control)) {
-                (Some(a), Some(c)) if c > 0 => Some(a as f64 / c as f64),
-                _ => None,
-            };
-            let mut s = Obj::new();
-            s.put("phase", "frag-summary")
-                .put("bo_kb", bo_kb)
-                .put("level", level)
-                .put("rep", rep)
-                .put("control", find(Mode::Control))
-                .put("pinned", find(Mode::Pinned))
-                .put("gemfs", find(Mode::Gemfs))
-                .put("gemfs_vs_control", ratio(Mode::Gemfs))
-                .put("pinned_vs_control", ratio(Mode::Pinned))
-                .put("target", 0.95)
-                .put("ok", true);
-            let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-            let r = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-            progress(&format!(
-                "summary {bo_kb} KiB objects, level {level}% rep {rep}: huge pages control {} \
-                 pinned {} gemfs {}; \
-                 gemfs/control {}, pinned/control {}",
-                n(find(Mode::Control)),
-                n(find(Mode::Pinned)),
-                n(find(Mode::Gemfs)),
-                r(ratio(Mode::Gemfs)),
-                r(ratio(Mode::Pinned))
-            ));
-            emit(&s);
+        if cfg.phases.iter().any(|p| p == "userptr-frag") {
+            let units: Vec<(u64, u32)> =
+                cfg.userptr_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+            failed |= frag_phase(&cfg, "userptr-frag", &units, &cfg.userptr_modes, &churn.dir);
         }
     }
     drop(churn_fs);
@@ -431,6 +530,12 @@ fn main() -> ExitCode {
     ] {
         if cfg.phases.iter().any(|p| p == phase) {
             let rec = run(&cfg, &cfg.workdir);
+            failed |= !ok_of(&rec);
+            emit(&rec);
+        }
+    }
+    if cfg.phases.iter().any(|p| p == "userptr-bind") {
+        for rec in userptr::bind(&cfg) {
             failed |= !ok_of(&rec);
             emit(&rec);
         }
@@ -474,6 +579,18 @@ mod tests {
         assert_eq!(c.phases, ["frag"]);
         assert!(!c.thp_test);
         assert_eq!(c.quiet_secs, 0.5);
+        let c = parse_args(&args(
+            "--phases userptr-frag,userptr-bind --userptr-modes userptr-pinned,control \
+             --userptr-levels 10,20",
+        ))
+        .unwrap();
+        assert_eq!(c.phases, ["userptr-frag", "userptr-bind"]);
+        assert_eq!(c.userptr_modes, [Mode::UserptrPinned, Mode::Control]);
+        assert_eq!(c.userptr_levels, [10, 20]);
+        let c = parse_args(&args("--phases frag+userptr-bind --levels 25+50")).unwrap();
+        assert_eq!(c.phases, ["frag", "userptr-bind"]);
+        assert_eq!(c.levels, [25, 50]);
+        assert_eq!(Mode::UserptrHmm.key(), "userptr_hmm");
     }
 
     #[test]
@@ -487,6 +604,10 @@ mod tests {
             "--mem-mb",
             "--bogus 1",
             "--quiet-secs -1",
+            "--modes userptr-hmm",
+            "--userptr-modes gemfs",
+            "--userptr-levels 96",
+            "--phases userptr",
         ] {
             assert!(parse_args(&args(a)).is_err(), "{a}");
         }

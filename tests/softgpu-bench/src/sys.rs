@@ -355,6 +355,11 @@ impl AnonMap {
         self.len
     }
 
+    /// The address of the first byte.
+    pub fn addr(&self) -> usize {
+        self.ptr as usize
+    }
+
     /// madvise(2) on `[off, off + len)`.
     pub fn advise(&self, off: usize, len: usize, advice: libc::c_int) -> R<()> {
         assert!(off + len <= self.len);
@@ -396,6 +401,32 @@ impl AnonMap {
         assert!(off.is_multiple_of(8) && off + 8 <= self.len);
         // SAFETY: in bounds and aligned.
         unsafe { self.ptr.add(off).cast::<u64>().read_volatile() }
+    }
+
+    /// Volatile read of the u32 at `off` (4-aligned).
+    pub fn read_u32(&self, off: usize) -> u32 {
+        assert!(off.is_multiple_of(4) && off + 4 <= self.len);
+        // SAFETY: in bounds and aligned.
+        unsafe { self.ptr.add(off).cast::<u32>().read_volatile() }
+    }
+
+    /// FNV-1a 64 of `[off, off + len)`, as SOFTGPU_CMD_CHECKSUM computes
+    /// it, read without making a reference (the GPU may have written it).
+    pub fn fnv1a64(&self, off: usize, len: usize) -> u64 {
+        assert!(off + len <= self.len);
+        let mut h = softgpu::Fnv1a64::new();
+        let mut buf = [0u8; 4096];
+        let mut o = off;
+        while o < off + len {
+            let n = buf.len().min(off + len - o);
+            // SAFETY: in bounds; copied out, no reference to the mapping
+            // is made, and no job writes to it while we read (callers
+            // wait for them).
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(o), buf.as_mut_ptr(), n) };
+            h.update(&buf[..n]);
+            o += n;
+        }
+        h.finish()
     }
 }
 

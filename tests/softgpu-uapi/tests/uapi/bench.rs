@@ -1,5 +1,6 @@
 //! A short smoke of the benchmark suite (`make run`), so that it cannot
-//! silently break: every phase on a small footprint, all three modes. Its
+//! silently break: every phase on a small footprint, every mode (the
+//! userptr ones too: `userptr-frag` and `userptr-bind`). Its
 //! figures are not looked at here; its own checks (GPU checksums, CPU
 //! reads of every page, ioctl results) are, through its exit status.
 
@@ -12,10 +13,14 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     let out = Command::new(BENCH)
         .args([
             "--phases",
-            "frag,migrate,gpu,fault,fileio",
+            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind",
             "--modes",
             "control,gemfs,pinned",
             "--levels",
+            "10",
+            "--userptr-modes",
+            "control,userptr-hmm,userptr-pinned",
+            "--userptr-levels",
             "10",
             "--scale-bo-kb",
             "512",
@@ -54,6 +59,10 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         "\"gpu\"",
         "\"fault\"",
         "\"fileio\"",
+        "\"userptr-frag\"",
+        "\"userptr-frag-summary\"",
+        "\"userptr-bind\"",
+        "\"userptr-bind-summary\"",
     ] {
         assert!(
             results
@@ -62,7 +71,14 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
             "no {phase} result in:\n{stdout}"
         );
     }
-    for mode in ["control", "gemfs", "pinned"] {
+    for mode in [
+        "control",
+        "gemfs",
+        "pinned",
+        "userptr-hmm",
+        "userptr-pinned",
+        "hmm",
+    ] {
         assert!(
             results
                 .iter()
