@@ -681,10 +681,7 @@ impl Bo {
     /// One line of debugfs `objects` (see [`show_header`]).
     pub(crate) fn show(&self, p: &drm::Printer) {
         let inner = self.owner.inner.lock();
-        let (resident, bindings) = (
-            inner.resident.ptes,
-            inner.mappings.values().count(),
-        );
+        let (resident, bindings) = (inner.resident.ptes, inner.mappings.values().count());
         let madv = match (inner.purged, inner.madv) {
             (true, _) => "purged",
             (false, uapi::SOFTGPU_MADV_DONTNEED) => "dontneed",
@@ -834,7 +831,9 @@ impl gemfs::Owner for BoOwner {
             (res, cleared)
         };
         if res.ptes != cleared {
-            kernel::lockdep::warn(c_str!("softgpu: a released folio's entries were miscounted"));
+            kernel::lockdep::warn(c_str!(
+                "softgpu: a released folio's entries were miscounted"
+            ));
         }
         // Drops the hold, outside the object lock.
         drop(res);
