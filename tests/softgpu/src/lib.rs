@@ -45,12 +45,18 @@ impl Device {
     /// Opens the first `/dev/dri/renderD*` (in minor order) whose driver,
     /// per DRM_IOCTL_VERSION, is softgpu. `NotFound` if there is none.
     pub fn open() -> io::Result<Self> {
+        Self::open_first("renderD", DRIVER_NAME)
+    }
+
+    /// Opens the first `/dev/dri/<prefix>N` (in minor order) whose driver,
+    /// per DRM_IOCTL_VERSION, is `driver`. `NotFound` if there is none.
+    fn open_first(prefix: &str, driver: &str) -> io::Result<Self> {
         let mut nodes: Vec<(u32, PathBuf)> = fs::read_dir("/dev/dri")
             .map_err(|e| io::Error::new(e.kind(), format!("/dev/dri: {e}")))?
             .filter_map(|e| {
                 let e = e.ok()?;
                 let name = e.file_name().into_string().ok()?;
-                let minor = name.strip_prefix("renderD")?.parse().ok()?;
+                let minor = name.strip_prefix(prefix)?.parse().ok()?;
                 Some((minor, e.path()))
             })
             .collect();
@@ -58,14 +64,14 @@ impl Device {
         let mut seen = Vec::new();
         for (_, path) in nodes {
             match Self::open_path(&path).and_then(|d| Ok((d.driver_name()?, d))) {
-                Ok((name, dev)) if name == DRIVER_NAME => return Ok(dev),
+                Ok((name, dev)) if name == driver => return Ok(dev),
                 Ok((name, _)) => seen.push(format!("{}: {name}", path.display())),
                 Err(e) => seen.push(format!("{}: {e}", path.display())),
             }
         }
         Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("no softgpu render node; render nodes: {seen:?}"),
+            format!("no {driver} {prefix} node; {prefix} nodes: {seen:?}"),
         ))
     }
 
@@ -87,28 +93,7 @@ impl Device {
     /// DRM_IOCTL_VERSION, is `driver` (another driver's primary node, say
     /// vgem's, for PRIME tests). `NotFound` if there is none.
     pub fn open_card(driver: &str) -> io::Result<Self> {
-        let mut nodes: Vec<(u32, PathBuf)> = fs::read_dir("/dev/dri")
-            .map_err(|e| io::Error::new(e.kind(), format!("/dev/dri: {e}")))?
-            .filter_map(|e| {
-                let e = e.ok()?;
-                let name = e.file_name().into_string().ok()?;
-                let minor = name.strip_prefix("card")?.parse().ok()?;
-                Some((minor, e.path()))
-            })
-            .collect();
-        nodes.sort();
-        let mut seen = Vec::new();
-        for (_, path) in nodes {
-            match Self::open_path(&path).and_then(|d| Ok((d.driver_name()?, d))) {
-                Ok((name, dev)) if name == driver => return Ok(dev),
-                Ok((name, _)) => seen.push(format!("{}: {name}", path.display())),
-                Err(e) => seen.push(format!("{}: {e}", path.display())),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no {driver} card node; card nodes: {seen:?}"),
-        ))
+        Self::open_first("card", driver)
     }
 
     /// DRM_IOCTL_MODE_CREATE_DUMB (DRM core, on a primary node of a

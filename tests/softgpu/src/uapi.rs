@@ -177,7 +177,7 @@ pub struct DmaBufSync {
 }
 
 pub const DMA_BUF_SYNC_READ: u64 = 1 << 0;
-pub const DMA_BUF_SYNC_WRITE: u64 = 2 << 0;
+pub const DMA_BUF_SYNC_WRITE: u64 = 2;
 pub const DMA_BUF_SYNC_RW: u64 = DMA_BUF_SYNC_READ | DMA_BUF_SYNC_WRITE;
 pub const DMA_BUF_SYNC_START: u64 = 0 << 2;
 pub const DMA_BUF_SYNC_END: u64 = 1 << 2;
