@@ -398,6 +398,14 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
              f"{len(env.get('nodes') or [])} NUMA nodes, {env.get('cpus')} vCPUs, "
              f"kernel {env.get('kernel')}")
     written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        p = logdir / name
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+
     if heads:
         levels = [h["level"] for h in heads]
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -411,11 +419,7 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
         ax.set_title("Huge pages after compaction, objects in use\n" + shape, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        p = logdir / "hugepages.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "hugepages.png")
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for key, label, marker in (("gemfs_vs_control", "gemfs / control", "^"),
@@ -430,11 +434,7 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
         ax.set_title("Huge pages relative to anonymous memory\n" + shape, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        p = logdir / "ratio.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "ratio.png")
 
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
         for ax, (axis, xlabel) in zip(axes, (("count", "objects"), ("size", "object size, KiB"),
@@ -454,11 +454,7 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
         axes[0].set_ylabel("huge pages, ratio to control")
         axes[0].legend()
         fig.suptitle("Scaling of the huge page ratios\n" + shape, fontsize=9)
-        fig.tight_layout()
-        p = logdir / "scaling.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "scaling.png")
 
     ufrag, ubind = userptr
     if ufrag or ubind:
@@ -484,11 +480,7 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
         ax.set_ylabel("MiB/s (emulated), bind + first GPU access")
         ax.set_title("USERPTR bind throughput (min-max of the iterations)", fontsize=9)
         fig.suptitle("Userptr\n" + shape, fontsize=9)
-        fig.tight_layout()
-        p = logdir / "userptr.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "userptr.png")
     return written
 
 
