@@ -288,6 +288,23 @@ impl<T: DriverObject> Object<T> {
     where
         T::Driver: Driver<Object = T>,
     {
+        Self::create(dev, size, Some(file), core::ptr::null_mut(), init)
+    }
+
+    /// Allocates an object of `size` bytes (page aligned) on `dev` and sets
+    /// up its C part with our funcs. Its memory is `file` (with a null
+    /// `import_sgt`), or, without a file, the attachment mapping
+    /// `import_sgt`: one or the other, as the type invariant requires.
+    fn create(
+        dev: &Device<T::Driver>,
+        size: usize,
+        file: Option<ARef<fs::File>>,
+        import_sgt: *mut bindings::sg_table,
+        init: impl PinInit<T, Error>,
+    ) -> Result<ARef<Self>>
+    where
+        T::Driver: Driver<Object = T>,
+    {
         if size == 0 || size % crate::page::PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
@@ -296,7 +313,7 @@ impl<T: DriverObject> Object<T> {
                 // SAFETY: all-zero is the state drm_gem_private_object_init()
                 // expects (drivers kzalloc() their objects).
                 obj: Opaque::new(unsafe { core::mem::zeroed() }),
-                import_sgt: core::ptr::null_mut(),
+                import_sgt,
                 data <- init,
             }),
             GFP_KERNEL,
@@ -304,13 +321,17 @@ impl<T: DriverObject> Object<T> {
         // SAFETY: the object stays pinned: the box is only rebuilt in `free`.
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(obj) });
         // SAFETY: `raw` is a new object; set up its C part with our funcs.
+        // Without a file, `filp` stays null; until the core records the
+        // attachment of an import, `free` leaves the attachment alone.
         // INVARIANT: from here the refcount owns the allocation.
         unsafe {
             let gem = (*raw).obj.get();
             (*gem).funcs = &Self::FUNCS_REF;
             bindings::drm_gem_private_object_init(dev.as_raw(), gem, size);
-            // `drm_gem_object_release()` puts this reference.
-            (*gem).filp = ARef::into_raw(file).as_ptr().cast();
+            if let Some(file) = file {
+                // `drm_gem_object_release()` puts this reference.
+                (*gem).filp = ARef::into_raw(file).as_ptr().cast();
+            }
             Ok(ARef::from_raw(NonNull::new_unchecked(raw)))
         }
     }
@@ -329,30 +350,7 @@ impl<T: DriverObject> Object<T> {
         T::Driver: Driver<Object = T>,
     {
         let size = import.attach.dma_buf().size();
-        if size == 0 || size % crate::page::PAGE_SIZE != 0 {
-            return Err(EINVAL);
-        }
-        let obj = KBox::pin_init(
-            try_pin_init!(Self {
-                // SAFETY: as in `new`.
-                obj: Opaque::new(unsafe { core::mem::zeroed() }),
-                import_sgt: import.sgt.as_raw(),
-                data <- init,
-            }),
-            GFP_KERNEL,
-        )?;
-        // SAFETY: the object stays pinned: the box is only rebuilt in `free`.
-        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(obj) });
-        // SAFETY: `raw` is a new object; set up its C part with our funcs,
-        // without a file (`filp` stays null). Until the core records the
-        // attachment, `free` leaves the attachment alone.
-        // INVARIANT: from here the refcount owns the allocation.
-        unsafe {
-            let gem = (*raw).obj.get();
-            (*gem).funcs = &Self::FUNCS_REF;
-            bindings::drm_gem_private_object_init(dev.as_raw(), gem, size);
-            Ok(ARef::from_raw(NonNull::new_unchecked(raw)))
-        }
+        Self::create(dev, size, None, import.sgt.as_raw(), init)
     }
 
     /// Whether the object was imported from another driver's dma-buf.
