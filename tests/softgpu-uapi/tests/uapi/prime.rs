@@ -75,10 +75,7 @@ fn write_dmabuf(fd: &OwnedFd, m: &mut Mapping, data: &[u8]) {
 /// The lines of debugfs `objects` for imported objects.
 fn debugfs_imports(dev: &Device) -> Vec<String> {
     let path = debugfs_path(dev, "objects");
-    let text = ok(
-        std::fs::read_to_string(&path).map_err(std::io::Error::from),
-        &format!("reading {path}"),
-    );
+    let text = ok(std::fs::read_to_string(&path), &format!("reading {path}"));
     text.lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("import"))
         .map(str::to_string)
@@ -249,7 +246,7 @@ fn prime_import_of_the_same_dma_buf_gives_the_same_object() {
     let h2 = ok(dev.prime_import(&fd), "second PRIME import");
     assert_eq!(h, h2, "importing one dma-buf twice in a file");
     // Another fd of the same buffer.
-    let dup = ok(fd.try_clone().map_err(std::io::Error::from), "dup");
+    let dup = ok(fd.try_clone(), "dup");
     assert_eq!(
         ok(dev.prime_import(&dup), "import of a dup"),
         h,
