@@ -36,7 +36,10 @@ chmod +x "$root/bench/run"
 # stress-ng is dynamically linked: bring its libraries along.
 for bin in /usr/bin/stress-ng; do
 	cp "$bin" "$root/bin/"
-	ldd "$bin" | awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+	# The loader (/lib64/ld-linux-x86-64.so.2) is the line without "=>".
+	# POSIX awk only: Debian's awk is mawk, which has no \s.
+	ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
+	while read -r lib; do
 		[ -f "$lib" ] || continue
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
