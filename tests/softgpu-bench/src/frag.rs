@@ -24,6 +24,12 @@
 //! notifier unmaps pages from the GPU before they move, jobs fault them
 //! back) or pinned at bind (FOLL_LONGTERM: immovable while bound), and used
 //! by the same GPU jobs as BOs.
+//!
+//! The `frag-stress` phase runs the `frag` measurement with stress-ng's
+//! stressors (stress.rs) started after the churn is filled and stopped
+//! once the last object is allocated, before the rest of the churn is
+//! freed: their allocations (page tables and other kernel memory among
+//! them) interleave with the objects'.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::gpu::{BoSet, StopOnDrop, Stream, Verify};
 use crate::json::{Json, Obj};
+use crate::stress::Background;
 use crate::sys::{self, create_file, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::{Config, Mode};
 
@@ -217,6 +224,8 @@ pub fn settle() -> R<()> {
 /// `level` % of the memory size. Always returns a record; `ok` is false
 /// (with `error`) if anything failed.
 pub fn run(cfg: &Config, phase: &str, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> Obj {
+    // frag-stress: stress-ng's stressors run while the objects are added.
+    let load = (phase == "frag-stress").then_some(&cfg.stress_ng[..]);
     let mut rec = Obj::new();
     rec.put("phase", phase)
         .put("mode", mode.name())
@@ -225,7 +234,7 @@ pub fn run(cfg: &Config, phase: &str, churn_dir: &Path, mode: Mode, level: u32, 
         .put("rep", rep);
     let t = Instant::now();
     let name = format!("{phase} mode={} level={level}%", mode.name());
-    let res = unit(cfg, &name, churn_dir, mode, level, &mut rec);
+    let res = unit(cfg, &name, churn_dir, mode, level, load, &mut rec);
     rec.put("unit_secs_emulated", t.elapsed().as_secs_f64());
     sys::finish(&mut rec, &format!("{phase} {} {level}%", mode.name()), res);
     rec
@@ -237,6 +246,7 @@ fn unit(
     churn_dir: &Path,
     mode: Mode,
     level: u32,
+    load: Option<&[String]>,
     rec: &mut Obj,
 ) -> R<()> {
     let (hp_kb, hp_order) = sys::hugepage()?;
@@ -289,6 +299,16 @@ fn unit(
         ));
     }
 
+    let background = match load {
+        Some(stressors) => {
+            crate::progress(&format!(
+                "{name}: starting stress-ng {}",
+                stressors.join(",")
+            ));
+            Some(Background::start(stressors, churn_dir)?)
+        }
+        None => None,
+    };
     let batches = footprint.div_ceil(cfg.batch_mb * MIB).max(1) as usize;
     let mut freed = 0u64;
     for j in 0..batches {
@@ -309,6 +329,10 @@ fn unit(
                 objs.len() as u64 * size / MIB
             ));
         }
+    }
+    if let Some(b) = background {
+        crate::progress(&format!("{name}: stopping stress-ng"));
+        rec.put("stress_ng", b.stop()?);
     }
     drop(churn);
     rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64());

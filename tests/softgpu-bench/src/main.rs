@@ -10,8 +10,10 @@
 //! `fileio` (io.rs: CPU fault throughput on BO mappings, and read/write
 //! on `mount -t gemfs`, against tmpfs), `userptr-frag` (frag.rs again, with
 //! anonymous memory bound as softgpu userptr, HMM-mirrored or pinned,
-//! against the same memory unbound) and `userptr-bind` (userptr.rs: bind
-//! and first GPU access throughput, HMM against pinned). Before each
+//! against the same memory unbound), `userptr-bind` (userptr.rs: bind
+//! and first GPU access throughput, HMM against pinned) and `frag-stress`
+//! (frag.rs with stress-ng's memory stressors running while the objects
+//! are allocated, stress.rs). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
 //! memory compacted.
 //!
@@ -30,6 +32,7 @@ mod frag;
 mod gpu;
 mod io;
 mod json;
+mod stress;
 mod sys;
 mod userptr;
 
@@ -88,6 +91,7 @@ const PHASES: &[&str] = &[
     "fault",
     "fileio",
     "userptr-bind",
+    "frag-stress",
 ];
 
 /// The command line; see [`USAGE`].
@@ -99,6 +103,9 @@ pub struct Config {
     /// Modes and fill levels of the `userptr-frag` phase.
     pub userptr_modes: Vec<Mode>,
     pub userptr_levels: Vec<u32>,
+    /// stress-ng stressors and fill levels of the `frag-stress` phase.
+    pub stress_ng: Vec<String>,
+    pub stress_levels: Vec<u32>,
     pub mem_mb: Option<u64>,
     pub repeat: u32,
     pub bo_kb: u64,
@@ -126,7 +133,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            phases: PHASES.iter().map(|s| s.to_string()).collect(),
+            // frag-stress takes as long as the rest of frag together under
+            // TCG (stress-ng's workers share the two vCPUs with the fill):
+            // make run runs it in its page owner guest only.
+            phases: PHASES
+                .iter()
+                .filter(|&&p| p != "frag-stress")
+                .map(|s| s.to_string())
+                .collect(),
             // gemfs right after control: the headline ratio compares two
             // neighbouring runs; pinned, which leaves unmovable pageblocks
             // behind, last.
@@ -135,6 +149,8 @@ impl Default for Config {
             // Pinned userptr last, as pinned BOs in `frag`.
             userptr_modes: USERPTR_MODES.to_vec(),
             userptr_levels: vec![50],
+            stress_ng: ["vm", "mmapfork", "pagemove"].map(String::from).to_vec(),
+            stress_levels: vec![50],
             mem_mb: None,
             repeat: 1,
             bo_kb: 2048,
@@ -185,6 +201,8 @@ impl Config {
                     .collect::<Vec<_>>(),
             )
             .put("userptr_levels", self.userptr_levels.clone())
+            .put("stress_ng", self.stress_ng.clone())
+            .put("stress_levels", self.stress_levels.clone())
             .put("mem_mb", self.mem_bytes() / MIB)
             .put("repeat", self.repeat)
             .put("bo_kb", self.bo_kb)
@@ -211,20 +229,26 @@ const USAGE: &str = "\
 usage: softgpu-bench [options]
 lists: items separated by commas, or by + (in runner.bench, where commas are spaces)
   --phases LIST           phases to run, of frag,userptr-frag,migrate,gpu,fault,
-                          fileio,userptr-bind (default: all)
+                          fileio,userptr-bind,frag-stress (default: all but
+                          frag-stress)
   --modes LIST            frag modes in the order they run at each level, of
                           control,gemfs,pinned (default: all, in that order)
   --levels LIST           fill levels, % of the memory size (default: 25,50,75)
   --userptr-modes LIST    userptr-frag modes in the order they run, of
                           control,userptr-hmm,userptr-pinned (default: all)
   --userptr-levels LIST   userptr-frag fill levels (default: 50)
+  --stress-ng LIST        stress-ng stressors of frag-stress, one worker each,
+                          running while the objects are allocated
+                          (default: vm,mmapfork,pagemove)
+  --stress-levels LIST    frag-stress fill levels (default: 50)
   --scale-bo-kb LIST      object sizes (KiB) of extra frag runs at --scale-level,
                           for the object size scaling; empty for none
                           (default: 256,16384)
   --scale-level N         fill level of those runs (default: 50)
   --mem-mb N              memory size the levels refer to, also caps the huge
                           page request and the THP test (default: MemTotal)
-  --repeat N              runs of each (level, mode) of frag and userptr-frag
+  --repeat N              runs of each (level, mode) of frag, userptr-frag and
+                          frag-stress
                           (default: 1)
   --bo-kb N               object size in KiB, multiple of 4 (default: 2048)
   --piece-kb N            churn piece size in KiB (default: 64)
@@ -243,7 +267,8 @@ lists: items separated by commas, or by + (in runner.bench, where commas are spa
                           userptr-bind measures each mode (default: 10)
   --migrate-rounds N      round trips between the nodes (default: 2)
   --workdir DIR           where the benchmark mounts its tmpfs (default: /run/softgpu-bench)
-a smoke run: --levels 10 --userptr-levels 10 --scale-bo-kb 512 --scale-level 10
+a smoke run: --levels 10 --userptr-levels 10 --stress-levels 10 --scale-bo-kb 512
+  --scale-level 10
   --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
 ";
 
@@ -304,6 +329,11 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
                 c.userptr_modes = parse_list(&val, |p| Mode::parse_in(p, &USERPTR_MODES))?
             }
             "--userptr-levels" => c.userptr_levels = parse_list(&val, parse_level)?,
+            "--stress-ng" => {
+                c.stress_ng =
+                    parse_list(&val, |p| stress::valid_stressor(p).then(|| p.to_string()))?
+            }
+            "--stress-levels" => c.stress_levels = parse_list(&val, parse_level)?,
             "--mem-mb" => c.mem_mb = Some(num(&val)?),
             "--repeat" => c.repeat = num(&val)?.max(1) as u32,
             "--bo-kb" => c.bo_kb = num(&val)?,
@@ -368,8 +398,8 @@ fn obtained(rec: &Obj) -> Option<u64> {
     }
 }
 
-/// Runs the fragmentation measurements of `phase` (`frag` or
-/// `userptr-frag`): every (object KiB, level) of `units`, `cfg.repeat`
+/// Runs the fragmentation measurements of `phase` (`frag`,
+/// `userptr-frag` or `frag-stress`): every (object KiB, level) of `units`, `cfg.repeat`
 /// times, each time every mode of `modes` in turn; then one
 /// `<phase>-summary` record per (unit, repetition) with the huge pages
 /// each mode obtained and their ratios to control. Whether any failed.
@@ -400,10 +430,10 @@ fn frag_phase(
             summary.push((bo_kb, level, rep, got));
         }
     }
-    let all = if phase == "frag" {
-        &FRAG_MODES
-    } else {
+    let all = if phase == "userptr-frag" {
         &USERPTR_MODES
+    } else {
+        &FRAG_MODES
     };
     for (bo_kb, level, rep, got) in summary {
         let find = |m: Mode| got.iter().find(|(g, _)| *g == m).and_then(|(_, h)| *h);
@@ -483,7 +513,7 @@ fn main() -> ExitCode {
     let churn_fs = if cfg
         .phases
         .iter()
-        .any(|p| p == "frag" || p == "userptr-frag")
+        .any(|p| p == "frag" || p == "userptr-frag" || p == "frag-stress")
     {
         match sys::Tmpfs::mount(&cfg.workdir.join("churn"), "size=100%,huge=never,mode=0700") {
             Ok(t) => Some(t),
@@ -508,6 +538,16 @@ fn main() -> ExitCode {
             let units: Vec<(u64, u32)> =
                 cfg.userptr_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
             failed |= frag_phase(&cfg, "userptr-frag", &units, &cfg.userptr_modes, &churn.dir);
+        }
+        if cfg.phases.iter().any(|p| p == "frag-stress") {
+            if cfg.stress_ng.is_empty() {
+                progress("FAILED: frag-stress needs at least one stressor (--stress-ng)");
+                failed = true;
+            } else {
+                let units: Vec<(u64, u32)> =
+                    cfg.stress_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+                failed |= frag_phase(&cfg, "frag-stress", &units, &cfg.modes, &churn.dir);
+            }
         }
     }
     drop(churn_fs);
@@ -587,6 +627,16 @@ mod tests {
         assert_eq!(c.phases, ["userptr-frag", "userptr-bind"]);
         assert_eq!(c.userptr_modes, [Mode::UserptrPinned, Mode::Control]);
         assert_eq!(c.userptr_levels, [10, 20]);
+        let c = parse_args(&args(
+            "--phases frag-stress --stress-ng vm+mmapfork --stress-levels 30",
+        ))
+        .unwrap();
+        assert_eq!(c.phases, ["frag-stress"]);
+        assert_eq!(c.stress_ng, ["vm", "mmapfork"]);
+        assert_eq!(c.stress_levels, [30]);
+        let c = parse_args(&[]).unwrap();
+        assert_eq!(c.stress_ng.len(), 3);
+        assert!(!c.phases.iter().any(|p| p == "frag-stress"));
         let c = parse_args(&args("--phases frag+userptr-bind --levels 25+50")).unwrap();
         assert_eq!(c.phases, ["frag", "userptr-bind"]);
         assert_eq!(c.levels, [25, 50]);
@@ -608,6 +658,9 @@ mod tests {
             "--userptr-modes gemfs",
             "--userptr-levels 96",
             "--phases userptr",
+            "--stress-ng VM",
+            "--stress-ng vm,--cpu",
+            "--stress-levels 0",
         ] {
             assert!(parse_args(&args(a)).is_err(), "{a}");
         }

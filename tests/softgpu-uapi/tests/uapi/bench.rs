@@ -1,6 +1,7 @@
 //! A short smoke of the benchmark suite (`make run`), so that it cannot
 //! silently break: every phase on a small footprint, every mode (the
-//! userptr ones too: `userptr-frag` and `userptr-bind`). Its
+//! userptr ones too: `userptr-frag` and `userptr-bind`; `frag-stress`
+//! with stress-ng's stressors). Its
 //! figures are not looked at here; its own checks (GPU checksums, CPU
 //! reads of every page, ioctl results) are, through its exit status.
 
@@ -13,7 +14,7 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     let out = Command::new(BENCH)
         .args([
             "--phases",
-            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind",
+            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress",
             "--modes",
             "control,gemfs,pinned",
             "--levels",
@@ -21,6 +22,8 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
             "--userptr-modes",
             "control,userptr-hmm,userptr-pinned",
             "--userptr-levels",
+            "10",
+            "--stress-levels",
             "10",
             "--scale-bo-kb",
             "512",
@@ -63,6 +66,8 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         "\"userptr-frag-summary\"",
         "\"userptr-bind\"",
         "\"userptr-bind-summary\"",
+        "\"frag-stress\"",
+        "\"frag-stress-summary\"",
     ] {
         assert!(
             results
@@ -85,6 +90,16 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
                 .any(|r| r.contains(&format!("\"mode\":\"{mode}\""))),
             "no result for mode {mode} in:\n{stdout}"
         );
+    }
+    // Every frag-stress measurement ran stress-ng and has its metrics.
+    let stressed: Vec<&&str> = results
+        .iter()
+        .filter(|r| r.contains("\"phase\":\"frag-stress\""))
+        .collect();
+    assert_eq!(stressed.len(), 3, "{stdout}");
+    for r in stressed {
+        assert!(r.contains("\"stress_ng\":{\"stressors\":"), "{r}");
+        assert!(r.contains("\"bogo_ops\":{"), "{r}");
     }
     assert!(
         results.iter().all(|r| !r.contains("\"ok\":false")),
