@@ -11,7 +11,7 @@ S := scripts
 export BUILD_DIR ?= $(CURDIR)/.build
 
 .PHONY: all run test setup tree kernel-test kernel-bench userspace \
-	initramfs-test initramfs-bench boot-test boot-bench bench-scale bench-report test-runner \
+	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner \
 	check clean
 
 all: test
@@ -24,11 +24,12 @@ test: setup tree kernel-test userspace initramfs-test
 ## make run: set up, build the bench kernel and run the benchmark in the guest;
 ## run-vm.sh then reports it (scripts/bench-report.py: tables, results.json,
 ## results.csv and PNG plots in $(BUILD_DIR)/runs/bench-run/) and fails if the
-## benchmark failed or produced no results; bench-scale.sh adds the guest
-## memory axis (two more guests) and reports again.
+## benchmark failed or produced no results; bench-guests.sh adds the guest
+## memory axis (two more guests) and pageblock mixing (a guest with
+## page_owner=on), and reports again.
 run: setup tree kernel-bench userspace initramfs-bench
 	@$(S)/run-vm.sh bench run
-	@$(S)/bench-scale.sh
+	@$(S)/bench-guests.sh
 
 setup:
 	@$(S)/setup-host.sh
@@ -46,13 +47,14 @@ boot-test: initramfs-test
 	@$(S)/run-vm.sh test test
 boot-bench: initramfs-bench
 	@$(S)/run-vm.sh bench run
-## The guest memory scaling runs alone, after a boot-bench.
-bench-scale: initramfs-bench
-	@$(S)/bench-scale.sh
+## The other guests alone, after a boot-bench.
+bench-guests: initramfs-bench
+	@$(S)/bench-guests.sh
 ## The report of the last benchmark run again, from its logs.
 bench-report:
 	@/usr/bin/python3 $(S)/bench-report.py $(BUILD_DIR)/runs/bench-run \
-		$(foreach d,$(wildcard $(BUILD_DIR)/runs/bench-run-mem*),--mem-run $(d))
+		$(foreach d,$(wildcard $(BUILD_DIR)/runs/bench-run-mem*),--mem-run $(d)) \
+		$(foreach d,$(wildcard $(BUILD_DIR)/runs/bench-run-owner),--owner-run $(d))
 test-runner: initramfs-test
 	@$(S)/test-runner-faults.sh
 

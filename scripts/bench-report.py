@@ -13,10 +13,15 @@ writes next to it:
                 memory
   userptr.png   huge pages per userptr-frag mode (control, userptr-hmm,
                 userptr-pinned), and userptr-bind throughput per mode
+  pageblocks.png  mixed pageblocks per mode (with --owner-run)
 
-Other runs of the same benchmark with other guest memory sizes (make run
-boots them after the main one, scripts/bench-scale.sh) are given with
---mem-run LOGDIR: their fill-level results make the guest memory scaling.
+make run boots other guests after the main one (scripts/bench-guests.sh):
+runs with other guest memory sizes, given with --mem-run LOGDIR, whose
+fill-level results make the guest memory scaling; and a run with
+page_owner=on, given with --owner-run LOGDIR, the only one whose
+/proc/pagetypeinfo counts mixed pageblocks (pageblocks of one migrate type
+holding pages allocated as another: unmovable pages in movable pageblocks
+are what keeps compaction from freeing a whole pageblock).
 
 It prints the tables: per fill level, mode, huge pages obtained, ratio to
 control, compaction counters and times (emulated: the guest runs under TCG,
@@ -25,7 +30,10 @@ repetitions, --repeat: the median over them and the min-max of the ratio
 to control, each repetition against its own control), the cost phases and
 the userptr rows (userptr-frag: huge pages with anonymous memory bound as
 HMM-mirrored or pinned userptr against the same memory unbound;
-userptr-bind: bind + first GPU access throughput, HMM against pinned).
+userptr-bind: bind + first GPU access throughput, HMM against pinned), the
+frag-stress rows (the fragmentation measurement with stress-ng's memory
+stressors running while the objects are allocated) and the mixed
+pageblocks of the page_owner run.
 
 Exit status 1 if the run has no results, if the benchmark did not finish
 or exited non-zero, if any record says ok=false, or if a result line does
@@ -349,6 +357,76 @@ def cost_tables(records):
             print(f"FAIL: {r.get('phase')} {r.get('target') or r.get('mode')}: {r.get('error')}")
 
 
+def stress_tables(records):
+    """frag-stress: the fragmentation measurement with stress-ng running
+    while the objects are allocated. Returns its summary rows."""
+    if not any(r.get("phase") == "frag-stress" for r in records):
+        return []
+    frag_tables(records, "frag-stress", MODES, "objects, stress-ng while allocating them")
+    rows = summarise(records, lambda r: True, "frag-stress")
+    stressors = sorted({k for r in records if r.get("phase") == "frag-stress"
+                        for k in (get(r, "stress_ng", "bogo_ops") or {})})
+    table("Under stress-ng: stressors' bogo operations while the objects were allocated",
+          ["level", "rep", "mode", "stress-ng s"] + stressors,
+          [[f"{r.get('level')}%", r.get("rep"), r.get("mode"),
+            get(r, "stress_ng", "secs_emulated")]
+           + [get(r, "stress_ng", "bogo_ops", k) for k in stressors]
+           for r in records if r.get("phase") == "frag-stress"])
+    table("Under stress-ng: huge pages obtained, ratio to control",
+          ["obj KiB", "level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
+           "pinned/control", "min-max"],
+          [[h["bo_kb"], f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
+            h["gemfs_vs_control"], spread(h, "gemfs"), h["pinned_vs_control"],
+            spread(h, "pinned")] for h in rows])
+    return rows
+
+
+def mixed(r, when):
+    """(mixed movable, mixed unmovable, all mixed) pageblocks of a record
+    at `when` (after_fill, after_compact), or Nones without page owner."""
+    m = get(r, when, "mixed_pageblocks")
+    if not isinstance(m, dict):
+        return None, None, None
+    return m.get("Movable"), m.get("Unmovable"), sum(v for v in m.values() if v)
+
+
+def owner_tables(records):
+    """The page_owner run: mixed pageblocks per phase, level and mode.
+    Returns its rows as dicts."""
+    frag = [r for r in records if r.get("phase") in ("frag", "frag-stress") and r.get("ok")]
+    control = {(r["phase"], r.get("level"), r.get("rep")): r.get("hugepages_obtained")
+               for r in frag if r.get("mode") == "control"}
+    rows = []
+    for r in sorted(frag, key=lambda r: (r["phase"], r.get("level", 0), r.get("rep", 0),
+                                         MODES.index(r["mode"]) if r.get("mode") in MODES
+                                         else 9)):
+        c = control.get((r["phase"], r.get("level"), r.get("rep")))
+        h = r.get("hugepages_obtained")
+        fm, fu, ft = mixed(r, "after_fill")
+        cm, cu, ct = mixed(r, "after_compact")
+        rows.append({"phase": r["phase"], "level": r.get("level"), "rep": r.get("rep"),
+                     "mode": r.get("mode"), "hugepages": h,
+                     "vs_control": h / c if h is not None and c else None,
+                     "fill_movable": fm, "fill_unmovable": fu, "fill_all": ft,
+                     "compact_movable": cm, "compact_unmovable": cu, "compact_all": ct,
+                     "unmovable_blocks": get(r, "after_compact", "pageblocks", "Unmovable"),
+                     "blocks": sum(v for v in (get(r, "after_compact", "pageblocks") or {})
+                                   .values() if v)})
+    table("Pageblock mixing (page_owner=on run): pageblocks holding pages of another "
+          "migrate type, by the pageblock's type",
+          ["phase", "level", "rep", "mode", "hugepages", "vs control",
+           "fill: movable mixed", "unmovable mixed", "all mixed",
+           "compacted: movable mixed", "unmovable mixed", "all mixed",
+           "unmovable blocks", "blocks"],
+          [[w["phase"], f"{w['level']}%", w["rep"], w["mode"], w["hugepages"], w["vs_control"],
+            w["fill_movable"], w["fill_unmovable"], w["fill_all"], w["compact_movable"],
+            w["compact_unmovable"], w["compact_all"], w["unmovable_blocks"], w["blocks"]]
+           for w in rows])
+    if rows and all(w["compact_all"] is None for w in rows):
+        print("  (no mixed block counts: the guest did not run with page_owner=on)")
+    return rows
+
+
 def userptr_tables(records):
     """The userptr rows: huge pages with userptr-backed GPU memory in both
     modes against control (userptr-frag), and bind throughput, HMM against
@@ -385,7 +463,7 @@ def userptr_tables(records):
     return rows, bind
 
 
-def plots(logdir, records, heads, scaling, userptr=((), ())):
+def plots(logdir, records, heads, scaling, userptr=((), ()), owner=()):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -481,6 +559,25 @@ def plots(logdir, records, heads, scaling, userptr=((), ())):
         ax.set_title("USERPTR bind throughput (min-max of the iterations)", fontsize=9)
         fig.suptitle("Userptr\n" + shape, fontsize=9)
         save(fig, "userptr.png")
+
+    pts = [w for w in owner if w["compact_movable"] is not None]
+    if pts:
+        groups = sorted({(w["phase"], w["level"]) for w in pts})
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        width = 0.8 / len(MODES)
+        for i, mode in enumerate(MODES):
+            ys = [median(w["compact_movable"] for w in pts
+                         if (w["phase"], w["level"]) == g and w["mode"] == mode) or 0
+                  for g in groups]
+            ax.bar([j + i * width for j in range(len(groups))], ys, width, label=mode)
+        ax.set_xticks([j + width for j in range(len(groups))])
+        ax.set_xticklabels([f"{p} {lv}%" for p, lv in groups])
+        ax.set_ylabel("movable pageblocks holding unmovable pages")
+        ax.set_title("Mixed pageblocks after compaction (page_owner=on guest)\n" + shape,
+                     fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend()
+        save(fig, "pageblocks.png")
     return written
 
 
@@ -489,6 +586,8 @@ def main():
     ap.add_argument("logdir", type=Path, help="the run's log directory ($BUILD_DIR/runs/bench-run)")
     ap.add_argument("--mem-run", type=Path, action="append", default=[],
                     help="log directory of a run with another guest memory size")
+    ap.add_argument("--owner-run", type=Path,
+                    help="log directory of the run with page_owner=on (mixed pageblocks)")
     args = ap.parse_args()
     log = args.logdir / "runner.log"
     if not log.exists():
@@ -518,21 +617,31 @@ def main():
               f"nodes {env.get('nodes')}, cpus {env.get('cpus')}, THP {env.get('thp_enabled')}/"
               f"{env.get('thp_defrag')}, swap {env.get('swaps')!r}")
         print(f"config: {json.dumps(env.get('config'))}")
-    mem_runs = []
-    for d in args.mem_run:
+    def other_run(d, what):
         log_d = d / "runner.log"
         recs, rc_d, bad_d = (parse_log(log_d.read_text(errors="replace"))
                              if log_d.exists() else ([], None, []))
         if not recs or rc_d != 0 or bad_d or any(r.get("ok") is not True for r in recs):
-            problems.append(f"the memory scaling run in {d} failed or has no results")
+            problems.append(f"the {what} run in {d} failed or has no results")
+        return recs
+
+    mem_runs = []
+    for d in args.mem_run:
+        recs = other_run(d, "memory scaling")
         env_d = next((r for r in recs if r.get("phase") == "env"), {}) or {}
         mem_runs.append(((env_d.get("mem_total_kb") or 0) // 1024, recs))
+    owner_recs = other_run(args.owner_run, "page owner") if args.owner_run else []
     frag_tables(records)
     heads = headline(records)
     scaling = scaling_tables(records, heads, mem_runs)
     cost_tables(records)
     userptr = userptr_tables(records)
-    written = plots(args.logdir, records, heads, scaling, userptr) if heads or any(userptr) else []
+    stress_tables(records)
+    owner = owner_tables(owner_recs) if args.owner_run else []
+    if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
+        problems.append(f"the page owner run in {args.owner_run} has no mixed block counts")
+    written = (plots(args.logdir, records, heads, scaling, userptr, owner)
+               if heads or any(userptr) or owner else [])
     print(f"\nresults: {args.logdir / 'results.json'}"
           + (f", {args.logdir / 'results.csv'}" if records else "")
           + "".join(f", {p}" for p in written))
