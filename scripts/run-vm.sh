@@ -24,7 +24,7 @@ MEM=${MEM:-4G}
 SMP=${SMP:-2}
 # The benchmark fills, compacts and checks gigabytes under TCG: give it
 # longer than the tests.
-TIMEOUT=${TIMEOUT:-$([ "$mode" = run ] && echo 7200 || echo 1800)}
+TIMEOUT=${TIMEOUT:-$([ "$mode" = run ] && echo 7200 || echo 2400)}
 FAULT=${FAULT:-none}
 logs=$BUILD_DIR/runs/$flavour-$mode
 [ "$FAULT" = none ] || logs+=-$FAULT
