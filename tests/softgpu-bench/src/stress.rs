@@ -23,6 +23,13 @@ const STRESS_NG: &str = "/bin/stress-ng";
 /// How long stress-ng may take to stop its workers after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long stress-ng may take to start its workers.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What stress-ng prints once it has its signal handlers and starts its
+/// workers ("dispatching hogs: 1 vm, 1 pagemove").
+const DISPATCHED: &str = "dispatching hogs:";
+
 /// A stressor name as stress-ng spells its options: a lower case letter,
 /// then lower case letters, digits and dashes.
 pub fn valid_stressor(s: &str) -> bool {
@@ -93,22 +100,50 @@ impl Background {
         lines[lines.len().saturating_sub(12)..].join(" | ")
     }
 
+    /// Waits until stress-ng has dispatched its workers: a SIGINT before
+    /// it has its handlers would kill it instead of stopping it. Returns
+    /// the stressors it dispatched.
+    fn wait_dispatched(&mut self) -> R<Vec<String>> {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().ctx("polling stress-ng")? {
+                return Err(format!(
+                    "stress-ng exited before the objects were allocated ({st}): {}",
+                    self.log_tail()
+                ));
+            }
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(d) = dispatched(&log) {
+                return Ok(d);
+            }
+            if t.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "stress-ng did not start its workers within {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    self.log_tail()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops stress-ng (SIGINT: it stops its workers, prints its metrics
     /// and exits 0) and returns what ran: the stressors, for how long,
-    /// and the bogo operations of each. An error if it exited before
-    /// being stopped, failed, did not stop in time, or did not list every
-    /// stressor in its metrics (one that never started).
+    /// and the bogo operations of each (`null` where its metrics have no
+    /// line). An error if it exited before being stopped, did not start
+    /// every stressor, failed, or did not stop in time.
     pub fn stop(mut self) -> R<Obj> {
-        if let Some(st) = self.child.try_wait().ctx("polling stress-ng")? {
+        let started = self.wait_dispatched()?;
+        if let Some(s) = self.stressors.iter().find(|s| !started.contains(s)) {
             return Err(format!(
-                "stress-ng exited before the objects were allocated ({st}): {}",
-                self.log_tail()
+                "stress-ng did not start {s} (dispatched {started:?})"
             ));
         }
         let secs = self.started.elapsed().as_secs_f64();
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child, which has not been reaped yet
-        // (try_wait above saw it running), so the pid is still its.
+        // (wait_dispatched's try_wait saw it running, and only this
+        // function and Drop reap it), so the pid is still its.
         unsafe { libc::kill(pid, libc::SIGINT) };
         let t = Instant::now();
         let status = loop {
@@ -128,23 +163,13 @@ impl Background {
         }
         let log = fs::read_to_string(&self.log).ctx("reading the stress-ng log")?;
         let ops = bogo_ops(&log);
-        if let Some(s) = self
-            .stressors
-            .iter()
-            .find(|s| !ops.contains_key(s.as_str()))
-        {
-            return Err(format!(
-                "stress-ng reported no operations of {s}: {}",
-                self.log_tail()
-            ));
-        }
         let mut o = Obj::new();
         o.put("stressors", self.stressors.clone())
             .put("secs_emulated", secs)
             .put("stop_secs_emulated", t.elapsed().as_secs_f64());
         let mut b = Obj::new();
-        for (k, v) in ops {
-            b.put(&k, v);
+        for s in &self.stressors {
+            b.put(s, ops.get(s).copied());
         }
         o.put("bogo_ops", b);
         Ok(o)
@@ -162,6 +187,19 @@ impl Drop for Background {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The stressors of stress-ng's "dispatching hogs: 1 vm, 1 pagemove"
+/// line, if it printed it.
+fn dispatched(log: &str) -> Option<Vec<String>> {
+    let list = log
+        .lines()
+        .find_map(|l| Some(l.split_once(DISPATCHED)?.1))?;
+    Some(
+        list.split(',')
+            .filter_map(|w| w.split_whitespace().nth(1).map(String::from))
+            .collect(),
+    )
 }
 
 /// The bogo operations per stressor from stress-ng's `--metrics` table ("stress-ng: metrc: [pid] vm  924  4.18 ...").
@@ -198,8 +236,8 @@ mod tests {
     fn stress_ng_runs_and_stops() {
         let dir = std::env::temp_dir().join(format!("stress-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
+        // Stopped at once: stop() waits for the workers to start.
         let b = Background::start(&["vm".into()], &dir).unwrap();
-        thread::sleep(Duration::from_secs(2));
         let o = b.stop().unwrap();
         let line = o.to_line();
         assert!(line.contains("\"bogo_ops\":{\"vm\":"), "{line}");
@@ -221,6 +259,8 @@ stress-ng: metrc: [17023] pagemove              8      4.33      0.03
 stress-ng: metrc: [17023] miscellaneous metrics:
 stress-ng: metrc: [17023] pagemove           12406.92 page remaps per sec
 ";
+        assert_eq!(dispatched(log).unwrap(), ["vm", "pagemove"]);
+        assert!(dispatched("stress-ng: info: setting to a 0 second run").is_none());
         let m = bogo_ops(log);
         assert_eq!(m.len(), 2, "{m:?}");
         assert_eq!((m["vm"], m["pagemove"]), (924, 8));
