@@ -357,22 +357,25 @@ def cost_tables(records):
             print(f"FAIL: {r.get('phase')} {r.get('target') or r.get('mode')}: {r.get('error')}")
 
 
-def stress_tables(records):
+def stress_tables(records, where=""):
     """frag-stress: the fragmentation measurement with stress-ng running
-    while the objects are allocated. Returns its summary rows."""
+    while the objects are allocated (`where`: which run, for the titles).
+    Returns its summary rows."""
     if not any(r.get("phase") == "frag-stress" for r in records):
         return []
-    frag_tables(records, "frag-stress", MODES, "objects, stress-ng while allocating them")
+    frag_tables(records, "frag-stress", MODES,
+                f"objects (stress-ng while allocating them{where})")
     rows = summarise(records, lambda r: True, "frag-stress")
     stressors = sorted({k for r in records if r.get("phase") == "frag-stress"
                         for k in (get(r, "stress_ng", "bogo_ops") or {})})
-    table("Under stress-ng: stressors' bogo operations while the objects were allocated",
+    table(f"Under stress-ng{where}: stressors' bogo operations while the objects were "
+          "allocated",
           ["level", "rep", "mode", "stress-ng s"] + stressors,
           [[f"{r.get('level')}%", r.get("rep"), r.get("mode"),
             get(r, "stress_ng", "secs_emulated")]
            + [get(r, "stress_ng", "bogo_ops", k) for k in stressors]
            for r in records if r.get("phase") == "frag-stress"])
-    table("Under stress-ng: huge pages obtained, ratio to control",
+    table(f"Under stress-ng{where}: huge pages obtained, ratio to control",
           ["obj KiB", "level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
            "pinned/control", "min-max"],
           [[h["bo_kb"], f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
@@ -572,7 +575,7 @@ def plots(logdir, records, heads, scaling, userptr=((), ()), owner=()):
             ax.bar([j + i * width for j in range(len(groups))], ys, width, label=mode)
         ax.set_xticks([j + width for j in range(len(groups))])
         ax.set_xticklabels([f"{p} {lv}%" for p, lv in groups])
-        ax.set_ylabel("movable pageblocks holding unmovable pages")
+        ax.set_ylabel("movable pageblocks holding\nunmovable or reclaimable pages")
         ax.set_title("Mixed pageblocks after compaction (page_owner=on guest)\n" + shape,
                      fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
@@ -637,6 +640,7 @@ def main():
     cost_tables(records)
     userptr = userptr_tables(records)
     stress_tables(records)
+    stress_tables(owner_recs, " (page_owner=on run)")
     owner = owner_tables(owner_recs) if args.owner_run else []
     if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
         problems.append(f"the page owner run in {args.owner_run} has no mixed block counts")
