@@ -26,6 +26,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stress-ng may take to start its workers.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the workers run at least. A vm worker stopped 0.3 s after it
+/// started, before its first operation (a smoke run's fill can be that
+/// short), reported "aborted early, out of system resources", and
+/// stress-ng failed.
+const MIN_RUN: Duration = Duration::from_secs(5);
+
 /// What stress-ng prints once it has its signal handlers and starts its
 /// workers ("dispatching hogs: 1 vm, 1 pagemove").
 const DISPATCHED: &str = "dispatching hogs:";
@@ -130,10 +136,11 @@ impl Background {
     /// Stops stress-ng (SIGINT: it stops its workers, prints its metrics
     /// and exits 0) and returns what ran: the stressors, for how long,
     /// and the bogo operations of each (`null` where its metrics have no
-    /// line). An error if it exited before being stopped, did not start
+    /// line); it lets the workers run for at least [`MIN_RUN`]. An error if it exited before being stopped, did not start
     /// every stressor, failed, or did not stop in time.
     pub fn stop(mut self) -> R<Obj> {
         let started = self.wait_dispatched()?;
+        thread::sleep(MIN_RUN.saturating_sub(self.started.elapsed()));
         if let Some(s) = self.stressors.iter().find(|s| !started.contains(s)) {
             return Err(format!(
                 "stress-ng did not start {s} (dispatched {started:?})"
