@@ -270,10 +270,15 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
         "Unevictable",
         "SwapFree",
         "SwapTotal",
-        // Kernel memory: the drivers' per-page bookkeeping is slab.
+        // Kernel memory: the drivers' per-page bookkeeping is slab;
+        // kvmalloc() falls back to vmalloc, and large kmalloc()s come
+        // from the page allocator, counted nowhere but in MemFree.
         "Slab",
         "SUnreclaim",
         "PageTables",
+        "VmallocUsed",
+        "KernelStack",
+        "Percpu",
     ] {
         if let Some(v) = mi.get(k) {
             o.put(&format!("{k}_kb"), *v);
