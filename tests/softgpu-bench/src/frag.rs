@@ -255,6 +255,13 @@ fn unit(
     let vm_start = sys::vmstat()?;
     let gemfs_start = sys::dir_counters("/sys/kernel/debug/gemfs");
     rec.put("settled", sys::snapshot(hp_order)?);
+    // All of /proc/meminfo once per measurement: what one mode's run
+    // leaves behind for the next shows here.
+    let mut mi = Obj::new();
+    for (k, v) in sys::meminfo()? {
+        mi.put(&k, v);
+    }
+    rec.put("settled_meminfo_kb", mi);
 
     let size = cfg.bo_bytes();
     let footprint = cfg.mem_bytes() * u64::from(level) / 100;

@@ -284,6 +284,13 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
             o.put(&format!("{k}_kb"), *v);
         }
     }
+    // zram's compressed store (zsmalloc pages, counted in no meminfo
+    // field): mem_used_total, the third field of mm_stat, in bytes.
+    if let Some(used) = read_opt("/sys/block/zram0/mm_stat")
+        .and_then(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+    {
+        o.put("zram_used_kb", used / 1024);
+    }
     o.put(
         "free_huge_blocks",
         free_blocks_at_least(&read("/proc/buddyinfo")?, hp_order),
