@@ -291,6 +291,15 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
     {
         o.put("zram_used_kb", used / 1024);
     }
+    // Free pages on the per-CPU lists: not in MemFree, nor anywhere in
+    // /proc/meminfo; /proc/zoneinfo's "count:" lines of every pageset.
+    if let Ok(z) = fs::read_to_string("/proc/zoneinfo") {
+        let pages: u64 = z
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("count:")?.trim().parse::<u64>().ok())
+            .sum();
+        o.put("pcp_free_kb", pages * PAGE as u64 / 1024);
+    }
     o.put(
         "free_huge_blocks",
         free_blocks_at_least(&read("/proc/buddyinfo")?, hp_order),
