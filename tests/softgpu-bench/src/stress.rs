@@ -32,8 +32,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// stress-ng failed.
 const MIN_RUN: Duration = Duration::from_secs(5);
 
-/// What stress-ng prints once it has its signal handlers and starts its
-/// workers ("dispatching hogs: 1 vm, 1 pagemove").
+/// What stress-ng prints as it starts its workers ("dispatching hogs: 1
+/// vm, 1 pagemove"). A SIGINT after it stops stress-ng; one 0.7 s after
+/// the start, before it, killed stress-ng.
 const DISPATCHED: &str = "dispatching hogs:";
 
 /// A stressor name as stress-ng spells its options: a lower case letter,
@@ -106,26 +107,23 @@ impl Background {
         lines[lines.len().saturating_sub(12)..].join(" | ")
     }
 
-    /// Waits until stress-ng has dispatched its workers: a SIGINT before
-    /// it has its handlers would kill it instead of stopping it. Returns
-    /// the stressors it dispatched.
-    fn wait_dispatched(&mut self) -> R<Vec<String>> {
+    /// Polls every 50 ms until `f` gives a value, for at most `timeout`;
+    /// `what` says what was awaited, in the error.
+    fn poll<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&mut Self) -> R<Option<T>>,
+    ) -> R<T> {
         let t = Instant::now();
         loop {
-            if let Some(st) = self.child.try_wait().ctx("polling stress-ng")? {
-                return Err(format!(
-                    "stress-ng exited before the objects were allocated ({st}): {}",
-                    self.log_tail()
-                ));
+            if let Some(v) = f(self)? {
+                return Ok(v);
             }
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(d) = dispatched(&log) {
-                return Ok(d);
-            }
-            if t.elapsed() > START_TIMEOUT {
+            if t.elapsed() > timeout {
                 return Err(format!(
-                    "stress-ng did not start its workers within {} s: {}",
-                    START_TIMEOUT.as_secs(),
+                    "stress-ng did not {what} within {} s: {}",
+                    timeout.as_secs(),
                     self.log_tail()
                 ));
             }
@@ -133,19 +131,35 @@ impl Background {
         }
     }
 
+    /// Waits until stress-ng has dispatched its workers: a SIGINT before
+    /// that kills it instead of stopping it. Returns the stressors it
+    /// dispatched.
+    fn wait_dispatched(&mut self) -> R<Vec<String>> {
+        self.poll(START_TIMEOUT, "start its workers", |b| {
+            if let Some(st) = b.child.try_wait().ctx("polling stress-ng")? {
+                return Err(format!(
+                    "stress-ng exited before the objects were allocated ({st}): {}",
+                    b.log_tail()
+                ));
+            }
+            Ok(dispatched(&fs::read_to_string(&b.log).unwrap_or_default()))
+        })
+    }
+
     /// Stops stress-ng (SIGINT: it stops its workers, prints its metrics
-    /// and exits 0) and returns what ran: the stressors, for how long,
-    /// and the bogo operations of each (`null` where its metrics have no
-    /// line); it lets the workers run for at least [`MIN_RUN`]. An error if it exited before being stopped, did not start
-    /// every stressor, failed, or did not stop in time.
+    /// and exits 0) once its workers have run for at least [`MIN_RUN`],
+    /// and returns what ran: the stressors, for how long, and the bogo
+    /// operations of each (`null` where its metrics have no line). An
+    /// error if it exited before being stopped, did not start every
+    /// stressor, failed, or did not stop in time.
     pub fn stop(mut self) -> R<Obj> {
         let started = self.wait_dispatched()?;
-        thread::sleep(MIN_RUN.saturating_sub(self.started.elapsed()));
         if let Some(s) = self.stressors.iter().find(|s| !started.contains(s)) {
             return Err(format!(
                 "stress-ng did not start {s} (dispatched {started:?})"
             ));
         }
+        thread::sleep(MIN_RUN.saturating_sub(self.started.elapsed()));
         let secs = self.started.elapsed().as_secs_f64();
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child, which has not been reaped yet
@@ -153,18 +167,9 @@ impl Background {
         // function and Drop reap it), so the pid is still its.
         unsafe { libc::kill(pid, libc::SIGINT) };
         let t = Instant::now();
-        let status = loop {
-            if let Some(st) = self.child.try_wait().ctx("waiting for stress-ng")? {
-                break st;
-            }
-            if t.elapsed() > STOP_TIMEOUT {
-                return Err(format!(
-                    "stress-ng did not stop within {} s of SIGINT",
-                    STOP_TIMEOUT.as_secs()
-                ));
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
+        let status = self.poll(STOP_TIMEOUT, "stop after SIGINT", |b| {
+            b.child.try_wait().ctx("waiting for stress-ng")
+        })?;
         if !status.success() {
             return Err(format!("stress-ng failed ({status}): {}", self.log_tail()));
         }
