@@ -185,6 +185,11 @@ impl Config {
         self.bo_kb * 1024
     }
 
+    /// Whether `phase` is one of the phases to run.
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+
     fn to_obj(&self) -> Obj {
         let mut o = Obj::new();
         o.put("phases", self.phases.clone())
@@ -510,10 +515,9 @@ fn main() -> ExitCode {
         cfg.mem_bytes() / MIB
     ));
 
-    let churn_fs = if cfg
-        .phases
+    let churn_fs = if ["frag", "userptr-frag", "frag-stress"]
         .iter()
-        .any(|p| p == "frag" || p == "userptr-frag" || p == "frag-stress")
+        .any(|p| cfg.runs(p))
     {
         match sys::Tmpfs::mount(&cfg.workdir.join("churn"), "size=100%,huge=never,mode=0700") {
             Ok(t) => Some(t),
@@ -527,19 +531,19 @@ fn main() -> ExitCode {
     };
 
     if let Some(churn) = &churn_fs {
-        if cfg.phases.iter().any(|p| p == "frag") {
+        if cfg.runs("frag") {
             // The fill levels with the default object size (object count
             // scaling), then other object sizes at one level (size scaling).
             let mut units: Vec<(u64, u32)> = cfg.levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
             units.extend(cfg.scale_bo_kb.iter().map(|&kb| (kb, cfg.scale_level)));
             failed |= frag_phase(&cfg, "frag", &units, &cfg.modes, &churn.dir);
         }
-        if cfg.phases.iter().any(|p| p == "userptr-frag") {
+        if cfg.runs("userptr-frag") {
             let units: Vec<(u64, u32)> =
                 cfg.userptr_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
             failed |= frag_phase(&cfg, "userptr-frag", &units, &cfg.userptr_modes, &churn.dir);
         }
-        if cfg.phases.iter().any(|p| p == "frag-stress") {
+        if cfg.runs("frag-stress") {
             if cfg.stress_ng.is_empty() {
                 progress("FAILED: frag-stress needs at least one stressor (--stress-ng)");
                 failed = true;
@@ -552,13 +556,13 @@ fn main() -> ExitCode {
     }
     drop(churn_fs);
 
-    if cfg.phases.iter().any(|p| p == "migrate") {
+    if cfg.runs("migrate") {
         for rec in cost::migrate(&cfg, &cfg.workdir) {
             failed |= !ok_of(&rec);
             emit(&rec);
         }
     }
-    if cfg.phases.iter().any(|p| p == "gpu") {
+    if cfg.runs("gpu") {
         for rec in cost::gpu(&cfg) {
             failed |= !ok_of(&rec);
             emit(&rec);
@@ -568,13 +572,13 @@ fn main() -> ExitCode {
         ("fault", io::fault as fn(&Config, &std::path::Path) -> Obj),
         ("fileio", io::fileio),
     ] {
-        if cfg.phases.iter().any(|p| p == phase) {
+        if cfg.runs(phase) {
             let rec = run(&cfg, &cfg.workdir);
             failed |= !ok_of(&rec);
             emit(&rec);
         }
     }
-    if cfg.phases.iter().any(|p| p == "userptr-bind") {
+    if cfg.runs("userptr-bind") {
         for rec in userptr::bind(&cfg) {
             failed |= !ok_of(&rec);
             emit(&rec);
@@ -636,7 +640,7 @@ mod tests {
         assert_eq!(c.stress_levels, [30]);
         let c = parse_args(&[]).unwrap();
         assert_eq!(c.stress_ng.len(), 3);
-        assert!(!c.phases.iter().any(|p| p == "frag-stress"));
+        assert!(!c.runs("frag-stress"));
         let c = parse_args(&args("--phases frag+userptr-bind --levels 25+50")).unwrap();
         assert_eq!(c.phases, ["frag", "userptr-bind"]);
         assert_eq!(c.levels, [25, 50]);
