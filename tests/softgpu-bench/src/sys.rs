@@ -270,9 +270,9 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
         "Unevictable",
         "SwapFree",
         "SwapTotal",
-        // Kernel memory: the drivers' per-page bookkeeping is slab;
-        // kvmalloc() falls back to vmalloc, and large kmalloc()s come
-        // from the page allocator, counted nowhere but in MemFree.
+        // Kernel memory: the drivers' per-page bookkeeping is slab
+        // (large kmalloc()s included: they count as SUnreclaim), and
+        // kvmalloc() falls back to vmalloc.
         "Slab",
         "SUnreclaim",
         "PageTables",
