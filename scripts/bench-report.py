@@ -425,8 +425,6 @@ def owner_tables(records):
             w["fill_movable"], w["fill_unmovable"], w["fill_all"], w["compact_movable"],
             w["compact_unmovable"], w["compact_all"], w["unmovable_blocks"], w["blocks"]]
            for w in rows])
-    if rows and all(w["compact_all"] is None for w in rows):
-        print("  (no mixed block counts: the guest did not run with page_owner=on)")
     return rows
 
 
@@ -643,7 +641,8 @@ def main():
     stress_tables(owner_recs, " (page_owner=on run)")
     owner = owner_tables(owner_recs) if args.owner_run else []
     if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
-        problems.append(f"the page owner run in {args.owner_run} has no mixed block counts")
+        problems.append(f"the page owner run in {args.owner_run} has no mixed block counts "
+                        "(did its guest boot with page_owner=on?)")
     written = (plots(args.logdir, records, heads, scaling, userptr, owner)
                if heads or any(userptr) or owner else [])
     print(f"\nresults: {args.logdir / 'results.json'}"
