@@ -50,7 +50,7 @@ impl SimpleDevice {
     pub fn device(&self) -> &device::Device {
         // SAFETY: the platform device lives while `self` does; `dev` is its
         // embedded struct device.
-        unsafe { device::Device::as_ref(&mut (*self.pdev.as_ptr()).dev) }
+        unsafe { device::Device::as_ref(&raw mut (*self.pdev.as_ptr()).dev) }
     }
 }
 

@@ -220,7 +220,7 @@ impl<T: DriverObject> Funcs<T> {
             // and private data would outlive the object reference dropped
             // below, so they go first, as drm_gem_shmem does.
             return unsafe {
-                let pgoff = (*vma).vm_pgoff - bindings::drm_vma_node_start(&(*obj).vma_node);
+                let pgoff = (*vma).vm_pgoff - bindings::drm_vma_node_start(&raw const (*obj).vma_node);
                 (*vma).vm_ops = core::ptr::null();
                 (*vma).vm_private_data = core::ptr::null_mut();
                 let ret = bindings::dma_buf_mmap((*attach).dmabuf, vma, pgoff);
@@ -242,7 +242,7 @@ impl<T: DriverObject> Funcs<T> {
             // Map the backing file itself from the object's start, like
             // dma_buf_mmap(): drop DRM's vm_ops and private data, which
             // would otherwise outlive the object reference dropped below.
-            (*vma).vm_pgoff -= bindings::drm_vma_node_start(&(*obj).vma_node);
+            (*vma).vm_pgoff -= bindings::drm_vma_node_start(&raw const (*obj).vma_node);
             (*vma).vm_ops = core::ptr::null();
             (*vma).vm_private_data = core::ptr::null_mut();
             bindings::vma_set_file(vma, file);
@@ -386,7 +386,7 @@ impl<T: DriverObject> Object<T> {
         // SAFETY: the memory is valid (caller); the refcount is set up by
         // `new` and, once zero, never raised again: a successful increment
         // means the object was live and the new reference is ours.
-        let live = unsafe { bindings::kref_get_unless_zero(&mut (*(*obj).as_raw()).refcount) };
+        let live = unsafe { bindings::kref_get_unless_zero(&raw mut (*(*obj).as_raw()).refcount) };
         // SAFETY: as above.
         live.then(|| unsafe { ARef::from_raw(NonNull::new_unchecked(obj.cast_mut())) })
     }
@@ -463,7 +463,7 @@ impl<T: DriverObject> Object<T> {
         // SAFETY: the object is live; creating the offset is idempotent.
         to_result(unsafe { bindings::drm_gem_create_mmap_offset(self.as_raw()) })?;
         // SAFETY: the offset node was set up above.
-        Ok(unsafe { bindings::drm_vma_node_offset_addr(&mut (*self.as_raw()).vma_node) })
+        Ok(unsafe { bindings::drm_vma_node_offset_addr(&raw mut (*self.as_raw()).vma_node) })
     }
 }
 

@@ -68,17 +68,24 @@ impl AddressSpace {
         f: impl FnOnce(&mut PrivateSlot<'_, T>) -> R,
     ) -> R {
         let m = self.as_raw();
+        // Raw place expressions, not references: other CPUs use these
+        // fields concurrently, so a Rust reference to them would assert an
+        // exclusivity (or immutability) that does not hold.
         // SAFETY: `m` is valid; `i_private_lock` is initialised with the
         // inode.
-        unsafe { bindings::spin_lock(&mut (*m).i_private_lock) };
+        let lock = unsafe { &raw mut (*m).i_private_lock };
+        // SAFETY: as above.
+        unsafe { bindings::spin_lock(lock) };
         let mut slot = PrivateSlot::<T> {
-            // SAFETY: we hold `i_private_lock`, which protects the field.
-            ptr: unsafe { &mut (*m).i_private_data },
+            // SAFETY: `m` is valid; the field is only accessed through the
+            // slot while we hold `i_private_lock`, which protects it.
+            ptr: unsafe { &raw mut (*m).i_private_data },
+            _lock: core::marker::PhantomData,
             _t: core::marker::PhantomData,
         };
         let r = f(&mut slot);
         // SAFETY: taken above.
-        unsafe { bindings::spin_unlock(&mut (*m).i_private_lock) };
+        unsafe { bindings::spin_unlock(lock) };
         r
     }
 
@@ -118,32 +125,43 @@ impl AddressSpace {
     pub fn nr_pages(&self) -> usize {
         // SAFETY: the mapping is valid; a racy read of a word-sized counter
         // that is only ever read as a statistic.
-        unsafe { core::ptr::read_volatile(&(*self.as_raw()).nrpages) as usize }
+        unsafe { core::ptr::read_volatile(&raw const (*self.as_raw()).nrpages) as usize }
     }
 }
 
 /// The `i_private_data` slot of an address space, borrowed under its lock.
+///
+/// # Invariants
+///
+/// `ptr` points to the mapping's `i_private_data`, and `i_private_lock` is
+/// held for `'a`.
 pub struct PrivateSlot<'a, T: ForeignOwnable> {
-    ptr: &'a mut *mut crate::ffi::c_void,
+    ptr: *mut *mut crate::ffi::c_void,
+    _lock: core::marker::PhantomData<&'a mut ()>,
     _t: core::marker::PhantomData<T>,
 }
 
 impl<T: ForeignOwnable> PrivateSlot<'_, T> {
     /// Borrows the value in the slot, if any.
     pub fn get(&self) -> Option<T::Borrowed<'_>> {
-        if self.ptr.is_null() {
+        // SAFETY: `ptr` is valid and protected by the lock we hold (type
+        // invariant).
+        let p = unsafe { *self.ptr };
+        if p.is_null() {
             None
         } else {
             // SAFETY: a non-NULL slot holds `T::into_foreign()` output (the
             // safety contract of `with_private`), not yet taken back.
-            Some(unsafe { T::borrow((*self.ptr).cast_const()) })
+            Some(unsafe { T::borrow(p.cast_const()) })
         }
     }
 
     /// Stores `value`, returning the previous one.
     pub fn replace(&mut self, value: Option<T>) -> Option<T> {
         let new = value.map_or(core::ptr::null_mut(), |v| v.into_foreign().cast_mut());
-        let old = core::mem::replace(self.ptr, new);
+        // SAFETY: `ptr` is valid and protected by the lock we hold (type
+        // invariant).
+        let old = unsafe { self.ptr.replace(new) };
         if old.is_null() {
             None
         } else {
