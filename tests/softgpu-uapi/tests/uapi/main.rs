@@ -19,6 +19,9 @@
 //! - `prime`: PRIME import of another driver's (vgem's) dma-bufs.
 //! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
 //!   THP and hugetlbfs memory.
+//! - `isolation`: fake offsets, zeroed new objects, stale mappings,
+//!   `/proc/<pid>/mem` and `ptrace` on mappings, exit with everything in
+//!   flight: what IGT checks of every driver's objects.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -26,6 +29,7 @@ mod common;
 mod exec;
 mod files;
 mod ioctls;
+mod isolation;
 mod madvise;
 mod migration;
 mod offline;
