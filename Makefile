@@ -11,7 +11,7 @@ S := scripts
 export BUILD_DIR ?= $(CURDIR)/.build
 
 .PHONY: all run test setup tree kernel-test kernel-bench userspace \
-	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner \
+	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner fuzz \
 	check clean
 
 all: test
@@ -55,6 +55,13 @@ bench-report:
 	@/usr/bin/python3 $(S)/bench-report.py $(BUILD_DIR)/runs/bench-run \
 		$(foreach d,$(wildcard $(BUILD_DIR)/runs/bench-run-mem*),--mem-run $(d)) \
 		$(foreach d,$(wildcard $(BUILD_DIR)/runs/bench-run-owner),--owner-run $(d))
+## make fuzz: the uAPI fuzzer alone on the test kernel for FUZZ_S seconds
+## (default 3600), with FUZZ_SEED to repeat a run.
+FUZZ_S ?= 3600
+fuzz: setup tree initramfs-test
+	@TIMEOUT=$$(($(FUZZ_S) + 1200)) ONLY=softgpu-fuzz \
+		APPEND="runner.fuzz_secs=$(FUZZ_S) $(if $(FUZZ_SEED),runner.fuzz_seed=$(FUZZ_SEED)) $(APPEND)" \
+		$(S)/run-vm.sh test test
 test-runner: initramfs-test
 	@$(S)/test-runner-faults.sh
 
