@@ -19,6 +19,8 @@
 //! - `prime`: PRIME import of another driver's (vgem's) dma-bufs.
 //! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
 //!   THP and hugetlbfs memory.
+//! - `faultinject`: an allocation failure injected at each allocation site
+//!   of create, bind, exec, userptr and migration in turn.
 //! - `isolation`: fake offsets, zeroed new objects, stale mappings,
 //!   `/proc/<pid>/mem` and `ptrace` on mappings, exit with everything in
 //!   flight: what IGT checks of every driver's objects.
@@ -27,6 +29,7 @@
 mod bench;
 mod common;
 mod exec;
+mod faultinject;
 mod files;
 mod ioctls;
 mod isolation;
