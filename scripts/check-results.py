@@ -5,12 +5,18 @@ console.log is the kernel console (ttyS0); runner.log is the guest runner's
 report (ttyS1, see tests/guest/init). The run fails on any failed or crashed
 KUnit case, any failed userspace test, any kernel splat in the console log
 (even when every test passed), a guest that did not finish, and a run that
-ran no test. The last line printed is "N passed, N failed[, N skipped]".
+ran no test, and a KUnit suite of tests/kunit-suites.txt that did not
+report (unless a kunit.filter_glob excludes it) or passed no case. The
+last line printed is "N passed, N failed[, N skipped]".
 """
 import argparse
+import fnmatch
 import re
 import sys
 from pathlib import Path
+
+# The KUnit suites every test run must report (see the file).
+SUITES_FILE = Path(__file__).resolve().parent.parent / "tests/kunit-suites.txt"
 
 # What the kernel prints when something went wrong. Each pattern starts a
 # splat; the report shows the lines after it.
@@ -58,7 +64,7 @@ def section(lines, begin, end):
     return (out, None) if inside else (None, None)
 
 
-def check_kunit(lines, kernel_src, tally):
+def check_kunit(lines, console, kernel_src, tally):
     ktap, _ = section(lines, "kunit-begin", "kunit-end")
     if ktap is None:
         tally.fail("kunit: no KUnit results from the guest")
@@ -77,6 +83,40 @@ def check_kunit(lines, kernel_src, tally):
         tally.fail(f"kunit: {c.errors} KTAP parse errors")
     if c.total() == 0:
         tally.fail("kunit: no KUnit test ran")
+    check_expected_suites(test, kunit_filter_glob(console), tally)
+
+
+def expected_suites():
+    lines = SUITES_FILE.read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+def kunit_filter_glob(console):
+    """The kunit.filter_glob of the kernel command line, if any."""
+    m = re.search(r"Command line: (.*)", console)
+    if not m:
+        return None
+    for word in m.group(1).split():
+        if word.startswith("kunit.filter_glob="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def check_expected_suites(test, glob, tally):
+    """Every expected suite reported and passed a case: a suite switched
+    off in the config (or not built) must not pass silently. A
+    kunit.filter_glob ("suite_glob[.test_glob]") excuses the suites it does
+    not match, as KUnit then does not run them."""
+    suites = {s.name: s for s in test.subtests}
+    suite_glob = glob.split(".", 1)[0] if glob else None
+    for name in expected_suites():
+        if suite_glob is not None and not fnmatch.fnmatchcase(name, suite_glob):
+            continue
+        s = suites.get(name)
+        if s is None:
+            tally.fail(f"kunit: expected suite {name} did not report")
+        elif s.counts.passed == 0:
+            tally.fail(f"kunit: expected suite {name} passed no case ({s.counts})")
 
 
 def check_userspace(lines, tally):
@@ -137,7 +177,7 @@ def main():
 
     tally = Tally()
     if args.mode == "test":
-        check_kunit(lines, args.kernel_src, tally)
+        check_kunit(lines, console, args.kernel_src, tally)
         check_userspace(lines, tally)
     check_console(console, tally)
     if args.qemu_rc == 124:

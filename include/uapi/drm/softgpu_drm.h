@@ -154,6 +154,11 @@ struct drm_softgpu_gem_madvise {
  * overlaps an existing binding, -EFAULT if the BO has been purged (see
  * drm_softgpu_gem_madvise). Pages are faulted into the GPU page table
  * when the GPU first touches them.
+ *
+ * A binding keeps its BO alive: after DRM_IOCTL_GEM_CLOSE of the BO's
+ * handle (its last one), the binding stays, jobs through it keep reading
+ * and writing the BO's memory, and VM_UNBIND removes it as before (the BO
+ * is freed then, or when the file is closed).
  */
 struct drm_softgpu_vm_bind {
 	/** @handle: the BO. */

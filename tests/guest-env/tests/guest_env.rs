@@ -54,16 +54,70 @@ fn thp_and_compaction_are_available() {
     assert!(vmstat.contains("pgmigrate_success"));
 }
 
+/// The KUnit suites every test run must report (one truth for this test
+/// and scripts/check-results.py).
+const KUNIT_SUITES: &str = include_str!("../../kunit-suites.txt");
+
+/// `kunit.filter_glob`'s suite part on the kernel command line, if any.
+fn kunit_suite_glob() -> Option<String> {
+    read("/proc/cmdline")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("kunit.filter_glob="))
+        .map(|g| g.split('.').next().unwrap_or(g).to_string())
+}
+
+/// Whether `name` matches `glob` (`*` and `?`), as KUnit's filter does.
+fn glob_match(glob: &[u8], name: &[u8]) -> bool {
+    match (glob.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&glob[1..], name) || (!name.is_empty() && glob_match(glob, &name[1..]))
+        }
+        (Some(&g), Some(&n)) if g == b'?' || g == n => glob_match(&glob[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// Every expected suite ran during boot and its results are in debugfs:
+/// at least one case passed and the suite as a whole is `ok`. A suite
+/// whose config is off has no directory there.
 #[test]
 fn kunit_results_are_in_debugfs() {
-    let suites: Vec<_> = fs::read_dir("/sys/kernel/debug/kunit")
-        .expect("KUnit debugfs")
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+    let glob = kunit_suite_glob();
+    let expected: Vec<&str> = KUNIT_SUITES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    assert!(
-        suites.iter().any(|s| s == "rust_doctests_kernel"),
-        "the kernel crate's doctests ran: {suites:?}"
-    );
+    assert!(!expected.is_empty(), "no suite in tests/kunit-suites.txt");
+    let mut checked = 0;
+    for suite in expected {
+        if glob
+            .as_deref()
+            .is_some_and(|g| !glob_match(g.as_bytes(), suite.as_bytes()))
+        {
+            continue;
+        }
+        let path = format!("/sys/kernel/debug/kunit/{suite}/results");
+        let results = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("suite {suite} did not run: {path}: {e}"));
+        // Cases are indented one level ("    ok 1 name"); the suite's own
+        // result closes the document at column 0 ("ok 1 suite").
+        let passed = results
+            .lines()
+            .filter(|l| l.starts_with("    ok ") && !l.contains("# SKIP"))
+            .count();
+        assert!(passed > 0, "suite {suite} passed no case:\n{results}");
+        let last = results.lines().rev().find(|l| !l.trim().is_empty());
+        assert!(
+            last.is_some_and(|l| l.starts_with("ok ")),
+            "suite {suite} did not pass:\n{results}"
+        );
+        checked += 1;
+    }
+    if glob.is_none() {
+        assert!(checked > 0);
+    }
 }
 
 /// Moves one anonymous page to node 1 and back with move_pages(2) and

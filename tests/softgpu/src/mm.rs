@@ -225,6 +225,43 @@ pub fn meminfo_kb(name: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no {name} in meminfo")))
 }
 
+/// Which pages of `[addr, addr + len)` (page aligned) are in memory, as
+/// mincore(2) sees them: for a file mapping, in the page cache or the swap
+/// cache, whether the CPU maps them or not.
+pub fn mincore(addr: usize, len: usize) -> io::Result<Vec<bool>> {
+    let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // SAFETY: `vec` has one byte per page of the range, as mincore writes.
+    let r = unsafe { libc::mincore(addr as *mut _, len, vec.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(vec.into_iter().map(|b| b & 1 != 0).collect())
+}
+
+/// The value in KiB of `field` ("Swap", "Rss", ...) in /proc/self/smaps for
+/// the mapping that starts at `addr`.
+pub fn smaps_kb(addr: usize, field: &str) -> io::Result<u64> {
+    let smaps = fs::read_to_string("/proc/self/smaps")?;
+    let start = format!("{addr:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {field} in the smaps entry at {addr:#x}"),
+        )
+    };
+    lines.next().ok_or_else(not_found)?;
+    // The entry's fields, up to the next mapping's header line (which has
+    // no "Name:" form: it starts with an address range).
+    lines
+        .take_while(|l| l.split_once(':').is_some_and(|(k, _)| !k.contains('-')))
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == field).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .ok_or_else(not_found)
+}
+
 fn parse_counters(s: &str) -> io::Result<HashMap<String, u64>> {
     s.lines()
         .filter(|l| !l.is_empty())
@@ -268,5 +305,34 @@ mod tests {
         assert_eq!(out.status, nodes);
         let pm = Pagemap::open().unwrap();
         pm.entry(addr).unwrap();
+        let start = addr.next_multiple_of(PAGE);
+        assert_eq!(mincore(start, PAGE).unwrap(), [true]);
+    }
+
+    #[test]
+    fn smaps_fields_of_a_mapping() {
+        // SAFETY: a fresh anonymous mapping, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: p maps 4 pages; touch two.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 2 * PAGE) };
+        assert_eq!(smaps_kb(p as usize, "Rss").unwrap(), 8);
+        assert_eq!(smaps_kb(p as usize, "Swap").unwrap(), 0);
+        assert!(smaps_kb(p as usize, "NoSuchField").is_err());
+        assert_eq!(
+            mincore(p as usize, 4 * PAGE).unwrap(),
+            [true, true, false, false]
+        );
+        // SAFETY: unmapping what we mapped.
+        assert_eq!(unsafe { libc::munmap(p, 4 * PAGE) }, 0);
     }
 }

@@ -293,6 +293,57 @@ fn gemfs_bo_idle_pages_migrate_and_the_gpu_refaults_them() {
     );
 }
 
+/// Releasing a folio clears its page table entries and must flush the
+/// device TLB with them (`PageTable::clear()`): an entry cached from the
+/// job before would otherwise send the next job to the old page, which
+/// migration has freed. One page, so that the next job's first access is
+/// the translation the TLB cached (with more, the 8-entry TLB evicts it
+/// before reuse). The same after the shrinker gives the folio back.
+#[test]
+fn a_released_page_leaves_no_stale_entry_in_the_device_tlb() {
+    require_two_nodes();
+    let dev = open();
+    let h = create_bound(&dev, PAGE, 0, VA);
+    let m = map(&dev, h, PAGE);
+    let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let addrs = m.page_addrs();
+    for (k, how) in [(1u32, "migration"), (3, "the shrinker")] {
+        // The GPU touches the page: its translation is now in the TLB.
+        run_ok(&dev, &[Cmd::fill(VA, PAGE, k)], "FILL");
+        assert_eq!(m.read_u32(0), k, "CPU view of the GPU's FILL");
+        let before = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(before.resident_pages, 1, "{before:?}");
+        if how == "migration" {
+            move_and_check(&pm, &addrs, 50, "moving the GPU-held page");
+        } else {
+            std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches");
+        }
+        let released = ok(dev.info(h), "GEM_INFO");
+        assert!(
+            released.released > before.released && released.resident_pages == 0,
+            "{how} did not release the page: {before:?} -> {released:?}"
+        );
+        // Right away, the next job's first access: it must fault the
+        // page in again and write where the CPU reads.
+        run_ok(
+            &dev,
+            &[Cmd::fill(VA, PAGE, k + 1)],
+            &format!("FILL after {how}"),
+        );
+        let after = ok(dev.info(h), "GEM_INFO");
+        assert!(
+            after.gpu_faults > released.gpu_faults && after.resident_pages == 1,
+            "the job after {how} did not fault the page back in (a stale TLB \
+             entry?): {released:?} -> {after:?}"
+        );
+        assert_eq!(
+            m.read_u32(0),
+            k + 1,
+            "the GPU's FILL after {how} went elsewhere than the page the CPU maps"
+        );
+    }
+}
+
 #[test]
 fn pinned_bo_pages_do_not_move_while_bound() {
     require_two_nodes();

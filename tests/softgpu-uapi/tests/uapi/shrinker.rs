@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use libc::EFAULT;
-use softgpu::mm::pagemap_pfn;
+use softgpu::mm::{self, pagemap_pfn};
 use softgpu::*;
 
 use crate::common::*;
@@ -234,29 +234,58 @@ fn busy_and_pinned_bos_keep_their_pages() {
     assert_eq!(info.released, 0, "{info:?}");
 }
 
+/// Where the BO's pages are: how many are in memory (the page cache, as
+/// mincore(2) sees it, mapped or not) and how many KiB of the mapping are
+/// in swap (smaps).
+fn swap_state(m: &Mapping) -> (usize, u64) {
+    let resident = ok(mm::mincore(m.addr(), m.len()), "mincore");
+    let swapped = ok(mm::smaps_kb(m.addr(), "Swap"), "smaps Swap");
+    (resident.into_iter().filter(|&r| r).count(), swapped)
+}
+
+/// Reclaim may unmap a held folio from the CPU but never write it to swap
+/// and free it: the device would go on using a freed page. Once released,
+/// the same folios do go to swap.
 #[test]
 fn held_folios_are_never_paged_out_behind_the_device() {
     let dev = open();
     let size = 32 * PAGE;
+    let pages = (size / PAGE) as usize;
     let h = create_bound(&dev, size, 0, VA);
     let m = map(&dev, h, size);
     run_ok(&dev, &[Cmd::fill(VA, size, 0x1111_1111)], "FILL");
     // Map the pages for the CPU too: MADV_PAGEOUT only sees mapped pages.
     assert!(m.as_slice() == &filled(size as usize, 0x1111_1111)[..]);
-    assert_eq!(
-        present_pages(&m),
-        (size / PAGE) as usize,
-        "CPU mapping not populated"
-    );
+    assert_eq!(present_pages(&m), pages, "CPU mapping not populated");
+    let pfns: Vec<_> = m
+        .page_addrs()
+        .iter()
+        .map(|&a| pagemap_pfn(a).expect("reading pagemap"))
+        .collect();
 
-    // Reclaim sees referenced folios with extra references: it keeps them
+    // Reclaim sees folios with extra references: it keeps them
     // (pageout() only writes folios that nothing else references).
     ok(page_out(&m), "MADV_PAGEOUT of held folios");
+    assert_eq!(
+        swap_state(&m),
+        (pages, 0),
+        "(pages in memory, KiB in swap) of the held BO after MADV_PAGEOUT"
+    );
     assert_eq!(
         ok(dev.info(h), "GEM_INFO").resident_pages,
         size / PAGE,
         "held folios left the device page table"
     );
+    // The CPU (re)maps the very folios the device holds, not copies of
+    // them brought back from swap.
+    assert!(m.as_slice() == &filled(size as usize, 0x1111_1111)[..]);
+    let again: Vec<_> = m
+        .page_addrs()
+        .iter()
+        .map(|&a| pagemap_pfn(a).expect("reading pagemap"))
+        .collect();
+    assert_eq!(again, pfns, "the held folios were replaced");
+
     // The device writes on; then the holds go and the folios swap out.
     run_ok(&dev, &[Cmd::fill(VA, size, 0x2222_2222)], "second FILL");
     drop_slab();
@@ -268,6 +297,12 @@ fn held_folios_are_never_paged_out_behind_the_device() {
         "the device's last writes are lost"
     );
     ok(page_out(&m), "MADV_PAGEOUT of released folios");
+    let (in_memory, swapped_kb) = swap_state(&m);
+    assert!(
+        in_memory < pages / 2 && swapped_kb * 1024 > size / 2,
+        "released folios did not go to swap: {in_memory} of {pages} pages in memory, \
+         {swapped_kb} KiB in swap"
+    );
     assert!(
         m.as_slice() == &expected[..],
         "the device's last writes did not survive swap"

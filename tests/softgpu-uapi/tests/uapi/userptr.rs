@@ -10,8 +10,6 @@
 //! MADV_DONTNEED, MADV_PAGEOUT (swap-out) and KSM merging invalidate the
 //! device's entries, and the GPU sees what the CPU sees afterwards.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -611,23 +609,26 @@ fn userptr_bad_input_errnos_change_nothing() {
     assert_writable(&dev, VA + len, "the BO binding next to it");
 }
 
-/// Set in the environment of the child process of
-/// `userptr_process_exit_with_a_live_binding`.
-const EXIT_CHILD_ENV: &str = "SOFTGPU_USERPTR_EXIT_CHILD";
+/// How the child of `userptr_process_exit_with_a_live_binding` leaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ExitHow {
+    /// Exits with its jobs done.
+    Idle,
+    /// Exits with jobs still queued.
+    Queued,
+    /// Killed by SIGKILL with jobs still queued.
+    Killed,
+}
 
-/// The child process: binds memory, queues jobs on it and exits (`0`),
-/// with the jobs queued (`1`), or killed by SIGKILL (`2`).
-#[test]
-fn userptr_exit_child() {
-    let Ok(mode) = std::env::var(EXIT_CHILD_ENV) else {
-        return; // Only does something in the child process.
-    };
+/// The child process: binds its memory, runs a job on it, queues more as
+/// `how` says and leaves without unbinding or closing anything.
+fn exit_with_a_live_binding(how: ExitHow) -> Result<(), String> {
     let dev = open();
     let m = Mem::new(8);
     m.write(0, &pattern(8 * PAGE_USIZE, 9));
     bind_mem(&dev, &m, VA, 0);
     run_ok(&dev, &[Cmd::fill(VA, 8 * PAGE, 3)], "FILL in the child");
-    if mode != "0" {
+    if how != ExitHow::Idle {
         // Jobs still queued when the process goes: the first busy, then
         // ones touching the userptr after the address space is gone.
         for i in 0..4 {
@@ -637,41 +638,25 @@ fn userptr_exit_child() {
             );
         }
     }
-    if mode == "2" {
+    if how == ExitHow::Killed {
         // SAFETY: kills this (child) process.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
-    std::process::exit(0);
+    Ok(())
 }
 
+/// A process may exit (or be killed) with a live userptr binding and jobs
+/// queued on it; the device works on afterwards.
 #[test]
 fn userptr_process_exit_with_a_live_binding() {
-    let exe = ok(std::env::current_exe(), "current_exe");
-    for mode in ["0", "1", "2"] {
-        // Its libtest output must not mix with ours (the runner parses
-        // it): captured, and shown only if it failed.
-        let out = ok(
-            Command::new(&exe)
-                .args(["--exact", "userptr::userptr_exit_child", "--test-threads=1"])
-                .env(EXIT_CHILD_ENV, mode)
-                .stdin(Stdio::null())
-                .output(),
-            "spawning the child",
-        );
-        let st = out.status;
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if mode == "2" {
-            assert_eq!(
-                st.signal(),
-                Some(libc::SIGKILL),
-                "mode {mode}: {st:?}: {log}"
-            );
-        } else {
-            assert!(st.success(), "child (mode {mode}) failed: {st:?}: {log}");
+    for how in [ExitHow::Idle, ExitHow::Queued, ExitHow::Killed] {
+        // A forked child, which leaves with _exit(): nothing of ours is
+        // torn down before the kernel does it at exit.
+        let end = in_child(Duration::from_secs(60), || exit_with_a_live_binding(how));
+        match (how, end) {
+            (ExitHow::Killed, ChildEnd::Signalled(libc::SIGKILL)) => {}
+            (ExitHow::Killed, end) => panic!("{how:?}: child not killed by SIGKILL: {end:?}"),
+            (_, end) => assert_child_ok(end),
         }
     }
     // Let the orphaned jobs run out, then the device still works.
