@@ -11,7 +11,7 @@ S := scripts
 export BUILD_DIR ?= $(CURDIR)/.build
 
 .PHONY: all run test setup tree kernel-test kernel-bench userspace \
-	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner fuzz \
+	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner fuzz soak \
 	check clean
 
 all: test
@@ -61,6 +61,14 @@ FUZZ_S ?= 3600
 fuzz: setup tree initramfs-test
 	@TIMEOUT=$$(($(FUZZ_S) + 1200)) ONLY=softgpu-fuzz \
 		APPEND="runner.fuzz_secs=$(FUZZ_S) $(if $(FUZZ_SEED),runner.fuzz_seed=$(FUZZ_SEED)) $(APPEND)" \
+		$(S)/run-vm.sh test test
+## make soak: the fuzzer's workers for SOAK_MIN minutes (default 30) with
+## stress-ng's memory stressors and a memory block offlined and onlined in
+## a loop beside them; every private BO's contents checked as they go.
+SOAK_MIN ?= 30
+soak: setup tree initramfs-test
+	@TIMEOUT=$$(($(SOAK_MIN) * 60 + 1200)) ONLY=softgpu-fuzz \
+		APPEND="runner.fuzz_secs=$$(($(SOAK_MIN) * 60)) runner.fuzz_soak=1 $(APPEND)" \
 		$(S)/run-vm.sh test test
 test-runner: initramfs-test
 	@$(S)/test-runner-faults.sh

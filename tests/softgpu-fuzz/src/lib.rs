@@ -78,6 +78,8 @@ pub fn worker_seed(seed: u64, index: u64) -> u64 {
 #[derive(Default, Debug)]
 pub struct Tally {
     pub calls: u64,
+    /// Bytes of BO contents checked against what was written.
+    pub bytes_checked: u64,
     pub outcomes: BTreeMap<(String, i32), u64>,
     pub violations: Vec<String>,
 }
@@ -101,6 +103,7 @@ impl Tally {
 
     pub fn merge(&mut self, other: Tally) {
         self.calls += other.calls;
+        self.bytes_checked += other.bytes_checked;
         for (k, v) in other.outcomes {
             *self.outcomes.entry(k).or_default() += v;
         }
@@ -112,6 +115,7 @@ impl Tally {
     /// One line per fact, for a pipe between processes.
     pub fn to_lines(&self) -> String {
         let mut s = String::new();
+        let _ = writeln!(s, "bytes {}", self.bytes_checked);
         for ((op, errno), n) in &self.outcomes {
             let _ = writeln!(s, "outcome {op} {errno} {n}");
         }
@@ -138,6 +142,9 @@ impl Tally {
                     t.violation(format!("unreadable report line: {line}"));
                 }
                 (Some("violation"), Some(rest)) => t.violation(rest.to_string()),
+                (Some("bytes"), Some(n)) if n.parse::<u64>().is_ok() => {
+                    t.bytes_checked += n.parse::<u64>().unwrap()
+                }
                 _ => t.violation(format!("unreadable report line: {line}")),
             }
         }
@@ -704,6 +711,7 @@ impl Worker {
             Ok((0, _)) => {
                 let want = fnv1a64(&filled(size as usize, value));
                 let got = self.res.read_u64(0);
+                self.tally.bytes_checked += size;
                 if got != want {
                     self.tally.violation(format!(
                         "BO {h} ({size} bytes at {va:#x}): GPU checksum after a fill with \
@@ -847,6 +855,8 @@ pub struct Config {
     pub threads: u64,
 }
 
+pub mod soak;
+
 /// Runs the fuzzer; the tally of every worker, merged.
 pub fn run(cfg: &Config) -> Tally {
     let mut children = Vec::new();
@@ -943,8 +953,10 @@ mod tests {
             &Err(io::Error::from_raw_os_error(libc::EINVAL)),
         );
         t.violation("a\nb".into());
+        t.bytes_checked = 4096;
         let back = Tally::from_lines(&t.to_lines());
         assert_eq!(back.calls, 3);
+        assert_eq!(back.bytes_checked, 4096);
         assert_eq!(back.outcomes[&("GEM_CREATE".to_string(), libc::EINVAL)], 2);
         assert_eq!(back.violations, ["a b"]);
         assert!(!Tally::from_lines("garbage").violations.is_empty());

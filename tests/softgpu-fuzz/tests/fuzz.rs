@@ -3,10 +3,13 @@
 //! `SOFTGPU_FUZZ_SEED` (default: from the clock) and `SOFTGPU_FUZZ_PROCS`
 //! / `SOFTGPU_FUZZ_THREADS` (default 2 each) come from the environment,
 //! which the guest's init fills from `runner.fuzz_*` kernel parameters.
+//! With `SOFTGPU_FUZZ_SOAK=1` (`make soak`), stress-ng's memory stressors
+//! and a memory block offline/online loop run beside the workers
+//! ([`softgpu_fuzz::soak`]), and the report adds gemfs's counters.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use softgpu_fuzz::{run, Config};
+use softgpu_fuzz::{run, soak, Config};
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -16,6 +19,15 @@ fn env_u64(name: &str) -> Option<u64> {
         None => v.parse(),
     };
     Some(parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}")))
+}
+
+/// One of gemfs's debugfs counters.
+fn gemfs_counter(name: &str) -> u64 {
+    let path = format!("/sys/kernel/debug/gemfs/{name}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
@@ -37,10 +49,50 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
         cfg.procs,
         cfg.threads
     );
+    let soaking = env_u64("SOFTGPU_FUZZ_SOAK").unwrap_or(0) != 0;
+    let counters = ["released_migrated", "refused_busy", "unheld_migrated"];
+    let before = counters.map(gemfs_counter);
+    let mut background = soaking.then(soak::Background::start);
     let t = run(&cfg);
+    if let Some(bg) = background.as_mut() {
+        let alive = bg.stress_alive();
+        let (off, refused) = (
+            bg.cycles
+                .offlined
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bg.cycles.refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let after = counters.map(gemfs_counter);
+        println!(
+            "soak: minutes={} ops={} bytes_checked={} mismatches={} offlined={off} \
+             offline_refused={refused} {}",
+            cfg.budget.as_secs() / 60,
+            t.calls,
+            t.bytes_checked,
+            t.violations.len(),
+            counters
+                .iter()
+                .zip(before.iter().zip(after.iter()))
+                .map(|(n, (b, a))| format!("{n}={}", a - b))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(alive, "stress-ng was not running at the end of the soak");
+        assert!(
+            bg.has_offliner(),
+            "no removable memory block of node 1 to cycle"
+        );
+        assert!(
+            off > 0,
+            "no memory block offlining succeeded during the soak"
+        );
+    }
+    drop(background);
     println!(
-        "fuzz: seed={seed:#x} calls={} distinct call/errno pairs={} violations={}",
+        "fuzz: seed={seed:#x} calls={} distinct call/errno pairs={} bytes checked={} \
+         violations={}",
         t.calls,
+        t.bytes_checked,
         t.outcomes.len(),
         t.violations.len()
     );
