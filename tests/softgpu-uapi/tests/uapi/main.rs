@@ -19,6 +19,8 @@
 //! - `prime`: PRIME import of another driver's (vgem's) dma-bufs.
 //! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
 //!   THP and hugetlbfs memory.
+//! - `truncate`: hole punching (`MADV_REMOVE`) of GPU-held gemfs BO pages
+//!   while jobs use them.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -32,5 +34,6 @@ mod offline;
 mod prime;
 mod scale;
 mod shrinker;
+mod truncate;
 mod userptr;
 mod userptr_kinds;
