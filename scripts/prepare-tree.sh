@@ -30,7 +30,8 @@ fi
 mkdir -p "$state/applied"
 
 # --- patches ---------------------------------------------------------------
-mapfile -t want < <(cd "$PATCHES" && ls -1 [0-9]*.patch 2>/dev/null || true)
+# 0000-cover-letter.patch introduces the series and changes nothing.
+mapfile -t want < <(cd "$PATCHES" && ls -1 [0-9]*.patch 2>/dev/null | grep -vx '0000-cover-letter.patch' || true)
 mapfile -t have < <(cd "$state/applied" && ls -1 [0-9]*.patch 2>/dev/null || true)
 keep=0
 while [ $keep -lt ${#want[@]} ] && [ $keep -lt ${#have[@]} ] &&

@@ -12,18 +12,19 @@
 //! `include/linux/gemfs.h`; the design is in
 //! `Documentation/filesystems/gemfs.rst`.
 //!
-//! Lock order: folio lock -> `Object::state` -> owner's locks. The owner's
-//! callbacks run under the folio lock; gemfs never calls them with
-//! `Object::state` held.
+//! Before truncation, hole punching or memory failure removes folios from an
+//! object's file, gemfs asks its owner to drop its holds there.
+//!
+//! The lock order is written once, in the documentation ("Lock order").
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str, debugfs,
     ffi::{c_char, c_int, c_ulong, c_void},
     folio::{Folio, LockedFolio},
-    fs::{self, AddressSpace, File, KernMount},
+    fs::{self, AddressSpace, File, FolioMigration, KernMount},
     lockdep,
-    mm::migrate::MigrateMode,
+    mm::migrate,
     new_condvar, new_spinlock,
     prelude::*,
     shmem,
@@ -51,29 +52,58 @@ impl fs::FileSystem for GemfsType {
     const NAME: &'static CStr = c_str!("gemfs");
 
     fn init_fs_context(fc: &mut fs::FsContext) -> Result {
-        shmem::VariantAops::<GemfsType>::init_fs_context(fc)
+        shmem::Variant::<GemfsType>::init_fs_context(fc)
     }
+}
+
+/// An owner callback in progress on `obj` (see [`CallbackGuard`]): the
+/// owner, if the object has one and it holds folios.
+fn callback_start(obj: &Object) -> Option<(Owner, CallbackGuard<'_>)> {
+    let mut st = obj.state.lock();
+    let owner = st.owner.filter(|_| st.nr_holds != 0)?;
+    st.callbacks += 1;
+    Some((owner, CallbackGuard(obj)))
+}
+
+/// Asks the owner of `obj` to drop its holds on pages `first..=last`,
+/// before they leave the file. `EBUSY` if it holds folios but cannot be
+/// asked (it has no `->invalidate`).
+fn invalidate(obj: &Arc<Object>, first: usize, last: usize) -> Result {
+    // Counted as running from here: the object's destruction waits for us,
+    // so the owner's data stays valid for the call.
+    let Some((owner, _running)) = callback_start(obj) else {
+        return Ok(());
+    };
+    let Some(invalidate) = owner.invalidate else {
+        STATS.invalidate_refused.fetch_add(1, Ordering::Relaxed);
+        return Err(EBUSY);
+    };
+    // The owner sees the object through its C handle, the `Arc`'s foreign
+    // form: lend it one for the call.
+    let handle = obj.clone().into_foreign();
+    // SAFETY: `invalidate` is the owner's callback, which
+    // `gemfs_object_set_owner`'s caller keeps callable while the object
+    // exists; `handle` is a live object handle until it is taken back below.
+    unsafe { invalidate(handle.cast_mut().cast(), first as _, last as _, owner.data) };
+    // SAFETY: `handle` came from `into_foreign` above and is not used again.
+    drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
+    STATS.invalidated.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 impl shmem::VariantOps for GemfsType {
     /// `->migrate_folio` of gemfs files: see the module documentation.
-    fn migrate_folio(
-        mapping: &AddressSpace,
-        dst: &LockedFolio<'_>,
-        src: &LockedFolio<'_>,
-        mode: MigrateMode,
-    ) -> Result {
-        let obj = object_of(mapping);
+    fn migrate_folio(m: &FolioMigration<'_>) -> Result {
+        let (src, dst, mode) = (m.src(), m.dst(), m.mode());
+        let obj = object_of(m.mapping());
         // Counted as running from here: the object's destruction waits for
         // us, so the owner's data stays valid for the calls below.
-        let running = obj.as_ref().filter(|_| has_extra_refs(src)).and_then(|o| {
-            let mut st = o.state.lock();
-            let owner = st.owner.filter(|_| st.nr_holds != 0)?;
-            st.callbacks += 1;
-            Some((owner, CallbackGuard(o)))
-        });
+        let running = obj
+            .as_ref()
+            .filter(|_| has_extra_refs(src))
+            .and_then(|o| callback_start(o));
         let (Some(obj), Some((owner, _running))) = (obj.as_ref(), running) else {
-            let result = mapping.migrate_folio_default(dst, src, mode);
+            let result = m.migrate_default();
             trace::migrate(src, dst, false, &result);
             result?;
             STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
@@ -82,16 +112,15 @@ impl shmem::VariantOps for GemfsType {
 
         // The owner sees the object through its C handle, which is the
         // `Arc`'s foreign form: take a reference in that form for the calls.
-        // `gemfs_object_set_owner` refuses owners without `release`.
-        let release = owner.ops.release.ok_or(EINVAL)?;
         let handle = obj.clone().into_foreign();
         let raw_obj = handle.cast_mut().cast::<bindings::gemfs_object>();
         let start = time::Ktime::ktime_get();
         FOLIO_LOCK_MAP.acquire();
-        // SAFETY: `release` is the owner's callback (a valid function, as
-        // `gemfs_object_set_owner` requires); `src` is locked and referenced;
-        // `raw_obj` stays valid because `handle` holds a reference.
-        let ret = unsafe { release(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
+        // SAFETY: `release` is the owner's callback, which
+        // `gemfs_object_set_owner`'s caller keeps callable while the object
+        // exists; `src` is locked and referenced; `raw_obj` stays valid
+        // because `handle` holds a reference.
+        let ret = unsafe { (owner.release)(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
         FOLIO_LOCK_MAP.release();
         let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
         trace::release(src, mode, ret, ns);
@@ -102,7 +131,7 @@ impl shmem::VariantOps for GemfsType {
             // default path fails (EAGAIN) if they are still there.
             // SAFETY: `handle` came from `into_foreign` above; not used again.
             drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
-            let result = mapping.migrate_folio_default(dst, src, mode);
+            let result = m.migrate_default();
             trace::migrate(src, dst, false, &result);
             result?;
             STATS.unheld_migrated.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +152,7 @@ impl shmem::VariantOps for GemfsType {
         // Holds left after a successful release make the reference count check
         // of the default path fail with EAGAIN, which is the right answer: the
         // owner raced a new use of the folio with its release.
-        let result = mapping.migrate_folio_default(dst, src, mode);
+        let result = m.migrate_default();
         trace::migrate(src, dst, true, &result);
         let (now, migrated) = match result {
             Ok(()) => {
@@ -135,7 +164,7 @@ impl shmem::VariantOps for GemfsType {
                 (src, false)
             }
         };
-        if let Some(migrated_cb) = owner.ops.migrated {
+        if let Some(migrated_cb) = owner.migrated {
             FOLIO_LOCK_MAP.acquire();
             // SAFETY: as for `release`; `now` is locked and referenced by the
             // migration core for the duration of the call.
@@ -145,6 +174,32 @@ impl shmem::VariantOps for GemfsType {
         // SAFETY: `handle` came from `into_foreign` above and is not used again.
         drop(unsafe { <Arc<Object> as ForeignOwnable>::from_foreign(handle) });
         result
+    }
+
+    /// Truncation or hole punching: shmem holds `invalidate_lock` for
+    /// writing, which `gemfs_object_get_folio()` takes for reading, so the
+    /// owner cannot take new holds in the range until the folios are gone.
+    fn invalidate_range(mapping: &AddressSpace, first: usize, last: usize) -> Result {
+        let Some(obj) = object_of(mapping) else {
+            return Ok(());
+        };
+        invalidate(&obj, first, last)
+    }
+
+    /// Memory failure: the owner drops its holds on the poisoned folio, and
+    /// `gemfs_object_get_folio()` refuses it from now on (`EIO`).
+    fn error_remove_folio(mapping: &AddressSpace, folio: &LockedFolio<'_>) -> Result {
+        let Some(obj) = object_of(mapping) else {
+            return Ok(());
+        };
+        // Whether the owner holds it or not, it knows: ask it whenever the
+        // object has holds, memory failure is rare.
+        let first = folio.index();
+        // The owner runs under this folio lock, as `->release()` does.
+        FOLIO_LOCK_MAP.acquire();
+        let r = invalidate(&obj, first, first + folio.nr_pages() - 1);
+        FOLIO_LOCK_MAP.release();
+        r
     }
 }
 
@@ -208,6 +263,12 @@ struct Stats {
     /// Sum and maximum of the time owners took to release, in ns.
     release_ns_total: AtomicU64,
     release_ns_max: AtomicU64,
+    /// Owners asked to drop their holds on a range before truncation, hole
+    /// punching or memory failure took folios from it.
+    invalidated: AtomicU64,
+    /// Truncations, hole punches and memory failures refused (`EBUSY`)
+    /// because the owner holds folios and has no `->invalidate`.
+    invalidate_refused: AtomicU64,
 }
 
 static STATS: Stats = Stats {
@@ -218,6 +279,8 @@ static STATS: Stats = Stats {
     unheld_migrated: AtomicU64::new(0),
     release_ns_total: AtomicU64::new(0),
     release_ns_max: AtomicU64::new(0),
+    invalidated: AtomicU64::new(0),
+    invalidate_refused: AtomicU64::new(0),
 };
 
 /// Stands for the folio lock in lockdep's eyes: acquired around owner
@@ -250,20 +313,23 @@ impl kernel::Module for Gemfs {
             d.u64_file(c_str!("unheld_migrated"), &STATS.unheld_migrated);
             d.u64_file(c_str!("release_ns_total"), &STATS.release_ns_total);
             d.u64_file(c_str!("release_ns_max"), &STATS.release_ns_max);
+            d.u64_file(c_str!("invalidated"), &STATS.invalidated);
+            d.u64_file(c_str!("invalidate_refused"), &STATS.invalidate_refused);
         }
         Ok(Gemfs { _debugfs: dir })
     }
 }
 
 /// Whether `folio` has references other than those migration expects at
-/// this point: the caller's isolation, and the page cache's (one per page).
-/// Its CPU mappings are gone (migration unmaps before `->migrate_folio`)
-/// and shmem never attaches private data. Extra references are holds, or
-/// someone else's (a GUP pin, a transient lookup): gemfs keeps no record of
-/// which folios are held, which would cost memory for every held folio;
-/// the owner knows, and answers `ENOENT` for a folio it does not hold.
+/// this point: those `folio_expected_ref_count()` counts (the page cache's,
+/// one per page; shmem attaches no private data, and migration has unmapped
+/// the folio before `->migrate_folio`) and the isolation's. Extra
+/// references are holds, or someone else's (a GUP pin, a transient lookup):
+/// gemfs keeps no record of which folios are held, which would cost memory
+/// for every held folio; the owner knows, and answers `ENOENT` for a folio
+/// it does not hold.
 fn has_extra_refs(folio: &Folio) -> bool {
-    folio.ref_count() as usize > 1 + folio.nr_pages()
+    folio.ref_count() as usize > migrate::expected_ref_count(folio) + 1
 }
 
 /// An owner callback in progress on an object, counted in its state;
@@ -280,10 +346,24 @@ impl Drop for CallbackGuard<'_> {
     }
 }
 
-/// The owner of an object: its callbacks and their argument.
+type ReleaseFn = unsafe extern "C" fn(
+    *mut bindings::gemfs_object,
+    *mut bindings::folio,
+    bindings::migrate_mode,
+    *mut c_void,
+) -> c_int;
+type MigratedFn =
+    unsafe extern "C" fn(*mut bindings::gemfs_object, *mut bindings::folio, bool, *mut c_void);
+type InvalidateFn =
+    unsafe extern "C" fn(*mut bindings::gemfs_object, c_ulong, c_ulong, *mut c_void);
+
+/// The owner of an object: its callbacks, copied from the
+/// `gemfs_owner_ops` it registered with, and their argument.
 #[derive(Clone, Copy)]
 struct Owner {
-    ops: &'static bindings::gemfs_owner_ops,
+    release: ReleaseFn,
+    migrated: Option<MigratedFn>,
+    invalidate: Option<InvalidateFn>,
     data: *mut c_void,
 }
 
@@ -498,8 +578,9 @@ pub unsafe extern "C" fn gemfs_object_file(
 ///
 /// # Safety
 ///
-/// `obj` is a live object handle; `ops` points to static callbacks valid
-/// until the object is destroyed; `->release` is not NULL.
+/// `obj` is a live object handle; `ops` is NULL or points to a valid
+/// `gemfs_owner_ops` for the call (it is copied); its functions stay
+/// callable, with `owner_data`, until the object is destroyed.
 #[no_mangle]
 pub unsafe extern "C" fn gemfs_object_set_owner(
     obj: *mut bindings::gemfs_object,
@@ -508,20 +589,22 @@ pub unsafe extern "C" fn gemfs_object_set_owner(
 ) -> c_int {
     // SAFETY: the caller promises a live handle.
     let obj = unsafe { borrow(obj) };
-    // SAFETY: `ops` is valid as long as the object is (caller's promise),
-    // and the owner is cleared when the object is destroyed.
+    // SAFETY: `ops` is NULL or valid for the call (caller's promise); the
+    // callbacks are copied out of it, so it need not outlive the call.
     let Some(ops) = (unsafe { ops.as_ref() }) else {
         return EINVAL.to_errno();
     };
-    if ops.release.is_none() {
+    let Some(release) = ops.release else {
         return EINVAL.to_errno();
-    }
+    };
     let mut st = obj.state.lock();
     if st.owner.is_some() {
         return EBUSY.to_errno();
     }
     st.owner = Some(Owner {
-        ops,
+        release,
+        migrated: ops.migrated,
+        invalidate: ops.invalidate,
         data: owner_data,
     });
     0
@@ -541,13 +624,18 @@ pub unsafe extern "C" fn gemfs_object_get_folio(
     // SAFETY: the caller promises a live handle.
     let obj = unsafe { borrow(obj) };
     let get = || -> Result<*mut bindings::folio> {
+        let mapping = obj.mapping();
+        // Truncation and hole punching hold this for writing from before
+        // they ask the owner to drop its holds until the folios are gone: a
+        // hold taken meanwhile would be on a folio leaving the file.
+        let _invalidate = mapping.invalidate_lock_shared();
         if index >= obj.nr_pages() {
             return Err(EINVAL);
         }
         // shmem may lock folios (swap-in, allocation): tell lockdep.
         FOLIO_LOCK_MAP.acquire();
         FOLIO_LOCK_MAP.release();
-        let mapping = obj.mapping();
+        // `EINVAL` beyond the end of the file, `EIO` for a poisoned folio.
         let folio = shmem::read_folio(mapping, index)?;
         obj.add_hold();
         // Each hold keeps the object alive, so that a hold put after an

@@ -40,6 +40,10 @@ mod tests {
         async_releases: AtomicUsize,
         migrated_ok: AtomicUsize,
         migrated_failed: AtomicUsize,
+        /// `invalidate` calls, and the range of the last one.
+        invalidations: AtomicUsize,
+        inv_first: AtomicUsize,
+        inv_last: AtomicUsize,
     }
 
     impl TestOwner {
@@ -54,6 +58,9 @@ mod tests {
                     async_releases: AtomicUsize::new(0),
                     migrated_ok: AtomicUsize::new(0),
                     migrated_failed: AtomicUsize::new(0),
+                    invalidations: AtomicUsize::new(0),
+                    inv_first: AtomicUsize::new(0),
+                    inv_last: AtomicUsize::new(0),
                 }),
                 GFP_KERNEL,
             )
@@ -68,6 +75,48 @@ mod tests {
         fn drop_all(&self) {
             let holds = core::mem::take(&mut *self.holds.lock());
             drop(holds);
+        }
+
+        /// Keeps `hold` unless an invalidation ran since the owner read
+        /// `invalidations` as `seen`, before getting it: then the folio may
+        /// have left the file, and the hold is dropped. The protocol
+        /// `gemfs::Owner::invalidate` asks of owners.
+        fn keep_unless_invalidated(&self, hold: Hold, seen: usize) -> Result<bool> {
+            let node = RBTreeNode::new(hold.folio().as_raw() as usize, hold, GFP_KERNEL)?;
+            let mut holds = self.holds.lock();
+            if self.invalidations.load(Ordering::Relaxed) != seen {
+                drop(holds);
+                return Ok(false);
+            }
+            holds.insert(node);
+            Ok(true)
+        }
+
+        /// Bit `i` set for each page `i < 64` whose folio the owner holds.
+        fn held_mask(&self) -> u64 {
+            let holds = self.holds.lock();
+            let mut mask = 0u64;
+            for (_, h) in holds.iter() {
+                let f = h.folio();
+                for i in f.index()..f.index() + f.nr_pages() {
+                    mask |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                }
+            }
+            mask
+        }
+
+        /// Whether every folio the owner holds is still in `obj`'s file:
+        /// none was orphaned by a truncation.
+        fn holds_all_in_file(&self, obj: &ObjectRef) -> bool {
+            let holds = self.holds.lock();
+            holds.iter().all(|(_, h)| {
+                let f = h.folio();
+                // A page cache lookup takes no sleeping lock.
+                obj.file()
+                    .mapping()
+                    .get_folio(f.index())
+                    .is_some_and(|now| now.as_raw() == f.as_raw())
+            })
         }
     }
 
@@ -114,6 +163,28 @@ mod tests {
                         owner.holds.lock().insert(node);
                     }
                 }
+            }
+        }
+
+        fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, first: usize, last: usize) {
+            let mut holds = owner.holds.lock();
+            // Counted under the lock `keep_unless_invalidated` checks it
+            // under.
+            owner.invalidations.fetch_add(1, Ordering::Relaxed);
+            owner.inv_first.store(first, Ordering::Relaxed);
+            owner.inv_last.store(last, Ordering::Relaxed);
+            loop {
+                let key = holds
+                    .iter()
+                    .find(|(_, h)| {
+                        let f = h.folio();
+                        f.index() <= last && f.index() + f.nr_pages() > first
+                    })
+                    .map(|(k, _)| *k);
+                let Some(key) = key else { break };
+                // Putting a hold takes gemfs's object lock under ours, as in
+                // `release`.
+                drop(holds.remove(&key));
             }
         }
     }
@@ -256,12 +327,21 @@ mod tests {
         let folio = obj.file().mapping().get_folio(1).ok_or(ENOENT)?;
         let extra = folio.clone();
         let target = other_node(folio.nid());
+        let (other, busy) = (
+            STATS.refused_other.load(Ordering::Relaxed),
+            STATS.refused_busy.load(Ordering::Relaxed),
+        );
         assert_eq!(
             migrate::migrate_to_node(folio, target, MigrateMode::Sync).err(),
             Some(EAGAIN)
         );
         assert!(owner.not_ours.load(Ordering::Relaxed) >= 1);
         assert_eq!(owner.releases.load(Ordering::Relaxed), 0);
+        // ENOENT is not a refusal: gemfs went on with the default path,
+        // whose reference count check failed (the EAGAIN above), and counted
+        // no refusal. (`migrate_to_node` reports any failure as EAGAIN.)
+        assert_eq!(STATS.refused_other.load(Ordering::Relaxed), other);
+        assert_eq!(STATS.refused_busy.load(Ordering::Relaxed), busy);
         // Without the extra reference it migrates, and nobody is asked.
         let old_pfn = extra.pfn();
         drop(extra);
@@ -467,6 +547,252 @@ mod tests {
             assert_eq!(head, tag(i));
             assert_eq!(tail, tag(i));
         }
+        assert_eq!(racer.obj.holds(), 0);
+        Ok(())
+    }
+
+    /// An object of `pages` pages whose owner holds every page, each page
+    /// starting with `tag(index)`.
+    fn held_object(mnt: &Mount, owner: &Arc<TestOwner>, pages: usize) -> Result<Object<TestOwner>> {
+        let obj = mnt.create_object(c_str!("t"), pages * PAGE_SIZE, owner.clone())?;
+        for i in 0..pages {
+            let h = obj.get_folio(i)?;
+            h.folio().write(0, &tag(i))?;
+            owner.keep(h)?;
+        }
+        Ok(obj)
+    }
+
+    /// The first 64 bytes of page `index`, read through a hold.
+    fn head_of(obj: &ObjectRef, index: usize) -> Result<[u8; 64]> {
+        let h = obj.get_folio(index)?;
+        let mut buf = [0u8; 64];
+        h.folio().read(0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// A hole punched in held pages, as `MADV_REMOVE` of a mapping of the
+    /// object does: the owner is asked about exactly those pages first and
+    /// drops its holds there, no folio it holds has left the file, and the
+    /// hole reads zeros while the rest keeps its data and holds.
+    #[test]
+    fn hole_punch_asks_the_owner_first() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = held_object(&mnt, &owner, 4)?;
+        let invalidated = STATS.invalidated.load(Ordering::Relaxed);
+        obj.file()
+            .punch_hole(PAGE_SIZE as i64, 2 * PAGE_SIZE as i64)?;
+        assert_eq!(owner.invalidations.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_first.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_last.load(Ordering::Relaxed), 2);
+        assert_eq!(STATS.invalidated.load(Ordering::Relaxed), invalidated + 1);
+        assert_eq!(owner.held_mask(), 0b1001);
+        assert_eq!(obj.holds(), 2);
+        assert!(owner.holds_all_in_file(&obj));
+        assert!(obj.file().mapping().get_folio(1).is_none());
+        assert!(obj.file().mapping().get_folio(2).is_none());
+        assert_eq!(obj.file().size(), (4 * PAGE_SIZE) as i64);
+        assert_eq!(head_of(&obj, 0)?, tag(0));
+        assert_eq!(head_of(&obj, 1)?, [0u8; 64]);
+        assert_eq!(head_of(&obj, 2)?, [0u8; 64]);
+        assert_eq!(head_of(&obj, 3)?, tag(3));
+        owner.drop_all();
+        Ok(())
+    }
+
+    /// Truncation (`truncate(2)` of the object's file) into held pages: the
+    /// owner is asked about everything from the new end on first, keeps the
+    /// holds before it, and pages beyond the end can no longer be held.
+    #[test]
+    fn truncation_asks_the_owner_first() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = held_object(&mnt, &owner, 4)?;
+        // Into page 1: its first 32 bytes stay.
+        obj.file().truncate(PAGE_SIZE as i64 + 32)?;
+        assert_eq!(owner.invalidations.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_first.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_last.load(Ordering::Relaxed), usize::MAX);
+        assert_eq!(owner.held_mask(), 0b0001);
+        assert_eq!(obj.holds(), 1);
+        assert!(owner.holds_all_in_file(&obj));
+        assert_eq!(obj.get_folio(2).err(), Some(EINVAL));
+        let head = head_of(&obj, 1)?;
+        assert_eq!(&head[..32], &tag(1)[..32]);
+        assert_eq!(&head[32..], &[0u8; 32][..]);
+        assert_eq!(head_of(&obj, 0)?, tag(0));
+        // Growing the file again asks nobody.
+        obj.file().truncate(4 * PAGE_SIZE as i64)?;
+        assert_eq!(owner.invalidations.load(Ordering::Relaxed), 1);
+        assert_eq!(head_of(&obj, 3)?, [0u8; 64]);
+        owner.drop_all();
+        Ok(())
+    }
+
+    /// A driver purging its own object (`shmem::truncate_range`) does not
+    /// ask its owner: the driver has dropped its holds itself.
+    #[test]
+    fn a_drivers_own_purge_does_not_ask_the_owner() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = held_object(&mnt, &owner, 2)?;
+        owner.drop_all();
+        kernel::shmem::truncate_range(obj.file(), 0, -1)?;
+        assert_eq!(owner.invalidations.load(Ordering::Relaxed), 0);
+        assert_eq!(obj.file().mapping().nr_pages(), 0);
+        Ok(())
+    }
+
+    /// Memory failure of a held folio: the owner drops its hold first, so the
+    /// failure is recovered (shmem keeps the poisoned folio in the file) and
+    /// the folio can no longer be held.
+    #[cfg(CONFIG_MEMORY_FAILURE)]
+    #[test]
+    fn memory_failure_asks_the_owner_first() -> Result {
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = held_object(&mnt, &owner, 2)?;
+        let pfn = obj.file().mapping().get_folio(1).ok_or(ENOENT)?.pfn();
+        // SAFETY: `pfn` is a page of our own object, which no process maps:
+        // poisoning it kills nobody. The page stays poisoned (it is never
+        // reused), as after `madvise(MADV_HWPOISON)`.
+        let ret =
+            unsafe { bindings::memory_failure(pfn as _, bindings::mf_flags_MF_SW_SIMULATED as _) };
+        assert_eq!(ret, 0);
+        assert_eq!(owner.invalidations.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_first.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.inv_last.load(Ordering::Relaxed), 1);
+        assert_eq!(owner.held_mask(), 0b01);
+        assert_eq!(obj.get_folio(1).err(), Some(EIO));
+        assert_eq!(head_of(&obj, 0)?, tag(0));
+        owner.drop_all();
+        Ok(())
+    }
+
+    /// The racing side of `holds_race_hole_punches`: gets holds on every
+    /// page and has the owner keep them as a driver would, checking for
+    /// invalidations between getting and keeping
+    /// (`keep_unless_invalidated`), until told to stop.
+    #[pin_data]
+    struct PunchRacer {
+        #[pin]
+        work: Work<PunchRacer>,
+        obj: Object<TestOwner>,
+        pages: usize,
+        stop: AtomicBool,
+        rounds: AtomicUsize,
+        /// Holds dropped because an invalidation came between get and keep.
+        dropped: AtomicUsize,
+        errors: AtomicUsize,
+        #[pin]
+        done: SpinLock<bool>,
+        #[pin]
+        done_cv: CondVar,
+    }
+
+    impl_has_work! {
+        impl HasWork<Self> for PunchRacer { self.work }
+    }
+
+    impl WorkItem for PunchRacer {
+        type Pointer = Arc<PunchRacer>;
+
+        fn run(this: Arc<PunchRacer>) {
+            let owner = this.obj.owner();
+            while !this.stop.load(Ordering::Acquire) {
+                for i in 0..this.pages {
+                    let seen = owner.invalidations.load(Ordering::Relaxed);
+                    match this.obj.get_folio(i) {
+                        Ok(h) => match owner.keep_unless_invalidated(h, seen) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                this.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                this.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                        Err(_) => {
+                            this.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                this.rounds.fetch_add(1, Ordering::Relaxed);
+                owner.drop_all();
+                // SAFETY: process context, no lock held; under PREEMPT_NONE
+                // the test thread needs this CPU now and then.
+                unsafe { bindings::__cond_resched() };
+            }
+            *this.done.lock() = true;
+            this.done_cv.notify_all();
+        }
+    }
+
+    /// Holds taken while holes are punched in the same pages again and
+    /// again: after every punch, no folio the owner holds has left the file.
+    #[test]
+    fn holds_race_hole_punches() -> Result {
+        const PAGES: usize = 8;
+        const PUNCHES: usize = 200;
+        let mnt = Mount::new(Huge::Never)?;
+        let owner = TestOwner::new(false)?;
+        let obj = mnt.create_object(c_str!("t"), PAGES * PAGE_SIZE, owner.clone())?;
+        let racer = Arc::pin_init(
+            pin_init!(PunchRacer {
+                work <- new_work!("gemfs_test_punch_racer"),
+                obj,
+                pages: PAGES,
+                stop: AtomicBool::new(false),
+                rounds: AtomicUsize::new(0),
+                dropped: AtomicUsize::new(0),
+                errors: AtomicUsize::new(0),
+                done <- new_spinlock!(false),
+                done_cv <- new_condvar!(),
+            }),
+            GFP_KERNEL,
+        )?;
+        workqueue::system_unbound()
+            .enqueue(racer.clone())
+            .map_err(|_| EBUSY)?;
+        let stop = || {
+            racer.stop.store(true, Ordering::Release);
+            let mut done = racer.done.lock();
+            while !*done {
+                racer.done_cv.wait(&mut done);
+            }
+        };
+        let mut orphans = 0;
+        for n in 0..PUNCHES {
+            let first = n % PAGES;
+            let pages = 1 + n % 3;
+            let len = (pages.min(PAGES - first) * PAGE_SIZE) as i64;
+            if let Err(e) = racer.obj.file().punch_hole((first * PAGE_SIZE) as i64, len) {
+                stop();
+                owner.drop_all();
+                return Err(e);
+            }
+            if !owner.holds_all_in_file(&racer.obj) {
+                orphans += 1;
+            }
+            if n % 16 == 0 {
+                // SAFETY: process context, no lock held: may sleep.
+                unsafe { bindings::msleep(1) };
+            }
+        }
+        stop();
+        let ok = owner.holds_all_in_file(&racer.obj);
+        owner.drop_all();
+        pr_info!(
+            "holds_race_hole_punches: {} racer rounds, {} holds dropped as invalidated\n",
+            racer.rounds.load(Ordering::Relaxed),
+            racer.dropped.load(Ordering::Relaxed)
+        );
+        assert_eq!(orphans, 0);
+        assert!(ok);
+        assert_eq!(racer.errors.load(Ordering::Relaxed), 0);
+        assert!(racer.rounds.load(Ordering::Relaxed) > 1);
+        assert!(owner.invalidations.load(Ordering::Relaxed) > 0);
         assert_eq!(racer.obj.holds(), 0);
         Ok(())
     }

@@ -13,14 +13,16 @@
  * now lives (&gemfs_owner_ops.migrated). Folios nobody holds migrate and
  * swap exactly like shmem's.
  *
- * Lock order (see Documentation/filesystems/gemfs.rst):
+ * Truncation, hole punching (fallocate(FALLOC_FL_PUNCH_HOLE), or
+ * madvise(MADV_REMOVE) on a mapping of the object) and memory failure tell
+ * the owner first (&gemfs_owner_ops.invalidate), so the device never keeps a folio the
+ * file no longer has.
  *
- *   folio lock  ->  owner's object lock  ->  owner's device locks
- *
- * ->release() and ->migrated() run with the folio locked. The owner must not
- * call gemfs_object_get_folio() (which may lock folios) while holding a lock
- * that its ->release() takes; lockdep checks this through the
- * "gemfs_folio_lock" map.
+ * The lock order, and which locks the callbacks run under, are in
+ * Documentation/filesystems/gemfs.rst ("Lock order"). In short: the owner
+ * must not call gemfs_object_get_folio() (which takes the mapping's
+ * invalidate_lock and folio locks) while holding a lock that a callback
+ * takes; lockdep checks this.
  */
 #ifndef _LINUX_GEMFS_H
 #define _LINUX_GEMFS_H
@@ -71,6 +73,35 @@ struct gemfs_owner_ops {
 	 */
 	void (*migrated)(struct gemfs_object *obj, struct folio *folio,
 			 bool success, void *owner_data);
+	/**
+	 * @invalidate: drop every hold on folios overlapping pages @first to
+	 * @last (inclusive) of @obj's file.
+	 *
+	 * Truncation or hole punching is about to remove or zero those pages,
+	 * or memory failure found one of them poisoned. The owner unmaps the
+	 * folios from its device (and flushes the device TLB) and puts its
+	 * holds on them; it cannot refuse. Afterwards the device faults on the
+	 * range again: gemfs_object_get_folio() then gives zero-filled folios
+	 * in a hole, -EINVAL beyond the new end of file and -EIO for a
+	 * poisoned folio.
+	 *
+	 * For truncation and hole punching it runs with the mapping's
+	 * invalidate_lock held for writing, until the folios are gone; for
+	 * memory failure, with the poisoned folio locked. It may sleep, but
+	 * must not wait for anything that waits for gemfs_object_get_folio().
+	 *
+	 * A gemfs_object_get_folio() that returned before the call, but whose
+	 * hold the owner records only after it, is the owner's to catch: count
+	 * invalidations under the lock that ->invalidate() takes, and drop a
+	 * hold that was got before the count changed (as with
+	 * mmu_interval_read_retry()).
+	 *
+	 * Optional, but an owner without it cannot have its objects
+	 * truncated or punched while it holds folios: those fail with
+	 * -EBUSY, and memory failure of a held folio fails to recover.
+	 */
+	void (*invalidate)(struct gemfs_object *obj, pgoff_t first,
+			   pgoff_t last, void *owner_data);
 };
 
 /* Per-mount transparent huge page policy, as tmpfs's huge= option. */
@@ -94,9 +125,21 @@ struct gemfs_object *gemfs_object_create(struct vfsmount *mnt, const char *name,
 void gemfs_object_destroy(struct gemfs_object *obj);
 struct file *gemfs_object_file(struct gemfs_object *obj);
 
+/*
+ * Makes @ops and @owner_data the owner of @obj. The operations are copied:
+ * @ops need not outlive the call, but the functions must stay callable until
+ * gemfs_object_destroy() returns (the owner's module outlives its objects).
+ * ->release is required. -EBUSY if @obj has an owner already.
+ */
 int gemfs_object_set_owner(struct gemfs_object *obj,
 			   const struct gemfs_owner_ops *ops, void *owner_data);
 
+/*
+ * Returns the folio holding page @index of @obj with a hold on it, reading it
+ * back from swap or allocating it as needed; -EINVAL beyond the end of the
+ * file, -EIO for a poisoned folio. May sleep: takes the mapping's
+ * invalidate_lock for reading, and folio locks.
+ */
 struct folio *gemfs_object_get_folio(struct gemfs_object *obj, pgoff_t index);
 void gemfs_object_put_folio(struct gemfs_object *obj, struct folio *folio);
 int gemfs_object_hold_locked_folio(struct gemfs_object *obj,

@@ -28,3 +28,23 @@ void rust_helper_mapping_set_gfp_mask(struct address_space *m, gfp_t mask)
 {
 	mapping_set_gfp_mask(m, mask);
 }
+
+void rust_helper_filemap_invalidate_lock_shared(struct address_space *mapping)
+{
+	filemap_invalidate_lock_shared(mapping);
+}
+
+void rust_helper_filemap_invalidate_unlock_shared(struct address_space *mapping)
+{
+	filemap_invalidate_unlock_shared(mapping);
+}
+
+bool rust_helper_folio_contain_hwpoisoned_page(struct folio *folio)
+{
+	return folio_contain_hwpoisoned_page(folio);
+}
+
+int rust_helper_folio_expected_ref_count(const struct folio *folio)
+{
+	return folio_expected_ref_count(folio);
+}

@@ -10,7 +10,7 @@
 pub mod address_space;
 pub mod file;
 
-pub use address_space::AddressSpace;
+pub use address_space::{AddressSpace, FolioMigration};
 pub use file::File;
 
 use crate::{

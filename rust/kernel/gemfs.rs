@@ -9,9 +9,14 @@
 //! the folio and drops its holds on it. After the migration,
 //! [`Owner::migrated`] says which folio now holds the data.
 //!
-//! Lock order: folio lock -> the owner's locks taken in `release`. So an
-//! owner must not hold, while calling [`Object::get_folio`] (which may lock
-//! folios), a lock that its `release` takes; lockdep checks this.
+//! Before truncation, hole punching or memory failure takes folios from an
+//! object's file, gemfs calls [`Owner::invalidate`]: the owner stops the
+//! device from using them and drops its holds there.
+//!
+//! The lock order is in `Documentation/filesystems/gemfs.rst`: an owner must
+//! not hold, while calling [`ObjectRef::get_folio`] (which takes the
+//! mapping's `invalidate_lock` and may lock folios), a lock that one of its
+//! callbacks takes; lockdep checks this.
 //!
 //! C header: [`include/linux/gemfs.h`](srctree/include/linux/gemfs.h).
 
@@ -154,6 +159,22 @@ pub trait Owner: Send + Sync + Sized + 'static {
         _migrated: bool,
     ) {
     }
+
+    /// Truncation or hole punching is about to remove or zero pages `first`
+    /// to `last` (inclusive) of `obj`, or memory failure found one of them
+    /// poisoned: stop the device from using every folio overlapping them and
+    /// drop every [`Hold`] on those. The owner cannot refuse.
+    ///
+    /// Runs with the mapping's `invalidate_lock` held for writing (truncation,
+    /// hole punching) or with the poisoned folio locked (memory failure). It
+    /// may sleep, but not wait for anything that waits for
+    /// [`ObjectRef::get_folio`], which blocks until the folios are gone.
+    ///
+    /// A hold that [`ObjectRef::get_folio`] returned before this call but that
+    /// the owner records only after it is the owner's to catch: count
+    /// invalidations under the lock this takes, and drop a hold got before
+    /// the count changed, as with `mmu_interval_read_retry()`.
+    fn invalidate(owner: ArcBorrow<'_, Self>, obj: &ObjectRef, first: usize, last: usize);
 }
 
 struct OwnerVtable<T: Owner>(PhantomData<T>);
@@ -162,6 +183,7 @@ impl<T: Owner> OwnerVtable<T> {
     const VTABLE: bindings::gemfs_owner_ops = bindings::gemfs_owner_ops {
         release: Some(Self::release),
         migrated: Some(Self::migrated),
+        invalidate: Some(Self::invalidate),
     };
 
     /// `->release` for owner `T`.
@@ -215,6 +237,29 @@ impl<T: Owner> OwnerVtable<T> {
             )
         };
         T::migrated(owner, obj, &folio, migrated);
+    }
+
+    /// `->invalidate` for owner `T`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::release`].
+    unsafe extern "C" fn invalidate(
+        obj: *mut bindings::gemfs_object,
+        first: crate::ffi::c_ulong,
+        last: crate::ffi::c_ulong,
+        data: *mut crate::ffi::c_void,
+    ) {
+        // SAFETY: gemfs passes the live object and the owner data given to
+        // `gemfs_object_set_owner`, which `Object` keeps alive while the
+        // object exists.
+        let (owner, obj) = unsafe {
+            (
+                <Arc<T> as ForeignOwnable>::borrow(data.cast_const()),
+                ObjectRef::from_raw(obj),
+            )
+        };
+        T::invalidate(owner, obj, first as usize, last as usize);
     }
 }
 
@@ -292,7 +337,10 @@ impl ObjectRef {
     }
 
     /// Takes a hold on the folio at page `index` for device use, reading it
-    /// back from swap or allocating it as needed. May sleep.
+    /// back from swap or allocating it as needed. May sleep: takes the
+    /// mapping's `invalidate_lock` for reading, so it waits for a truncation
+    /// or hole punch in progress. Fails with `EINVAL` beyond the end of the
+    /// file and `EIO` for a poisoned folio.
     pub fn get_folio(&self, index: usize) -> Result<Hold> {
         // SAFETY: the handle is live (type invariant).
         let f = unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) };

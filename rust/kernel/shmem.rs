@@ -4,9 +4,11 @@
 //!
 //! A tmpfs variant is a filesystem type whose mounts are tmpfs in every
 //! respect (mount options, swap, huge pages, truncation, fallocate, GUP,
-//! khugepaged) except for the address space operations of its regular
-//! files, of which it may replace `->migrate_folio` (see
-//! `shmem_init_fs_context_aops()`).
+//! khugepaged) except for what `struct shmem_variant_ops` changes: the
+//! `->migrate_folio` of its regular files, and being told before
+//! truncation, hole punching and memory failure take folios from them (see
+//! `shmem_init_fs_context_variant()`). shmem builds the files' address space
+//! operations itself.
 //!
 //! C header: [`include/linux/shmem_fs.h`](srctree/include/linux/shmem_fs.h).
 
@@ -14,7 +16,7 @@ use crate::{
     bindings,
     error::{code::EINVAL, from_err_ptr, to_result, Result},
     folio::{Folio, LockedFolio},
-    fs::{AddressSpace, File, FsContext, Mount},
+    fs::{address_space::FolioMigration, AddressSpace, File, FsContext, Mount},
     mm::migrate::MigrateMode,
     str::CStr,
     types::ARef,
@@ -23,77 +25,114 @@ use core::{marker::PhantomData, ptr::NonNull};
 
 /// The operations a tmpfs variant may change.
 pub trait VariantOps {
-    /// Migrates the folio `src` of `mapping` to `dst`
-    /// (`->migrate_folio`). Both are locked; on success the page cache
-    /// entry must point to `dst` (as [`AddressSpace::migrate_folio_default`]
-    /// does). Must not sleep when `mode` is [`MigrateMode::Async`].
-    fn migrate_folio(
-        mapping: &AddressSpace,
-        dst: &LockedFolio<'_>,
-        src: &LockedFolio<'_>,
-        mode: MigrateMode,
-    ) -> Result;
+    /// Migrates a folio of the variant (`->migrate_folio`): ends in
+    /// [`FolioMigration::migrate_default`], or fails. Must not sleep when the
+    /// mode is [`MigrateMode::Async`].
+    fn migrate_folio(m: &FolioMigration<'_>) -> Result;
+
+    /// Pages `first` to `last` (inclusive) of `mapping` are about to be
+    /// removed or zeroed by truncation or hole punching: drop the folio
+    /// references handed out there, or fail the operation with an error.
+    ///
+    /// Runs with the inode's `i_rwsem` and the mapping's `invalidate_lock`
+    /// held for writing; the latter is held until the folios are gone.
+    fn invalidate_range(_mapping: &AddressSpace, _first: usize, _last: usize) -> Result {
+        Ok(())
+    }
+
+    /// Memory failure is about to keep the poisoned `folio` of `mapping` in
+    /// the page cache, as tmpfs does: drop the references handed out on it,
+    /// or fail (memory failure then reports that it could not recover).
+    fn error_remove_folio(_mapping: &AddressSpace, _folio: &LockedFolio<'_>) -> Result {
+        Ok(())
+    }
 }
 
-/// The address space operations of a tmpfs variant: shmem's own, with
-/// `->migrate_folio` from `T`.
-pub struct VariantAops<T: VariantOps>(PhantomData<T>);
+/// The operations of a tmpfs variant `T`, for shmem.
+pub struct Variant<T: VariantOps>(PhantomData<T>);
 
-impl<T: VariantOps> VariantAops<T> {
-    /// The operations table. Everything but `->migrate_folio` is shmem's, so
-    /// that writeback to swap, writes, dirtying and memory-failure behave
-    /// exactly as on tmpfs.
-    pub const TABLE: bindings::address_space_operations = bindings::address_space_operations {
-        writepage: Some(bindings::shmem_writepage),
-        dirty_folio: Some(bindings::noop_dirty_folio),
-        write_begin: Some(bindings::shmem_write_begin),
-        write_end: Some(bindings::shmem_write_end),
+impl<T: VariantOps> Variant<T> {
+    const OPS: bindings::shmem_variant_ops = bindings::shmem_variant_ops {
         migrate_folio: Some(migrate_folio_callback::<T>),
-        error_remove_folio: Some(bindings::shmem_error_remove_folio),
-        // SAFETY: all other members are optional function pointers, for
-        // which zero is `None`.
-        ..unsafe { core::mem::zeroed() }
+        invalidate_range: Some(invalidate_range_callback::<T>),
+        error_remove_folio: Some(error_remove_folio_callback::<T>),
     };
 
     /// Initialises a mount of the variant (its `->init_fs_context`): tmpfs's
     /// context, options and superblock, with the variant's operations.
     pub fn init_fs_context(fc: &mut FsContext) -> Result {
-        let table: &'static bindings::address_space_operations = &Self::TABLE;
-        // SAFETY: `fc` is a context being initialised; `table` is static,
-        // so it outlives every superblock made from the context.
-        to_result(unsafe { bindings::shmem_init_fs_context_aops(fc.as_raw(), table) })
+        let ops: &'static bindings::shmem_variant_ops = &Self::OPS;
+        // SAFETY: `fc` is a context being initialised; `ops` is static, so
+        // it outlives every superblock made from the context, and its
+        // functions are this module's, which the filesystem type's owner
+        // keeps loaded while a superblock exists.
+        to_result(unsafe { bindings::shmem_init_fs_context_variant(fc.as_raw(), ops) })
     }
 }
 
-/// `->migrate_folio` of [`VariantAops<T>`].
+fn to_errno(r: Result) -> crate::ffi::c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `->migrate_folio` of [`Variant<T>`].
 ///
 /// # Safety
 ///
-/// Called by the migration core only: `src` is a folio of `mapping`,
-/// both folios are locked and referenced.
+/// Called by shmem's `->migrate_folio` of a variant's file only, with its
+/// arguments: `src` is a folio of `mapping`, `dst` the folio the migration
+/// core allocated for it, both locked and referenced.
 unsafe extern "C" fn migrate_folio_callback<T: VariantOps>(
     mapping: *mut bindings::address_space,
     dst: *mut bindings::folio,
     src: *mut bindings::folio,
     mode: bindings::migrate_mode,
 ) -> crate::ffi::c_int {
-    // SAFETY: the migration core calls `->migrate_folio` with the mapping of
-    // `src`, whose inode it keeps alive, and with both folios locked and
-    // referenced for the duration of the call.
-    let (mapping, dst, src) = unsafe {
-        (
-            AddressSpace::from_raw(mapping),
-            LockedFolio::from_locked(dst),
-            LockedFolio::from_locked(src),
-        )
-    };
     let Some(mode) = MigrateMode::from_raw(mode) else {
         return EINVAL.to_errno();
     };
-    match T::migrate_folio(mapping, &dst, &src, mode) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    // SAFETY: the arguments of a `->migrate_folio` call, for its duration.
+    let m = unsafe { FolioMigration::from_raw(mapping, dst, src, mode) };
+    to_errno(T::migrate_folio(&m))
+}
+
+/// `->invalidate_range` of [`Variant<T>`].
+///
+/// # Safety
+///
+/// Called by shmem only, with a live inode of a variant's superblock.
+unsafe extern "C" fn invalidate_range_callback<T: VariantOps>(
+    inode: *mut bindings::inode,
+    start: crate::ffi::c_ulong,
+    end: crate::ffi::c_ulong,
+) -> crate::ffi::c_int {
+    // SAFETY: shmem passes a live inode, which its caller keeps alive for the
+    // call; its `i_mapping` is its own, embedded page cache.
+    let mapping = unsafe { AddressSpace::from_raw((*inode).i_mapping) };
+    to_errno(T::invalidate_range(mapping, start as usize, end as usize))
+}
+
+/// `->error_remove_folio` of [`Variant<T>`].
+///
+/// # Safety
+///
+/// Called by shmem's `->error_remove_folio` only: `folio` is a locked,
+/// referenced folio of `mapping`.
+unsafe extern "C" fn error_remove_folio_callback<T: VariantOps>(
+    mapping: *mut bindings::address_space,
+    folio: *mut bindings::folio,
+) -> crate::ffi::c_int {
+    // SAFETY: memory failure holds the folio locked and referenced for the
+    // call, and the folio's inode alive through it.
+    let (mapping, folio) = unsafe {
+        (
+            AddressSpace::from_raw(mapping),
+            LockedFolio::from_locked(folio),
+        )
+    };
+    to_errno(T::error_remove_folio(mapping, &folio))
 }
 
 /// Creates an unlinked file of `size` bytes on `mnt`, which must be a tmpfs
@@ -126,7 +165,8 @@ pub fn file_setup_internal(name: &CStr, size: i64, vm_flags: usize) -> Result<AR
 /// back from swap or allocating it as needed, with the mapping's own
 /// allocation flags (`GFP_HIGHUSER_MOVABLE` unless its owner changed them;
 /// `shmem_read_folio()`). The folio is uptodate and unlocked, and the
-/// caller owns a reference to it.
+/// caller owns a reference to it. A folio with a poisoned page is refused
+/// with `EIO`, as shmem's own reads, writes and faults refuse it.
 pub fn read_folio(mapping: &AddressSpace, index: usize) -> Result<ARef<Folio>> {
     // SAFETY: `mapping` is valid; shmem refuses a mapping that is not its
     // own with an error pointer.
@@ -138,7 +178,13 @@ pub fn read_folio(mapping: &AddressSpace, index: usize) -> Result<ARef<Folio>> {
         )
     })?;
     // SAFETY: success returns a referenced folio, now owned.
-    Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) })
+    let folio: ARef<Folio> = unsafe { ARef::from_raw(NonNull::new_unchecked(f.cast())) };
+    // SAFETY: the folio is referenced; the poison flags are atomic bits, and
+    // once set stay set.
+    if unsafe { bindings::folio_contain_hwpoisoned_page(folio.as_raw()) } {
+        return Err(crate::error::code::EIO);
+    }
+    Ok(folio)
 }
 
 /// Drops the contents of bytes `[start, end]` (inclusive; `end == -1` for
@@ -146,6 +192,9 @@ pub fn read_folio(mapping: &AddressSpace, index: usize) -> Result<ARef<Folio>> {
 /// (`shmem_truncate_range()`); the file keeps its size and reads back zeros
 /// there. Mapped pages are unmapped first. This is how a driver purges the
 /// backing of an object whose contents userspace said it does not need.
+///
+/// A tmpfs variant's [`VariantOps::invalidate_range`] is not called: the
+/// caller has dropped whatever references it handed out in the range.
 ///
 /// May sleep: takes folio locks. `start` must be page aligned, and `end + 1`
 /// too unless `end == -1`; anything else is refused with `EINVAL`.

@@ -89,22 +89,15 @@ impl AddressSpace {
         r
     }
 
-    /// Migrates `src` to `dst` the way most filesystems do: moves the page
-    /// cache entry and copies data and flags (`migrate_folio()`).
-    ///
-    /// Fails with `EAGAIN` when somebody else holds a reference to `src`.
-    pub fn migrate_folio_default(
-        &self,
-        dst: &LockedFolio<'_>,
-        src: &LockedFolio<'_>,
-        mode: MigrateMode,
-    ) -> crate::error::Result {
-        // SAFETY: both folios are locked (type invariant of `LockedFolio`),
-        // `src` belongs to this mapping and `dst` is the new folio the
-        // migration core allocated, as `->migrate_folio` is given them.
-        crate::error::to_result(unsafe {
-            bindings::migrate_folio(self.as_raw(), dst.as_raw(), src.as_raw(), mode.into_raw())
-        })
+    /// Takes `invalidate_lock` for reading (`filemap_invalidate_lock_shared()`)
+    /// until the guard is dropped: truncation and hole punching that hold it
+    /// for writing cannot run meanwhile. May sleep.
+    pub fn invalidate_lock_shared(&self) -> InvalidateLockShared<'_> {
+        // SAFETY: the mapping is valid; its `invalidate_lock` is initialised
+        // with the inode.
+        unsafe { bindings::filemap_invalidate_lock_shared(self.as_raw()) };
+        // INVARIANT: taken just above, released by the guard.
+        InvalidateLockShared(self)
     }
 
     /// Looks up the folio at `index` in the page cache, if present (no
@@ -126,6 +119,111 @@ impl AddressSpace {
         // SAFETY: the mapping is valid; a racy read of a word-sized counter
         // that is only ever read as a statistic.
         unsafe { core::ptr::read_volatile(&raw const (*self.as_raw()).nrpages) as usize }
+    }
+}
+
+/// `invalidate_lock` of an address space, held for reading; released when
+/// dropped.
+///
+/// # Invariants
+///
+/// The lock is held for reading by this guard.
+pub struct InvalidateLockShared<'a>(&'a AddressSpace);
+
+impl Drop for InvalidateLockShared<'_> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant, the guard holds the lock for reading.
+        unsafe { bindings::filemap_invalidate_unlock_shared(self.0.as_raw()) };
+    }
+}
+
+/// The arguments of one `->migrate_folio` call: the mapping, the folio to
+/// migrate (`src`) and the one the migration core allocated for it (`dst`),
+/// both locked, and the mode.
+///
+/// Only the `->migrate_folio` callbacks of the kernel crate (such as
+/// [`crate::shmem::VariantOps`]'s) make one, so
+/// [`FolioMigration::migrate_default`] is only ever applied to the folios
+/// that the migration core gave such a callback.
+pub struct FolioMigration<'a> {
+    mapping: &'a AddressSpace,
+    dst: LockedFolio<'a>,
+    src: LockedFolio<'a>,
+    mode: MigrateMode,
+    /// `src` was migrated: it is no longer in the page cache.
+    migrated: core::cell::Cell<bool>,
+}
+
+impl<'a> FolioMigration<'a> {
+    /// Wraps the arguments of a `->migrate_folio` call.
+    ///
+    /// # Safety
+    ///
+    /// Only for the arguments of a `->migrate_folio` call, for its duration
+    /// `'a`: the migration core passes the mapping of `src`, whose inode it
+    /// keeps alive, and `dst`, the folio it allocated for `src`, both locked
+    /// and referenced.
+    pub(crate) unsafe fn from_raw(
+        mapping: *mut bindings::address_space,
+        dst: *mut bindings::folio,
+        src: *mut bindings::folio,
+        mode: MigrateMode,
+    ) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe {
+            Self {
+                mapping: AddressSpace::from_raw(mapping),
+                dst: LockedFolio::from_locked(dst),
+                src: LockedFolio::from_locked(src),
+                mode,
+                migrated: core::cell::Cell::new(false),
+            }
+        }
+    }
+
+    /// The mapping `src` belongs to.
+    pub fn mapping(&self) -> &'a AddressSpace {
+        self.mapping
+    }
+
+    /// The new folio, for the data.
+    pub fn dst(&self) -> &LockedFolio<'a> {
+        &self.dst
+    }
+
+    /// The folio being migrated.
+    pub fn src(&self) -> &LockedFolio<'a> {
+        &self.src
+    }
+
+    /// How hard the migration may try.
+    pub fn mode(&self) -> MigrateMode {
+        self.mode
+    }
+
+    /// Migrates `src` to `dst` the way most filesystems do: moves the page
+    /// cache entry and copies data and flags (`migrate_folio()`).
+    ///
+    /// Fails with `EAGAIN` when somebody else holds a reference to `src`,
+    /// and once it has succeeded: `src` is then no longer in the page cache.
+    pub fn migrate_default(&self) -> crate::error::Result {
+        if self.migrated.get() {
+            return Err(crate::error::code::EAGAIN);
+        }
+        // SAFETY: by the contract of `from_raw`, both folios are locked,
+        // `src` belongs to `mapping` and `dst` is the folio the migration
+        // core allocated for it, as `migrate_folio()` expects; `src` has not
+        // been migrated yet (checked above).
+        crate::error::to_result(unsafe {
+            bindings::migrate_folio(
+                self.mapping.as_raw(),
+                self.dst.as_raw(),
+                self.src.as_raw(),
+                self.mode.into_raw(),
+            )
+        })?;
+        self.migrated.set(true);
+        Ok(())
     }
 }
 

@@ -74,6 +74,31 @@ impl File {
         unsafe { bindings::i_size_read((*self.as_raw()).f_inode) }
     }
 
+    /// Sets the file's size to `len` bytes (`vfs_truncate()`, as
+    /// `truncate(2)` does): shrinking removes the data beyond `len`. Takes the
+    /// inode's locks and may sleep.
+    pub fn truncate(&self, len: i64) -> crate::error::Result {
+        // SAFETY: the file is referenced, so its path (mount and dentry) is
+        // valid; `vfs_truncate` checks permissions and the length.
+        let ret = unsafe { bindings::vfs_truncate(&(*self.as_raw()).f_path, len) };
+        // 0 or a negative errno, which fits.
+        crate::error::to_result(ret as crate::ffi::c_int)
+    }
+
+    /// Punches a hole of `len` bytes at `offset`, keeping the size
+    /// (`vfs_fallocate()` with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`,
+    /// as `madvise(MADV_REMOVE)` does): the range reads back zeros. May sleep.
+    pub fn punch_hole(&self, offset: i64, len: i64) -> crate::error::Result {
+        // `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, values of the uAPI
+        // (`include/uapi/linux/falloc.h`, which bindgen is not given).
+        let mode: crate::ffi::c_int = 0x02 | 0x01;
+        // SAFETY: the file is referenced; `vfs_fallocate` checks the file's
+        // mode, the flags and the range.
+        crate::error::to_result(unsafe {
+            bindings::vfs_fallocate(self.as_raw(), mode, offset, len)
+        })
+    }
+
     /// The type of the filesystem the file is on.
     pub fn fs_type(&self) -> *mut bindings::file_system_type {
         // SAFETY: the file pins its inode, which pins its superblock.

@@ -55,6 +55,18 @@ impl MigrateMode {
     }
 }
 
+/// The references `folio` is expected to have from the page cache or swap
+/// cache, its private data and the page tables mapping it: what migration
+/// finds on a folio that nobody else uses, not counting the caller's own
+/// references (such as migration's isolation). See
+/// `folio_expected_ref_count()`. Stable only for a locked, unmapped folio.
+pub fn expected_ref_count(folio: &crate::folio::Folio) -> usize {
+    // SAFETY: `folio` is a valid folio; the function only reads its flags,
+    // mapping and map counts.
+    let n = unsafe { bindings::folio_expected_ref_count(folio.as_raw()) };
+    n as usize
+}
+
 /// Migrates `folio` to NUMA node `nid` through the kernel's migration core
 /// (isolation, unmapping, `->migrate_folio`, remapping), as `move_pages(2)`
 /// would for a mapped folio.

@@ -235,6 +235,10 @@ struct BoInner {
     madv: u32,
     /// The shrinker dropped the contents of this `DONTNEED` object.
     purged: bool,
+    /// Truncations and hole punches of the object's file so far (gemfs's
+    /// `invalidate`): a fault that got its folio before one of them drops
+    /// it, as the folio may have left the file.
+    invalidations: u64,
 }
 
 /// The owner of an object's memory: what gemfs calls back into.
@@ -338,6 +342,7 @@ impl Bo {
                         last_use: None,
                         madv: uapi::SOFTGPU_MADV_WILLNEED,
                         purged: false,
+                        invalidations: 0,
                     },
                     "softgpu_bo"
                 ),
@@ -507,9 +512,13 @@ impl Bo {
         job: Option<&ARef<Fence>>,
     ) -> Result {
         let obj = &*b.obj;
-        if self.owner.inner.lock().purged {
-            return Err(EFAULT);
-        }
+        let invalidations = {
+            let inner = self.owner.inner.lock();
+            if inner.purged {
+                return Err(EFAULT);
+            }
+            inner.invalidations
+        };
         // May sleep and lock the folio: no spinlock held here.
         let page = Self::acquire(obj, index)?;
         if let Some(folio) = page.folio().filter(|_| !b.readonly) {
@@ -545,6 +554,14 @@ impl Bo {
             if let Some(s) = slots.take() {
                 inner.resident.slots = s;
             }
+        }
+        if inner.invalidations != invalidations {
+            // The file was truncated or punched after we got the folio,
+            // which may have left it: map nothing, the access faults again.
+            drop(inner);
+            drop(page);
+            drop(slots);
+            return Ok(());
         }
         if let Some(j) = job {
             inner.last_use = Some(j.clone());
@@ -839,5 +856,52 @@ impl gemfs::Owner for BoOwner {
         drop(res);
         owner.released.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Truncation or a hole punch of the object's file (`MADV_REMOVE` on a
+    /// CPU mapping), or memory failure: clears every entry into the folios
+    /// overlapping pages `first..=last` and drops them, whatever the jobs
+    /// running. Engine accesses happen under the page table lock, so none
+    /// touches those folios afterwards; the next access faults, and gemfs
+    /// gives it the file's folio once the truncation is over (zeros in a
+    /// hole, `EINVAL` beyond the end, `EIO` if poisoned).
+    fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, first: usize, last: usize) {
+        let mut guard = owner.inner.lock();
+        let inner = &mut *guard;
+        inner.invalidations += 1;
+        let (mut at, mut released, mut miscounted) = (Residency::scan_start(first), 0, false);
+        while let Some((head, nr)) = inner.resident.next(at, last) {
+            at = head + nr;
+            if head + nr <= first {
+                continue;
+            }
+            let Some(res) = inner.resident.take(head) else {
+                continue;
+            };
+            owner.held_sub(nr);
+            let mut cleared = 0;
+            for m in inner.mappings.values() {
+                // SAFETY: a mapping exists only while its binding does, and
+                // the VM removes its bindings before it goes away.
+                let vm = unsafe { &*m.vm };
+                let mut pt = vm.pt.lock();
+                for index in head..head + nr {
+                    if m.va_of(index).is_some_and(|va| pt.clear(va)) {
+                        cleared += 1;
+                    }
+                }
+            }
+            miscounted |= res.ptes != cleared;
+            // Under the lock, as putting a hold does not sleep.
+            drop(res);
+            released += 1;
+        }
+        drop(guard);
+        if miscounted {
+            kernel::lockdep::warn(c_str!(
+                "softgpu: an invalidated folio's entries were miscounted"
+            ));
+        }
+        owner.released.fetch_add(released, Ordering::Relaxed);
     }
 }

@@ -24,6 +24,8 @@
 //! - `isolation`: fake offsets, zeroed new objects, stale mappings,
 //!   `/proc/<pid>/mem` and `ptrace` on mappings, exit with everything in
 //!   flight: what IGT checks of every driver's objects.
+//! - `truncate`: hole punching (`MADV_REMOVE`) of GPU-held gemfs BO pages
+//!   while jobs use them.
 //! - `bench`: a smoke run of the benchmark suite.
 
 mod bench;
@@ -39,5 +41,6 @@ mod offline;
 mod prime;
 mod scale;
 mod shrinker;
+mod truncate;
 mod userptr;
 mod userptr_kinds;
