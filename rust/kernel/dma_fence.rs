@@ -238,6 +238,59 @@ impl FenceContext {
     }
 }
 
+/// A fence signalling critical section (the C
+/// `dma_fence_begin_signalling()`/`dma_fence_end_signalling()`), from
+/// [`SignallingSection::begin`] until the value is dropped.
+///
+/// Everything that a fence's signalling depends on, from the moment others
+/// can wait for it until it is signalled, must run in one: a device's job
+/// execution and completion, for example. Code there must not allocate with
+/// reclaim (`GFP_KERNEL`), take locks held around such allocations, nor wait
+/// for fences, since reclaim (shrinkers, MMU notifiers, migration) may wait
+/// for those very fences. With lockdep, a violation is reported like a lock
+/// inversion (`Documentation/driver-api/dma-buf.rst`, "Indefinite DMA
+/// Fences"); without it, this does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::c_str;
+/// use kernel::dma_fence::{FenceContext, SignallingSection};
+///
+/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-signal"));
+/// let job = ctx.new_fence()?;
+/// let section = SignallingSection::begin();
+/// // ... run the job: no GFP_KERNEL allocation in here ...
+/// job.signal(Ok(()));
+/// drop(section);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct SignallingSection {
+    cookie: bool,
+    /// Lockdep tracks the section per task: it ends where it began.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl SignallingSection {
+    /// Begins a signalling critical section (sections nest).
+    pub fn begin() -> Self {
+        // SAFETY: no precondition; the cookie is given back to
+        // `dma_fence_end_signalling()` by `drop`, on this task.
+        let cookie = unsafe { bindings::dma_fence_begin_signalling() };
+        Self {
+            cookie,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for SignallingSection {
+    fn drop(&mut self) {
+        // SAFETY: the cookie of the matching `begin`, on the same task.
+        unsafe { bindings::dma_fence_end_signalling(self.cookie) };
+    }
+}
+
 /// `ECANCELED`, which 6.12's `kernel::error::code` lacks.
 pub fn canceled() -> Error {
     Error::from_errno(-(bindings::ECANCELED as i32))
