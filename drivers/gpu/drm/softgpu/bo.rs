@@ -35,6 +35,7 @@ use kernel::{
     rbtree::{RBTree, RBTreeNode},
     shmem,
     sync::{Arc, ArcBorrow, SpinLock},
+    task::cond_resched,
     types::ARef,
     uapi,
 };
@@ -466,19 +467,27 @@ impl Bo {
     }
 
     /// Forgets binding `b` of `vm`: clears its page table entries and drops
-    /// the folios no entry points into any more.
+    /// the folios no entry points into any more. Called with `vm`'s
+    /// bindings locked, and `b` no longer in them, so no fault fills its
+    /// entries meanwhile.
+    ///
+    /// A binding may span GiBs: its pages are done a PMD's worth (one
+    /// largest folio, [`MAX_FOLIO_PAGES`]) at a time under the spinlocks,
+    /// yielding between. The mapping stays recorded until the end, so that
+    /// a release or the shrinker, which may run between two pieces, clears
+    /// this binding's entries too when it takes a folio.
     pub(crate) fn remove_mapping(&self, vm: &Vm, b: &Binding) {
-        let mapping;
-        {
+        let key = (core::ptr::from_ref(vm) as usize, b.va);
+        let first = (b.bo_offset / PAGE) as usize;
+        let last = first + (b.size / PAGE) as usize - 1;
+        // Folios are aligned to their size, at most `MAX_FOLIO_PAGES`: none
+        // straddles two pieces that start at multiples of it.
+        let mut at = Residency::scan_start(first);
+        loop {
+            let piece_last = (at + MAX_FOLIO_PAGES - 1).min(last);
             let mut inner = self.owner.inner.lock();
-            mapping = inner
-                .mappings
-                .remove_node(&(core::ptr::from_ref(vm) as usize, b.va));
             let mut pt = vm.pt.lock();
-            let first = (b.bo_offset / PAGE) as usize;
-            let last = first + (b.size / PAGE) as usize - 1;
-            let mut at = Residency::scan_start(first);
-            while let Some((head, nr)) = inner.resident.next(at, last) {
+            while let Some((head, nr)) = inner.resident.next(at, piece_last) {
                 at = head + nr;
                 let mut cleared = 0;
                 for index in head.max(first)..(head + nr).min(last + 1) {
@@ -493,8 +502,17 @@ impl Bo {
                     drop(gone);
                 }
             }
+            drop(pt);
+            at = piece_last + 1;
+            if at > last {
+                let mapping = inner.mappings.remove_node(&key);
+                drop(inner);
+                drop(mapping);
+                return;
+            }
+            drop(inner);
+            cond_resched();
         }
-        drop(mapping);
     }
 
     /// Makes page `index`'s folio resident and maps its pages of binding
@@ -740,7 +758,15 @@ impl Drop for Bo {
             self.owner.held_sub(r.pages);
             r
         };
-        drop(resident);
+        // Outside the lock, yielding now and then: an object may have a
+        // GiB of holds.
+        let mut resident = resident;
+        for (i, slot) in resident.slots.iter_mut().enumerate() {
+            drop(slot.take());
+            if i % MAX_FOLIO_PAGES == MAX_FOLIO_PAGES - 1 {
+                cond_resched();
+            }
+        }
     }
 }
 

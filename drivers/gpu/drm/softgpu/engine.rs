@@ -5,6 +5,13 @@
 //! VM page table; a missing entry is a GPU page fault, resolved by
 //! re-validating the binding (which may take the folio from gemfs again,
 //! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
+//!
+//! Jobs can run for long (a command may fill, copy or checksum a GiB), and
+//! the kernels this runs on may not preempt kernel code
+//! (`CONFIG_PREEMPT_NONE`): the engine yields with `cond_resched()` after
+//! every page and between jobs, never with a lock held, so that other tasks,
+//! RCU grace periods and `stop_machine()` (CPU hotplug, NUMA balancing's
+//! `migrate_swap()`) get the CPU.
 
 use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +24,7 @@ use kernel::{
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock, UniqueArc},
+    task::cond_resched,
     time::Ktime,
     types::ARef,
     uapi,
@@ -230,6 +238,9 @@ impl WorkItem for Engine {
                 node.to_key_value().1
             };
             this.execute(job);
+            // Jobs may be queued back to back for long: a scheduling point
+            // between them too.
+            cond_resched();
         }
     }
 }
@@ -299,7 +310,9 @@ fn access(
     Err(fault_at(va, EAGAIN))
 }
 
-/// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`.
+/// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`,
+/// yielding the CPU between pieces if another task should run (`f` returns
+/// with no lock held).
 fn for_each_page(
     start: u64,
     size: u64,
@@ -311,6 +324,7 @@ fn for_each_page(
         let n = (PAGE - a % PAGE).min(end - a);
         f(a, n as usize)?;
         a += n;
+        cond_resched();
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ use kernel::{
     rbtree::{RBTree, RBTreeNode},
     shrinker::{Scan, ShrinkControl, Shrinker},
     sync::{Arc, SpinLock},
+    task::cond_resched,
     types::ARef,
 };
 
@@ -202,6 +203,8 @@ impl Shrinker for Objects {
                     released += r;
                     purged += p;
                 }
+                // Outside the list lock: a scan may go round many objects.
+                cond_resched();
             }
         }
         self.list.lock().scan_from = resume;

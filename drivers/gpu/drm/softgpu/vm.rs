@@ -28,6 +28,7 @@ use kernel::{
     prelude::*,
     rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock},
+    task::cond_resched,
     types::ARef,
     uapi,
 };
@@ -385,15 +386,15 @@ impl Vm {
             let mut a = va;
             while a < end {
                 let present = self.pt.lock().lookup(a).is_some();
-                if present {
-                    a += PAGE;
-                    continue;
-                }
-                if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
-                    let _ = self.unbind(va, size);
-                    return Err(e.err);
+                if !present {
+                    if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
+                        let _ = self.unbind(va, size);
+                        return Err(e.err);
+                    }
                 }
                 a += PAGE;
+                // A binding may be GiBs: a scheduling point per page.
+                cond_resched();
             }
         }
         Ok(())
@@ -458,6 +459,8 @@ impl Vm {
             let (_, node) = c.remove_current();
             let (_, b) = node.to_key_value();
             b.remove(self);
+            // A VM may have many bindings.
+            cond_resched();
         }
     }
 
