@@ -43,6 +43,10 @@ pub(crate) enum Cmd {
 
 /// Most additions one ATOMIC_ADD command may do.
 const MAX_ATOMIC_TIMES: u64 = 1 << 20;
+/// Most additions done under one hold of the page table lock: the MMU
+/// notifier's callback and gemfs's release wait for that lock, and the
+/// engine yields between batches.
+const ATOMIC_BATCH: u64 = 4096;
 /// Longest BUSY command, in microseconds.
 const MAX_BUSY_US: u64 = 1_000_000;
 
@@ -364,9 +368,28 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
             }
             Ok(())
         }),
-        Cmd::AtomicAdd { dst, value, times } => access(job, dst, Perm::Atomic, |folio, off| {
-            folio.atomic_add_u64(off, value, times).map(|_| ())
-        }),
+        Cmd::AtomicAdd { dst, value, times } => {
+            // In batches, each a separate access under the page table lock,
+            // yielding between them: the lock is held for a bounded time,
+            // and a release or invalidation can get in between (the next
+            // batch then faults the page in again). Each addition is a
+            // separate atomic operation either way, so CPU and device
+            // additions to the same counter interleave as before; a job
+            // that faults midway has done the batches before the fault.
+            // At least one access, as before: a count of 0 still faults.
+            let mut left = times;
+            loop {
+                let n = left.min(ATOMIC_BATCH);
+                access(job, dst, Perm::Atomic, |folio, off| {
+                    folio.atomic_add_u64(off, value, n).map(|_| ())
+                })?;
+                left -= n;
+                if left == 0 {
+                    return Ok(());
+                }
+                cond_resched();
+            }
+        }
         Cmd::Checksum { dst, src, size } => {
             let mut h = FNV_OFFSET;
             for_each_page(src, size, |va, n| {
