@@ -287,11 +287,22 @@ impl Entry {
 
     /// Undoes the binding: clears its page table entries and, for an
     /// object, drops the pages no entry points into any more; for a
-    /// userptr, removes the notifier.
-    fn remove(self, vm: &Vm) {
+    /// userptr, removes the notifier. Returns the binding's reference to
+    /// the object, for the caller to drop once it has unlocked `bindings`:
+    /// it may be the last one, and destroying the object waits for
+    /// gemfs's callbacks into it, which wait for jobs, whose faults take
+    /// `bindings`.
+    #[must_use]
+    fn remove(self, vm: &Vm) -> Option<ARef<GemObject>> {
         match self {
-            Entry::Bo(b) => b.obj.remove_mapping(vm, &b),
-            Entry::Userptr(u) => drop(u),
+            Entry::Bo(b) => {
+                b.obj.remove_mapping(vm, &b);
+                Some(b.obj)
+            }
+            Entry::Userptr(u) => {
+                drop(u);
+                None
+            }
         }
     }
 }
@@ -447,18 +458,27 @@ impl Vm {
         let Some(b) = bindings.remove(&va) else {
             return Err(ENOENT);
         };
-        b.remove(self);
+        let obj = b.remove(self);
+        drop(bindings);
+        drop(obj);
         Ok(())
     }
 
     /// Removes every binding: the file is closing. Jobs still running on
     /// this VM fault from now on.
     pub(crate) fn teardown(&self) {
-        let mut bindings = self.bindings.lock();
-        while let Some(c) = bindings.cursor_front() {
+        loop {
+            let mut bindings = self.bindings.lock();
+            let Some(c) = bindings.cursor_front() else {
+                return;
+            };
             let (_, node) = c.remove_current();
             let (_, b) = node.to_key_value();
-            b.remove(self);
+            let obj = b.remove(self);
+            // The object reference goes outside the lock (see
+            // `Entry::remove`).
+            drop(bindings);
+            drop(obj);
             // A VM may have many bindings.
             cond_resched();
         }
