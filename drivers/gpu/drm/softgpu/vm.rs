@@ -23,6 +23,7 @@
 use crate::bo::{Bo, GemObject};
 use crate::userptr::Userptr;
 use kernel::{
+    dma_fence::Fence,
     folio::Folio,
     new_mutex, new_spinlock,
     prelude::*,
@@ -346,6 +347,12 @@ pub(crate) struct Vm {
     /// The device page table.
     #[pin]
     pub(crate) pt: SpinLock<PageTable>,
+    /// The fence of the last job submitted on this VM, set under
+    /// `bindings` (jobs complete in submission order: once it signals,
+    /// every job of the VM has). An object bound while it is pending may
+    /// be used by it: [`Vm::bind`] marks the object busy for it.
+    #[pin]
+    pub(crate) last_job: SpinLock<Option<ARef<Fence>>>,
 }
 
 impl Vm {
@@ -355,6 +362,7 @@ impl Vm {
             pin_init!(Self {
                 bindings <- new_mutex!(RBTree::new(), "softgpu_vm_bindings"),
                 pt <- new_spinlock!(pt, "softgpu_vm_pt"),
+                last_job <- new_spinlock!(None, "softgpu_vm_last_job"),
             }),
             GFP_KERNEL,
         )
@@ -387,6 +395,14 @@ impl Vm {
             return Err(EEXIST);
         }
         self.reserve_tables(va, end)?;
+        // A job queued or running on this VM may fault on the object from
+        // now on: it is busy for migration and the shrinker until that job
+        // is done, as for the jobs submitted after (see `SoftFile::exec`).
+        // Under `bindings`, which the submission holds to record the job.
+        let pending = self.last_job.lock().clone();
+        if let Some(f) = pending.filter(|f| !f.is_signaled()) {
+            Bo::set_busy(&obj, &f, None)?;
+        }
         obj.add_mapping(self, va, bo_offset, size)?;
         bindings.insert(node);
         drop(bindings);
@@ -513,7 +529,7 @@ impl Vm {
         self: &Arc<Self>,
         va: u64,
         perm: Perm,
-        job: Option<&ARef<kernel::dma_fence::Fence>>,
+        job: Option<&ARef<Fence>>,
         access: &mut dyn FnMut(&Folio, usize) -> Result,
     ) -> core::result::Result<bool, Fault> {
         let fault = |err| Fault { addr: va, err };
