@@ -14,6 +14,7 @@
 //! - `offline`: memory offlining of a block holding GPU-held gemfs BO pages.
 //! - `preempt`: a job over a GiB while a CPU goes offline and online: the
 //!   engine yields to `stop_machine()`.
+//! - `reclaim`: what the shrinker reports to reclaim.
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
@@ -33,6 +34,7 @@ mod migration;
 mod offline;
 mod preempt;
 mod prime;
+mod reclaim;
 mod scale;
 mod shrinker;
 mod userptr;
