@@ -863,7 +863,12 @@ impl gemfs::Owner for BoOwner {
         folio: &LockedFolio<'_>,
         mode: MigrateMode,
     ) -> Result {
-        Self::do_release(&owner, folio, mode)
+        // Direct compaction calls this from an allocation: let lockdep
+        // treat it as reclaim every time, so that the wait below for jobs
+        // whose execution allocates, or a lock taken here that is held
+        // around an allocation, is reported (Documentation/gpu/softgpu.rst,
+        // "Lock order").
+        kernel::shrinker::as_reclaim(|| Self::do_release(&owner, folio, mode))
     }
 }
 
