@@ -16,7 +16,6 @@ use softgpu::*;
 use crate::common::*;
 
 const VA: u64 = 0x1_0000_0000;
-const RES_VA: u64 = 0x10_0000_0000;
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
 
 /// The longest a CPU may take to go offline or online while the engine
@@ -33,11 +32,49 @@ fn set_cpu1_online(online: bool) -> Duration {
     start.elapsed()
 }
 
-/// Puts CPU 1 back online however the test ends.
-struct Cpu1Online;
+/// A 1 GiB fill takes minutes under TCG with KASAN, more on a busy host:
+/// longer than the other tests' `WAIT_NS`.
+const JOB_WAIT_NS: i64 = 900_000_000_000;
 
-impl Drop for Cpu1Online {
+/// Takes CPU 1 offline and online in a loop on a thread, until dropped;
+/// then puts it back online, however the test ends.
+struct Hotplug {
+    done: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<Vec<Duration>>>,
+}
+
+impl Hotplug {
+    fn start() -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = thread::spawn(move || {
+            let mut steps = Vec::new();
+            while !d.load(Ordering::Relaxed) {
+                steps.push(set_cpu1_online(false));
+                steps.push(set_cpu1_online(true));
+            }
+            steps
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; how long each step took.
+    fn stop(mut self) -> Vec<Duration> {
+        self.done.store(true, Ordering::Relaxed);
+        let t = self.thread.take().expect("stopped once");
+        t.join().expect("the hotplug thread panicked")
+    }
+}
+
+impl Drop for Hotplug {
     fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
         let _ = fs::write(CPU1_ONLINE, "1");
     }
 }
@@ -48,39 +85,21 @@ fn gib_job_while_a_cpu_goes_offline_and_online() {
     const VALUE: u32 = 0x5eed_f00d;
     let online = ok(fs::read_to_string(CPU1_ONLINE), CPU1_ONLINE);
     assert_eq!(online.trim(), "1", "CPU 1 must be online to start with");
-    let _restore = Cpu1Online;
 
     let dev = open();
     let bo = create_bound(&dev, SIZE, 0, VA);
-    let r = create_bound(&dev, PAGE, 0, RES_VA);
-    let res = map(&dev, r, PAGE);
 
     // The hotplug loop starts first, so that the job overlaps it from its
     // first page on.
-    let done = Arc::new(AtomicBool::new(false));
-    let hotplug = {
-        let done = done.clone();
-        thread::spawn(move || {
-            let mut steps = Vec::new();
-            while !done.load(Ordering::Relaxed) {
-                steps.push(set_cpu1_online(false));
-                steps.push(set_cpu1_online(true));
-            }
-            steps
-        })
-    };
+    let hotplug = Hotplug::start();
     let (seqno, _) = ok(
-        dev.exec(
-            &[Cmd::fill(VA, SIZE, VALUE), Cmd::checksum(RES_VA, VA, SIZE)],
-            0,
-        ),
-        "EXEC of a 1 GiB fill and checksum",
+        dev.exec(&[Cmd::fill(VA, SIZE, VALUE)], 0),
+        "EXEC of a 1 GiB fill",
     );
     let started = Instant::now();
-    let (status, fault) = ok(dev.wait(seqno, WAIT_NS), "WAIT for the 1 GiB job");
+    let (status, fault) = ok(dev.wait(seqno, JOB_WAIT_NS), "WAIT for the 1 GiB job");
     let job_time = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    let steps = hotplug.join().expect("the hotplug thread panicked");
+    let steps = hotplug.stop();
     assert_eq!(
         status, 0,
         "the 1 GiB job failed: status {status}, fault_addr {fault:#x}"
@@ -88,7 +107,7 @@ fn gib_job_while_a_cpu_goes_offline_and_online() {
 
     let slowest = steps.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "1 GiB fill + checksum: {job_time:?}; {} hotplug steps, slowest {slowest:?}",
+        "1 GiB fill: {job_time:?}; {} hotplug steps, slowest {slowest:?}",
         steps.len()
     );
     assert!(
@@ -104,22 +123,13 @@ fn gib_job_while_a_cpu_goes_offline_and_online() {
         steps.len()
     );
 
-    // The result is right: the GPU checksum of what it filled, and the
-    // CPU sees the fill.
-    let mut h = Fnv1a64::new();
-    let chunk = filled(MIB as usize, VALUE);
-    for _ in 0..SIZE / MIB {
-        h.update(&chunk);
-    }
-    assert_eq!(
-        res.read_u64(0),
-        h.finish(),
-        "GPU checksum of the 1 GiB fill"
-    );
+    // The result is right: the CPU sees the fill all over the BO.
     let m = map(&dev, bo, SIZE);
-    for off in [0, SIZE / 2 + 4 * PAGE + 12, SIZE - 4] {
+    for i in 0..64 {
+        let off = i * (SIZE / 64) + (i * 4 * PAGE + 12 * i) % (SIZE / 64);
         assert_eq!(m.read_u32(off as usize), VALUE, "BO word at {off:#x}");
     }
+    assert_eq!(m.read_u32(SIZE as usize - 4), VALUE, "the BO's last word");
     drop(m);
     ok(dev.unbind(VA, SIZE), "VM_UNBIND of the 1 GiB BO");
     ok(dev.close_bo(bo), "GEM_CLOSE of the 1 GiB BO");
