@@ -29,6 +29,13 @@ SPLAT = re.compile(
     r"|general protection fault"
     r"|Kernel panic - not syncing"
     r"|\bINFO: (possible|task .* blocked|trying to register non-static key|lockdep)"
+    # RCU's stall detector ("rcu: INFO: rcu_sched detected stalls on
+    # CPUs/tasks", "... self-detected stall on CPU", "rcu_sched kthread
+    # starved for N jiffies") and the soft lockup one ("watchdog: BUG: soft
+    # lockup", also caught by "BUG: ").
+    r"|\bINFO: rcu_\w+ (self-)?detected stalls?"
+    r"|\brcu_\w+ kthread starved for"
+    r"|\bsoft lockup - CPU#"
     r"|possible (circular|recursive) locking"
     r"|inconsistent lock state"
     r"|UBSAN: "

@@ -542,6 +542,12 @@ pub unsafe extern "C" fn gemfs_object_destroy(obj: *mut bindings::gemfs_object) 
         obj.mapping()
             .with_private::<Arc<Object>, _>(|slot| slot.replace(None))
     };
+    // The wait below is for owner callbacks, which run under a folio lock:
+    // tell lockdep every time, as for the callbacks themselves, so that a
+    // caller holding a lock that the callbacks (or the waits they do) need
+    // is reported, not only when a callback happens to be running.
+    FOLIO_LOCK_MAP.acquire();
+    FOLIO_LOCK_MAP.release();
     let mut st = obj.state.lock();
     st.owner = None;
     // A migration may have found the owner just before: the owner's data

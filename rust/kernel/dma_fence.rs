@@ -238,6 +238,59 @@ impl FenceContext {
     }
 }
 
+/// A fence signalling critical section (the C
+/// `dma_fence_begin_signalling()`/`dma_fence_end_signalling()`), from
+/// [`SignallingSection::begin`] until the value is dropped.
+///
+/// Everything that a fence's signalling depends on, from the moment others
+/// can wait for it until it is signalled, must run in one: a device's job
+/// execution and completion, for example. Code there must not allocate with
+/// reclaim (`GFP_KERNEL`), take locks held around such allocations, nor wait
+/// for fences, since reclaim (shrinkers, MMU notifiers, migration) may wait
+/// for those very fences. With lockdep, a violation is reported like a lock
+/// inversion (`Documentation/driver-api/dma-buf.rst`, "Indefinite DMA
+/// Fences"); without it, this does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::c_str;
+/// use kernel::dma_fence::{FenceContext, SignallingSection};
+///
+/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-signal"));
+/// let job = ctx.new_fence()?;
+/// let section = SignallingSection::begin();
+/// // ... run the job: no GFP_KERNEL allocation in here ...
+/// job.signal(Ok(()));
+/// drop(section);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct SignallingSection {
+    cookie: bool,
+    /// Lockdep tracks the section per task: it ends where it began.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl SignallingSection {
+    /// Begins a signalling critical section (sections nest).
+    pub fn begin() -> Self {
+        // SAFETY: no precondition; the cookie is given back to
+        // `dma_fence_end_signalling()` by `drop`, on this task.
+        let cookie = unsafe { bindings::dma_fence_begin_signalling() };
+        Self {
+            cookie,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for SignallingSection {
+    fn drop(&mut self) {
+        // SAFETY: the cookie of the matching `begin`, on the same task.
+        unsafe { bindings::dma_fence_end_signalling(self.cookie) };
+    }
+}
+
 /// `ECANCELED`, which 6.12's `kernel::error::code` lacks.
 pub fn canceled() -> Error {
     Error::from_errno(-(bindings::ECANCELED as i32))
@@ -340,5 +393,177 @@ impl Drop for SyncFileFd {
             bindings::put_unused_fd(self.fd);
             bindings::fput(self.file.as_ptr());
         }
+    }
+}
+
+/// Which fences of a reservation object to wait for or test (the C `enum
+/// dma_resv_usage`). Each usage includes the ones before it: waiting for
+/// [`ResvUsage::Read`] also waits for the writers and the kernel's own work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResvUsage {
+    /// The kernel's memory management (moves, clears).
+    Kernel,
+    /// Writes by a device (implicit synchronisation's exclusive fences).
+    Write,
+    /// Reads by a device.
+    Read,
+    /// Everything else: work that does not access the buffer's contents
+    /// for userspace but must finish before its memory is touched, such as
+    /// page table updates. Waiting for it waits for every fence.
+    Bookkeep,
+}
+
+impl ResvUsage {
+    fn into_raw(self) -> bindings::dma_resv_usage {
+        match self {
+            ResvUsage::Kernel => bindings::dma_resv_usage_DMA_RESV_USAGE_KERNEL,
+            ResvUsage::Write => bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
+            ResvUsage::Read => bindings::dma_resv_usage_DMA_RESV_USAGE_READ,
+            ResvUsage::Bookkeep => bindings::dma_resv_usage_DMA_RESV_USAGE_BOOKKEEP,
+        }
+    }
+}
+
+/// A reservation object (`struct dma_resv`): the fences of the work that
+/// uses a buffer, shared by every device that maps it (a GEM object's, or
+/// a dma-buf's).
+///
+/// C header: [`include/linux/dma-resv.h`](srctree/include/linux/dma-resv.h).
+///
+/// # Invariants
+///
+/// The reservation object is initialised (`dma_resv_init()`) and not yet
+/// finalised for as long as a `&Resv` exists.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::c_str;
+/// use kernel::dma_fence::{FenceContext, OwnedResv, ResvUsage};
+///
+/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-resv"));
+/// let resv = OwnedResv::new()?;
+/// assert!(resv.test_signaled(ResvUsage::Bookkeep));
+/// let job = ctx.new_fence()?;
+/// resv.add_fence(job.fence(), ResvUsage::Read)?;
+/// // A reader is pending: writers' fences are signalled, readers' not.
+/// assert!(resv.test_signaled(ResvUsage::Write));
+/// assert!(!resv.test_signaled(ResvUsage::Read));
+/// assert!(!resv.test_signaled(ResvUsage::Bookkeep));
+/// assert_eq!(resv.wait_timeout(ResvUsage::Bookkeep, 0)?, false);
+/// job.signal(Ok(()));
+/// assert!(resv.test_signaled(ResvUsage::Bookkeep));
+/// assert_eq!(resv.wait_timeout(ResvUsage::Bookkeep, 1)?, true);
+/// # Ok::<(), Error>(())
+/// ```
+#[repr(transparent)]
+pub struct Resv(Opaque<bindings::dma_resv>);
+
+// SAFETY: the reservation object's state is protected by its own lock and
+// RCU; every operation here is safe from any thread.
+unsafe impl Send for Resv {}
+// SAFETY: as above.
+unsafe impl Sync for Resv {}
+
+impl Resv {
+    /// Borrows the reservation object at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` points to an initialised reservation object that is not
+    /// finalised before `'a` ends.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::dma_resv) -> &'a Self {
+        // SAFETY: `Resv` is a transparent wrapper; validity is the caller's
+        // promise, which is the type invariant.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    /// The raw reservation object.
+    pub fn as_raw(&self) -> *mut bindings::dma_resv {
+        self.0.get()
+    }
+
+    /// Whether every fence of `usage` (and of the usages before it) has
+    /// signalled. Does not take the reservation lock, nor sleep.
+    pub fn test_signaled(&self, usage: ResvUsage) -> bool {
+        // SAFETY: initialised (type invariant); the unlocked test is RCU
+        // protected.
+        unsafe { bindings::dma_resv_test_signaled(self.as_raw(), usage.into_raw()) }
+    }
+
+    /// Waits uninterruptibly, for at most `timeout` jiffies, until every
+    /// fence of `usage` has signalled. Returns whether they all have. Does
+    /// not take the reservation lock.
+    pub fn wait_timeout(&self, usage: ResvUsage, timeout: usize) -> Result<bool> {
+        let timeout = timeout.min(isize::MAX as usize) as _;
+        // SAFETY: initialised (type invariant); waiting may sleep, as the
+        // callers of a waiting function expect.
+        let r = unsafe {
+            bindings::dma_resv_wait_timeout(self.as_raw(), usage.into_raw(), false, timeout)
+        };
+        if r < 0 {
+            return Err(Error::from_errno(r as i32));
+        }
+        Ok(r > 0 || self.test_signaled(usage))
+    }
+
+    /// Adds `fence` with `usage`: it joins the fences that waiting for
+    /// `usage` (or a later one) waits for. Takes the reservation lock and
+    /// may allocate (`GFP_KERNEL`), so not from a fence signalling path.
+    pub fn add_fence(&self, fence: &Fence, usage: ResvUsage) -> Result {
+        let resv = self.as_raw();
+        // SAFETY: initialised (type invariant). With no acquire context the
+        // lock cannot fail with -EDEADLK; it does not fail otherwise.
+        to_result(unsafe { bindings::dma_resv_lock(resv, core::ptr::null_mut()) })?;
+        // SAFETY: locked above; reserving allocates a slot, then the fence
+        // (referenced by the caller) gets its own reference in it.
+        let ret = unsafe {
+            let ret = bindings::dma_resv_reserve_fences(resv, 1);
+            if ret == 0 {
+                bindings::dma_resv_add_fence(resv, fence.as_raw(), usage.into_raw());
+            }
+            bindings::dma_resv_unlock(resv);
+            ret
+        };
+        to_result(ret)
+    }
+}
+
+/// A reservation object of its own, for a buffer that has none from
+/// elsewhere; finalised on drop.
+///
+/// # Invariants
+///
+/// `resv` was initialised with `dma_resv_init()` and stays at its address
+/// (it embeds a lock) until `drop` finalises it.
+pub struct OwnedResv {
+    resv: KBox<Opaque<bindings::dma_resv>>,
+}
+
+impl OwnedResv {
+    /// A new, empty reservation object.
+    pub fn new() -> Result<Self> {
+        let resv = KBox::new(Opaque::<bindings::dma_resv>::uninit(), GFP_KERNEL)?;
+        // SAFETY: `resv` is allocated, exclusively ours, and does not move
+        // (it is on the heap) until it is freed after `dma_resv_fini()`.
+        unsafe { bindings::dma_resv_init(resv.get()) };
+        // INVARIANT: initialised just above.
+        Ok(Self { resv })
+    }
+}
+
+impl core::ops::Deref for OwnedResv {
+    type Target = Resv;
+
+    fn deref(&self) -> &Resv {
+        // SAFETY: initialised until `drop` (type invariant).
+        unsafe { Resv::from_raw(self.resv.get()) }
+    }
+}
+
+impl Drop for OwnedResv {
+    fn drop(&mut self) {
+        // SAFETY: initialised (type invariant); nothing borrows it now.
+        unsafe { bindings::dma_resv_fini(self.resv.get()) };
     }
 }

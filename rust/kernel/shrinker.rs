@@ -20,6 +20,36 @@ use crate::{
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
+/// Runs `f` as if in memory reclaim, as far as lockdep is concerned
+/// (`fs_reclaim_acquire(GFP_KERNEL)` ... `fs_reclaim_release()`).
+///
+/// For code that reclaim can reach without being reclaim every time: a
+/// callback from migration, say, which direct compaction enters from an
+/// allocation. Lockdep then reports at once, as a lock inversion, a lock
+/// that `f` takes and that is also held around a `GFP_KERNEL` allocation,
+/// or a wait in `f` for a dma-fence whose signalling allocates, instead of
+/// the deadlock that memory pressure would one day bring. Without lockdep,
+/// just calls `f`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{new_spinlock, shrinker::as_reclaim, stack_pin_init};
+///
+/// stack_pin_init!(let counter = new_spinlock!(0u64));
+/// // A spinlock never held around an allocation may be taken in reclaim.
+/// as_reclaim(|| *counter.lock() += 1);
+/// assert_eq!(*counter.lock(), 1);
+/// ```
+pub fn as_reclaim<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: only lockdep annotations, paired on this task.
+    unsafe { bindings::fs_reclaim_acquire(bindings::GFP_KERNEL) };
+    let r = f();
+    // SAFETY: pairs with the acquire above.
+    unsafe { bindings::fs_reclaim_release(bindings::GFP_KERNEL) };
+    r
+}
+
 /// What [`Shrinker::scan`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scan {

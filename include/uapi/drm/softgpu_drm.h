@@ -196,7 +196,12 @@ struct drm_softgpu_vm_unbind {
 #define SOFTGPU_CMD_FILL		1
 /* Copy @size bytes from @src to @dst; the ranges must not overlap. */
 #define SOFTGPU_CMD_COPY		2
-/* Add @value to the 64-bit integer at @dst (8-byte aligned), @size times. */
+/*
+ * Add @value to the 64-bit integer at @dst (8-byte aligned), @size times
+ * (at most 2^20). Each addition is atomic on its own: the CPU's and other
+ * jobs' atomics on the same integer may come between them, and a job that
+ * fails midway (the binding went) has done some of them.
+ */
 #define SOFTGPU_CMD_ATOMIC_ADD		3
 /* Store at @dst (8-byte aligned) the 64-bit FNV-1a hash of [@src, +@size). */
 #define SOFTGPU_CMD_CHECKSUM		4

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     bindings,
     dma_buf::{Attachment, SgTable},
+    dma_fence::{Resv, ResvUsage},
     error::{to_result, Result},
     fs,
     init::PinInit,
@@ -183,18 +184,26 @@ impl<T: DriverObject> Funcs<T> {
     /// Called by DRM only, when the last reference to an `Object<T>` is gone.
     unsafe extern "C" fn free(obj: *mut bindings::drm_gem_object) {
         let this = obj.cast::<Object<T>>();
-        // SAFETY: the last reference is gone: for an import whose
-        // attachment the core stored, unmap and detach it and drop the
-        // buffer reference; release the C part, then free the box made in
-        // `Object::new`/`new_import`, dropping the driver data. Nothing maps
-        // the buffer's memory for the device any more: every user of the
-        // memory (a driver binding) holds an object reference.
+        // SAFETY: the last reference is gone. The driver data is dropped
+        // first, while the C part (its reservation object, backing file)
+        // is still whole: the driver's callbacks from elsewhere (a
+        // filesystem's, say) may use it until the data's `Drop` has waited
+        // for them. Then, for an import whose attachment the core stored,
+        // unmap and detach it and drop the buffer reference; release the C
+        // part, and free the box made in `Object::new`/`new_import` without
+        // dropping anything again (`ManuallyDrop` has the layout of what it
+        // wraps). Nothing maps the buffer's memory for the device any more:
+        // every user of the memory (a driver binding) holds an object
+        // reference.
         unsafe {
+            core::ptr::drop_in_place(core::ptr::addr_of_mut!((*this).data));
             if !(*obj).import_attach.is_null() {
                 bindings::drm_prime_gem_destroy(obj, (*this).import_sgt);
             }
             bindings::drm_gem_object_release(obj);
-            drop(KBox::from_raw(this));
+            drop(KBox::from_raw(
+                this.cast::<core::mem::ManuallyDrop<Object<T>>>(),
+            ));
         }
     }
 
@@ -398,27 +407,21 @@ impl<T: DriverObject> Object<T> {
     /// export wait for it.
     pub fn add_fence(&self, fence: &crate::dma_fence::Fence, write: bool) -> Result {
         let usage = if write {
-            bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE
+            ResvUsage::Write
         } else {
-            bindings::dma_resv_usage_DMA_RESV_USAGE_READ
+            ResvUsage::Read
         };
-        // SAFETY: `resv` is set up by `drm_gem_private_object_init()` and
-        // lives as long as the object. With no acquire context the lock
-        // cannot fail with -EDEADLK; it does not fail otherwise.
-        let resv = unsafe { (*self.as_raw()).resv };
-        // SAFETY: as above.
-        to_result(unsafe { bindings::dma_resv_lock(resv, core::ptr::null_mut()) })?;
-        // SAFETY: locked above; reserving allocates a slot, then the fence
-        // (referenced by the caller) gets its own reference in it.
-        let ret = unsafe {
-            let ret = bindings::dma_resv_reserve_fences(resv, 1);
-            if ret == 0 {
-                bindings::dma_resv_add_fence(resv, fence.as_raw(), usage);
-            }
-            bindings::dma_resv_unlock(resv);
-            ret
-        };
-        to_result(ret)
+        self.resv().add_fence(fence, usage)
+    }
+
+    /// The object's reservation object: its own, or for an import, the
+    /// dma-buf's (shared with the exporter).
+    pub fn resv(&self) -> &Resv {
+        // SAFETY: `resv` is set up by `drm_gem_private_object_init()` (or
+        // the core's import) and stays initialised as long as the object's
+        // C part, which outlives `&self`: `free` finalises it only after
+        // the driver data is dropped, and the object is live here.
+        unsafe { Resv::from_raw((*self.as_raw()).resv) }
     }
 
     /// The backing file; `None` for an imported object.

@@ -21,10 +21,10 @@ use crate::{
     objects::Objects,
     vm::{Binding, Perm, Pte, Vm, PAGE},
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::{
-    c_str,
-    dma_fence::Fence,
+    bindings, c_str,
+    dma_fence::{Fence, Resv, ResvUsage},
     drm::{self, gem},
     folio::{Folio, LockedFolio},
     fs::File,
@@ -35,6 +35,7 @@ use kernel::{
     rbtree::{RBTree, RBTreeNode},
     shmem,
     sync::{Arc, ArcBorrow, SpinLock},
+    task::cond_resched,
     types::ARef,
     uapi,
 };
@@ -230,8 +231,6 @@ impl Mapping {
 struct BoInner {
     resident: Residency,
     mappings: RBTree<(usize, u64), Mapping>,
-    /// The fence of the last job that may use the object.
-    last_use: Option<ARef<Fence>>,
     madv: u32,
     /// The shrinker dropped the contents of this `DONTNEED` object.
     purged: bool,
@@ -251,12 +250,41 @@ pub(crate) struct BoOwner {
     /// Whether folios are gemfs holds (not pinned): resident pages count
     /// as held for the shrinker.
     gemfs: bool,
+    /// The GEM object's reservation object, once the object exists: every
+    /// job that may use the object has its fence there (see
+    /// [`Bo::set_busy`]). For gemfs's release callback, which gets the
+    /// owner but not the GEM object.
+    resv: AtomicPtr<bindings::dma_resv>,
     released: AtomicU64,
     refused: AtomicU64,
     gpu_faults: AtomicU64,
 }
 
 impl BoOwner {
+    /// Whether no job that may use the object is running: every fence in
+    /// its reservation object has signalled (all usages: what the engine
+    /// may read, write, and the bookkeeping of jobs submitted before the
+    /// object was bound, see [`Bo::set_busy`]).
+    fn idle(&self) -> bool {
+        self.resv()
+            .is_none_or(|r| r.test_signaled(ResvUsage::Bookkeep))
+    }
+
+    /// The object's reservation object; `None` before the GEM object is
+    /// made, when no job can have used it.
+    fn resv(&self) -> Option<&Resv> {
+        let p = self.resv.load(Ordering::Acquire);
+        // SAFETY: set once, by `Bo::create`, to the reservation object of
+        // the GEM object whose data holds this owner. That reservation
+        // object outlives every use of the owner here: the owner is used by
+        // the GEM object's own methods (while it is alive) and by gemfs's
+        // release callback, and the object's `Drop` (which `gem::Object`
+        // runs before it releases the C part, reservation object included)
+        // destroys the gemfs object, which waits for running callbacks and
+        // calls none afterwards.
+        (!p.is_null()).then(|| unsafe { Resv::from_raw(p) })
+    }
+
     /// Accounts pages that device page tables now point into.
     fn held_add(&self, pages: usize) {
         if self.gemfs {
@@ -271,24 +299,23 @@ impl BoOwner {
         }
     }
 
-    /// Clears every page table entry into the object and takes all its
-    /// resident folios out, for the caller to drop outside the lock.
-    fn unmap_all(&self, inner: &mut BoInner) -> Residency {
+    /// Clears every page table entry into the resident folio at `first`,
+    /// of `nr` pages, in every VM it is mapped in. Returns how many there
+    /// were.
+    fn unmap_folio(inner: &BoInner, first: usize, nr: usize) -> u32 {
+        let mut cleared = 0;
         for m in inner.mappings.values() {
             // SAFETY: a mapping exists only while its binding does, and the
             // VM removes its bindings before it goes away.
             let vm = unsafe { &*m.vm };
             let mut pt = vm.pt.lock();
-            let first = (m.bo_offset / PAGE) as usize;
-            for index in first..first + (m.size / PAGE) as usize {
-                if let Some(va) = m.va_of(index) {
-                    pt.clear(va);
+            for index in first..first + nr {
+                if m.va_of(index).is_some_and(|va| pt.clear(va)) {
+                    cleared += 1;
                 }
             }
         }
-        let gone = inner.resident.take_all();
-        self.held_sub(gone.pages);
-        gone
+        cleared
     }
 }
 
@@ -339,7 +366,6 @@ impl Bo {
                     BoInner {
                         resident: Residency::new(),
                         mappings: RBTree::new(),
-                        last_use: None,
                         madv: uapi::SOFTGPU_MADV_WILLNEED,
                         purged: false,
                         invalidations: 0,
@@ -348,6 +374,7 @@ impl Bo {
                 ),
                 objects: dev.data().objects.clone(),
                 gemfs,
+                resv: AtomicPtr::new(core::ptr::null_mut()),
                 released: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 gpu_faults: AtomicU64::new(0),
@@ -389,6 +416,7 @@ impl Bo {
                 backing: Backing::Import(pfns),
             },
         )?;
+        obj.owner.resv.store(obj.resv().as_raw(), Ordering::Release);
         objects.insert(id, &obj)?;
         Ok(obj)
     }
@@ -433,6 +461,8 @@ impl Bo {
                 backing,
             },
         )?;
+        // Before any binding, so before the first hold gemfs may ask for.
+        obj.owner.resv.store(obj.resv().as_raw(), Ordering::Release);
         objects.insert(id, &obj)?;
         Ok(obj)
     }
@@ -471,19 +501,27 @@ impl Bo {
     }
 
     /// Forgets binding `b` of `vm`: clears its page table entries and drops
-    /// the folios no entry points into any more.
+    /// the folios no entry points into any more. Called with `vm`'s
+    /// bindings locked, and `b` no longer in them, so no fault fills its
+    /// entries meanwhile.
+    ///
+    /// A binding may span GiBs: its pages are done a PMD's worth (one
+    /// largest folio, [`MAX_FOLIO_PAGES`]) at a time under the spinlocks,
+    /// yielding between. The mapping stays recorded until the end, so that
+    /// a release or the shrinker, which may run between two pieces, clears
+    /// this binding's entries too when it takes a folio.
     pub(crate) fn remove_mapping(&self, vm: &Vm, b: &Binding) {
-        let mapping;
-        {
+        let key = (core::ptr::from_ref(vm) as usize, b.va);
+        let first = (b.bo_offset / PAGE) as usize;
+        let last = first + (b.size / PAGE) as usize - 1;
+        // Folios are aligned to their size, at most `MAX_FOLIO_PAGES`: none
+        // straddles two pieces that start at multiples of it.
+        let mut at = Residency::scan_start(first);
+        loop {
+            let piece_last = (at + MAX_FOLIO_PAGES - 1).min(last);
             let mut inner = self.owner.inner.lock();
-            mapping = inner
-                .mappings
-                .remove_node(&(core::ptr::from_ref(vm) as usize, b.va));
             let mut pt = vm.pt.lock();
-            let first = (b.bo_offset / PAGE) as usize;
-            let last = first + (b.size / PAGE) as usize - 1;
-            let mut at = Residency::scan_start(first);
-            while let Some((head, nr)) = inner.resident.next(at, last) {
+            while let Some((head, nr)) = inner.resident.next(at, piece_last) {
                 at = head + nr;
                 let mut cleared = 0;
                 for index in head.max(first)..(head + nr).min(last + 1) {
@@ -498,8 +536,17 @@ impl Bo {
                     drop(gone);
                 }
             }
+            drop(pt);
+            at = piece_last + 1;
+            if at > last {
+                let mapping = inner.mappings.remove_node(&key);
+                drop(inner);
+                drop(mapping);
+                return;
+            }
+            drop(inner);
+            cond_resched();
         }
-        drop(mapping);
     }
 
     /// Makes page `index`'s folio resident and maps its pages of binding
@@ -563,9 +610,6 @@ impl Bo {
             drop(slots);
             return Ok(());
         }
-        if let Some(j) = job {
-            inner.last_use = Some(j.clone());
-        }
         // If the folio is resident already, the reference just taken is
         // spare, and dropped after the locks.
         let spare = match inner.resident.insert(page) {
@@ -604,14 +648,18 @@ impl Bo {
         Ok(())
     }
 
-    /// Marks the object busy until `fence` signals (a job was submitted
-    /// on a VM where it is bound, writable or not): for migration and the
-    /// shrinker here, for fdinfo's `drm-active-*` and PRIME importers in
-    /// the object's reservation object.
-    pub(crate) fn set_busy(&self, obj: &GemObject, fence: &ARef<Fence>, write: bool) -> Result {
-        obj.add_fence(fence, write)?;
-        self.owner.inner.lock().last_use = Some(fence.clone());
-        Ok(())
+    /// Marks the object busy until `fence` signals, in its reservation
+    /// object, where migration and the shrinker look (and fdinfo's
+    /// `drm-active-*`, and PRIME importers): a job was submitted on a VM
+    /// where the object is bound, writable or not (`Some(write)`), or the
+    /// object was bound in a VM where that job is still queued or running
+    /// (`None`: the job may fault on it, but submitted no access to it, a
+    /// bookkeeping fence).
+    pub(crate) fn set_busy(obj: &GemObject, fence: &Fence, write: Option<bool>) -> Result {
+        match write {
+            Some(w) => obj.add_fence(fence, w),
+            None => obj.resv().add_fence(fence, ResvUsage::Bookkeep),
+        }
     }
 
     /// Sets the userspace madvise state; returns whether the contents are
@@ -637,15 +685,16 @@ impl Bo {
     }
 
     /// What the shrinker does to an object (see `objects.rs`); returns the
-    /// pages released from the device and the pages purged.
+    /// pages released from the device (given back to reclaim, not freed)
+    /// and the pages purged (freed).
     pub(crate) fn shrink(&self, obj: &GemObject, purge: bool) -> (usize, usize) {
-        let mut inner = self.owner.inner.lock();
-        if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
-            // A job may be using it.
-            return (0, 0);
-        }
         if self.is_import() {
             // Not ours: the exporter's memory, pinned while attached.
+            return (0, 0);
+        }
+        let mut inner = self.owner.inner.lock();
+        if !self.owner.idle() {
+            // A job may be using it.
             return (0, 0);
         }
         if purge
@@ -674,11 +723,46 @@ impl Bo {
         if !self.owner.gemfs || inner.resident.folios == 0 {
             return (0, 0);
         }
-        let gone = self.owner.unmap_all(&mut inner);
+        // Every resident folio goes, as migration's release takes one: its
+        // entries cleared in every VM, then its hold dropped (under the
+        // lock: putting a hold does not sleep). A PMD's worth of pages at a
+        // time, yielding between (an object may be GiBs), and stopping if a
+        // job was submitted meanwhile.
+        let (mut pages, mut folios) = (0, 0);
+        let mut at = 0;
+        loop {
+            let piece_last = (at + MAX_FOLIO_PAGES - 1).min(self.pages - 1);
+            while let Some((head, nr)) = inner.resident.next(at, piece_last) {
+                at = head + nr;
+                let cleared = BoOwner::unmap_folio(&inner, head, nr);
+                if let Some(r) = inner.resident.take(head) {
+                    if r.ptes != cleared {
+                        kernel::lockdep::warn(c_str!(
+                            "softgpu: a shrunk folio's entries were miscounted"
+                        ));
+                    }
+                    self.owner.held_sub(nr);
+                    pages += nr;
+                    folios += 1;
+                    drop(r);
+                }
+            }
+            at = piece_last + 1;
+            if at >= self.pages || inner.resident.folios == 0 {
+                break;
+            }
+            drop(inner);
+            cond_resched();
+            inner = self.owner.inner.lock();
+            if !self.owner.idle() {
+                break;
+            }
+        }
+        // An empty table goes too (the next fault allocates one), outside
+        // the object lock.
+        let table = (inner.resident.folios == 0).then(|| inner.resident.take_all());
         drop(inner);
-        let (pages, folios) = (gone.pages, gone.folios as u64);
-        // Drops the holds and the table, outside the object lock.
-        drop(gone);
+        drop(table);
         self.owner.released.fetch_add(folios, Ordering::Relaxed);
         (pages, 0)
     }
@@ -757,7 +841,15 @@ impl Drop for Bo {
             self.owner.held_sub(r.pages);
             r
         };
-        drop(resident);
+        // Outside the lock, yielding now and then: an object may have a
+        // GiB of holds.
+        let mut resident = resident;
+        for (i, slot) in resident.slots.iter_mut().enumerate() {
+            drop(slot.take());
+            if i % MAX_FOLIO_PAGES == MAX_FOLIO_PAGES - 1 {
+                cond_resched();
+            }
+        }
     }
 }
 
@@ -788,6 +880,17 @@ impl gemfs::Owner for BoOwner {
         folio: &LockedFolio<'_>,
         mode: MigrateMode,
     ) -> Result {
+        // Direct compaction calls this from an allocation: let lockdep
+        // treat it as reclaim every time, so that the wait below for jobs
+        // whose execution allocates, or a lock taken here that is held
+        // around an allocation, is reported (Documentation/gpu/softgpu.rst,
+        // "Lock order").
+        kernel::shrinker::as_reclaim(|| Self::do_release(&owner, folio, mode))
+    }
+}
+
+impl BoOwner {
+    fn do_release(owner: &BoOwner, folio: &LockedFolio<'_>, mode: MigrateMode) -> Result {
         let (first, nr, pfn) = (folio.index(), folio.nr_pages(), folio.pfn());
         let ours = |inner: &BoInner| {
             inner
@@ -795,21 +898,20 @@ impl gemfs::Owner for BoOwner {
                 .resident(first)
                 .is_some_and(|r| r.page.pfn() == pfn)
         };
-        let busy = {
-            let inner = owner.inner.lock();
-            if !ours(&inner) {
-                // gemfs asks about any folio with extra references: these
-                // are someone else's.
-                return Err(ENOENT);
-            }
-            inner.last_use.clone()
-        };
-        if let Some(fence) = busy.filter(|f| !f.is_signaled()) {
-            // A job that may use the object is running: the device may be
-            // accessing this folio right now.
-            let done = match mode {
-                MigrateMode::Async => false,
-                _ => fence.wait_timeout(kernel::time::msecs_to_jiffies(RELEASE_WAIT_MS))?,
+        if !ours(&owner.inner.lock()) {
+            // gemfs asks about any folio with extra references: these are
+            // someone else's.
+            return Err(ENOENT);
+        }
+        if !owner.idle() {
+            // A job that may use the object is queued or running: the
+            // device may be accessing this folio right now.
+            let done = match (mode, owner.resv()) {
+                (MigrateMode::Async, _) | (_, None) => false,
+                (_, Some(resv)) => resv.wait_timeout(
+                    ResvUsage::Bookkeep,
+                    kernel::time::msecs_to_jiffies(RELEASE_WAIT_MS),
+                )?,
             };
             if !done {
                 owner.refused.fetch_add(1, Ordering::Relaxed);
@@ -818,7 +920,7 @@ impl gemfs::Owner for BoOwner {
         }
         let (res, cleared) = {
             let mut inner = owner.inner.lock();
-            if inner.last_use.as_ref().is_some_and(|f| !f.is_signaled()) {
+            if !owner.idle() {
                 // A job was submitted while we waited.
                 drop(inner);
                 owner.refused.fetch_add(1, Ordering::Relaxed);
@@ -833,19 +935,7 @@ impl gemfs::Owner for BoOwner {
                 return Err(ENOENT);
             };
             owner.held_sub(nr);
-            let mut cleared = 0;
-            for m in inner.mappings.values() {
-                // SAFETY: a mapping exists only while its binding does, and
-                // the VM removes its bindings before it goes away.
-                let vm = unsafe { &*m.vm };
-                let mut pt = vm.pt.lock();
-                for index in first..first + nr {
-                    if m.va_of(index).is_some_and(|va| pt.clear(va)) {
-                        cleared += 1;
-                    }
-                }
-            }
-            (res, cleared)
+            (res, Self::unmap_folio(&inner, first, nr))
         };
         if res.ptes != cleared {
             kernel::lockdep::warn(c_str!(

@@ -5,18 +5,29 @@
 //! VM page table; a missing entry is a GPU page fault, resolved by
 //! re-validating the binding (which may take the folio from gemfs again,
 //! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
+//!
+//! Jobs can run for long (a command may fill, copy or checksum a GiB), and
+//! the kernels this runs on may not preempt kernel code
+//! (`CONFIG_PREEMPT_NONE`): the engine yields with `cond_resched()` after
+//! every page and between jobs, never with a lock held, so that other tasks,
+//! RCU grace periods and `stop_machine()` (CPU hotplug, NUMA balancing's
+//! `migrate_swap()`) get the CPU.
 
 use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::{
+    cell::Cell,
+    sync::atomic::{AtomicU64, Ordering},
+};
 use kernel::{
     bindings, c_str,
     dma_fence::canceled,
-    dma_fence::{Fence, FenceContext, PendingFence},
+    dma_fence::{Fence, FenceContext, PendingFence, SignallingSection},
     folio::Folio,
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock, UniqueArc},
+    task::cond_resched,
     time::Ktime,
     types::ARef,
     uapi,
@@ -35,6 +46,10 @@ pub(crate) enum Cmd {
 
 /// Most additions one ATOMIC_ADD command may do.
 const MAX_ATOMIC_TIMES: u64 = 1 << 20;
+/// Most additions done under one hold of the page table lock: the MMU
+/// notifier's callback and gemfs's release wait for that lock, and the
+/// engine yields between batches.
+const ATOMIC_BATCH: u64 = 4096;
 /// Longest BUSY command, in microseconds.
 const MAX_BUSY_US: u64 = 1_000_000;
 
@@ -128,6 +143,11 @@ pub(crate) struct Engine {
     submit: Mutex<()>,
     fences: FenceContext,
     pub(crate) jobs_done: AtomicU64,
+    /// A page of bounce buffer for the commands, allocated once: job
+    /// execution must not allocate (see [`Engine::execute`]). Only the
+    /// work item, which does not run twice at once, takes it.
+    #[pin]
+    buf: Mutex<KVec<u8>>,
 }
 
 impl_has_work! {
@@ -136,6 +156,7 @@ impl_has_work! {
 
 impl Engine {
     pub(crate) fn new() -> Result<Arc<Self>> {
+        let buf = KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 work <- new_work!("softgpu_engine"),
@@ -143,6 +164,7 @@ impl Engine {
                 submit <- new_mutex!((), "softgpu_engine_submit"),
                 fences: FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine")),
                 jobs_done: AtomicU64::new(0),
+                buf <- new_mutex!(buf, "softgpu_engine_buf"),
             }),
             GFP_KERNEL,
         )
@@ -188,7 +210,19 @@ impl Engine {
         res.map(|()| info)
     }
 
-    fn execute(&self, job: Job) {
+    /// Runs `job` and signals its fence, with the bounce buffer `buf`.
+    ///
+    /// This is the fence's signalling critical section: reclaim may wait
+    /// for the fence (gemfs's release, in direct compaction), so nothing
+    /// here may allocate with reclaim or take a lock held around such an
+    /// allocation, and lockdep is told so. The exception is the resolution
+    /// of a GPU fault, which takes a folio from gemfs (allocating it, or
+    /// swapping it in, with the folio locked) or faults in user memory:
+    /// it runs outside the annotated section, and its wait for reclaim is
+    /// bounded only by the release's timeout (Documentation/gpu/softgpu.rst,
+    /// "Fences and reclaim").
+    fn execute(&self, job: Job, buf: &mut [u8]) {
+        let section = Section::begin();
         let start = Ktime::ktime_get();
         let mut result = if job.cancelled {
             Err(canceled())
@@ -196,23 +230,23 @@ impl Engine {
             Ok(())
         };
         if result.is_ok() {
-            match KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL) {
-                Ok(mut buf) => {
-                    for cmd in job.cmds.iter() {
-                        if let Err(f) = run_cmd(&job, cmd, buf.as_mut_slice()) {
-                            job.info.fault_addr.store(f.addr, Ordering::Relaxed);
-                            result = Err(f.err);
-                            break;
-                        }
-                    }
+            for cmd in job.cmds.iter() {
+                if let Err(f) = run_cmd(&job, &section, cmd, buf) {
+                    job.info.fault_addr.store(f.addr, Ordering::Relaxed);
+                    result = Err(f.err);
+                    break;
                 }
-                Err(e) => result = Err(e.into()),
             }
         }
         let ns = (Ktime::ktime_get() - start).to_ns();
         job.stats.busy_ns.fetch_add(ns as u64, Ordering::Relaxed);
         self.jobs_done.fetch_add(1, Ordering::Relaxed);
-        job.fence.signal(result);
+        let Job { fence, vm, .. } = job;
+        fence.signal(result);
+        drop(section);
+        // The job's VM reference may be the last (the file closed): its
+        // teardown may sleep and allocate, outside the section.
+        drop(vm);
     }
 }
 
@@ -220,6 +254,7 @@ impl WorkItem for Engine {
     type Pointer = Arc<Engine>;
 
     fn run(this: Arc<Engine>) {
+        let mut buf = this.buf.lock();
         loop {
             let job = {
                 let mut q = this.queue.lock();
@@ -229,8 +264,29 @@ impl WorkItem for Engine {
                 let (_, node) = c.remove_current();
                 node.to_key_value().1
             };
-            this.execute(job);
+            this.execute(job, buf.as_mut_slice());
+            // Jobs may be queued back to back for long: a scheduling point
+            // between them too.
+            cond_resched();
         }
+    }
+}
+
+/// A job's fence signalling critical section, which [`Section::outside`]
+/// leaves for the resolution of a GPU fault (see [`Engine::execute`]).
+struct Section(Cell<Option<SignallingSection>>);
+
+impl Section {
+    fn begin() -> Self {
+        Self(Cell::new(Some(SignallingSection::begin())))
+    }
+
+    /// Runs `f` outside the section.
+    fn outside<R>(&self, f: impl FnOnce() -> R) -> R {
+        drop(self.0.take());
+        let r = f();
+        self.0.set(Some(SignallingSection::begin()));
+        r
     }
 }
 
@@ -244,6 +300,7 @@ fn fault_at(addr: u64, err: Error) -> Fault {
 /// Faults in a missing or insufficient entry and retries.
 fn access(
     job: &Job,
+    section: &Section,
     va: u64,
     perm: Perm,
     f: impl FnOnce(&Folio, usize) -> Result,
@@ -287,10 +344,10 @@ fn access(
             Some(f) => f(folio, off),
             None => Err(EINVAL),
         };
-        if job
-            .vm
-            .fault(va, perm, Some(job.fence.fence()), &mut in_fault)?
-        {
+        if section.outside(|| {
+            job.vm
+                .fault(va, perm, Some(job.fence.fence()), &mut in_fault)
+        })? {
             return Ok(());
         }
     }
@@ -299,7 +356,9 @@ fn access(
     Err(fault_at(va, EAGAIN))
 }
 
-/// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`.
+/// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`,
+/// yielding the CPU between pieces if another task should run (`f` returns
+/// with no lock held).
 fn for_each_page(
     start: u64,
     size: u64,
@@ -311,6 +370,7 @@ fn for_each_page(
         let n = (PAGE - a % PAGE).min(end - a);
         f(a, n as usize)?;
         a += n;
+        cond_resched();
     }
     Ok(())
 }
@@ -318,7 +378,12 @@ fn for_each_page(
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fault> {
+fn run_cmd(
+    job: &Job,
+    section: &Section,
+    cmd: &Cmd,
+    buf: &mut [u8],
+) -> core::result::Result<(), Fault> {
     match *cmd {
         Cmd::Fill { dst, size, value } => {
             let pat = value.to_le_bytes();
@@ -327,36 +392,55 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = pat[(phase + i) % 4];
                 }
-                access(job, va, Perm::Write, |folio, off| {
+                access(job, section, va, Perm::Write, |folio, off| {
                     folio.write(off, &buf[..n])
                 })
             })
         }
         Cmd::Copy { dst, src, size } => for_each_page(src, size, |va, n| {
-            access(job, va, Perm::Read, |folio, off| {
+            access(job, section, va, Perm::Read, |folio, off| {
                 folio.read(off, &mut buf[..n])
             })?;
             // The destination piece may straddle a page: split it.
             let d = dst + (va - src);
             let first = ((PAGE - d % PAGE) as usize).min(n);
-            access(job, d, Perm::Write, |folio, off| {
+            access(job, section, d, Perm::Write, |folio, off| {
                 folio.write(off, &buf[..first])
             })?;
             if first < n {
                 let d2 = d + first as u64;
-                access(job, d2, Perm::Write, |folio, off| {
+                access(job, section, d2, Perm::Write, |folio, off| {
                     folio.write(off, &buf[first..n])
                 })?;
             }
             Ok(())
         }),
-        Cmd::AtomicAdd { dst, value, times } => access(job, dst, Perm::Atomic, |folio, off| {
-            folio.atomic_add_u64(off, value, times).map(|_| ())
-        }),
+        Cmd::AtomicAdd { dst, value, times } => {
+            // In batches, each a separate access under the page table lock,
+            // yielding between them: the lock is held for a bounded time,
+            // and a release or invalidation can get in between (the next
+            // batch then faults the page in again). Each addition is a
+            // separate atomic operation either way, so CPU and device
+            // additions to the same counter interleave as before; a job
+            // that faults midway has done the batches before the fault.
+            // At least one access, as before: a count of 0 still faults.
+            let mut left = times;
+            loop {
+                let n = left.min(ATOMIC_BATCH);
+                access(job, section, dst, Perm::Atomic, |folio, off| {
+                    folio.atomic_add_u64(off, value, n).map(|_| ())
+                })?;
+                left -= n;
+                if left == 0 {
+                    return Ok(());
+                }
+                cond_resched();
+            }
+        }
         Cmd::Checksum { dst, src, size } => {
             let mut h = FNV_OFFSET;
             for_each_page(src, size, |va, n| {
-                access(job, va, Perm::Read, |folio, off| {
+                access(job, section, va, Perm::Read, |folio, off| {
                     folio.read(off, &mut buf[..n])
                 })?;
                 for b in &buf[..n] {
@@ -365,7 +449,9 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
                 Ok(())
             })?;
             let bytes = h.to_le_bytes();
-            access(job, dst, Perm::Write, |folio, off| folio.write(off, &bytes))
+            access(job, section, dst, Perm::Write, |folio, off| {
+                folio.write(off, &bytes)
+            })
         }
         Cmd::Busy { us } => {
             // The engine is occupied: nothing else runs meanwhile.

@@ -278,9 +278,14 @@ impl SoftFile {
                 // busy for migration until it is done.
                 // Userptr memory is not tracked: invalidations of it never
                 // wait for jobs (see `userptr.rs`).
-                for b in me.vm.bindings.lock().values().filter_map(Entry::as_bo) {
-                    b.obj.set_busy(&b.obj, &info.fence, !b.readonly)?;
+                let bindings = me.vm.bindings.lock();
+                for b in bindings.values().filter_map(Entry::as_bo) {
+                    Bo::set_busy(&b.obj, &info.fence, Some(!b.readonly))?;
                 }
+                // Objects bound later, while the job is pending, are
+                // marked busy for it by `Vm::bind`.
+                *me.vm.last_job.lock() = Some(info.fence.clone());
+                drop(bindings);
                 let mut ring = me.jobs.lock();
                 let i = ring.next % TRACKED_JOBS;
                 ring.slots[i] = Some(info.clone());

@@ -27,6 +27,7 @@ use kernel::{
     rbtree::{RBTree, RBTreeNode},
     shrinker::{Scan, ShrinkControl, Shrinker},
     sync::{Arc, SpinLock},
+    task::cond_resched,
     types::ARef,
 };
 
@@ -61,7 +62,8 @@ pub(crate) struct Objects {
     pub(crate) held_pages: AtomicUsize,
     /// Pages of `DONTNEED` objects not purged yet.
     pub(crate) purgeable_pages: AtomicUsize,
-    /// Shrinker scans, and pages it released from the device and purged.
+    /// Shrinker scans, and pages it released from the device (for reclaim
+    /// to page out, not freed) and purged (freed).
     scans: AtomicU64,
     released_pages: AtomicU64,
     purged_pages: AtomicU64,
@@ -202,6 +204,8 @@ impl Shrinker for Objects {
                     released += r;
                     purged += p;
                 }
+                // Outside the list lock: a scan may go round many objects.
+                cond_resched();
             }
         }
         self.list.lock().scan_from = resume;
@@ -209,6 +213,12 @@ impl Shrinker for Objects {
             .fetch_add(released as u64, Ordering::Relaxed);
         self.purged_pages
             .fetch_add(purged as u64, Ordering::Relaxed);
-        Scan::Freed(released + purged)
+        // Only purged pages are freed. Released ones are still in memory,
+        // ordinary shmem folios that reclaim may now page out (and counts
+        // there when it does); counting them here too would tell reclaim
+        // it freed memory it did not, and make `drop_slab()` go round
+        // again for nothing. They still count as scanned: `count()` offers
+        // them, and giving them up is this shrinker's work.
+        Scan::Freed(purged)
     }
 }

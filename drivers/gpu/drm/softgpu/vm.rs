@@ -23,11 +23,13 @@
 use crate::bo::{Bo, GemObject};
 use crate::userptr::Userptr;
 use kernel::{
+    dma_fence::Fence,
     folio::Folio,
     new_mutex, new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
     sync::{Arc, Mutex, SpinLock},
+    task::cond_resched,
     types::ARef,
     uapi,
 };
@@ -286,11 +288,22 @@ impl Entry {
 
     /// Undoes the binding: clears its page table entries and, for an
     /// object, drops the pages no entry points into any more; for a
-    /// userptr, removes the notifier.
-    fn remove(self, vm: &Vm) {
+    /// userptr, removes the notifier. Returns the binding's reference to
+    /// the object, for the caller to drop once it has unlocked `bindings`:
+    /// it may be the last one, and destroying the object waits for
+    /// gemfs's callbacks into it, which wait for jobs, whose faults take
+    /// `bindings`.
+    #[must_use]
+    fn remove(self, vm: &Vm) -> Option<ARef<GemObject>> {
         match self {
-            Entry::Bo(b) => b.obj.remove_mapping(vm, &b),
-            Entry::Userptr(u) => drop(u),
+            Entry::Bo(b) => {
+                b.obj.remove_mapping(vm, &b);
+                Some(b.obj)
+            }
+            Entry::Userptr(u) => {
+                drop(u);
+                None
+            }
         }
     }
 }
@@ -334,6 +347,12 @@ pub(crate) struct Vm {
     /// The device page table.
     #[pin]
     pub(crate) pt: SpinLock<PageTable>,
+    /// The fence of the last job submitted on this VM, set under
+    /// `bindings` (jobs complete in submission order: once it signals,
+    /// every job of the VM has). An object bound while it is pending may
+    /// be used by it: [`Vm::bind`] marks the object busy for it.
+    #[pin]
+    pub(crate) last_job: SpinLock<Option<ARef<Fence>>>,
 }
 
 impl Vm {
@@ -343,6 +362,7 @@ impl Vm {
             pin_init!(Self {
                 bindings <- new_mutex!(RBTree::new(), "softgpu_vm_bindings"),
                 pt <- new_spinlock!(pt, "softgpu_vm_pt"),
+                last_job <- new_spinlock!(None, "softgpu_vm_last_job"),
             }),
             GFP_KERNEL,
         )
@@ -375,6 +395,14 @@ impl Vm {
             return Err(EEXIST);
         }
         self.reserve_tables(va, end)?;
+        // A job queued or running on this VM may fault on the object from
+        // now on: it is busy for migration and the shrinker until that job
+        // is done, as for the jobs submitted after (see `SoftFile::exec`).
+        // Under `bindings`, which the submission holds to record the job.
+        let pending = self.last_job.lock().clone();
+        if let Some(f) = pending.filter(|f| !f.is_signaled()) {
+            Bo::set_busy(&obj, &f, None)?;
+        }
         obj.add_mapping(self, va, bo_offset, size)?;
         bindings.insert(node);
         drop(bindings);
@@ -385,15 +413,15 @@ impl Vm {
             let mut a = va;
             while a < end {
                 let present = self.pt.lock().lookup(a).is_some();
-                if present {
-                    a += PAGE;
-                    continue;
-                }
-                if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
-                    let _ = self.unbind(va, size);
-                    return Err(e.err);
+                if !present {
+                    if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
+                        let _ = self.unbind(va, size);
+                        return Err(e.err);
+                    }
                 }
                 a += PAGE;
+                // A binding may be GiBs: a scheduling point per page.
+                cond_resched();
             }
         }
         Ok(())
@@ -446,18 +474,29 @@ impl Vm {
         let Some(b) = bindings.remove(&va) else {
             return Err(ENOENT);
         };
-        b.remove(self);
+        let obj = b.remove(self);
+        drop(bindings);
+        drop(obj);
         Ok(())
     }
 
     /// Removes every binding: the file is closing. Jobs still running on
     /// this VM fault from now on.
     pub(crate) fn teardown(&self) {
-        let mut bindings = self.bindings.lock();
-        while let Some(c) = bindings.cursor_front() {
+        loop {
+            let mut bindings = self.bindings.lock();
+            let Some(c) = bindings.cursor_front() else {
+                return;
+            };
             let (_, node) = c.remove_current();
             let (_, b) = node.to_key_value();
-            b.remove(self);
+            let obj = b.remove(self);
+            // The object reference goes outside the lock (see
+            // `Entry::remove`).
+            drop(bindings);
+            drop(obj);
+            // A VM may have many bindings.
+            cond_resched();
         }
     }
 
@@ -490,7 +529,7 @@ impl Vm {
         self: &Arc<Self>,
         va: u64,
         perm: Perm,
-        job: Option<&ARef<kernel::dma_fence::Fence>>,
+        job: Option<&ARef<Fence>>,
         access: &mut dyn FnMut(&Folio, usize) -> Result,
     ) -> core::result::Result<bool, Fault> {
         let fault = |err| Fault { addr: va, err };

@@ -12,6 +12,9 @@
 //! - `migration`: moving BO pages between NUMA nodes while the GPU uses
 //!   them (gemfs BOs) or not (pinned BOs); 2 MiB folios moved whole.
 //! - `offline`: memory offlining of a block holding GPU-held gemfs BO pages.
+//! - `preempt`: a job over a GiB while a CPU goes offline and online: the
+//!   engine yields to `stop_machine()`.
+//! - `reclaim`: what the shrinker reports to reclaim.
 //! - `scale`: 100 000 BOs, and 1 GiB of BOs.
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
@@ -38,7 +41,9 @@ mod isolation;
 mod madvise;
 mod migration;
 mod offline;
+mod preempt;
 mod prime;
+mod reclaim;
 mod scale;
 mod shrinker;
 mod truncate;
