@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Style gates: rustfmt on every project Rust file, checkpatch on the C files
-# and the patch series, clippy through the kernel build (CLIPPY=1) on the
-# test configuration.
+# Style and build gates: rustfmt on every project Rust file, checkpatch on
+# the C files and the patch series, clippy through the kernel build
+# (CLIPPY=1) on the test configuration, and Kconfig's dependencies
+# (scripts/check-deps.sh).
 . "$(dirname "$0")/lib.sh"
 
 cd "$TOP"
@@ -37,5 +38,7 @@ if [ -f "$out/.config" ]; then
 	touch rust/kernel/*.rs fs/gemfs/*.rs drivers/gpu/drm/softgpu/*.rs 2>/dev/null || true
 	kmake "$out" CLIPPY=1 bzImage 2>&1 | tee "$BUILD_DIR/clippy.log" | grep -E '^(warning|error)' && fail=1
 fi
+# Kconfig: every dependency of gemfs and softgpu declared.
+"$TOP/scripts/check-deps.sh" || fail=1
 [ $fail = 0 ] && echo "style: clean"
 exit $fail
