@@ -12,6 +12,7 @@
 # rust/ crates it needs), in $BUILD_DIR/out-deps/<name>, kept between runs.
 # A missing "depends on" thus fails here instead of in a user's build.
 . "$(dirname "$0")/lib.sh"
+export LC_ALL=C
 
 declare -A dir_of=([CONFIG_GEMFS]=fs/gemfs/ [CONFIG_DRM_SOFTGPU]=drivers/gpu/drm/softgpu/)
 base=$TOP/configs/deps/base.config
@@ -50,7 +51,64 @@ configure() {
 
 is_set() { grep -qE "^$1=[ym]$" "$2/.config"; }
 
-# build <name> <out> <option>...: compile the objects of these options.
+# Where each exported symbol is exported: "symbol file" lines.
+exports_index() {
+	local idx=$BUILD_DIR/out-deps/exports.idx
+	if [ ! -s "$idx" ] || [ "$(cat "$idx.stamp" 2>/dev/null)" != "$kconfig_sum" ]; then
+		(cd "$KERNEL_SRC" && grep -rHoE --include='*.[cS]' \
+			'EXPORT_(PER_CPU_)?(SYMBOL|TRACEPOINT_SYMBOL|STATIC_CALL)[A-Z_]*\( *[A-Za-z0-9_]+' \
+			arch/x86 block drivers/base drivers/dma-buf drivers/gpu/drm fs init \
+			kernel lib mm security) |
+			sed -E 's/^([^:]*):.*\( *([A-Za-z0-9_]+)$/\2 \1/' | sort -u >"$idx"
+		echo "$kconfig_sum" >"$idx.stamp"
+	fi
+	echo "$idx"
+}
+
+# link_check <name> <out> <dir>...: what a compile does not show, that the
+# modules would not load: every symbol they use must be defined in their
+# own objects, the rust/ crates, or the kernel file that exports it, as
+# this configuration compiles that file (an export inside an #ifdef that is
+# off is missing: shmem_write_begin() without TMPFS, say).
+link_check() {
+	local name=$1 out=$2 idx sym file bad=0
+	shift 2
+	idx=$(exports_index)
+	(cd "$out" && for d in "$@"; do llvm-nm -u "$d"*.o; done) | awk '$1 == "U" {print $2}' | sort -u \
+		>"$out/undefined.txt"
+	(cd "$out" && llvm-nm --defined-only rust/*.o rust/helpers/*.o \
+		$(for d in "$@"; do echo "$d"*.o; done) 2>/dev/null) | awk 'NF == 3 {print $3}' |
+		sort -u >"$out/defined.txt"
+	# __this_module is the module's own, made at its final link.
+	comm -23 "$out/undefined.txt" "$out/defined.txt" | { grep -vx '__this_module' || true; } \
+		>"$out/external.txt"
+	join "$out/external.txt" "$idx" >"$out/needed.txt"
+	join -v1 "$out/external.txt" "$idx" | sed 's/^/  not exported anywhere: /' |
+		tee "$out/missing.txt"
+	[ -s "$out/missing.txt" ] && bad=1
+	# The exporting files, compiled for this configuration: a symbol is
+	# there if one of them defines it. A file that does not compile on its
+	# own (kernel/sched/ builds its files #included into a few) proves
+	# nothing either way: its symbols are not judged.
+	mapfile -t files < <(awk '{print $2}' "$out/needed.txt" | sort -u)
+	kmake "$out" -k "${files[@]/%.[cS]/.o}" >>"$out/build.log" 2>&1 || true
+	for file in "${files[@]}"; do
+		if [ -f "$out/${file%.*}.o" ]; then
+			llvm-nm --defined-only "$out/${file%.*}.o" | awk -v f="$file" 'NF == 3 {print $3, f}'
+		else
+			awk -v f="$file" '$2 == f {print $1, f}' "$out/needed.txt"
+		fi
+	done | sort -u >"$out/exported.txt"
+	comm -23 <(awk '{print $1}' "$out/needed.txt" | sort -u) \
+		<(sort -u "$out/needed.txt" | comm -12 - "$out/exported.txt" | awk '{print $1}' | sort -u) |
+		sed 's/^/  not defined in this configuration by the file exporting it: /' |
+		tee "$out/undefined-here.txt"
+	[ -s "$out/undefined-here.txt" ] && bad=1
+	return $bad
+}
+
+# build <name> <out> <option>...: compile the objects of these options,
+# then check that they would link.
 build() {
 	local name=$1 out=$2 dirs=() o
 	shift 2
@@ -61,15 +119,22 @@ build() {
 		echo "deps $name: ${*} kept, and failed to build ($out/build.log)"
 		return 1
 	fi
+	if ! link_check "$name" "$out" "${dirs[@]}"; then
+		echo "deps $name: ${*} kept, and would not link"
+		return 1
+	fi
 }
 
 log "deps: base"
 configure "$BUILD_DIR/out-deps/base" "$base" ||
 	die "configs/deps/base.config does not apply: the checks would prove nothing"
 
+# Arguments: only these fragments (names without .config).
+only=" $* "
 for frag in "$TOP"/configs/deps/*.config; do
 	name=$(basename "$frag" .config)
 	[ "$name" = base ] && continue
+	[ $# = 0 ] || [[ "$only" == *" $name "* ]] || continue
 	out=$BUILD_DIR/out-deps/$name
 	read -ra refuses < <(sed -n 's/^# refuses://p' "$frag") || true
 	read -ra builds < <(sed -n 's/^# builds://p' "$frag") || true
