@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Style gates: rustfmt on every project Rust file, checkpatch on the C files
-# and the patch series, clippy through the kernel build (CLIPPY=1) on the
-# test configuration.
+# Style and build gates: rustfmt on every project Rust file, checkpatch on
+# the C files and the patch series, clippy through the kernel build
+# (CLIPPY=1) on the test configuration, the external module build of
+# gemfs and softgpu, and Kconfig's dependencies (scripts/check-deps.sh).
 . "$(dirname "$0")/lib.sh"
 
 cd "$TOP"
@@ -33,11 +34,31 @@ for f in "${cfiles[@]}"; do
 	esac
 	$cp $ignore -f "$TOP/$f" || { echo "checkpatch: $f"; fail=1; }
 done
-# clippy: rebuild the Rust objects of the test kernel with CLIPPY=1.
+# clippy: rebuild the Rust objects of the test kernel with CLIPPY=1. gemfs
+# and softgpu are modules there: they are built (and linted) out of tree
+# below.
 out=$BUILD_DIR/out-test
 if [ -f "$out/.config" ]; then
 	touch rust/kernel/*.rs fs/gemfs/*.rs drivers/gpu/drm/softgpu/*.rs 2>/dev/null || true
 	kmake "$out" CLIPPY=1 bzImage 2>&1 | tee "$BUILD_DIR/clippy.log" | grep -E '^(warning|error)' && fail=1
+	# The external module build of the top-level Kbuild against the test
+	# kernel, what `make -C $KERNEL_SRC O=$out M=$PWD modules` does, here
+	# from a copy so that no object lands in the work tree. modpost checks
+	# that every symbol they use is exported (softgpu's from gemfs).
+	ext=$BUILD_DIR/extmod
+	mkdir -p "$ext"
+	git ls-files -z Kbuild fs/gemfs drivers/gpu/drm/softgpu | xargs -0 cp --parents -u -t "$ext"
+	if ! kmake "$out" M="$ext" CLIPPY=1 modules >"$BUILD_DIR/extmod.log" 2>&1; then
+		grep -E 'error|ERROR' "$BUILD_DIR/extmod.log" | head -20
+		echo "external module build failed: $BUILD_DIR/extmod.log"
+		fail=1
+	fi
+	grep -E '^(warning|error)' "$BUILD_DIR/extmod.log" && fail=1
+	for ko in fs/gemfs/gemfs.ko drivers/gpu/drm/softgpu/softgpu.ko; do
+		[ -f "$ext/$ko" ] || { echo "external module build: no $ko"; fail=1; }
+	done
 fi
+# Kconfig: every dependency of gemfs and softgpu declared.
+"$TOP/scripts/check-deps.sh" || fail=1
 [ $fail = 0 ] && echo "style: clean"
 exit $fail

@@ -2,9 +2,10 @@
 # Assemble the guest's initramfs for one kernel flavour:
 #   /init (tests/guest/init), busybox, stress-ng and its shared libraries,
 #   /tests/* (userspace test executables), /kmod/*.ko (tests/kmod, built
-#   against this kernel), /bench/* (the workspace's programs, i.e. the
-#   benchmark, when built) and /bench/run (tests/guest/bench-run, which
-#   the init runs in run mode). Both flavours get the same userspace.
+#   against this kernel; gemfs and softgpu when they are modules), /bench/*
+#   (the workspace's programs, i.e. the benchmark, when built) and
+#   /bench/run (tests/guest/bench-run, which the init runs in run mode).
+#   Both flavours get the same userspace.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: mkinitramfs.sh test|bench}
@@ -25,6 +26,15 @@ mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,tests,kmod,bench,lib,lib64}
 cp "$TOP/tests/guest/init" "$root/init"
 cp /bin/busybox "$root/bin/busybox"
 cp "$kmod"/*.ko "$root/kmod/"
+# gemfs and softgpu (and any test module of theirs), when this kernel builds
+# them as modules (the test kernel does): the init loads them before the
+# tests, in kbuild's order (gemfs first), which /kmod/load-order keeps.
+{ grep -E '^(fs/gemfs|drivers/gpu/drm/softgpu)/' "$out/modules.order" || true; } |
+	sed 's/\.o$/.ko/' |
+	while read -r ko; do
+		cp "$out/$ko" "$root/kmod/"
+		basename "$ko" .ko >>"$root/kmod/load-order"
+	done
 if [ -d "$BUILD_DIR/userspace/tests" ]; then
 	cp "$BUILD_DIR"/userspace/tests/* "$root/tests/"
 fi

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * gemfs is written in Rust (gemfs.rs) and exports a C interface for drivers,
+ * gemfs is written in Rust (gemfs_main.rs) and exports a C interface for drivers,
  * C and Rust alike (include/linux/gemfs.h). Rust cannot place symbols in the
  * export table itself in this kernel, so this file does.
  */

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * gemfs's tracepoints (include/trace/events/gemfs.h), defined here and
- * emitted from gemfs.rs through the two functions below: this kernel's
+ * emitted from gemfs_main.rs through the two functions below: this kernel's
  * Rust has no tracepoint support of its own. Each returns at once when its
  * event is disabled; migration of a held folio, the only caller, costs far
  * more than the call.
  */
+#include <linux/fs.h>
+#include <linux/mm.h>
+
 #define CREATE_TRACE_POINTS
 #include <trace/events/gemfs.h>
 

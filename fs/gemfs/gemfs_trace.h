@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Emit gemfs's tracepoints (include/trace/events/gemfs.h) from gemfs.rs,
+ * Emit gemfs's tracepoints (include/trace/events/gemfs.h) from gemfs_main.rs,
  * which declares these two itself: nothing else calls them.
  */
 #ifndef _FS_GEMFS_TRACE_H

@@ -48,6 +48,11 @@ pub trait Driver: Sized + Send + Sync + 'static {
     type Object: gem::DriverObject<Driver = Self>;
     /// Identification.
     const INFO: DriverInfo;
+    /// The driver's module (`&THIS_MODULE`, which `module!` defines). Its
+    /// file operations name it as their owner, so an open file of the
+    /// device, or a mapping or dma-buf of one of its objects, keeps the
+    /// module loaded.
+    const MODULE: &'static crate::ThisModule;
     /// `DRIVER_*` feature flags.
     const FEATURES: u32;
     /// The ioctl table, made with [`crate::declare_drm_ioctls`].
@@ -161,9 +166,10 @@ struct Vtable<T: Driver>(PhantomData<T>);
 
 impl<T: Driver> Vtable<T> {
     const FOPS: bindings::file_operations = bindings::file_operations {
-        // SAFETY: `THIS_MODULE` is null for built-in code; DRM drivers of
-        // this kind are built in (the owner only pins modules).
-        owner: core::ptr::null_mut(),
+        // The VFS takes a reference on the owner for every open file (and
+        // DRM's PRIME export gives it to the dma-buf): the module cannot go
+        // while its code may still be called. Null for built-in code.
+        owner: T::MODULE.as_ptr(),
         open: Some(bindings::drm_open),
         release: Some(bindings::drm_release),
         unlocked_ioctl: Some(bindings::drm_ioctl),

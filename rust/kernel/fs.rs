@@ -62,6 +62,27 @@ pub trait FileSystem {
     fn init_fs_context(fc: &mut FsContext) -> Result;
 }
 
+/// The registration of a filesystem type: unregistered when dropped.
+///
+/// # Invariants
+///
+/// The type is registered, by the [`Registration::register`] call that made
+/// this value.
+pub struct Registered(&'static Registration);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: registered (type invariant); the type's module, which
+        // every superblock of the type holds, is going or the registrant
+        // is done with it, so no superblock is left.
+        unsafe { bindings::unregister_filesystem(self.0.fs.get()) };
+        // INVARIANT: no longer registered; `register` may be called again.
+        self.0
+            .registered
+            .store(false, core::sync::atomic::Ordering::Release);
+    }
+}
+
 /// A filesystem type, in static storage.
 ///
 /// `struct file_system_type` embeds the lockdep class keys of its
@@ -70,8 +91,8 @@ pub trait FileSystem {
 ///
 /// # Invariants
 ///
-/// Once `registered` is true, `fs` is initialised for `T` and registered
-/// with the VFS, and stays so (built-in filesystems are never removed).
+/// While `registered` is true, `fs` is initialised for `T` and registered
+/// with the VFS; a [`Registered`] owns that registration.
 pub struct Registration {
     fs: Opaque<bindings::file_system_type>,
     registered: core::sync::atomic::AtomicBool,
@@ -94,10 +115,16 @@ impl Registration {
         }
     }
 
-    /// Registers the type as filesystem `T`, for good: built-in code only.
+    /// Registers the type as filesystem `T`, owned by `module`, until the
+    /// returned [`Registered`] is dropped: a module keeps it in its module
+    /// struct, dropped when it is unloaded. Every superblock of the type
+    /// holds a reference on `module`, so none is left by then.
     ///
     /// Fails with `EBUSY` if already registered.
-    pub fn register<T: FileSystem>(&'static self, module: &'static ThisModule) -> Result {
+    pub fn register<T: FileSystem>(
+        &'static self,
+        module: &'static ThisModule,
+    ) -> Result<Registered> {
         use core::sync::atomic::Ordering;
         if self.registered.load(Ordering::Acquire) {
             return Err(EBUSY);
@@ -118,7 +145,8 @@ impl Registration {
         to_result(unsafe { bindings::register_filesystem(fs) })?;
         // INVARIANT: initialised and registered.
         self.registered.store(true, Ordering::Release);
-        Ok(())
+        // INVARIANT: registered just above, by this call.
+        Ok(Registered(self))
     }
 
     /// The raw `struct file_system_type`, once registered.

@@ -18,6 +18,12 @@
 //! mapping's `invalidate_lock` and may lock folios), a lock that one of its
 //! callbacks takes; lockdep checks this.
 //!
+//! gemfs may be a module (`CONFIG_GEMFS=m`) while this crate is built in:
+//! nothing here may be compiled into the kernel crate itself, where a call
+//! to a `gemfs_*` function would be an undefined symbol of vmlinux. Every
+//! function that calls one is generic or `#[inline]`, so it is compiled
+//! only into its users, which are modules depending on gemfs's module too.
+//!
 //! C header: [`include/linux/gemfs.h`](srctree/include/linux/gemfs.h).
 
 use crate::{
@@ -63,6 +69,7 @@ unsafe impl Sync for Mount {}
 
 impl Mount {
     /// Mounts a private gemfs instance with huge page policy `huge`.
+    #[inline]
     pub fn new(huge: Huge) -> Result<Self> {
         let huge = match huge {
             Huge::Never => bindings::gemfs_huge_GEMFS_HUGE_NEVER,
@@ -120,6 +127,7 @@ impl Mount {
 }
 
 impl Drop for Mount {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: By the type invariant the mount is ours. Objects still
         // alive keep it referenced through their files.
@@ -331,6 +339,7 @@ impl ObjectRef {
     }
 
     /// The object's file (for mapping it to userspace).
+    #[inline]
     pub fn file(&self) -> &File {
         // SAFETY: the object keeps its file referenced while it lives.
         unsafe { File::from_raw(bindings::gemfs_object_file(self.as_raw())) }
@@ -341,6 +350,7 @@ impl ObjectRef {
     /// mapping's `invalidate_lock` for reading, so it waits for a truncation
     /// or hole punch in progress. Fails with `EINVAL` beyond the end of the
     /// file and `EIO` for a poisoned folio.
+    #[inline]
     pub fn get_folio(&self, index: usize) -> Result<Hold> {
         // SAFETY: the handle is live (type invariant).
         let f = unsafe { bindings::gemfs_object_get_folio(self.as_raw(), index as _) };
@@ -354,6 +364,7 @@ impl ObjectRef {
 
     /// Takes a hold on a folio of this object that the caller has locked,
     /// without sleeping: for [`Owner::migrated`].
+    #[inline]
     pub fn hold_locked(&self, folio: &LockedFolio<'_>) -> Result<Hold> {
         // SAFETY: the handle is live; the folio is locked and (gemfs's
         // contract for `migrated`) belongs to this object.
@@ -368,6 +379,7 @@ impl ObjectRef {
     }
 
     /// Number of holds on the object's folios.
+    #[inline]
     pub fn holds(&self) -> usize {
         // SAFETY: the handle is live.
         unsafe { bindings::gemfs_object_holds(self.as_raw()) as usize }
@@ -402,6 +414,7 @@ impl Hold {
 }
 
 impl Drop for Hold {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: By the type invariant the object is live and the folio
         // held through it by us; the hold is given back once.

@@ -689,9 +689,7 @@ pub fn prepare_device_exclusive(mmap: &crate::mm::MmapReadGuard<'_>, addr: usize
             // lock and our reference stay with the small folio of `page`
             // (`__split_huge_page()` unlocks and puts the others); on
             // failure the folio is unchanged, still locked and referenced.
-            let err = unsafe {
-                bindings::split_huge_page_to_list_to_order(page, core::ptr::null_mut(), 0)
-            };
+            let err = unsafe { split_huge_page(page) };
             // SAFETY: Either way `page_folio(page)` is now the folio we
             // hold locked and referenced (see above); release both.
             unsafe {
@@ -706,6 +704,24 @@ pub fn prepare_device_exclusive(mmap: &crate::mm::MmapReadGuard<'_>, addr: usize
     // SAFETY: We own GUP's reference (above) and give it up once.
     unsafe { bindings::folio_put(folio) };
     ret
+}
+
+/// `split_huge_page()`, which is not a function without THP.
+///
+/// # Safety
+///
+/// As for `split_huge_page()`: the caller holds the folio of `page` locked
+/// and referenced.
+#[cfg(all(CONFIG_DEVICE_PRIVATE, CONFIG_TRANSPARENT_HUGEPAGE))]
+unsafe fn split_huge_page(page: *mut bindings::page) -> crate::ffi::c_int {
+    // SAFETY: as the caller promises.
+    unsafe { bindings::split_huge_page_to_list_to_order(page, core::ptr::null_mut(), 0) }
+}
+
+/// Without THP there is no large anonymous folio to split: never called.
+#[cfg(all(CONFIG_DEVICE_PRIVATE, not(CONFIG_TRANSPARENT_HUGEPAGE)))]
+unsafe fn split_huge_page(_page: *mut bindings::page) -> crate::ffi::c_int {
+    EBUSY.to_errno()
 }
 
 #[cfg(CONFIG_DEVICE_PRIVATE)]

@@ -33,6 +33,14 @@ module! {
     license: "GPL",
 }
 
+/// `MODULE_IMPORT_NS(DMA_BUF)`, which `module!` cannot say in this kernel:
+/// the kernel crate's GEM code compiled into softgpu maps imported
+/// dma-bufs (`dma_buf_mmap()`, in the `DMA_BUF` namespace).
+#[cfg(MODULE)]
+#[link_section = ".modinfo"]
+#[used(compiler)]
+static IMPORT_NS_DMA_BUF: [u8; 18] = *b"import_ns=DMA_BUF\0";
+
 /// The driver.
 pub(crate) struct SoftGpu;
 
@@ -61,6 +69,7 @@ impl drm::Driver for SoftGpu {
         name: c_str!("softgpu"),
         desc: c_str!("software GPU on gemfs"),
     };
+    const MODULE: &'static ThisModule = &THIS_MODULE;
     const FEATURES: u32 = drm::FEAT_GEM | drm::FEAT_RENDER;
 
     // Foreign dma-bufs: see `bo::Bo::import`.

@@ -294,13 +294,15 @@ static FOLIO_LOCK_MAP: lockdep::LockdepMap = lockdep::LockdepMap::new();
 static GEMFS_TYPE: fs::Registration = fs::Registration::new();
 
 struct Gemfs {
+    /// Unregisters the type when the module is unloaded.
+    _fs: fs::Registered,
     _debugfs: Option<debugfs::Dir>,
 }
 
 impl kernel::Module for Gemfs {
     fn init(module: &'static ThisModule) -> Result<Self> {
         FOLIO_LOCK_MAP.init(c_str!("gemfs_folio_lock"));
-        GEMFS_TYPE.register::<GemfsType>(module)?;
+        let registration = GEMFS_TYPE.register::<GemfsType>(module)?;
         let dir = debugfs::Dir::new(c_str!("gemfs")).ok();
         if let Some(d) = &dir {
             d.u64_file(c_str!("released_migrated"), &STATS.released_migrated);
@@ -316,7 +318,10 @@ impl kernel::Module for Gemfs {
             d.u64_file(c_str!("invalidated"), &STATS.invalidated);
             d.u64_file(c_str!("invalidate_refused"), &STATS.invalidate_refused);
         }
-        Ok(Gemfs { _debugfs: dir })
+        Ok(Gemfs {
+            _fs: registration,
+            _debugfs: dir,
+        })
     }
 }
 
