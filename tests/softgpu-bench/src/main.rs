@@ -15,7 +15,7 @@
 //! (frag.rs with stress-ng's memory stressors running while the objects
 //! are allocated, stress.rs). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
-//! memory compacted.
+//! memory compacted, the per-CPU free lists drained.
 //!
 //! Progress goes to stderr as `bench: ...` lines; results go to stdout, one
 //! JSON object per line prefixed `BENCH-RESULT ` (scripts/bench-report.py
@@ -141,7 +141,8 @@ impl Default for Config {
                 .filter(|&&p| p != "frag-stress")
                 .map(|s| s.to_string())
                 .collect(),
-            // gemfs right after control: the headline ratio compares two
+            // The first repetition's order (each further one rotates it):
+            // gemfs right after control, the headline ratio comparing two
             // neighbouring runs; pinned, which leaves unmovable pageblocks
             // behind, last.
             modes: vec![Mode::Control, Mode::Gemfs, Mode::Pinned],
@@ -237,7 +238,8 @@ lists: items separated by commas, or by + (in runner.bench, where commas are spa
                           fileio,userptr-bind,frag-stress (default: all but
                           frag-stress)
   --modes LIST            frag modes in the order they run at each level, of
-                          control,gemfs,pinned (default: all, in that order)
+                          control,gemfs,pinned (default: all, in that order);
+                          each repetition rotates the order by one
   --levels LIST           fill levels, % of the memory size (default: 25,50,75)
   --userptr-modes LIST    userptr-frag modes in the order they run, of
                           control,userptr-hmm,userptr-pinned (default: all)
@@ -253,8 +255,7 @@ lists: items separated by commas, or by + (in runner.bench, where commas are spa
   --mem-mb N              memory size the levels refer to, also caps the huge
                           page request and the THP test (default: MemTotal)
   --repeat N              runs of each (level, mode) of frag, userptr-frag and
-                          frag-stress
-                          (default: 1)
+                          frag-stress (default: 1)
   --bo-kb N               object size in KiB, multiple of 4 (default: 2048)
   --piece-kb N            churn piece size in KiB (default: 64)
   --batch-mb N            churn freed / objects added per step (default: 32)
@@ -403,6 +404,20 @@ fn obtained(rec: &Obj) -> Option<u64> {
     }
 }
 
+/// The modes of repetition `rep`: `modes` rotated left by `rep`, so that
+/// over as many repetitions as there are modes each mode runs once in each
+/// place, after each of the others (what a run leaves behind, free pages
+/// on the per-CPU lists, unmovable pageblocks, swapped-out memory, weighs
+/// on the next one).
+fn rotated(modes: &[Mode], rep: u32) -> Vec<Mode> {
+    let mut m = modes.to_vec();
+    if !m.is_empty() {
+        let n = rep as usize % m.len();
+        m.rotate_left(n);
+    }
+    m
+}
+
 /// Runs the fragmentation measurements of `phase` (`frag`,
 /// `userptr-frag` or `frag-stress`): every (object KiB, level) of `units`, `cfg.repeat`
 /// times, each time every mode of `modes` in turn; then one
@@ -426,8 +441,8 @@ fn frag_phase(
         };
         for rep in 0..cfg.repeat {
             let mut got = Vec::new();
-            for &mode in modes {
-                let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep);
+            for (position, mode) in rotated(modes, rep).into_iter().enumerate() {
+                let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep, position);
                 failed |= !ok_of(&rec);
                 got.push((mode, obtained(&rec)));
                 emit(&rec);
@@ -450,7 +465,11 @@ fn frag_phase(
         s.put("phase", format!("{phase}-summary"))
             .put("bo_kb", bo_kb)
             .put("level", level)
-            .put("rep", rep);
+            .put("rep", rep)
+            .put(
+                "order",
+                got.iter().map(|(m, _)| m.name()).collect::<Vec<_>>(),
+            );
         for &m in all {
             s.put(&m.key(), find(m));
         }
@@ -645,6 +664,17 @@ mod tests {
         assert_eq!(c.phases, ["frag", "userptr-bind"]);
         assert_eq!(c.levels, [25, 50]);
         assert_eq!(Mode::UserptrHmm.key(), "userptr_hmm");
+    }
+
+    #[test]
+    fn modes_rotate_between_repetitions() {
+        use Mode::*;
+        let m = [Control, Gemfs, Pinned];
+        assert_eq!(rotated(&m, 0), [Control, Gemfs, Pinned]);
+        assert_eq!(rotated(&m, 1), [Gemfs, Pinned, Control]);
+        assert_eq!(rotated(&m, 2), [Pinned, Control, Gemfs]);
+        assert_eq!(rotated(&m, 3), m);
+        assert_eq!(rotated(&[], 5), []);
     }
 
     #[test]
