@@ -171,6 +171,7 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
     table(f"{title}: vmstat deltas while compacting and while allocating huge pages",
           ["obj KiB", "level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
            "stall", "fail", "success", "pgmigrate_success", "pgmigrate_fail"], counters)
+    free_before_table(title, frag, modes)
     failed = [r for r in frag if not r.get("ok")]
     for r in failed:
         print(f"FAIL: {phase} {r.get('mode')} {r.get('level')}%: {r.get('error')}")
@@ -189,6 +190,50 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
           ["obj KiB", "level", "rep", "mode", "objects", "released", "refused", "GPU faults",
            "checked", "mismatches", "pswpout", "unit s", "gemfs released_migrated",
            "Slab kB", "MemFree kB"], extra)
+
+
+def mib(kb):
+    """KiB as whole MiB."""
+    return None if kb is None else round(kb / 1024)
+
+
+def free_before_table(title, frag, modes):
+    """The free memory each mode's run started from (settled: caches
+    dropped, memory compacted, per-CPU lists drained), per repetition, in
+    the order the modes ran, and how far it is from control's of the same
+    repetition; then, per repetition, the spread over its modes. MemFree
+    leaves out the free pages on the per-CPU lists, shown apart."""
+    rows, spreads = [], []
+    units = defaultdict(list)
+    for r in frag:
+        units[(r.get("bo_kb"), r.get("level"), r.get("rep"))].append(r)
+    for u in sorted(units, key=lambda u: (u[0] or 0, u[1] or 0, u[2] or 0)):
+        rs = sorted(units[u], key=lambda r: r.get("position", 0))
+        ctl = next((get(r, "settled", "MemFree_kb") for r in rs if r.get("mode") == "control"),
+                   None)
+        for r in rs:
+            free = get(r, "settled", "MemFree_kb")
+            rows.append([
+                u[0], f"{u[1]}%", u[2], r.get("position"), r.get("mode"),
+                mib(free), mib(get(r, "settled", "pcp_free_kb")),
+                mib(get(r, "pcp_drain", "pcp_before_kb")), get(r, "pcp_drain", "refreshes"),
+                mib(free - ctl) if free is not None and ctl is not None else None,
+                mib(r.get("request_memfree_kb")), mib(r.get("request_pcp_free_kb")),
+                r.get("hugepages_requested"),
+            ])
+        frees = [get(r, "settled", "MemFree_kb") for r in rs]
+        frees = [f for f in frees if f is not None]
+        if len(frees) > 1:
+            spreads.append([u[0], f"{u[1]}%", u[2],
+                            " ".join(r.get("mode", "?") for r in rs),
+                            mib(max(frees) - min(frees))])
+    table(f"{title}: free memory before each run (MiB; settled: caches dropped, compacted, "
+          "per-CPU lists drained), and at the huge page request",
+          ["obj KiB", "level", "rep", "pos", "mode", "MemFree", "per-CPU lists",
+           "lists before drain", "refreshes", "MemFree - control's", "request: MemFree",
+           "per-CPU lists", "requested"], rows)
+    table(f"{title}: spread of the settled MemFree over the modes of each repetition (MiB)",
+          ["obj KiB", "level", "rep", "order", "max - min"], spreads)
 
 
 def config(records):
