@@ -359,14 +359,21 @@ def scaling_tables(records, heads, mem_runs):
             "memory": [(m, h) for m, h in mem]}
 
 
+def counts(d):
+    """A {reason: count} object as "reason count, ...", or None if empty."""
+    return ", ".join(f"{k} {v}" for k, v in d.items()) if isinstance(d, dict) and d else None
+
+
 def cost_tables(records):
     mig = [r for r in records if r.get("phase") == "migrate"]
-    table("Cost: move_pages throughput between the NUMA nodes (emulated)",
+    table("Cost: move_pages throughput between the NUMA nodes (emulated); pages not moved "
+          "and calls failed under memory pressure are counted, not failures",
           ["target", "ok", "MiB", "pages moved", "moved fraction", "s", "pages/s",
-           "BO released", "BO refused"],
+           "BO released", "BO refused", "not moved", "transient call errors"],
           [[r.get("target"), r.get("ok"), r.get("mb"), r.get("pages_moved"),
             r.get("moved_fraction"), r.get("secs_emulated"), r.get("pages_per_sec_emulated"),
-            get(r, "bo_info", "released"), get(r, "bo_info", "refused")]
+            get(r, "bo_info", "released"), get(r, "bo_info", "refused"),
+            counts(r.get("not_moved")), counts(r.get("transient_calls"))]
            for r in mig])
     for s in (r for r in records if r.get("phase") == "migrate-summary"):
         print(f"  ratio gemfs/tmpfs pages/s: {fmt(s.get('gemfs_vs_tmpfs'))}, "
@@ -374,11 +381,12 @@ def cost_tables(records):
     gpu = [r for r in records if r.get("phase") == "gpu"]
     table("Cost: GPU job throughput while migration churns against quiet (emulated)",
           ["mode", "ok", "MiB", "jobs/s quiet", "jobs/s churn", "churn/quiet",
-           "pages moved", "of asked", "BO refused"],
+           "pages moved", "of asked", "BO refused", "not moved", "transient call errors"],
           [[r.get("mode"), r.get("ok"), r.get("mb"), r.get("jobs_per_sec_quiet_emulated"),
             r.get("jobs_per_sec_churn_emulated"), r.get("churn_vs_quiet"),
             r.get("churn_pages_moved"), r.get("churn_pages_asked"),
-            get(r, "bo_info", "refused")]
+            get(r, "bo_info", "refused"), counts(r.get("not_moved")),
+            counts(r.get("transient_calls"))]
            for r in gpu])
     fault = [r for r in records if r.get("phase") == "fault"]
     table("Cost: CPU page faults on BO mappings against tmpfs (emulated pages/s)",
