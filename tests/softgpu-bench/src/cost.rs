@@ -20,7 +20,7 @@ use softgpu::mm;
 
 use crate::frag::settle;
 use crate::gpu::{BoSet, StopOnDrop, Stream};
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{self, create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
 use crate::{Config, Mode};
 
@@ -190,10 +190,7 @@ pub fn migrate(cfg: &Config, workdir: &Path) -> Vec<Obj> {
             Ok(())
         };
         sys::finish(&mut rec, &format!("migrate {target}"), res);
-        rates.push(match rec.get("pages_per_sec_emulated") {
-            Some(crate::json::Json::Num(r)) => Some(*r),
-            _ => None,
-        });
+        rates.push(rec.get("pages_per_sec_emulated").and_then(|r| r.as_f64()));
         recs.push(rec);
     }
     let mut s = Obj::new();

@@ -45,7 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::gpu::{BoSet, StopOnDrop, Stream, Verify};
-use crate::json::{Json, Obj};
+use crate::json::{Json, Obj, Put as _};
 use crate::stress::Background;
 use crate::sys::{self, create_file, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::{Config, Mode};
@@ -429,9 +429,10 @@ fn unit(
             v.mismatches, v.checked, v.first
         ));
     }
-    let num = |k: &str| match rec.get(k) {
-        Some(Json::UInt(n)) => n.to_string(),
-        _ => "?".into(),
+    let num = |k: &str| {
+        rec.get(k)
+            .and_then(Json::as_u64)
+            .map_or("?".into(), |n| n.to_string())
     };
     crate::progress(&format!(
         "{name}: ok, huge pages obtained {} of {} requested",

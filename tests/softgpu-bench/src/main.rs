@@ -40,7 +40,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use json::{Json, Obj};
+use json::{Json, Obj, Put as _};
 use sys::MIB;
 
 /// What the long-lived memory of a fragmentation measurement is.
@@ -386,22 +386,21 @@ pub fn progress(msg: &str) {
 
 /// A result line on stdout, written in one piece.
 fn emit(rec: &Obj) {
-    let line = format!("BENCH-RESULT {}\n", rec.to_line());
+    let line = format!("BENCH-RESULT {}\n", json::line(rec));
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
 
 fn ok_of(rec: &Obj) -> bool {
-    matches!(rec.get("ok"), Some(Json::Bool(true)))
+    rec.get("ok") == Some(&Json::Bool(true))
 }
 
 /// Hugepages obtained by a frag record, if it succeeded.
 fn obtained(rec: &Obj) -> Option<u64> {
-    match (ok_of(rec), rec.get("hugepages_obtained")) {
-        (true, Some(Json::UInt(n))) => Some(*n),
-        _ => None,
-    }
+    ok_of(rec)
+        .then(|| rec.get("hugepages_obtained")?.as_u64())
+        .flatten()
 }
 
 /// The modes of repetition `rep`: `modes` rotated left by `rep`, so that
@@ -525,8 +524,8 @@ fn main() -> ExitCode {
     let mut env = Obj::new();
     env.put("phase", "env")
         .put("ok", true)
-        .put("config", cfg.to_obj())
-        .extend(sys::environment());
+        .put("config", cfg.to_obj());
+    env.extend(sys::environment());
     emit(&env);
     progress(&format!(
         "start: phases {:?}, memory size {} MiB",

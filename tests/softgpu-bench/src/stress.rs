@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{Ctx as _, R};
 
 /// Where stress-ng is in the guest (scripts/mkinitramfs.sh puts it there).
@@ -251,7 +251,7 @@ mod tests {
         // Stopped at once: stop() waits for the workers to start.
         let b = Background::start(&["vm".into()], &dir).unwrap();
         let o = b.stop().unwrap();
-        let line = o.to_line();
+        let line = crate::json::line(&o);
         assert!(line.contains("\"bogo_ops\":{\"vm\":"), "{line}");
         let b = Background::start(&["no-such-stressor".into()], &dir).unwrap();
         thread::sleep(Duration::from_secs(1));

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::json::{Json, Obj};
+use crate::json::{Obj, Put as _};
 
 /// Errors are messages that say what failed.
 pub type R<T> = Result<T, String>;
@@ -629,8 +629,8 @@ pub fn environment() -> Obj {
     o.put(
         "nodes",
         softgpu::mm::online_nodes()
-            .map(|n| Json::from(n.into_iter().map(u64::from).collect::<Vec<_>>()))
-            .unwrap_or(Json::Null),
+            .ok()
+            .map(|n| n.into_iter().map(u64::from).collect::<Vec<_>>()),
     );
     o.put(
         "cpus",
@@ -753,10 +753,10 @@ Number of mixed blocks    Unmovable      Movable  Reclaimable   HighAtomic      
 Node 0, zone      DMA            0            1            0            0            0 
 ";
         let o = pagetype_section(s, "Number of blocks type").unwrap();
-        assert_eq!(o.get("Unmovable"), Some(&Json::UInt(11)));
-        assert_eq!(o.get("Movable"), Some(&Json::UInt(907)));
+        assert_eq!(o["Unmovable"], 11);
+        assert_eq!(o["Movable"], 907);
         let m = pagetype_section(s, "Number of mixed blocks").unwrap();
-        assert_eq!(m.get("Movable"), Some(&Json::UInt(1)));
+        assert_eq!(m["Movable"], 1);
         assert!(pagetype_section("nothing", "Number of mixed blocks").is_none());
     }
 
@@ -789,7 +789,10 @@ Node 0, zone    DMA32
         let a = parse_counters("compact_stall 1\npgmigrate_success 5\nnr_free_pages 9\n");
         let b = parse_counters("compact_stall 3\npgmigrate_success 5\nnr_free_pages 1\n");
         let d = vmstat_delta(&a, &b);
-        assert_eq!(d.to_line(), r#"{"compact_stall":2,"pgmigrate_success":0}"#);
+        assert_eq!(
+            crate::json::line(&d),
+            r#"{"compact_stall":2,"pgmigrate_success":0}"#
+        );
         let m = parse_counters("MemTotal:       4049592 kB\nHugePages_Total:       0\n");
         assert_eq!(m["MemTotal"], 4049592);
         assert_eq!(m["HugePages_Total"], 0);
@@ -800,11 +803,11 @@ Node 0, zone    DMA32
         let (kb, order) = hugepage().unwrap();
         assert_eq!(kb * 1024, (PAGE as u64) << order);
         let s = snapshot(order).unwrap();
-        assert!(matches!(s.get("MemFree_kb"), Some(Json::UInt(v)) if *v > 0));
+        assert!(s["MemFree_kb"].as_u64().is_some_and(|v| v > 0));
         assert!(s.get("free_huge_blocks").is_some());
         let e = environment();
-        assert!(matches!(e.get("mem_total_kb"), Some(Json::UInt(_))));
-        println!("{}\n{}", s.to_line(), e.to_line());
+        assert!(e["mem_total_kb"].is_u64());
+        println!("{}\n{}", crate::json::line(&s), crate::json::line(&e));
     }
 
     #[test]
