@@ -25,9 +25,11 @@ are what keeps compaction from freeing a whole pageblock).
 
 It prints the tables: per fill level, mode, huge pages obtained, ratio to
 control, compaction counters and times (emulated: the guest runs under TCG,
-so only ratios measured side by side mean much), then the headline (with
+so only ratios measured side by side mean much), the free memory each
+mode's run started from, then the headline (with
 repetitions, --repeat: the median over them and the min-max of the ratio
-to control, each repetition against its own control), the cost phases and
+to control, each repetition against its own control; and compaction
+throughput per migrated page, gemfs's against control's), the cost phases and
 the userptr rows (userptr-frag: huge pages with anonymous memory bound as
 HMM-mirrored or pinned userptr against the same memory unbound;
 userptr-bind: bind + first GPU access throughput, HMM against pinned), the
@@ -52,6 +54,8 @@ DONE = re.compile(r"bench: done rc=(-?\d+)")
 MODES = ["control", "pinned", "gemfs"]
 USERPTR_MODES = ["control", "userptr-hmm", "userptr-pinned"]
 TARGET = 0.95
+# gemfs's compaction throughput per migrated page, against control's.
+COMPACT_TARGET = 0.5
 
 
 def parse_log(text):
@@ -257,6 +261,20 @@ def key(mode):
     return mode.replace("-", "_")
 
 
+def migrate_rate(r, during):
+    """Pages migrated per (emulated) second while compacting (during=
+    "compact": pgmigrate_success over compact_memory's time) or while
+    allocating the huge pages ("hugetlb"), or None."""
+    moved = get(r, f"vmstat_{during}", "pgmigrate_success")
+    secs = r.get(f"{during}_secs_emulated")
+    return moved / secs if moved is not None and secs else None
+
+
+def rate_ratio(r, c, during):
+    a, b = migrate_rate(r, during), migrate_rate(c, during)
+    return a / b if a is not None and b else None
+
+
 def summarise(records, keep, phase="frag", modes=MODES):
     """Per (object KiB, level), for the `phase` records `keep` accepts: the
     median over the repetitions of each mode's huge pages (and share of
@@ -276,6 +294,9 @@ def summarise(records, keep, phase="frag", modes=MODES):
         for mode in modes:
             reps = d.get(mode, {})
             row[mode] = median(r.get("hugepages_obtained") for r in reps.values())
+            for during in ("compact", "hugetlb"):
+                row[f"{key(mode)}_{during}_rate"] = median(
+                    migrate_rate(r, during) for r in reps.values())
             row[f"{mode}_of_requested"] = median(
                 r.get("hugepages_obtained_of_requested") for r in reps.values())
             if mode == "control":
@@ -287,6 +308,12 @@ def summarise(records, keep, phase="frag", modes=MODES):
             row[f"{key(mode)}_vs_control"] = median(ratios)
             row[f"{key(mode)}_vs_control_min"] = min(ratios) if ratios else None
             row[f"{key(mode)}_vs_control_max"] = max(ratios) if ratios else None
+            # Compaction throughput per migrated page, against control's
+            # of the same repetition.
+            for during in ("compact", "hugetlb"):
+                row[f"{key(mode)}_{during}_rate_vs_control"] = median(
+                    rate_ratio(r, control[rep], during)
+                    for rep, r in reps.items() if rep in control)
         ctl = next(iter(control.values()), {})
         row["objects"] = ctl.get("objects")
         row["footprint_mb"] = ctl.get("footprint_mb")
@@ -306,14 +333,25 @@ def headline(records):
     bo_kb = config(records).get("bo_kb")
     rows = summarise(records, lambda r: r.get("bo_kb") in (None, bo_kb))
     table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET}; "
-          "with repetitions, medians and the ratio's min-max)",
+          "with repetitions, medians and the ratio's min-max); compaction throughput per "
+          "migrated page (pgmigrate_success per second of compact_memory, and of the huge "
+          "page request), gemfs's as a ratio to control's (target >= "
+          f"{COMPACT_TARGET})",
           ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
-           "pinned/control", "min-max", "gemfs meets target"],
+           "pinned/control", "min-max", "gemfs meets target", "compact pages/s gemfs/control",
+           "request pages/s gemfs/control"],
           [[f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
             h["gemfs_vs_control"], spread(h, "gemfs"), h["pinned_vs_control"],
             spread(h, "pinned"),
-            None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET]
+            None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET,
+            h["gemfs_compact_rate_vs_control"], h["gemfs_hugetlb_rate_vs_control"]]
            for h in rows])
+    table("Headline detail: pages migrated per second (emulated; pgmigrate_success over the "
+          "time) while compacting and while allocating the huge pages, medians",
+          ["level", "compact: control", "pinned", "gemfs", "request: control", "pinned",
+           "gemfs"],
+          [[f"{h['level']}%"] + [h[f"{m}_compact_rate"] for m in MODES]
+           + [h[f"{m}_hugetlb_rate"] for m in MODES] for h in rows])
     # Each mode asks for as many huge pages as its free memory allows: this
     # separates fragmentation (a share below 1) from memory the mode uses.
     table("Headline detail: huge pages obtained of those requested (free memory / 2 MiB)",
@@ -325,14 +363,15 @@ def headline(records):
 
 def scaling_rows(h):
     return [h["control"], h["pinned"], h["gemfs"], h["gemfs_vs_control"],
-            h["pinned_vs_control"]]
+            h["pinned_vs_control"], h["gemfs_compact_rate_vs_control"]]
 
 
 def scaling_tables(records, heads, mem_runs):
     """Object count (the levels), object size (the scale runs) and guest
     memory (other runs) against the huge page ratios."""
     cfg = config(records)
-    cols = ["control", "pinned", "gemfs", "gemfs/control", "pinned/control"]
+    cols = ["control", "pinned", "gemfs", "gemfs/control", "pinned/control",
+            "compact pages/s gemfs/control"]
     table(f"Scaling: object count ({cfg.get('bo_kb')} KiB objects; the fill levels)",
           ["objects", "footprint MiB", "level"] + cols,
           [[h["objects"], h["footprint_mb"], f"{h['level']}%"] + scaling_rows(h) for h in heads])
