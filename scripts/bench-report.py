@@ -442,7 +442,15 @@ def cost_tables(records):
             get(r, f"gemfs_{op}_{kb}k_mb_per_sec_emulated"),
             get(r, f"gemfs_vs_tmpfs_{op}_{kb}k")]
            for r in fio if r.get("ok") for kb in (1024, 4) for op in ("write", "read")])
-    for r in mig + gpu + fault + fio:
+    fiojobs = [r for r in records if r.get("phase") == "fio"]
+    table("Cost: fio on mount -t gemfs against tmpfs (fio's bandwidth, emulated MiB/s)",
+          ["engine", "pattern", "block", "tmpfs", "gemfs", "gemfs/tmpfs"],
+          [[e, rw, bs, r.get(f"tmpfs_{e}-{rw}-{bs}_mb_per_sec_emulated"),
+            r.get(f"gemfs_{e}-{rw}-{bs}_mb_per_sec_emulated"),
+            r.get(f"gemfs_vs_tmpfs_{e}-{rw}-{bs}")]
+           for r in fiojobs if r.get("ok") for e in ("psync", "mmap") for bs in ("4k", "1m")
+           for rw in ("read", "write", "randread", "randwrite")])
+    for r in mig + gpu + fault + fio + fiojobs:
         if r.get("skipped"):
             print(f"SKIPPED: {r.get('phase')} {r.get('target') or r.get('mode')}: {r['skipped']}")
         if not r.get("ok"):

@@ -8,7 +8,8 @@
 //! move_pages throughput of GPU-resident gemfs BO pages against tmpfs, GPU
 //! job throughput while migration churns against quiet), `fault` and
 //! `fileio` (io.rs: CPU fault throughput on BO mappings, and read/write
-//! on `mount -t gemfs`, against tmpfs), `userptr-frag` (frag.rs again, with
+//! on `mount -t gemfs`, against tmpfs), `fio` (fio.rs: Debian's fio on
+//! gemfs against tmpfs), `userptr-frag` (frag.rs again, with
 //! anonymous memory bound as softgpu userptr, HMM-mirrored or pinned,
 //! against the same memory unbound), `userptr-bind` (userptr.rs: bind
 //! and first GPU access throughput, HMM against pinned) and `frag-stress`
@@ -28,6 +29,7 @@
 //! mismatch); 2 for bad arguments.
 
 mod cost;
+mod fio;
 mod frag;
 mod gpu;
 mod io;
@@ -93,6 +95,7 @@ const PHASES: &[&str] = &[
     "gpu",
     "fault",
     "fileio",
+    "fio",
     "userptr-bind",
     "frag-stress",
 ];
@@ -175,14 +178,14 @@ fn secs(s: &str) -> Result<f64, String> {
 )]
 pub struct Config {
     /// Phases to run, of frag, userptr-frag, migrate, gpu, fault, fileio,
-    /// userptr-bind, frag-stress (frag-stress takes as long as the rest of
+    /// fio, userptr-bind, frag-stress (frag-stress takes as long as the rest of
     /// frag together under TCG, stress-ng's workers sharing the vCPUs
     /// with the fill: make run runs it in its page owner guest only)
     #[arg(
         long,
         value_name = "LIST",
         value_parser = phases,
-        default_value = "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind"
+        default_value = "frag,userptr-frag,migrate,gpu,fault,fileio,fio,userptr-bind"
     )]
     pub phases: List<String>,
     /// frag modes in the order they run at each level, of control, gemfs,
@@ -260,11 +263,11 @@ pub struct Config {
     /// Skip the THP fault test after the huge page request
     #[arg(long = "no-thp-test", action = ArgAction::SetFalse)]
     pub thp_test: bool,
-    /// Footprint of the migrate, gpu and userptr-bind phases
+    /// Footprint of the migrate, gpu, fio and userptr-bind phases
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub cost_mb: u64,
-    /// Each window of the gpu phase, and the least time userptr-bind
-    /// measures each mode
+    /// Each window of the gpu phase, the least time userptr-bind measures
+    /// each mode, and the most each fio job runs
     #[arg(long, value_name = "S", value_parser = secs, default_value_t = 10.0)]
     pub cost_secs: f64,
     /// Round trips between the nodes
@@ -538,6 +541,7 @@ fn main() -> ExitCode {
     for (phase, run) in [
         ("fault", io::fault as fn(&Config, &std::path::Path) -> Obj),
         ("fileio", io::fileio),
+        ("fio", fio::fio),
     ] {
         if cfg.runs(phase) {
             let rec = run(&cfg, &cfg.workdir);
