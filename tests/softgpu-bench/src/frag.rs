@@ -281,10 +281,24 @@ fn unit(
 ) -> R<()> {
     let (hp_kb, hp_order) = sys::hugepage()?;
     crate::progress(&format!("{name}: settling (drop caches, compact)"));
-    rec.put("pcp_drain", settle()?);
+    let t = Instant::now();
+    let drain = settle()?;
+    let settle_secs = t.elapsed().as_secs_f64();
     let vm_start = sys::vmstat()?;
     let gemfs_start = sys::dir_counters("/sys/kernel/debug/gemfs");
-    rec.put("settled", sys::snapshot(hp_order)?);
+    let settled = sys::snapshot(hp_order)?;
+    let kb = |o: &Obj, k: &str| o.get(k).and_then(Json::as_u64);
+    crate::progress(&format!(
+        "{name}: settled in {settle_secs:.1} s: MemFree {:?} KiB; per-CPU lists {:?} KiB, \
+         {:?} before the drain ({:?} refreshes)",
+        kb(&settled, "MemFree_kb"),
+        kb(&settled, "pcp_free_kb"),
+        kb(&drain, "pcp_before_kb"),
+        kb(&drain, "refreshes"),
+    ));
+    rec.put("pcp_drain", drain)
+        .put("settle_secs_emulated", settle_secs)
+        .put("settled", settled);
     // All of /proc/meminfo once per measurement: what one mode's run
     // leaves behind for the next shows here.
     let mut mi = Obj::new();
