@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Assemble the guest's initramfs for one kernel flavour:
-#   /init (tests/guest/init), busybox, stress-ng and fio with their shared
-#   libraries,
+#   /init (tests/guest/init), busybox, stress-ng and its shared libraries,
 #   /tests/* (userspace test executables), /kmod/*.ko (tests/kmod, built
 #   against this kernel), /bench/* (the workspace's programs, i.e. the
 #   benchmark, when built) and /bench/run (tests/guest/bench-run, which
@@ -34,8 +33,8 @@ if [ -d "$BUILD_DIR/userspace/bench" ]; then
 fi
 cp "$TOP/tests/guest/bench-run" "$root/bench/run"
 chmod +x "$root/bench/run"
-# stress-ng and fio are dynamically linked: bring their libraries along.
-for bin in /usr/bin/stress-ng /usr/bin/fio; do
+# stress-ng is dynamically linked: bring its libraries along.
+for bin in /usr/bin/stress-ng; do
 	cp "$bin" "$root/bin/"
 	# The loader (/lib64/ld-linux-x86-64.so.2) is the line without "=>".
 	# POSIX awk only: Debian's awk is mawk, which has no \s.

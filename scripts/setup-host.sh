@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 
 DEBS=(linux-source-6.12 rustc-web rust-web-src libclang-dev clang lld llvm
-	qemu-system-x86 busybox-static stress-ng fio flex bison bc libelf-dev
+	qemu-system-x86 busybox-static stress-ng flex bison bc libelf-dev
 	libssl-dev cpio xz-utils python3 python3-matplotlib kmod rustfmt-web
 	rust-web-clippy)
 BINDGEN_VERSION=0.73.2
@@ -30,7 +30,7 @@ fi
 "$RUSTC" --version | grep -q '^rustc 1\.' || die "no usable $RUSTC"
 [ -d /usr/lib/rustlib/src/rust/library ] ||
 	die "rust-web-src did not install the Rust library source"
-for t in qemu-system-x86_64 ld.lld clang busybox stress-ng fio cpio; do
+for t in qemu-system-x86_64 ld.lld clang busybox stress-ng cpio; do
 	command -v "$t" >/dev/null || die "$t missing after install"
 done
 log "host ready: $("$RUSTC" --version), $("$BINDGEN" --version)"
