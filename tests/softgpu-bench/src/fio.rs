@@ -134,9 +134,12 @@ pub fn fio(cfg: &Config, workdir: &Path) -> Obj {
 
 fn fio_inner(cfg: &Config, workdir: &Path, rec: &mut Obj) -> R<()> {
     if !Path::new(FIO).exists() {
-        return Err(format!(
-            "no {FIO} in the guest (scripts/mkinitramfs.sh ships it)"
-        ));
+        return Err(format!("no {FIO} in the guest"));
+    }
+    // fio keeps its jobs' state in System V shared memory, even with
+    // --thread: without CONFIG_SYSVIPC it fails at once.
+    if !Path::new("/proc/sysvipc").exists() {
+        return Err("fio needs System V IPC: a kernel with CONFIG_SYSVIPC".into());
     }
     settle()?;
     let opts = format!("size={}m", cfg.cost_mb + 4);

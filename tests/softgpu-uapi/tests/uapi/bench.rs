@@ -15,7 +15,7 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     let out = Command::new(BENCH)
         .args([
             "--phases",
-            "frag,userptr-frag,migrate,gpu,fault,fileio,fio,userptr-bind,frag-stress",
+            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress",
             "--modes",
             "control,gemfs,pinned",
             "--levels",
@@ -70,7 +70,6 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         "\"gpu\"",
         "\"fault\"",
         "\"fileio\"",
-        "\"fio\"",
         "\"userptr-frag\"",
         "\"userptr-frag-summary\"",
         "\"userptr-bind\"",
