@@ -25,9 +25,11 @@ are what keeps compaction from freeing a whole pageblock).
 
 It prints the tables: per fill level, mode, huge pages obtained, ratio to
 control, compaction counters and times (emulated: the guest runs under TCG,
-so only ratios measured side by side mean much), then the headline (with
+so only ratios measured side by side mean much), the free memory each
+mode's run started from, then the headline (with
 repetitions, --repeat: the median over them and the min-max of the ratio
-to control, each repetition against its own control), the cost phases and
+to control, each repetition against its own control; and compaction
+throughput per migrated page, gemfs's against control's), the cost phases and
 the userptr rows (userptr-frag: huge pages with anonymous memory bound as
 HMM-mirrored or pinned userptr against the same memory unbound;
 userptr-bind: bind + first GPU access throughput, HMM against pinned), the
@@ -52,6 +54,8 @@ DONE = re.compile(r"bench: done rc=(-?\d+)")
 MODES = ["control", "pinned", "gemfs"]
 USERPTR_MODES = ["control", "userptr-hmm", "userptr-pinned"]
 TARGET = 0.95
+# gemfs's compaction throughput per migrated page, against control's.
+COMPACT_TARGET = 0.5
 
 
 def parse_log(text):
@@ -171,6 +175,7 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
     table(f"{title}: vmstat deltas while compacting and while allocating huge pages",
           ["obj KiB", "level", "rep", "mode", "during", "migrate_scanned", "free_scanned", "isolated",
            "stall", "fail", "success", "pgmigrate_success", "pgmigrate_fail"], counters)
+    free_before_table(title, frag, modes)
     failed = [r for r in frag if not r.get("ok")]
     for r in failed:
         print(f"FAIL: {phase} {r.get('mode')} {r.get('level')}%: {r.get('error')}")
@@ -189,6 +194,50 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
           ["obj KiB", "level", "rep", "mode", "objects", "released", "refused", "GPU faults",
            "checked", "mismatches", "pswpout", "unit s", "gemfs released_migrated",
            "Slab kB", "MemFree kB"], extra)
+
+
+def mib(kb):
+    """KiB as whole MiB."""
+    return None if kb is None else round(kb / 1024)
+
+
+def free_before_table(title, frag, modes):
+    """The free memory each mode's run started from (settled: caches
+    dropped, memory compacted, per-CPU lists drained), per repetition, in
+    the order the modes ran, and how far it is from control's of the same
+    repetition; then, per repetition, the spread over its modes. MemFree
+    leaves out the free pages on the per-CPU lists, shown apart."""
+    rows, spreads = [], []
+    units = defaultdict(list)
+    for r in frag:
+        units[(r.get("bo_kb"), r.get("level"), r.get("rep"))].append(r)
+    for u in sorted(units, key=lambda u: (u[0] or 0, u[1] or 0, u[2] or 0)):
+        rs = sorted(units[u], key=lambda r: r.get("position", 0))
+        ctl = next((get(r, "settled", "MemFree_kb") for r in rs if r.get("mode") == "control"),
+                   None)
+        for r in rs:
+            free = get(r, "settled", "MemFree_kb")
+            rows.append([
+                u[0], f"{u[1]}%", u[2], r.get("position"), r.get("mode"),
+                mib(free), mib(get(r, "settled", "pcp_free_kb")),
+                mib(get(r, "pcp_drain", "pcp_before_kb")), get(r, "pcp_drain", "refreshes"),
+                mib(free - ctl) if free is not None and ctl is not None else None,
+                mib(r.get("request_memfree_kb")), mib(r.get("request_pcp_free_kb")),
+                r.get("hugepages_requested"),
+            ])
+        frees = [get(r, "settled", "MemFree_kb") for r in rs]
+        frees = [f for f in frees if f is not None]
+        if len(frees) > 1:
+            spreads.append([u[0], f"{u[1]}%", u[2],
+                            " ".join(r.get("mode", "?") for r in rs),
+                            mib(max(frees) - min(frees))])
+    table(f"{title}: free memory before each run (MiB; settled: caches dropped, compacted, "
+          "per-CPU lists drained), and at the huge page request",
+          ["obj KiB", "level", "rep", "pos", "mode", "MemFree", "per-CPU lists",
+           "lists before drain", "refreshes", "MemFree - control's", "request: MemFree",
+           "per-CPU lists", "requested"], rows)
+    table(f"{title}: spread of the settled MemFree over the modes of each repetition (MiB)",
+          ["obj KiB", "level", "rep", "order", "max - min"], spreads)
 
 
 def config(records):
@@ -212,6 +261,20 @@ def key(mode):
     return mode.replace("-", "_")
 
 
+def migrate_rate(r, during):
+    """Pages migrated per (emulated) second while compacting (during=
+    "compact": pgmigrate_success over compact_memory's time) or while
+    allocating the huge pages ("hugetlb"), or None."""
+    moved = get(r, f"vmstat_{during}", "pgmigrate_success")
+    secs = r.get(f"{during}_secs_emulated")
+    return moved / secs if moved is not None and secs else None
+
+
+def rate_ratio(r, c, during):
+    a, b = migrate_rate(r, during), migrate_rate(c, during)
+    return a / b if a is not None and b else None
+
+
 def summarise(records, keep, phase="frag", modes=MODES):
     """Per (object KiB, level), for the `phase` records `keep` accepts: the
     median over the repetitions of each mode's huge pages (and share of
@@ -231,6 +294,9 @@ def summarise(records, keep, phase="frag", modes=MODES):
         for mode in modes:
             reps = d.get(mode, {})
             row[mode] = median(r.get("hugepages_obtained") for r in reps.values())
+            for during in ("compact", "hugetlb"):
+                row[f"{key(mode)}_{during}_rate"] = median(
+                    migrate_rate(r, during) for r in reps.values())
             row[f"{mode}_of_requested"] = median(
                 r.get("hugepages_obtained_of_requested") for r in reps.values())
             if mode == "control":
@@ -242,6 +308,12 @@ def summarise(records, keep, phase="frag", modes=MODES):
             row[f"{key(mode)}_vs_control"] = median(ratios)
             row[f"{key(mode)}_vs_control_min"] = min(ratios) if ratios else None
             row[f"{key(mode)}_vs_control_max"] = max(ratios) if ratios else None
+            # Compaction throughput per migrated page, against control's
+            # of the same repetition.
+            for during in ("compact", "hugetlb"):
+                row[f"{key(mode)}_{during}_rate_vs_control"] = median(
+                    rate_ratio(r, control[rep], during)
+                    for rep, r in reps.items() if rep in control)
         ctl = next(iter(control.values()), {})
         row["objects"] = ctl.get("objects")
         row["footprint_mb"] = ctl.get("footprint_mb")
@@ -261,14 +333,25 @@ def headline(records):
     bo_kb = config(records).get("bo_kb")
     rows = summarise(records, lambda r: r.get("bo_kb") in (None, bo_kb))
     table(f"Headline: huge pages obtained, ratio to control (target for gemfs >= {TARGET}; "
-          "with repetitions, medians and the ratio's min-max)",
+          "with repetitions, medians and the ratio's min-max); compaction throughput per "
+          "migrated page (pgmigrate_success per second of compact_memory, and of the huge "
+          "page request), gemfs's as a ratio to control's (target >= "
+          f"{COMPACT_TARGET})",
           ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
-           "pinned/control", "min-max", "gemfs meets target"],
+           "pinned/control", "min-max", "gemfs meets target", "compact pages/s gemfs/control",
+           "request pages/s gemfs/control"],
           [[f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
             h["gemfs_vs_control"], spread(h, "gemfs"), h["pinned_vs_control"],
             spread(h, "pinned"),
-            None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET]
+            None if h["gemfs_vs_control"] is None else h["gemfs_vs_control"] >= TARGET,
+            h["gemfs_compact_rate_vs_control"], h["gemfs_hugetlb_rate_vs_control"]]
            for h in rows])
+    table("Headline detail: pages migrated per second (emulated; pgmigrate_success over the "
+          "time) while compacting and while allocating the huge pages, medians",
+          ["level", "compact: control", "pinned", "gemfs", "request: control", "pinned",
+           "gemfs"],
+          [[f"{h['level']}%"] + [h[f"{m}_compact_rate"] for m in MODES]
+           + [h[f"{m}_hugetlb_rate"] for m in MODES] for h in rows])
     # Each mode asks for as many huge pages as its free memory allows: this
     # separates fragmentation (a share below 1) from memory the mode uses.
     table("Headline detail: huge pages obtained of those requested (free memory / 2 MiB)",
@@ -280,14 +363,15 @@ def headline(records):
 
 def scaling_rows(h):
     return [h["control"], h["pinned"], h["gemfs"], h["gemfs_vs_control"],
-            h["pinned_vs_control"]]
+            h["pinned_vs_control"], h["gemfs_compact_rate_vs_control"]]
 
 
 def scaling_tables(records, heads, mem_runs):
     """Object count (the levels), object size (the scale runs) and guest
     memory (other runs) against the huge page ratios."""
     cfg = config(records)
-    cols = ["control", "pinned", "gemfs", "gemfs/control", "pinned/control"]
+    cols = ["control", "pinned", "gemfs", "gemfs/control", "pinned/control",
+            "compact pages/s gemfs/control"]
     table(f"Scaling: object count ({cfg.get('bo_kb')} KiB objects; the fill levels)",
           ["objects", "footprint MiB", "level"] + cols,
           [[h["objects"], h["footprint_mb"], f"{h['level']}%"] + scaling_rows(h) for h in heads])
@@ -314,14 +398,21 @@ def scaling_tables(records, heads, mem_runs):
             "memory": [(m, h) for m, h in mem]}
 
 
+def counts(d):
+    """A {reason: count} object as "reason count, ...", or None if empty."""
+    return ", ".join(f"{k} {v}" for k, v in d.items()) if isinstance(d, dict) and d else None
+
+
 def cost_tables(records):
     mig = [r for r in records if r.get("phase") == "migrate"]
-    table("Cost: move_pages throughput between the NUMA nodes (emulated)",
+    table("Cost: move_pages throughput between the NUMA nodes (emulated); pages not moved "
+          "and calls failed under memory pressure are counted, not failures",
           ["target", "ok", "MiB", "pages moved", "moved fraction", "s", "pages/s",
-           "BO released", "BO refused"],
+           "BO released", "BO refused", "not moved", "transient call errors"],
           [[r.get("target"), r.get("ok"), r.get("mb"), r.get("pages_moved"),
             r.get("moved_fraction"), r.get("secs_emulated"), r.get("pages_per_sec_emulated"),
-            get(r, "bo_info", "released"), get(r, "bo_info", "refused")]
+            get(r, "bo_info", "released"), get(r, "bo_info", "refused"),
+            counts(r.get("not_moved")), counts(r.get("transient_calls"))]
            for r in mig])
     for s in (r for r in records if r.get("phase") == "migrate-summary"):
         print(f"  ratio gemfs/tmpfs pages/s: {fmt(s.get('gemfs_vs_tmpfs'))}, "
@@ -329,11 +420,12 @@ def cost_tables(records):
     gpu = [r for r in records if r.get("phase") == "gpu"]
     table("Cost: GPU job throughput while migration churns against quiet (emulated)",
           ["mode", "ok", "MiB", "jobs/s quiet", "jobs/s churn", "churn/quiet",
-           "pages moved", "of asked", "BO refused"],
+           "pages moved", "of asked", "BO refused", "not moved", "transient call errors"],
           [[r.get("mode"), r.get("ok"), r.get("mb"), r.get("jobs_per_sec_quiet_emulated"),
             r.get("jobs_per_sec_churn_emulated"), r.get("churn_vs_quiet"),
             r.get("churn_pages_moved"), r.get("churn_pages_asked"),
-            get(r, "bo_info", "refused")]
+            get(r, "bo_info", "refused"), counts(r.get("not_moved")),
+            counts(r.get("transient_calls"))]
            for r in gpu])
     fault = [r for r in records if r.get("phase") == "fault"]
     table("Cost: CPU page faults on BO mappings against tmpfs (emulated pages/s)",
@@ -350,7 +442,15 @@ def cost_tables(records):
             get(r, f"gemfs_{op}_{kb}k_mb_per_sec_emulated"),
             get(r, f"gemfs_vs_tmpfs_{op}_{kb}k")]
            for r in fio if r.get("ok") for kb in (1024, 4) for op in ("write", "read")])
-    for r in mig + gpu + fault + fio:
+    fiojobs = [r for r in records if r.get("phase") == "fio"]
+    table("Cost: fio on mount -t gemfs against tmpfs (fio's bandwidth, emulated MiB/s)",
+          ["engine", "pattern", "block", "tmpfs", "gemfs", "gemfs/tmpfs"],
+          [[e, rw, bs, r.get(f"tmpfs_{e}-{rw}-{bs}_mb_per_sec_emulated"),
+            r.get(f"gemfs_{e}-{rw}-{bs}_mb_per_sec_emulated"),
+            r.get(f"gemfs_vs_tmpfs_{e}-{rw}-{bs}")]
+           for r in fiojobs if r.get("ok") for e in ("psync", "mmap") for bs in ("4k", "1m")
+           for rw in ("read", "write", "randread", "randwrite")])
+    for r in mig + gpu + fault + fio + fiojobs:
         if r.get("skipped"):
             print(f"SKIPPED: {r.get('phase')} {r.get('target') or r.get('mode')}: {r['skipped']}")
         if not r.get("ok"):

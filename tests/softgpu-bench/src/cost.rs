@@ -9,6 +9,7 @@
 //!   object page to the other node and back, and compaction, in a loop)
 //!   against a quiet window of the same length.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -19,14 +20,147 @@ use softgpu::mm;
 
 use crate::frag::settle;
 use crate::gpu::{BoSet, StopOnDrop, Stream};
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{self, create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
 use crate::{Config, Mode};
 
-/// Moves every page to the other node once. Returns (pages that reached
-/// their target, pages asked).
-fn move_to_other_node(addrs: &[usize]) -> R<(u64, u64)> {
-    let now = mm::page_nodes(addrs).ctx("move_pages query")?;
+/// What the kernel may answer under memory pressure, from another
+/// workload's or our own: `move_pages(2)` documents ENOMEM, and EBUSY and
+/// EAGAIN come from pages that are busy for the moment. Neither is wrong
+/// data nor a broken invariant: counted, never a failure.
+const TRANSIENT: &[(i32, &str)] = &[
+    (libc::ENOMEM, "ENOMEM"),
+    (libc::EBUSY, "EBUSY"),
+    (libc::EAGAIN, "EAGAIN"),
+];
+
+/// The errnos a page may have per page after a move, by name; other
+/// negative statuses are named by number.
+const PAGE_ERRNOS: &[(i32, &str)] = &[
+    (libc::ENOMEM, "ENOMEM"),
+    (libc::EBUSY, "EBUSY"),
+    (libc::EAGAIN, "EAGAIN"),
+    (libc::ENOENT, "ENOENT"),
+    (libc::EACCES, "EACCES"),
+    (libc::EFAULT, "EFAULT"),
+    (libc::ENODEV, "ENODEV"),
+];
+
+fn errno_name(table: &[(i32, &'static str)], errno: i32) -> Option<&'static str> {
+    table.iter().find(|(e, _)| *e == errno).map(|(_, n)| *n)
+}
+
+/// A move_pages(2) call's error: `Ok(name)` if transient (to be counted),
+/// `Err` (a failure) otherwise.
+fn classify_call_error(e: &std::io::Error) -> R<&'static str> {
+    e.raw_os_error()
+        .and_then(|n| errno_name(TRANSIENT, n))
+        .ok_or_else(|| format!("move_pages: {e}"))
+}
+
+/// One page's status after a move to `target`: `Ok(None)` if it is there,
+/// `Ok(Some(why))` if it was not moved (a per-page errno, or no status:
+/// the call stopped before its batch), `Err` for a status move_pages(2)
+/// never gives (a node other than the target).
+fn classify_page(status: i32, target: i32) -> R<Option<String>> {
+    match status {
+        s if s == target => Ok(None),
+        mm::NOT_MOVED => Ok(Some("unreported".into())),
+        s if s < 0 => Ok(Some(
+            errno_name(PAGE_ERRNOS, -s).map_or_else(|| format!("errno {}", -s), String::from),
+        )),
+        s => Err(format!(
+            "move_pages: a page reported on node {s}, asked to move to {target}"
+        )),
+    }
+}
+
+/// What moving pages to the other node came to, over one or more rounds.
+#[derive(Debug, Default, PartialEq)]
+struct Moves {
+    /// Pages that reached their target.
+    moved: u64,
+    /// Pages asked (every page, present or not).
+    asked: u64,
+    /// Pages not moved, by reason (per-page errno, `unreported`, `absent`:
+    /// not present at the query).
+    not_moved: BTreeMap<String, u64>,
+    /// Calls (query or move) that failed transiently, by errno.
+    transient_calls: BTreeMap<String, u64>,
+}
+
+impl Moves {
+    fn add(&mut self, o: Moves) {
+        self.moved += o.moved;
+        self.asked += o.asked;
+        for (k, v) in o.not_moved {
+            *self.not_moved.entry(k).or_default() += v;
+        }
+        for (k, v) in o.transient_calls {
+            *self.transient_calls.entry(k).or_default() += v;
+        }
+    }
+
+    fn put(&self, o: &mut Obj) {
+        let map = |m: &BTreeMap<String, u64>| {
+            let mut j = Obj::new();
+            for (k, &v) in m {
+                j.put(k, v);
+            }
+            j
+        };
+        o.put("not_moved", map(&self.not_moved))
+            .put("transient_calls", map(&self.transient_calls));
+    }
+}
+
+/// Counts a move's outcome: `asked` pages, of which those present at the
+/// query were asked to move to `t`, and the call's result. Errors only on a broken invariant or a call that
+/// failed for a reason other than memory pressure.
+fn count_move(asked: usize, t: &[i32], res: std::io::Result<mm::MoveOutcome>) -> R<Moves> {
+    let mut m = Moves {
+        asked: asked as u64,
+        ..Moves::default()
+    };
+    let absent = asked - t.len();
+    if absent > 0 {
+        m.not_moved.insert("absent".into(), absent as u64);
+    }
+    let status = match res {
+        Ok(out) => out.status,
+        Err(e) => {
+            *m.transient_calls
+                .entry(classify_call_error(&e)?.into())
+                .or_default() += 1;
+            *m.not_moved.entry("call failed".into()).or_default() += t.len() as u64;
+            return Ok(m);
+        }
+    };
+    for (j, &s) in status.iter().enumerate() {
+        match classify_page(s, t[j])? {
+            None => m.moved += 1,
+            Some(why) => *m.not_moved.entry(why).or_default() += 1,
+        }
+    }
+    Ok(m)
+}
+
+/// Moves every page to the other node once, and counts what happened.
+fn move_to_other_node(addrs: &[usize]) -> R<Moves> {
+    let now = match mm::page_nodes(addrs) {
+        Ok(n) => n,
+        Err(e) => {
+            let why = classify_call_error(&e).map_err(|e| format!("{e} (query)"))?;
+            let mut m = Moves {
+                asked: addrs.len() as u64,
+                ..Moves::default()
+            };
+            m.transient_calls.insert(why.into(), 1);
+            m.not_moved
+                .insert("query failed".into(), addrs.len() as u64);
+            return Ok(m);
+        }
+    };
     let (mut a, mut t) = (Vec::new(), Vec::new());
     for (i, &n) in now.iter().enumerate() {
         if n >= 0 {
@@ -34,9 +168,7 @@ fn move_to_other_node(addrs: &[usize]) -> R<(u64, u64)> {
             t.push(1 - n);
         }
     }
-    let out = mm::move_pages(&a, &t).ctx("move_pages")?;
-    let moved = (0..a.len()).filter(|&i| out.moved(i, t[i])).count();
-    Ok((moved as u64, addrs.len() as u64))
+    count_move(addrs.len(), &t, mm::move_pages(&a, &t))
 }
 
 fn two_nodes() -> bool {
@@ -58,10 +190,7 @@ pub fn migrate(cfg: &Config, workdir: &Path) -> Vec<Obj> {
             Ok(())
         };
         sys::finish(&mut rec, &format!("migrate {target}"), res);
-        rates.push(match rec.get("pages_per_sec_emulated") {
-            Some(crate::json::Json::Num(r)) => Some(*r),
-            _ => None,
-        });
+        rates.push(rec.get("pages_per_sec_emulated").and_then(|r| r.as_f64()));
         recs.push(rec);
     }
     let mut s = Obj::new();
@@ -125,7 +254,7 @@ fn migrate_one(cfg: &Config, workdir: &Path, target: &str, rec: &mut Obj) -> R<(
         set = Some(s);
         a
     };
-    let mut moved_total = 0u64;
+    let mut total = Moves::default();
     let mut secs = 0f64;
     let mut per_move = Vec::new();
     for r in 0..cfg.migrate_rounds * 2 {
@@ -138,16 +267,19 @@ fn migrate_one(cfg: &Config, workdir: &Path, target: &str, rec: &mut Obj) -> R<(
             }
         }
         let t = Instant::now();
-        let (moved, asked) = move_to_other_node(&addrs)?;
+        let moves = move_to_other_node(&addrs)?;
         let dt = t.elapsed().as_secs_f64();
-        moved_total += moved;
         secs += dt;
         let mut m = Obj::new();
-        m.put("moved", moved)
-            .put("asked", asked)
+        m.put("moved", moves.moved)
+            .put("asked", moves.asked)
             .put("secs_emulated", dt);
+        moves.put(&mut m);
         per_move.push(m);
+        total.add(moves);
     }
+    let moved_total = total.moved;
+    total.put(rec);
     rec.put("moves", per_move)
         .put("pages_moved", moved_total)
         .put("secs_emulated", secs)
@@ -262,11 +394,10 @@ fn windows(cfg: &Config, mode: &str, st: &Stream, addrs: &[usize]) -> R<Obj> {
         "gpu {mode}: churn window (move_pages + compaction)"
     ));
     let (j1, t) = (jobs(), Instant::now());
-    let (mut iters, mut moved, mut asked) = (0u64, 0u64, 0u64);
+    let mut iters = 0u64;
+    let mut moves = Moves::default();
     while t.elapsed() < w {
-        let (m, a) = move_to_other_node(addrs)?;
-        moved += m;
-        asked += a;
+        moves.add(move_to_other_node(addrs)?);
         sys::compact_memory()?;
         iters += 1;
     }
@@ -279,10 +410,102 @@ fn windows(cfg: &Config, mode: &str, st: &Stream, addrs: &[usize]) -> R<Obj> {
         .put("churn_jobs", churn)
         .put("churn_secs_emulated", churn_secs)
         .put("churn_iterations", iters)
-        .put("churn_pages_moved", moved)
-        .put("churn_pages_asked", asked)
+        .put("churn_pages_moved", moves.moved)
+        .put("churn_pages_asked", moves.asked)
         .put("jobs_per_sec_quiet_emulated", qr)
         .put("jobs_per_sec_churn_emulated", cr)
         .put("churn_vs_quiet", (quiet > 0).then(|| cr / qr));
+    moves.put(&mut o);
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Error;
+
+    #[test]
+    fn pressure_is_counted_not_failed() {
+        for (e, name) in [
+            (libc::ENOMEM, "ENOMEM"),
+            (libc::EBUSY, "EBUSY"),
+            (libc::EAGAIN, "EAGAIN"),
+        ] {
+            let m = count_move(3, &[1, 0], Err(Error::from_raw_os_error(e))).unwrap();
+            assert_eq!(m.moved, 0);
+            assert_eq!(m.asked, 3);
+            assert_eq!(m.transient_calls[name], 1);
+            assert_eq!(m.not_moved["call failed"], 2);
+            assert_eq!(m.not_moved["absent"], 1);
+        }
+    }
+
+    #[test]
+    fn other_call_errors_fail() {
+        for e in [
+            libc::EFAULT,
+            libc::EINVAL,
+            libc::EPERM,
+            libc::ENODEV,
+            libc::E2BIG,
+        ] {
+            assert!(count_move(1, &[1], Err(Error::from_raw_os_error(e))).is_err());
+        }
+    }
+
+    #[test]
+    fn per_page_statuses() {
+        let out = mm::MoveOutcome {
+            not_migrated: 1,
+            status: vec![
+                1,
+                -libc::ENOMEM,
+                -libc::EBUSY,
+                mm::NOT_MOVED,
+                0,
+                -libc::EACCES,
+                -200,
+            ],
+        };
+        let t = [1, 1, 1, 1, 0, 1, 1];
+        let m = count_move(7, &t, Ok(out)).unwrap();
+        assert_eq!((m.moved, m.asked), (2, 7));
+        let want: BTreeMap<String, u64> = [
+            ("ENOMEM", 1),
+            ("EBUSY", 1),
+            ("unreported", 1),
+            ("EACCES", 1),
+            ("errno 200", 1),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        assert_eq!(m.not_moved, want);
+        assert!(m.transient_calls.is_empty());
+        // A page on a node it was not asked to go to: a broken invariant.
+        let bad = mm::MoveOutcome {
+            not_migrated: 0,
+            status: vec![0],
+        };
+        assert!(count_move(1, &[1], Ok(bad)).is_err());
+    }
+
+    #[test]
+    fn moves_add_up() {
+        let mut a = count_move(2, &[1], Err(Error::from_raw_os_error(libc::ENOMEM))).unwrap();
+        let b = count_move(
+            2,
+            &[1, 1],
+            Ok(mm::MoveOutcome {
+                not_migrated: 0,
+                status: vec![1, -libc::ENOMEM],
+            }),
+        )
+        .unwrap();
+        a.add(b);
+        assert_eq!((a.moved, a.asked), (1, 4));
+        assert_eq!(a.not_moved["ENOMEM"], 1);
+        assert_eq!(a.not_moved["call failed"], 1);
+        assert_eq!(a.not_moved["absent"], 1);
+        assert_eq!(a.transient_calls["ENOMEM"], 1);
+    }
 }

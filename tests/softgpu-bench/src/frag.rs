@@ -25,6 +25,12 @@
 //! back) or pinned at bind (FOLL_LONGTERM: immovable while bound), and used
 //! by the same GPU jobs as BOs.
 //!
+//! Unbiased: each measurement starts settled (`settle()`), the per-CPU
+//! free lists drained, so that what the previous mode's run left there
+//! does not shrink the next one's free memory; the huge page request
+//! counts what sits on those lists again by then; and the modes' order
+//! rotates from one repetition to the next (main.rs).
+//!
 //! The `frag-stress` phase runs the `frag` measurement with stress-ng's
 //! stressors (stress.rs) started after the churn is filled and stopped
 //! once the last object is allocated, before the rest of the churn is
@@ -39,7 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::gpu::{BoSet, StopOnDrop, Stream, Verify};
-use crate::json::{Json, Obj};
+use crate::json::{Json, Obj, Put as _};
 use crate::stress::Background;
 use crate::sys::{self, create_file, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::{Config, Mode};
@@ -212,18 +218,41 @@ fn cpu_stream(objs: &mut [AnonMap], vals: &mut [u8], st: &Stream) -> R<u64> {
 }
 
 /// Brings the machine to the same state before each measurement: no huge
-/// pages reserved, caches dropped, memory compacted.
-pub fn settle() -> R<()> {
+/// pages reserved, caches dropped, memory compacted, the per-CPU free
+/// lists drained (what the previous measurement freed last, its huge pages
+/// among it, sits there, outside MemFree). Returns what the drain did.
+pub fn settle() -> R<Obj> {
     sys::set_nr_hugepages(0)?;
     sys::drop_caches()?;
     sys::compact_memory()?;
-    Ok(())
+    let mut o = Obj::new();
+    match sys::drain_pcp()? {
+        Some((before, after, refreshes)) => o
+            .put("pcp_before_kb", before)
+            .put("pcp_after_kb", after)
+            .put("refreshes", refreshes),
+        None => o.put(
+            "skipped",
+            "no percpu_pagelist_high_fraction or stat_refresh",
+        ),
+    };
+    Ok(o)
 }
 
 /// One measurement of `phase` (`frag` or `userptr-frag`): `mode` at
 /// `level` % of the memory size. Always returns a record; `ok` is false
 /// (with `error`) if anything failed.
-pub fn run(cfg: &Config, phase: &str, churn_dir: &Path, mode: Mode, level: u32, rep: u32) -> Obj {
+/// `position` is the mode's place in this repetition's order (the order
+/// rotates from one repetition to the next).
+pub fn run(
+    cfg: &Config,
+    phase: &str,
+    churn_dir: &Path,
+    mode: Mode,
+    level: u32,
+    rep: u32,
+    position: usize,
+) -> Obj {
     // frag-stress: stress-ng's stressors run while the objects are added.
     let load = (phase == "frag-stress").then_some(&cfg.stress_ng[..]);
     let mut rec = Obj::new();
@@ -231,7 +260,8 @@ pub fn run(cfg: &Config, phase: &str, churn_dir: &Path, mode: Mode, level: u32, 
         .put("mode", mode.name())
         .put("level", level)
         .put("bo_kb", cfg.bo_kb)
-        .put("rep", rep);
+        .put("rep", rep)
+        .put("position", position);
     let t = Instant::now();
     let name = format!("{phase} mode={} level={level}%", mode.name());
     let res = unit(cfg, &name, churn_dir, mode, level, load, &mut rec);
@@ -251,10 +281,24 @@ fn unit(
 ) -> R<()> {
     let (hp_kb, hp_order) = sys::hugepage()?;
     crate::progress(&format!("{name}: settling (drop caches, compact)"));
-    settle()?;
+    let t = Instant::now();
+    let drain = settle()?;
+    let settle_secs = t.elapsed().as_secs_f64();
     let vm_start = sys::vmstat()?;
     let gemfs_start = sys::dir_counters("/sys/kernel/debug/gemfs");
-    rec.put("settled", sys::snapshot(hp_order)?);
+    let settled = sys::snapshot(hp_order)?;
+    let kb = |o: &Obj, k: &str| o.get(k).and_then(Json::as_u64);
+    crate::progress(&format!(
+        "{name}: settled in {settle_secs:.1} s: MemFree {:?} KiB; per-CPU lists {:?} KiB, \
+         {:?} before the drain ({:?} refreshes)",
+        kb(&settled, "MemFree_kb"),
+        kb(&settled, "pcp_free_kb"),
+        kb(&drain, "pcp_before_kb"),
+        kb(&drain, "refreshes"),
+    ));
+    rec.put("pcp_drain", drain)
+        .put("settle_secs_emulated", settle_secs)
+        .put("settled", settled);
     // All of /proc/meminfo once per measurement: what one mode's run
     // leaves behind for the next shows here.
     let mut mi = Obj::new();
@@ -399,9 +443,10 @@ fn unit(
             v.mismatches, v.checked, v.first
         ));
     }
-    let num = |k: &str| match rec.get(k) {
-        Some(Json::UInt(n)) => n.to_string(),
-        _ => "?".into(),
+    let num = |k: &str| {
+        rec.get(k)
+            .and_then(Json::as_u64)
+            .map_or("?".into(), |n| n.to_string())
     };
     crate::progress(&format!(
         "{name}: ok, huge pages obtained {} of {} requested",
@@ -441,9 +486,15 @@ fn measure(cfg: &Config, name: &str, st: &Stream, hp_kb: u64, hp_order: u32) -> 
         (quiet_jobs > 0).then(|| compact_rate / quiet_rate),
     );
 
+    // Free pages on the per-CPU lists count: they are free, the huge page
+    // allocation drains the lists when it runs short, and how many sit
+    // there differs from one mode's run to the next.
     let free_kb = sys::meminfo_kb("MemFree")?;
-    let request = (free_kb.saturating_sub(cfg.hugetlb_reserve_mb * 1024) / hp_kb)
+    let pcp_kb = sys::pcp_free_kb()?;
+    let request = ((free_kb + pcp_kb).saturating_sub(cfg.hugetlb_reserve_mb * 1024) / hp_kb)
         .min(cfg.mem_bytes() / 1024 / hp_kb);
+    o.put("request_memfree_kb", free_kb)
+        .put("request_pcp_free_kb", pcp_kb);
     crate::progress(&format!("{name}: requesting {request} huge pages"));
     let j2 = jobs();
     let t = Instant::now();

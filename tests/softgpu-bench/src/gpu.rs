@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use softgpu::{fnv1a64, Cmd, Device, Mapping, SOFTGPU_BO_PINNED, SOFTGPU_USERPTR_PINNED};
 
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{AnonMap, Ctx as _, R};
 use crate::Mode;
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use softgpu::{Device, Mapping, SOFTGPU_BO_PINNED};
 
 use crate::frag::settle;
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{create_file, Ctx as _, FileMap, Tmpfs, MIB, PAGE, R};
 use crate::Config;
 

@@ -8,14 +8,15 @@
 //! move_pages throughput of GPU-resident gemfs BO pages against tmpfs, GPU
 //! job throughput while migration churns against quiet), `fault` and
 //! `fileio` (io.rs: CPU fault throughput on BO mappings, and read/write
-//! on `mount -t gemfs`, against tmpfs), `userptr-frag` (frag.rs again, with
+//! on `mount -t gemfs`, against tmpfs), `fio` (fio.rs: Debian's fio on
+//! gemfs against tmpfs), `userptr-frag` (frag.rs again, with
 //! anonymous memory bound as softgpu userptr, HMM-mirrored or pinned,
 //! against the same memory unbound), `userptr-bind` (userptr.rs: bind
 //! and first GPU access throughput, HMM against pinned) and `frag-stress`
 //! (frag.rs with stress-ng's memory stressors running while the objects
 //! are allocated, stress.rs). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
-//! memory compacted.
+//! memory compacted, the per-CPU free lists drained.
 //!
 //! Progress goes to stderr as `bench: ...` lines; results go to stdout, one
 //! JSON object per line prefixed `BENCH-RESULT ` (scripts/bench-report.py
@@ -28,6 +29,7 @@
 //! mismatch); 2 for bad arguments.
 
 mod cost;
+mod fio;
 mod frag;
 mod gpu;
 mod io;
@@ -40,11 +42,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use json::{Json, Obj};
+use clap::{ArgAction, CommandFactory as _, Parser};
+use json::{Json, Obj, Put as _};
+use serde::Serialize;
 use sys::MIB;
 
 /// What the long-lived memory of a fragmentation measurement is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Anonymous memory, mlock()ed, used by the CPU.
     Control,
@@ -90,92 +95,224 @@ const PHASES: &[&str] = &[
     "gpu",
     "fault",
     "fileio",
+    "fio",
     "userptr-bind",
     "frag-stress",
 ];
 
-/// The command line; see [`USAGE`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub phases: Vec<String>,
-    pub modes: Vec<Mode>,
-    pub levels: Vec<u32>,
-    /// Modes and fill levels of the `userptr-frag` phase.
-    pub userptr_modes: Vec<Mode>,
-    pub userptr_levels: Vec<u32>,
-    /// stress-ng stressors and fill levels of the `frag-stress` phase.
-    pub stress_ng: Vec<String>,
-    pub stress_levels: Vec<u32>,
-    pub mem_mb: Option<u64>,
-    pub repeat: u32,
-    pub bo_kb: u64,
-    /// Object sizes of the size-scaling runs, at `scale_level`.
-    pub scale_bo_kb: Vec<u64>,
-    pub scale_level: u32,
-    pub piece_kb: u64,
-    pub batch_mb: u64,
-    pub churn_pct: u32,
-    pub headroom_mb: u64,
-    pub contexts: usize,
-    pub busy_us: u64,
-    pub quiet_secs: f64,
-    pub hugetlb_reserve_mb: u64,
-    pub verify_every: usize,
-    pub thp_test: bool,
-    pub cost_mb: u64,
-    pub cost_secs: f64,
-    pub migrate_rounds: u32,
-    pub workdir: PathBuf,
-    /// MemTotal in bytes, filled in at start.
-    pub mem_total: u64,
-}
+/// A list option's value: items separated by `,` or `+` (runner.bench on
+/// the kernel command line turns commas into spaces: lists there take
+/// `+`); empty for none.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct List<T>(pub Vec<T>);
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            // frag-stress takes as long as the rest of frag together under
-            // TCG (stress-ng's workers share the two vCPUs with the fill):
-            // make run runs it in its page owner guest only.
-            phases: PHASES
-                .iter()
-                .filter(|&&p| p != "frag-stress")
-                .map(|s| s.to_string())
-                .collect(),
-            // gemfs right after control: the headline ratio compares two
-            // neighbouring runs; pinned, which leaves unmovable pageblocks
-            // behind, last.
-            modes: vec![Mode::Control, Mode::Gemfs, Mode::Pinned],
-            levels: vec![25, 50, 75],
-            // Pinned userptr last, as pinned BOs in `frag`.
-            userptr_modes: USERPTR_MODES.to_vec(),
-            userptr_levels: vec![50],
-            stress_ng: ["vm", "mmapfork", "pagemove"].map(String::from).to_vec(),
-            stress_levels: vec![50],
-            mem_mb: None,
-            repeat: 1,
-            bo_kb: 2048,
-            scale_bo_kb: vec![256, 16384],
-            scale_level: 50,
-            piece_kb: 64,
-            batch_mb: 32,
-            churn_pct: 90,
-            headroom_mb: 128,
-            contexts: 8,
-            busy_us: 2000,
-            quiet_secs: 5.0,
-            hugetlb_reserve_mb: 64,
-            verify_every: 1,
-            thp_test: true,
-            cost_mb: 64,
-            cost_secs: 10.0,
-            migrate_rounds: 2,
-            workdir: PathBuf::from("/run/softgpu-bench"),
-            mem_total: 0,
-        }
+impl<T> std::ops::Deref for List<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.0
     }
 }
 
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<List<T>, String> {
+    s.split([',', '+'])
+        .filter(|p| !p.is_empty())
+        .map(|p| f(p).ok_or_else(|| format!("bad list item {p:?}")))
+        .collect::<Result<_, _>>()
+        .map(List)
+}
+
+/// A fill level: 1..95 %.
+fn parse_level(s: &str) -> Option<u32> {
+    s.parse().ok().filter(|l| (1..=95).contains(l))
+}
+
+fn phases(s: &str) -> Result<List<String>, String> {
+    parse_list(s, |p| PHASES.contains(&p).then(|| p.to_string()))
+}
+
+fn frag_modes(s: &str) -> Result<List<Mode>, String> {
+    parse_list(s, |p| Mode::parse_in(p, &FRAG_MODES))
+}
+
+fn userptr_modes(s: &str) -> Result<List<Mode>, String> {
+    parse_list(s, |p| Mode::parse_in(p, &USERPTR_MODES))
+}
+
+fn levels(s: &str) -> Result<List<u32>, String> {
+    parse_list(s, parse_level)
+}
+
+fn level(s: &str) -> Result<u32, String> {
+    parse_level(s).ok_or_else(|| "must be 1..95".into())
+}
+
+fn stressors(s: &str) -> Result<List<String>, String> {
+    parse_list(s, |p| stress::valid_stressor(p).then(|| p.to_string()))
+}
+
+fn sizes_kb(s: &str) -> Result<List<u64>, String> {
+    parse_list(s, |p| p.parse().ok())
+}
+
+/// A duration in seconds: finite, not negative.
+fn secs(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .ok_or_else(|| format!("not a duration: {s:?}"))
+}
+
+/// The command line (`softgpu-bench --help`); also the `env` record's
+/// `config`.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    name = "softgpu-bench",
+    about = "The benchmark of make run: memory fragmentation with softgpu BOs on gemfs \
+             against pinned BOs and anonymous memory, and what gemfs costs",
+    after_help = "Lists: items separated by commas, or by + (in runner.bench, where commas \
+                  are spaces).\n\
+                  A smoke run: --levels 10 --userptr-levels 10 --stress-levels 10 \
+                  --scale-bo-kb 512 --scale-level 10 --mem-mb 256 --cost-mb 8 --cost-secs 2 \
+                  --quiet-secs 1 --contexts 2 --batch-mb 8"
+)]
+pub struct Config {
+    /// Phases to run, of frag, userptr-frag, migrate, gpu, fault, fileio,
+    /// fio, userptr-bind, frag-stress (frag-stress takes as long as the rest of
+    /// frag together under TCG, stress-ng's workers sharing the vCPUs
+    /// with the fill: make run runs it in its page owner guest only; fio
+    /// needs /bin/fio and a kernel with CONFIG_SYSVIPC, which the guest
+    /// has not yet)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = phases,
+        default_value = "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind"
+    )]
+    pub phases: List<String>,
+    /// frag modes in the order they run at each level, of control, gemfs,
+    /// pinned; each repetition rotates the order by one (the first: gemfs
+    /// right after control, the headline ratio comparing neighbouring
+    /// runs; pinned, which leaves unmovable pageblocks behind, last)
+    #[arg(long, value_name = "LIST", value_parser = frag_modes, default_value = "control,gemfs,pinned")]
+    pub modes: List<Mode>,
+    /// Fill levels, % of the memory size
+    #[arg(long, value_name = "LIST", value_parser = levels, default_value = "25,50,75")]
+    pub levels: List<u32>,
+    /// userptr-frag modes in the order they run, of control, userptr-hmm,
+    /// userptr-pinned
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = userptr_modes,
+        default_value = "control,userptr-hmm,userptr-pinned"
+    )]
+    pub userptr_modes: List<Mode>,
+    /// userptr-frag fill levels
+    #[arg(long, value_name = "LIST", value_parser = levels, default_value = "50")]
+    pub userptr_levels: List<u32>,
+    /// stress-ng stressors of frag-stress, one worker each, running while
+    /// the objects are allocated
+    #[arg(long, value_name = "LIST", value_parser = stressors, default_value = "vm,mmapfork,pagemove")]
+    pub stress_ng: List<String>,
+    /// frag-stress fill levels
+    #[arg(long, value_name = "LIST", value_parser = levels, default_value = "50")]
+    pub stress_levels: List<u32>,
+    /// Memory size the levels refer to, also caps the huge page request
+    /// and the THP test [default: MemTotal]
+    #[arg(long, value_name = "N")]
+    pub mem_mb: Option<u64>,
+    /// Runs of each (level, mode) of frag, userptr-frag and frag-stress
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// Object size in KiB, a multiple of 4
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub bo_kb: u64,
+    /// Object sizes (KiB) of extra frag runs at --scale-level, for the
+    /// object size scaling; empty for none
+    #[arg(long, value_name = "LIST", value_parser = sizes_kb, default_value = "256,16384")]
+    pub scale_bo_kb: List<u64>,
+    /// Fill level of those runs
+    #[arg(long, value_name = "N", value_parser = level, default_value_t = 50)]
+    pub scale_level: u32,
+    /// Churn piece size in KiB, a multiple of 4
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub piece_kb: u64,
+    /// Churn freed / objects added per step
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_mb: u64,
+    /// The churn fills memory up to N % of the size (at most 98)
+    #[arg(long, value_name = "N", default_value_t = 90)]
+    pub churn_pct: u32,
+    /// Free memory kept while filling
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub headroom_mb: u64,
+    /// GPU contexts the objects are spread over
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub contexts: usize,
+    /// BUSY time of each background GPU job (at most 1 s)
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub busy_us: u64,
+    /// Quiet window before compaction
+    #[arg(long, value_name = "S", value_parser = secs, default_value_t = 5.0)]
+    pub quiet_secs: f64,
+    /// Free memory not asked for as huge pages
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub hugetlb_reserve_mb: u64,
+    /// Check every N-th object at the end (1: all)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub verify_every: usize,
+    /// Skip the THP fault test after the huge page request
+    #[arg(long = "no-thp-test", action = ArgAction::SetFalse)]
+    pub thp_test: bool,
+    /// Footprint of the migrate, gpu, fio and userptr-bind phases
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub cost_mb: u64,
+    /// Each window of the gpu phase, the least time userptr-bind measures
+    /// each mode, and the most each fio job runs
+    #[arg(long, value_name = "S", value_parser = secs, default_value_t = 10.0)]
+    pub cost_secs: f64,
+    /// Round trips between the nodes
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub migrate_rounds: u32,
+    /// Where the benchmark mounts its tmpfs
+    #[arg(long, value_name = "DIR", default_value = "/run/softgpu-bench")]
+    #[serde(skip)]
+    pub workdir: PathBuf,
+    /// MemTotal in bytes, filled in at start.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub mem_total: u64,
+}
+
 impl Config {
+    /// The command line `args` (without the program name), checked, with
+    /// the counts that must be at least 1 raised to 1 and the others
+    /// capped as documented.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+        let mut c = Self::try_parse_from(std::iter::once("softgpu-bench".to_string()).chain(args))?;
+        c.repeat = c.repeat.max(1);
+        c.batch_mb = c.batch_mb.max(1);
+        c.churn_pct = c.churn_pct.min(98);
+        c.contexts = c.contexts.max(1);
+        c.busy_us = c.busy_us.min(1_000_000);
+        c.verify_every = c.verify_every.max(1);
+        c.cost_mb = c.cost_mb.max(1);
+        c.migrate_rounds = c.migrate_rounds.max(1);
+        let invalid =
+            |msg: &str| Self::command().error(clap::error::ErrorKind::ValueValidation, msg);
+        if std::iter::once(&c.bo_kb)
+            .chain(c.scale_bo_kb.iter())
+            .any(|&kb| kb == 0 || !kb.is_multiple_of(4))
+        {
+            return Err(invalid("object sizes must be non-zero multiples of 4 KiB"));
+        }
+        if c.piece_kb == 0 || !c.piece_kb.is_multiple_of(4) {
+            return Err(invalid("--piece-kb must be a non-zero multiple of 4"));
+        }
+        Ok(c)
+    }
+
     /// The memory size fill levels are relative to.
     pub fn mem_bytes(&self) -> u64 {
         self.mem_mb.map_or(self.mem_total, |m| m * MIB)
@@ -190,190 +327,16 @@ impl Config {
         self.phases.iter().any(|p| p == phase)
     }
 
+    /// The `env` record's `config`: the options, `mem_mb` the memory size
+    /// in effect.
     fn to_obj(&self) -> Obj {
-        let mut o = Obj::new();
-        o.put("phases", self.phases.clone())
-            .put(
-                "modes",
-                self.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
-            )
-            .put("levels", self.levels.clone())
-            .put(
-                "userptr_modes",
-                self.userptr_modes
-                    .iter()
-                    .map(|m| m.name())
-                    .collect::<Vec<_>>(),
-            )
-            .put("userptr_levels", self.userptr_levels.clone())
-            .put("stress_ng", self.stress_ng.clone())
-            .put("stress_levels", self.stress_levels.clone())
-            .put("mem_mb", self.mem_bytes() / MIB)
-            .put("repeat", self.repeat)
-            .put("bo_kb", self.bo_kb)
-            .put("scale_bo_kb", self.scale_bo_kb.clone())
-            .put("scale_level", self.scale_level)
-            .put("piece_kb", self.piece_kb)
-            .put("batch_mb", self.batch_mb)
-            .put("churn_pct", self.churn_pct)
-            .put("headroom_mb", self.headroom_mb)
-            .put("contexts", self.contexts)
-            .put("busy_us", self.busy_us)
-            .put("quiet_secs", self.quiet_secs)
-            .put("hugetlb_reserve_mb", self.hugetlb_reserve_mb)
-            .put("verify_every", self.verify_every)
-            .put("thp_test", self.thp_test)
-            .put("cost_mb", self.cost_mb)
-            .put("cost_secs", self.cost_secs)
-            .put("migrate_rounds", self.migrate_rounds);
+        let mut o = match serde_json::to_value(self) {
+            Ok(Json::Object(o)) => o,
+            _ => unreachable!("a struct of numbers and lists serialises to an object"),
+        };
+        o.put("mem_mb", self.mem_bytes() / MIB);
         o
     }
-}
-
-const USAGE: &str = "\
-usage: softgpu-bench [options]
-lists: items separated by commas, or by + (in runner.bench, where commas are spaces)
-  --phases LIST           phases to run, of frag,userptr-frag,migrate,gpu,fault,
-                          fileio,userptr-bind,frag-stress (default: all but
-                          frag-stress)
-  --modes LIST            frag modes in the order they run at each level, of
-                          control,gemfs,pinned (default: all, in that order)
-  --levels LIST           fill levels, % of the memory size (default: 25,50,75)
-  --userptr-modes LIST    userptr-frag modes in the order they run, of
-                          control,userptr-hmm,userptr-pinned (default: all)
-  --userptr-levels LIST   userptr-frag fill levels (default: 50)
-  --stress-ng LIST        stress-ng stressors of frag-stress, one worker each,
-                          running while the objects are allocated
-                          (default: vm,mmapfork,pagemove)
-  --stress-levels LIST    frag-stress fill levels (default: 50)
-  --scale-bo-kb LIST      object sizes (KiB) of extra frag runs at --scale-level,
-                          for the object size scaling; empty for none
-                          (default: 256,16384)
-  --scale-level N         fill level of those runs (default: 50)
-  --mem-mb N              memory size the levels refer to, also caps the huge
-                          page request and the THP test (default: MemTotal)
-  --repeat N              runs of each (level, mode) of frag, userptr-frag and
-                          frag-stress
-                          (default: 1)
-  --bo-kb N               object size in KiB, multiple of 4 (default: 2048)
-  --piece-kb N            churn piece size in KiB (default: 64)
-  --batch-mb N            churn freed / objects added per step (default: 32)
-  --churn-pct N           churn fills memory up to N % of the size (default: 90)
-  --headroom-mb N         free memory kept while filling (default: 128)
-  --contexts N            GPU contexts the objects are spread over (default: 8)
-  --busy-us N             BUSY time of each background GPU job (default: 2000)
-  --quiet-secs S          quiet window before compaction (default: 5)
-  --hugetlb-reserve-mb N  free memory not asked for as huge pages (default: 64)
-  --verify-every N        check every N-th object at the end (default: 1, all)
-  --no-thp-test           skip the THP fault test after the huge page request
-  --cost-mb N             footprint of the migrate, gpu and userptr-bind phases
-                          (default: 64)
-  --cost-secs S           each window of the gpu phase, and the least time
-                          userptr-bind measures each mode (default: 10)
-  --migrate-rounds N      round trips between the nodes (default: 2)
-  --workdir DIR           where the benchmark mounts its tmpfs (default: /run/softgpu-bench)
-a smoke run: --levels 10 --userptr-levels 10 --stress-levels 10 --scale-bo-kb 512
-  --scale-level 10
-  --mem-mb 256 --cost-mb 8 --cost-secs 2 --quiet-secs 1 --contexts 2 --batch-mb 8
-";
-
-/// A list: items separated by `,` or `+` (runner.bench on the kernel
-/// command line turns commas into spaces: lists there take `+`).
-fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    s.split([',', '+'])
-        .filter(|p| !p.is_empty())
-        .map(|p| f(p).ok_or_else(|| format!("bad list item {p:?}")))
-        .collect()
-}
-
-/// A fill level: 1..95 %.
-fn parse_level(s: &str) -> Option<u32> {
-    s.parse().ok().filter(|l| (1..=95).contains(l))
-}
-
-fn parse_args(args: &[String]) -> Result<Config, String> {
-    let mut c = Config::default();
-    let mut i = 0;
-    while i < args.len() {
-        let (key, inline) = match args[i].split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
-            _ => (args[i].clone(), None),
-        };
-        i += 1;
-        if key == "-h" || key == "--help" {
-            return Err(String::new());
-        }
-        if key == "--no-thp-test" {
-            c.thp_test = false;
-            continue;
-        }
-        let val = match inline {
-            Some(v) => v,
-            None => {
-                let v = args.get(i).ok_or(format!("{key} needs a value"))?.clone();
-                i += 1;
-                v
-            }
-        };
-        let num = |v: &str| -> Result<u64, String> {
-            v.parse().map_err(|_| format!("{key}: not a number: {v:?}"))
-        };
-        let float = |v: &str| -> Result<f64, String> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .ok_or_else(|| format!("{key}: not a duration: {v:?}"))
-        };
-        match key.as_str() {
-            "--phases" => {
-                c.phases = parse_list(&val, |p| PHASES.contains(&p).then(|| p.to_string()))?
-            }
-            "--modes" => c.modes = parse_list(&val, |p| Mode::parse_in(p, &FRAG_MODES))?,
-            "--levels" => c.levels = parse_list(&val, parse_level)?,
-            "--userptr-modes" => {
-                c.userptr_modes = parse_list(&val, |p| Mode::parse_in(p, &USERPTR_MODES))?
-            }
-            "--userptr-levels" => c.userptr_levels = parse_list(&val, parse_level)?,
-            "--stress-ng" => {
-                c.stress_ng =
-                    parse_list(&val, |p| stress::valid_stressor(p).then(|| p.to_string()))?
-            }
-            "--stress-levels" => c.stress_levels = parse_list(&val, parse_level)?,
-            "--mem-mb" => c.mem_mb = Some(num(&val)?),
-            "--repeat" => c.repeat = num(&val)?.max(1) as u32,
-            "--bo-kb" => c.bo_kb = num(&val)?,
-            "--scale-bo-kb" => c.scale_bo_kb = parse_list(&val, |p| p.parse().ok())?,
-            "--scale-level" => {
-                c.scale_level = Some(num(&val)?)
-                    .filter(|l| (1..=95).contains(l))
-                    .ok_or("--scale-level must be 1..95")? as u32
-            }
-            "--piece-kb" => c.piece_kb = num(&val)?,
-            "--batch-mb" => c.batch_mb = num(&val)?.max(1),
-            "--churn-pct" => c.churn_pct = num(&val)?.min(98) as u32,
-            "--headroom-mb" => c.headroom_mb = num(&val)?,
-            "--contexts" => c.contexts = num(&val)?.max(1) as usize,
-            "--busy-us" => c.busy_us = num(&val)?.min(1_000_000),
-            "--quiet-secs" => c.quiet_secs = float(&val)?,
-            "--hugetlb-reserve-mb" => c.hugetlb_reserve_mb = num(&val)?,
-            "--verify-every" => c.verify_every = num(&val)?.max(1) as usize,
-            "--cost-mb" => c.cost_mb = num(&val)?.max(1),
-            "--cost-secs" => c.cost_secs = float(&val)?,
-            "--migrate-rounds" => c.migrate_rounds = num(&val)?.max(1) as u32,
-            "--workdir" => c.workdir = PathBuf::from(val),
-            _ => return Err(format!("unknown option {key}")),
-        }
-    }
-    if std::iter::once(&c.bo_kb)
-        .chain(&c.scale_bo_kb)
-        .any(|&kb| kb == 0 || !kb.is_multiple_of(4))
-    {
-        return Err("object sizes must be non-zero multiples of 4 KiB".into());
-    }
-    if c.piece_kb == 0 || !c.piece_kb.is_multiple_of(4) {
-        return Err("--piece-kb must be a non-zero multiple of 4".into());
-    }
-    Ok(c)
 }
 
 /// A progress line on stderr, with the (emulated) time since the start.
@@ -385,22 +348,35 @@ pub fn progress(msg: &str) {
 
 /// A result line on stdout, written in one piece.
 fn emit(rec: &Obj) {
-    let line = format!("BENCH-RESULT {}\n", rec.to_line());
+    let line = format!("BENCH-RESULT {}\n", json::line(rec));
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
 
 fn ok_of(rec: &Obj) -> bool {
-    matches!(rec.get("ok"), Some(Json::Bool(true)))
+    rec.get("ok") == Some(&Json::Bool(true))
 }
 
 /// Hugepages obtained by a frag record, if it succeeded.
 fn obtained(rec: &Obj) -> Option<u64> {
-    match (ok_of(rec), rec.get("hugepages_obtained")) {
-        (true, Some(Json::UInt(n))) => Some(*n),
-        _ => None,
+    ok_of(rec)
+        .then(|| rec.get("hugepages_obtained")?.as_u64())
+        .flatten()
+}
+
+/// The modes of repetition `rep`: `modes` rotated left by `rep`, so that
+/// over as many repetitions as there are modes each mode runs once in each
+/// place, after each of the others (what a run leaves behind, free pages
+/// on the per-CPU lists, unmovable pageblocks, swapped-out memory, weighs
+/// on the next one).
+fn rotated(modes: &[Mode], rep: u32) -> Vec<Mode> {
+    let mut m = modes.to_vec();
+    if !m.is_empty() {
+        let n = rep as usize % m.len();
+        m.rotate_left(n);
     }
+    m
 }
 
 /// Runs the fragmentation measurements of `phase` (`frag`,
@@ -426,8 +402,8 @@ fn frag_phase(
         };
         for rep in 0..cfg.repeat {
             let mut got = Vec::new();
-            for &mode in modes {
-                let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep);
+            for (position, mode) in rotated(modes, rep).into_iter().enumerate() {
+                let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep, position);
                 failed |= !ok_of(&rec);
                 got.push((mode, obtained(&rec)));
                 emit(&rec);
@@ -450,7 +426,11 @@ fn frag_phase(
         s.put("phase", format!("{phase}-summary"))
             .put("bo_kb", bo_kb)
             .put("level", level)
-            .put("rep", rep);
+            .put("rep", rep)
+            .put(
+                "order",
+                got.iter().map(|(m, _)| m.name()).collect::<Vec<_>>(),
+            );
         for &m in all {
             s.put(&m.key(), find(m));
         }
@@ -482,18 +462,10 @@ fn frag_phase(
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut cfg = match parse_args(&args) {
+    let mut cfg = match Config::parse(std::env::args().skip(1)) {
         Ok(c) => c,
-        Err(e) if e.is_empty() => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("softgpu-bench: {e}");
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+        // --help, or bad arguments (exit status 2, clap's).
+        Err(e) => e.exit(),
     };
     let mut failed = false;
     match sys::meminfo_kb("MemTotal") {
@@ -506,8 +478,8 @@ fn main() -> ExitCode {
     let mut env = Obj::new();
     env.put("phase", "env")
         .put("ok", true)
-        .put("config", cfg.to_obj())
-        .extend(sys::environment());
+        .put("config", cfg.to_obj());
+    env.extend(sys::environment());
     emit(&env);
     progress(&format!(
         "start: phases {:?}, memory size {} MiB",
@@ -571,6 +543,7 @@ fn main() -> ExitCode {
     for (phase, run) in [
         ("fault", io::fault as fn(&Config, &std::path::Path) -> Obj),
         ("fileio", io::fileio),
+        ("fio", fio::fio),
     ] {
         if cfg.runs(phase) {
             let rec = run(&cfg, &cfg.workdir);
@@ -608,19 +581,23 @@ mod tests {
         s.split_whitespace().map(str::to_string).collect()
     }
 
+    fn parse_args(a: &[String]) -> Result<Config, clap::Error> {
+        Config::parse(a.iter().cloned())
+    }
+
     #[test]
     fn defaults_and_smoke_args() {
         let c = parse_args(&[]).unwrap();
-        assert_eq!(c.levels, [25, 50, 75]);
+        assert_eq!(*c.levels, [25, 50, 75]);
         assert_eq!(c.modes.len(), 3);
         let c = parse_args(&args(
             "--levels 10 --mem-mb=256 --modes gemfs,control --phases frag --no-thp-test --quiet-secs 0.5",
         ))
         .unwrap();
-        assert_eq!(c.levels, [10]);
+        assert_eq!(*c.levels, [10]);
         assert_eq!(c.mem_mb, Some(256));
-        assert_eq!(c.modes, [Mode::Gemfs, Mode::Control]);
-        assert_eq!(c.phases, ["frag"]);
+        assert_eq!(*c.modes, [Mode::Gemfs, Mode::Control]);
+        assert_eq!(*c.phases, ["frag"]);
         assert!(!c.thp_test);
         assert_eq!(c.quiet_secs, 0.5);
         let c = parse_args(&args(
@@ -628,23 +605,104 @@ mod tests {
              --userptr-levels 10,20",
         ))
         .unwrap();
-        assert_eq!(c.phases, ["userptr-frag", "userptr-bind"]);
-        assert_eq!(c.userptr_modes, [Mode::UserptrPinned, Mode::Control]);
-        assert_eq!(c.userptr_levels, [10, 20]);
+        assert_eq!(*c.phases, ["userptr-frag", "userptr-bind"]);
+        assert_eq!(*c.userptr_modes, [Mode::UserptrPinned, Mode::Control]);
+        assert_eq!(*c.userptr_levels, [10, 20]);
         let c = parse_args(&args(
             "--phases frag-stress --stress-ng vm+mmapfork --stress-levels 30",
         ))
         .unwrap();
-        assert_eq!(c.phases, ["frag-stress"]);
-        assert_eq!(c.stress_ng, ["vm", "mmapfork"]);
-        assert_eq!(c.stress_levels, [30]);
+        assert_eq!(*c.phases, ["frag-stress"]);
+        assert_eq!(*c.stress_ng, ["vm", "mmapfork"]);
+        assert_eq!(*c.stress_levels, [30]);
         let c = parse_args(&[]).unwrap();
         assert_eq!(c.stress_ng.len(), 3);
         assert!(!c.runs("frag-stress"));
         let c = parse_args(&args("--phases frag+userptr-bind --levels 25+50")).unwrap();
-        assert_eq!(c.phases, ["frag", "userptr-bind"]);
-        assert_eq!(c.levels, [25, 50]);
+        assert_eq!(*c.phases, ["frag", "userptr-bind"]);
+        assert_eq!(*c.levels, [25, 50]);
         assert_eq!(Mode::UserptrHmm.key(), "userptr_hmm");
+    }
+
+    /// What scripts/bench-guests.sh and run-vm.sh pass (runner.bench's
+    /// commas already made spaces by tests/guest/bench-run).
+    #[test]
+    fn runner_bench_args() {
+        let c = parse_args(&args(
+            "--phases frag+frag-stress --levels 50 --scale-bo-kb= --no-thp-test --repeat 3",
+        ))
+        .unwrap();
+        assert_eq!(*c.phases, ["frag", "frag-stress"]);
+        assert!(c.scale_bo_kb.is_empty());
+        assert!(!c.thp_test);
+        assert_eq!(c.repeat, 3);
+        let c = parse_args(&args("--bo-kb 256 --levels 50 --modes control+gemfs")).unwrap();
+        assert_eq!(
+            (c.bo_kb, &*c.modes),
+            (256, &vec![Mode::Control, Mode::Gemfs])
+        );
+        // Counts that must be at least 1 are raised, and caps apply.
+        let c = parse_args(&args("--repeat 0 --churn-pct 99 --busy-us 2000000")).unwrap();
+        assert_eq!((c.repeat, c.churn_pct, c.busy_us), (1, 98, 1_000_000));
+    }
+
+    /// The `env` record's config: every option but workdir, the memory
+    /// size in effect, modes by name (bench-report.py reads bo_kb and
+    /// scale_level).
+    #[test]
+    fn config_record() {
+        let mut c = parse_args(&args("--modes gemfs,control --levels 10")).unwrap();
+        c.mem_total = 512 * MIB;
+        let o = c.to_obj();
+        assert_eq!(o["mem_mb"], 512);
+        assert_eq!(o["bo_kb"], 2048);
+        assert_eq!(o["scale_level"], 50);
+        assert_eq!(o["modes"], serde_json::json!(["gemfs", "control"]));
+        assert_eq!(o["levels"], serde_json::json!([10]));
+        assert_eq!(o["thp_test"], true);
+        assert!(o.get("workdir").is_none() && o.get("mem_total").is_none());
+        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "phases",
+                "modes",
+                "levels",
+                "userptr_modes",
+                "userptr_levels",
+                "stress_ng",
+                "stress_levels",
+                "mem_mb",
+                "repeat",
+                "bo_kb",
+                "scale_bo_kb",
+                "scale_level",
+                "piece_kb",
+                "batch_mb",
+                "churn_pct",
+                "headroom_mb",
+                "contexts",
+                "busy_us",
+                "quiet_secs",
+                "hugetlb_reserve_mb",
+                "verify_every",
+                "thp_test",
+                "cost_mb",
+                "cost_secs",
+                "migrate_rounds",
+            ]
+        );
+    }
+
+    #[test]
+    fn modes_rotate_between_repetitions() {
+        use Mode::*;
+        let m = [Control, Gemfs, Pinned];
+        assert_eq!(rotated(&m, 0), [Control, Gemfs, Pinned]);
+        assert_eq!(rotated(&m, 1), [Gemfs, Pinned, Control]);
+        assert_eq!(rotated(&m, 2), [Pinned, Control, Gemfs]);
+        assert_eq!(rotated(&m, 3), m);
+        assert_eq!(rotated(&[], 5), []);
     }
 
     #[test]
@@ -668,6 +726,9 @@ mod tests {
         ] {
             assert!(parse_args(&args(a)).is_err(), "{a}");
         }
-        assert_eq!(parse_args(&args("--help")).unwrap_err(), "");
+        assert_eq!(
+            parse_args(&args("--help")).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
     }
 }

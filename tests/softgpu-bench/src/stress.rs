@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{Ctx as _, R};
 
 /// Where stress-ng is in the guest (scripts/mkinitramfs.sh puts it there).
@@ -151,7 +151,8 @@ impl Background {
     /// and returns what ran: the stressors, for how long, and the bogo
     /// operations of each (`null` where its metrics have no line). An
     /// error if it exited before being stopped, did not start every
-    /// stressor, failed, or did not stop in time.
+    /// stressor, failed (a stressor out of resources is not a failure:
+    /// `exit` says so), or did not stop in time.
     pub fn stop(mut self) -> R<Obj> {
         let started = self.wait_dispatched()?;
         if let Some(s) = self.stressors.iter().find(|s| !started.contains(s)) {
@@ -170,9 +171,8 @@ impl Background {
         let status = self.poll(STOP_TIMEOUT, "stop after SIGINT", |b| {
             b.child.try_wait().ctx("waiting for stress-ng")
         })?;
-        if !status.success() {
-            return Err(format!("stress-ng failed ({status}): {}", self.log_tail()));
-        }
+        let exit = exit_outcome(status.code())
+            .map_err(|e| format!("stress-ng failed ({status}): {e}: {}", self.log_tail()))?;
         let log = fs::read_to_string(&self.log).ctx("reading the stress-ng log")?;
         let ops = bogo_ops(&log);
         let mut o = Obj::new();
@@ -183,7 +183,7 @@ impl Background {
         for s in &self.stressors {
             b.put(s, ops.get(s).copied());
         }
-        o.put("bogo_ops", b);
+        o.put("bogo_ops", b).put("exit", exit);
         Ok(o)
     }
 }
@@ -198,6 +198,20 @@ impl Drop for Background {
             unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = self.child.wait();
         }
+    }
+}
+
+/// What stress-ng's exit status says: `Ok` for a run (0), or one whose
+/// stressor ran out of memory or another resource (2, EXIT_NO_RESOURCE:
+/// what a memory stressor meets under the pressure it makes, counted in
+/// the record, not a failure); `Err` otherwise (killed, bad arguments, a
+/// stressor that failed).
+fn exit_outcome(code: Option<i32>) -> R<&'static str> {
+    match code {
+        Some(0) => Ok("ok"),
+        Some(2) => Ok("no resources"),
+        Some(c) => Err(format!("exit status {c}")),
+        None => Err("killed by a signal".into()),
     }
 }
 
@@ -232,6 +246,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn out_of_resources_is_an_outcome() {
+        assert_eq!(exit_outcome(Some(0)), Ok("ok"));
+        assert_eq!(exit_outcome(Some(2)), Ok("no resources"));
+        assert!(exit_outcome(Some(1)).is_err());
+        assert!(exit_outcome(Some(3)).is_err());
+        assert!(exit_outcome(None).is_err());
+    }
+
+    #[test]
     fn stressor_names_and_arguments() {
         assert!(valid_stressor("mmapfork") && valid_stressor("vm-addr"));
         assert!(!valid_stressor("") && !valid_stressor("--vm") && !valid_stressor("Vm"));
@@ -251,7 +274,7 @@ mod tests {
         // Stopped at once: stop() waits for the workers to start.
         let b = Background::start(&["vm".into()], &dir).unwrap();
         let o = b.stop().unwrap();
-        let line = o.to_line();
+        let line = crate::json::line(&o);
         assert!(line.contains("\"bogo_ops\":{\"vm\":"), "{line}");
         let b = Background::start(&["no-such-stressor".into()], &dir).unwrap();
         thread::sleep(Duration::from_secs(1));

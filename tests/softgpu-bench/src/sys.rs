@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::json::{Json, Obj};
+use crate::json::{Obj, Put as _};
 
 /// Errors are messages that say what failed.
 pub type R<T> = Result<T, String>;
@@ -228,6 +228,80 @@ pub fn compact_memory() -> R<Duration> {
     Ok(t.elapsed())
 }
 
+/// The per-CPU lists of every zone in /proc/zoneinfo contents: the
+/// (`count:`, `batch:`) pair of each pageset, free pages and batch size.
+pub fn pcp_lists(zoneinfo: &str) -> Vec<(u64, u64)> {
+    let mut lists = Vec::new();
+    let mut count = None;
+    for l in zoneinfo.lines() {
+        let l = l.trim();
+        if let Some(v) = l.strip_prefix("count:") {
+            count = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = l.strip_prefix("batch:") {
+            if let (Some(c), Ok(b)) = (count.take(), v.trim().parse::<u64>()) {
+                lists.push((c, b));
+            }
+        }
+    }
+    lists
+}
+
+/// Free pages on the per-CPU lists now, in KiB. Those pages are free but
+/// not in MemFree.
+pub fn pcp_free_kb() -> R<u64> {
+    let pages: u64 = pcp_lists(&read("/proc/zoneinfo")?)
+        .iter()
+        .map(|l| l.0)
+        .sum();
+    Ok(pages * PAGE as u64 / 1024)
+}
+
+const PCP_FRACTION: &str = "/proc/sys/vm/percpu_pagelist_high_fraction";
+const STAT_REFRESH: &str = "/proc/sys/vm/stat_refresh";
+/// Refreshes [`drain_pcp`] runs at most.
+const PCP_REFRESHES: u32 = 200;
+
+/// Whether every per-CPU list is down to its least high limit: 4 batches
+/// (`zone_highsize()`'s floor, the limit with the largest fraction).
+pub fn pcp_drained(lists: &[(u64, u64)]) -> bool {
+    lists.iter().all(|&(count, batch)| count <= 4 * batch)
+}
+
+/// Gives the free pages on the per-CPU lists back to the buddy allocator,
+/// as far as 6.12 lets userspace: no sysctl drains the lists at once. A
+/// `percpu_pagelist_high_fraction` of `i32::MAX` lowers every list's high
+/// limit to its floor (4 batches); the vmstat refresh then lowers a list's
+/// high mark by an eighth, and frees what it holds above it, up to 32
+/// batches per CPU and zone (`decay_pcp_high()`); each write of
+/// `stat_refresh` runs that refresh on every CPU at once. Writes it until
+/// every list is at its floor (at most [`PCP_REFRESHES`] times), then
+/// restores the fraction (the default, 0, lets the limits grow again under
+/// load). Returns (KiB on the lists before, after, refreshes), or `None`
+/// if the kernel has neither file.
+pub fn drain_pcp() -> R<Option<(u64, u64, u32)>> {
+    let Some(old) = read_opt(PCP_FRACTION) else {
+        return Ok(None);
+    };
+    if !Path::new(STAT_REFRESH).exists() {
+        return Ok(None);
+    }
+    let before = pcp_free_kb()?;
+    write(PCP_FRACTION, &i32::MAX.to_string())?;
+    let refreshes = (|| -> R<u32> {
+        for n in 1..=PCP_REFRESHES {
+            write(STAT_REFRESH, "1")?;
+            if pcp_drained(&pcp_lists(&read("/proc/zoneinfo")?)) {
+                return Ok(n);
+            }
+        }
+        Ok(PCP_REFRESHES)
+    })();
+    let restored = write(PCP_FRACTION, &old);
+    let refreshes = refreshes?;
+    restored?;
+    Ok(Some((before, pcp_free_kb()?, refreshes)))
+}
+
 /// Sets vm.nr_hugepages and returns the number the kernel then has.
 pub fn set_nr_hugepages(n: u64) -> R<u64> {
     write("/proc/sys/vm/nr_hugepages", &n.to_string())?;
@@ -292,13 +366,9 @@ pub fn snapshot(hp_order: u32) -> R<Obj> {
         o.put("zram_used_kb", used / 1024);
     }
     // Free pages on the per-CPU lists: not in MemFree, nor anywhere in
-    // /proc/meminfo; /proc/zoneinfo's "count:" lines of every pageset.
-    if let Ok(z) = fs::read_to_string("/proc/zoneinfo") {
-        let pages: u64 = z
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("count:")?.trim().parse::<u64>().ok())
-            .sum();
-        o.put("pcp_free_kb", pages * PAGE as u64 / 1024);
+    // /proc/meminfo.
+    if let Ok(kb) = pcp_free_kb() {
+        o.put("pcp_free_kb", kb);
     }
     o.put(
         "free_huge_blocks",
@@ -559,8 +629,8 @@ pub fn environment() -> Obj {
     o.put(
         "nodes",
         softgpu::mm::online_nodes()
-            .map(|n| Json::from(n.into_iter().map(u64::from).collect::<Vec<_>>()))
-            .unwrap_or(Json::Null),
+            .ok()
+            .map(|n| n.into_iter().map(u64::from).collect::<Vec<_>>()),
     );
     o.put(
         "cpus",
@@ -683,11 +753,35 @@ Number of mixed blocks    Unmovable      Movable  Reclaimable   HighAtomic      
 Node 0, zone      DMA            0            1            0            0            0 
 ";
         let o = pagetype_section(s, "Number of blocks type").unwrap();
-        assert_eq!(o.get("Unmovable"), Some(&Json::UInt(11)));
-        assert_eq!(o.get("Movable"), Some(&Json::UInt(907)));
+        assert_eq!(o["Unmovable"], 11);
+        assert_eq!(o["Movable"], 907);
         let m = pagetype_section(s, "Number of mixed blocks").unwrap();
-        assert_eq!(m.get("Movable"), Some(&Json::UInt(1)));
+        assert_eq!(m["Movable"], 1);
         assert!(pagetype_section("nothing", "Number of mixed blocks").is_none());
+    }
+
+    #[test]
+    fn zoneinfo_pcp_lists() {
+        let z = "\
+Node 0, zone    DMA32
+  pages free     12345
+  pagesets
+    cpu: 0
+              count: 300
+              high:  1000
+              batch: 63
+  vm stats threshold: 24
+    cpu: 1
+              count: 10
+              high:  252
+              batch: 63
+  node_unreclaimable:  0
+";
+        let l = pcp_lists(z);
+        assert_eq!(l, [(300, 63), (10, 63)]);
+        assert!(!pcp_drained(&l));
+        assert!(pcp_drained(&[(252, 63), (0, 63)]));
+        assert!(pcp_free_kb().is_ok());
     }
 
     #[test]
@@ -695,7 +789,10 @@ Node 0, zone      DMA            0            1            0            0       
         let a = parse_counters("compact_stall 1\npgmigrate_success 5\nnr_free_pages 9\n");
         let b = parse_counters("compact_stall 3\npgmigrate_success 5\nnr_free_pages 1\n");
         let d = vmstat_delta(&a, &b);
-        assert_eq!(d.to_line(), r#"{"compact_stall":2,"pgmigrate_success":0}"#);
+        assert_eq!(
+            crate::json::line(&d),
+            r#"{"compact_stall":2,"pgmigrate_success":0}"#
+        );
         let m = parse_counters("MemTotal:       4049592 kB\nHugePages_Total:       0\n");
         assert_eq!(m["MemTotal"], 4049592);
         assert_eq!(m["HugePages_Total"], 0);
@@ -706,11 +803,11 @@ Node 0, zone      DMA            0            1            0            0       
         let (kb, order) = hugepage().unwrap();
         assert_eq!(kb * 1024, (PAGE as u64) << order);
         let s = snapshot(order).unwrap();
-        assert!(matches!(s.get("MemFree_kb"), Some(Json::UInt(v)) if *v > 0));
+        assert!(s["MemFree_kb"].as_u64().is_some_and(|v| v > 0));
         assert!(s.get("free_huge_blocks").is_some());
         let e = environment();
-        assert!(matches!(e.get("mem_total_kb"), Some(Json::UInt(_))));
-        println!("{}\n{}", s.to_line(), e.to_line());
+        assert!(e["mem_total_kb"].is_u64());
+        println!("{}\n{}", crate::json::line(&s), crate::json::line(&e));
     }
 
     #[test]

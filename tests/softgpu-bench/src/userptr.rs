@@ -26,7 +26,7 @@ use softgpu::{Cmd, SOFTGPU_USERPTR_PINNED};
 
 use crate::frag::settle;
 use crate::gpu::{Ctx, BYTES_PER_JOB, OBJ_VA, RES_VA, SLOTS};
-use crate::json::Obj;
+use crate::json::{Obj, Put as _};
 use crate::sys::{self, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::Config;
 

@@ -5,6 +5,7 @@
 //! figures are not looked at here; its own checks (GPU checksums, CPU
 //! reads of every page, ioctl results) are, through its exit status.
 
+use std::io::Write as _;
 use std::process::Command;
 
 const BENCH: &str = "/bench/softgpu-bench";
@@ -50,6 +51,9 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The benchmark's progress (its phases' times, the settled free
+    // memory) into the runner's log, past libtest's capture.
+    let _ = std::io::stderr().write_all(&out.stderr);
     assert!(
         out.status.success(),
         "{BENCH} failed ({}):\n{stderr}\n{stdout}",
@@ -104,6 +108,24 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     for r in stressed {
         assert!(r.contains("\"stress_ng\":{\"stressors\":"), "{r}");
         assert!(r.contains("\"bogo_ops\":{\"vm\":"), "{r}");
+    }
+    // Every fragmentation measurement started with the per-CPU lists
+    // drained, and the drain reached every list's floor.
+    let measured: Vec<&&str> = results
+        .iter()
+        .filter(|r| {
+            ["frag", "userptr-frag", "frag-stress"]
+                .iter()
+                .any(|p| r.contains(&format!("\"phase\":\"{p}\",")))
+        })
+        .collect();
+    assert!(!measured.is_empty(), "{stdout}");
+    for r in measured {
+        assert!(r.contains("\"pcp_drain\":{\"pcp_before_kb\":"), "{r}");
+        assert!(
+            !r.contains("\"refreshes\":200"),
+            "the drain did not converge: {r}"
+        );
     }
     assert!(
         results.iter().all(|r| !r.contains("\"ok\":false")),
