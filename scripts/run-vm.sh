@@ -48,6 +48,8 @@ vram_bytes=$(numfmt --from=iec "$VRAM") || die "VRAM must be a size such as 512M
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 
 append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
+# What the tests expect of the VRAM device (softgpu-uapi's vram test).
+append+=" runner.vram=$vram_bytes"
 [ -n "${ONLY:-}" ] && append+=" runner.only=$ONLY"
 append+=" ${APPEND:-}"
 if [ "$mode" = run ] && [ -n "${REPEAT:-}" ]; then

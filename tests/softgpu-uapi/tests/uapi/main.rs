@@ -20,6 +20,7 @@
 //! - `userptr_kinds`: USERPTR of shared anonymous, tmpfs and gemfs file,
 //!   THP and hugetlbfs memory.
 //! - `bench`: a smoke run of the benchmark suite.
+//! - `vram`: discrete mode's VRAM, a PCI BAR (or its absence with VRAM=0).
 
 mod bench;
 mod common;
@@ -34,3 +35,4 @@ mod scale;
 mod shrinker;
 mod userptr;
 mod userptr_kinds;
+mod vram;
