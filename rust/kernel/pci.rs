@@ -401,6 +401,16 @@ impl Device {
     }
 }
 
+/// `offset`, if `[offset, offset + size)` is inside `[0, len)` and `offset`
+/// is a multiple of `align`: what every access of a [`Bar`] checks.
+fn checked_range(len: usize, offset: usize, size: usize, align: usize) -> Result<usize> {
+    let end = offset.checked_add(size).ok_or(EINVAL)?;
+    if end > len || offset % align != 0 {
+        return Err(EINVAL);
+    }
+    Ok(offset)
+}
+
 /// Balances `pci_enable_device_mem` when the driver unbinds.
 unsafe extern "C" fn disable(pdev: *mut c_void) {
     // SAFETY: registered by `enable_device_mem` with its valid device.
@@ -446,10 +456,7 @@ impl Bar {
     /// The mapping at `offset`, if `[offset, offset + size)` is inside the
     /// BAR and `offset` is a multiple of `align`.
     fn at(&self, offset: usize, size: usize, align: usize) -> Result<*mut c_void> {
-        let end = offset.checked_add(size).ok_or(EINVAL)?;
-        if end > self.len || offset % align != 0 {
-            return Err(EINVAL);
-        }
+        let offset = checked_range(self.len, offset, size, align)?;
         // The result is inside the mapping (checked above).
         Ok(self.addr.as_ptr().wrapping_add(offset).cast())
     }
@@ -523,5 +530,44 @@ impl Drop for Bar {
             bindings::iounmap(self.addr.as_ptr().cast());
             bindings::pci_release_region(self.pdev.as_raw(), self.num);
         }
+    }
+}
+
+#[cfg(CONFIG_KUNIT)]
+#[crate::kunit::kunit_tests(rust_kernel_pci)]
+mod tests {
+    use super::checked_range;
+    use crate::prelude::*;
+
+    const LEN: usize = 1 << 20;
+
+    #[test]
+    fn inside() {
+        assert_eq!(checked_range(LEN, 0, 4, 4), Ok(0));
+        assert_eq!(checked_range(LEN, LEN - 8, 8, 8), Ok(LEN - 8));
+        assert_eq!(checked_range(LEN, 3, LEN - 3, 1), Ok(3));
+        // An empty copy at the very end touches nothing.
+        assert_eq!(checked_range(LEN, LEN, 0, 1), Ok(LEN));
+    }
+
+    #[test]
+    fn outside() {
+        assert_eq!(checked_range(LEN, LEN - 4, 8, 4), Err(EINVAL));
+        assert_eq!(checked_range(LEN, LEN, 4, 4), Err(EINVAL));
+        assert_eq!(checked_range(LEN, 0, LEN + 1, 1), Err(EINVAL));
+        assert_eq!(checked_range(LEN, LEN + 1, 0, 1), Err(EINVAL));
+    }
+
+    #[test]
+    fn overflow() {
+        assert_eq!(checked_range(LEN, usize::MAX - 3, 8, 4), Err(EINVAL));
+        assert_eq!(checked_range(usize::MAX, usize::MAX, 1, 1), Err(EINVAL));
+    }
+
+    #[test]
+    fn misaligned() {
+        assert_eq!(checked_range(LEN, 2, 4, 4), Err(EINVAL));
+        assert_eq!(checked_range(LEN, 4, 8, 8), Err(EINVAL));
+        assert_eq!(checked_range(LEN, 1, 1, 1), Ok(1));
     }
 }
