@@ -227,8 +227,11 @@ impl<T: Driver> Registration<T> {
                 let pdrv = container_of!(ddrv, bindings::pci_driver, driver);
                 &*container_of!(pdrv.cast::<Opaque<bindings::pci_driver>>(), Self, drv)
             };
-            // SAFETY: `id` is an entry of `reg.ids`, whose `driver_data` is
-            // the index of its entry in `T::ID_TABLE`.
+            // SAFETY: `id` is the core's match, valid during probe: an
+            // entry of `reg.ids`, whose `driver_data` is the index of its
+            // entry in `T::ID_TABLE`, or an ID added through sysfs
+            // `new_id`, whose `driver_data` is one of those (the core
+            // refuses others); `get` checks it all the same.
             let index = unsafe { (*id).driver_data } as usize;
             let info = &T::ID_TABLE.get(index).ok_or(EINVAL)?.1;
             // SAFETY: the core holds `pdev` during probe.
@@ -323,7 +326,7 @@ impl Device {
     }
 
     /// Enables the device's memory BARs; they are disabled again when the
-    /// driver unbinds.
+    /// driver unbinds. For [`Driver::probe`].
     pub fn enable_device_mem(&self) -> Result {
         // SAFETY: the device is valid.
         to_result(unsafe { bindings::pci_enable_device_mem(self.as_raw()) })?;
