@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 
 const VRAM_BAR: usize = 2;
+const VA: u64 = 0x4000_0000;
 /// `IORESOURCE_MEM`, `IORESOURCE_PREFETCH` and `IORESOURCE_MEM_64`.
 const MEM: u64 = 0x200;
 const PREFETCH: u64 = 0x2000;
@@ -116,5 +117,51 @@ fn vram_bar_bound_and_reported() {
     assert!(
         iomem.lines().any(|l| l.trim() == region),
         "no {region:?} in /proc/iomem:\n{iomem}"
+    );
+}
+
+/// Unbinding the device empties debugfs `vram` (softgpu unmaps the BAR and
+/// releases it: /proc/iomem no longer names it softgpu's), and the render
+/// node goes on working; binding it again maps and reports it again.
+#[test]
+fn vram_unbind_and_rebind() {
+    let want = expected_vram();
+    let devs = vram_devices();
+    if want == 0 {
+        assert!(devs.is_empty(), "VRAM=0, yet 1af4:1110 devices: {devs:?}");
+        return;
+    }
+    assert_eq!(devs.len(), 1, "1af4:1110 devices: {devs:?}");
+    let addr = devs[0].file_name().unwrap().to_str().unwrap().to_string();
+    let gpu = open();
+    let drv = "/sys/bus/pci/drivers/softgpu";
+    let owned = || {
+        fs::read_to_string("/proc/iomem")
+            .expect("reading /proc/iomem")
+            .contains(": softgpu VRAM")
+    };
+    assert_eq!(debugfs_vram(&gpu).1.get("size"), Some(&want));
+
+    fs::write(format!("{drv}/unbind"), &addr).unwrap_or_else(|e| panic!("unbinding {addr}: {e}"));
+    assert!(!devs[0].join("driver").exists(), "{addr} still bound");
+    assert_eq!(debugfs_vram(&gpu).0, "none\n", "debugfs vram after unbind");
+    assert!(!owned(), "/proc/iomem still has softgpu's VRAM region");
+    // The render node is unaffected: a job runs and its result is seen.
+    let h = create_bound(&gpu, PAGE, 0, VA);
+    run_ok(&gpu, &[softgpu::Cmd::fill(VA, PAGE, 0x7e57_ab1e)], "FILL");
+    assert_eq!(map(&gpu, h, PAGE).read_u32(PAGE as usize - 4), 0x7e57_ab1e);
+    ok(gpu.unbind(VA, PAGE), "VM_UNBIND");
+    ok(gpu.close_bo(h), "GEM_CLOSE");
+
+    fs::write(format!("{drv}/bind"), &addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    let (text, kv) = debugfs_vram(&gpu);
+    assert_eq!(
+        kv.get("size"),
+        Some(&want),
+        "debugfs vram after bind: {text:?}"
+    );
+    assert!(
+        owned(),
+        "/proc/iomem lacks softgpu's VRAM region after bind"
     );
 }
