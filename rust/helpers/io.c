@@ -26,5 +26,6 @@ void rust_helper_writeq(u64 value, void __iomem *addr)
 
 void rust_helper_wmb(void)
 {
+	/* Orders the caller's MMIO writes, draining write-combining buffers. */
 	wmb();
 }

@@ -232,7 +232,7 @@ impl<T: Driver> Registration<T> {
             // entry in `T::ID_TABLE`, or an ID added through sysfs
             // `new_id`, whose `driver_data` is one of those (the core
             // refuses others); `get` checks it all the same.
-            let index = unsafe { (*id).driver_data } as usize;
+            let index: usize = unsafe { (*id).driver_data };
             let info = &T::ID_TABLE.get(index).ok_or(EINVAL)?.1;
             // SAFETY: the core holds `pdev` during probe.
             let dev = unsafe { Device::from_raw(pdev) };
@@ -415,6 +415,11 @@ fn checked_range(len: usize, offset: usize, size: usize, align: usize) -> Result
 }
 
 /// Balances `pci_enable_device_mem` when the driver unbinds.
+///
+/// # Safety
+///
+/// `pdev` is a `pci_dev` enabled by [`Device::enable_device_mem`], once for
+/// each call of it.
 unsafe extern "C" fn disable(pdev: *mut c_void) {
     // SAFETY: registered by `enable_device_mem` with its valid device.
     unsafe { bindings::pci_disable_device(pdev.cast()) };
