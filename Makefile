@@ -1,7 +1,7 @@
 # gemfs: build a Linux 6.12 kernel with the project in it, boot it in QEMU,
 # and run the tests (make test) or the benchmark (make run). See README.md.
 #
-# Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP,
+# Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP, VRAM,
 # KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>, REPEAT=N (make run:
 # each fragmentation measurement N times; the report shows medians and
 # min-max).

@@ -13,7 +13,9 @@
 # list items>),
 # RUN_TAG (suffix of the log directory), REPEAT=N (run mode: each
 # fragmentation measurement N times, softgpu-bench --repeat N, added to
-# runner.bench; the report shows medians and min-max).
+# runner.bench; the report shows medians and min-max), VRAM (512M; 0 for
+# none: the discrete softgpu's VRAM, an ivshmem-plain PCI device 1af4:1110
+# whose BAR 2, 64-bit prefetchable, is that memory).
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: run-vm.sh test|bench [test|run]}
@@ -22,6 +24,7 @@ out=${O:-$BUILD_DIR/out-$flavour}
 img=$BUILD_DIR/initramfs-$flavour.cpio.gz
 MEM=${MEM:-4G}
 SMP=${SMP:-2}
+VRAM=${VRAM:-512M}
 # The benchmark fills, compacts and checks gigabytes under TCG: give it
 # longer than the tests.
 TIMEOUT=${TIMEOUT:-$([ "$mode" = run ] && echo 7200 || echo 2400)}
@@ -36,9 +39,17 @@ rm -f "$logs"/{console,runner}.log
 mem_mb=$(numfmt --from=iec "$MEM" | awk '{print int($1 / 1048576)}')
 half=$((mem_mb / 2))
 accel=(-accel tcg)
+vram=()
+vram_bytes=$(numfmt --from=iec "$VRAM") || die "VRAM must be a size such as 512M or 0, not '$VRAM'"
+# A PCI BAR's size is a power of two (QEMU asserts it).
+((vram_bytes & (vram_bytes - 1))) && die "VRAM must be 0 or a power of two, not '$VRAM'"
+[ "$vram_bytes" = 0 ] ||
+	vram=(-object "memory-backend-ram,id=vram,size=$vram_bytes" -device ivshmem-plain,memdev=vram)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 
 append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
+# What the tests expect of the VRAM device (softgpu-uapi's vram test).
+append+=" runner.vram=$vram_bytes"
 [ -n "${ONLY:-}" ] && append+=" runner.only=$ONLY"
 append+=" ${APPEND:-}"
 if [ "$mode" = run ] && [ -n "${REPEAT:-}" ]; then
@@ -50,7 +61,7 @@ if [ "$mode" = run ] && [ -n "${REPEAT:-}" ]; then
 	fi
 fi
 
-log "booting $flavour kernel ($mode, ${MEM}, $SMP cpus, 2 NUMA nodes, timeout ${TIMEOUT}s); logs in $logs"
+log "booting $flavour kernel ($mode, ${MEM}, $SMP cpus, 2 NUMA nodes, VRAM $VRAM, timeout ${TIMEOUT}s); logs in $logs"
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
 	-m "$mem_mb" -smp "$SMP,sockets=$SMP,cores=1,threads=1" \
@@ -58,6 +69,7 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
 	-object memory-backend-ram,id=m1,size=$((mem_mb - half))M \
 	-numa node,nodeid=0,cpus=0,memdev=m0 \
 	-numa node,nodeid=1,cpus=$([ "$SMP" -gt 2 ] && echo "1-$((SMP - 1))" || echo 1),memdev=m1 \
+	"${vram[@]}" \
 	-display none -monitor none -no-reboot \
 	-serial "file:$logs/console.log" -serial stdio \
 	-kernel "$out/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \

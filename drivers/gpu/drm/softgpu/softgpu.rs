@@ -14,11 +14,12 @@ mod file;
 mod objects;
 mod userptr;
 mod vm;
+mod vram;
 
 use kernel::{
     c_str, drm,
     drm::ioctl::{iow, iowr, RENDER_ALLOW},
-    gemfs, platform,
+    gemfs, pci, platform,
     prelude::*,
     shrinker,
     sync::Arc,
@@ -50,6 +51,8 @@ pub(crate) struct DevData {
     pub(crate) mount: gemfs::Mount,
     pub(crate) engine: Arc<engine::Engine>,
     pub(crate) objects: Arc<objects::Objects>,
+    /// The VRAM, when a discrete device is bound (`vram.rs`).
+    pub(crate) vram: Arc<vram::Slot>,
     _shrinker: shrinker::Registration<objects::Objects>,
 }
 
@@ -123,6 +126,10 @@ impl drm::Driver for SoftGpu {
             name: c_str!("shrinker"),
             show: show_shrinker,
         },
+        drm::DebugfsFile {
+            name: c_str!("vram"),
+            show: show_vram,
+        },
     ];
 }
 
@@ -141,14 +148,24 @@ fn show_shrinker(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
     Ok(())
 }
 
+/// debugfs `vram`: the discrete device's VRAM, or `none`.
+fn show_vram(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    dev.data().vram.show(p);
+    Ok(())
+}
+
 struct SoftGpuModule {
     // Dropped in this order: the DRM device before its parent.
     _reg: drm::Registration<SoftGpu>,
     _pdev: platform::SimpleDevice,
+    _pci: Pin<KBox<pci::Registration<vram::VramDriver>>>,
 }
 
 impl kernel::Module for SoftGpuModule {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        // A discrete device present now is probed before this returns.
+        let vram = vram::Slot::new()?;
+        let pci = pci::Registration::new(c_str!("softgpu"), module, vram.clone())?;
         let pdev = platform::SimpleDevice::register(c_str!("softgpu"))?;
         let objects = objects::Objects::new()?;
         let data = Arc::new(
@@ -157,6 +174,7 @@ impl kernel::Module for SoftGpuModule {
                 engine: engine::Engine::new()?,
                 _shrinker: shrinker::Registration::register(c_str!("softgpu"), objects.clone())?,
                 objects,
+                vram,
             },
             GFP_KERNEL,
         )?;
@@ -168,6 +186,7 @@ impl kernel::Module for SoftGpuModule {
         Ok(Self {
             _reg: reg,
             _pdev: pdev,
+            _pci: pci,
         })
     }
 }

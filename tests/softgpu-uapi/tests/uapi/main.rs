@@ -30,6 +30,7 @@
 //! - `truncate`: hole punching (`MADV_REMOVE`) of GPU-held gemfs BO pages
 //!   while jobs use them.
 //! - `bench`: a smoke run of the benchmark suite.
+//! - `vram`: discrete mode's VRAM, a PCI BAR (or its absence with VRAM=0).
 
 mod bench;
 mod common;
@@ -49,3 +50,4 @@ mod shrinker;
 mod truncate;
 mod userptr;
 mod userptr_kinds;
+mod vram;

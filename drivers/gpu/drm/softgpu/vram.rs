@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Discrete mode: VRAM on a PCI BAR.
+//!
+//! QEMU's `ivshmem-plain` device (1af4:1110, `VRAM=` of `scripts/run-vm.sh`)
+//! stands in for a discrete GPU's memory: its BAR 2 is the VRAM, mapped
+//! write-combined as a GPU driver maps its VRAM aperture. softgpu drives it
+//! as a PCI driver besides its platform device; the DRM device is the same
+//! either way and reports the VRAM in debugfs (`vram`). Without the device
+//! softgpu is the integrated GPU it always was.
+//!
+//! Nothing is placed in VRAM yet (see "Discrete mode" in
+//! Documentation/gpu/softgpu.rst for the plan).
+
+use kernel::{c_str, drm, new_mutex, pci, prelude::*, sync::Arc, sync::Mutex};
+
+/// The BAR of `ivshmem-plain` that is its memory.
+const VRAM_BAR: u32 = 2;
+
+/// The VRAM of the bound device, if one is bound.
+///
+/// Shared by the DRM device, which reports it, and the PCI driver, which
+/// fills it at probe and empties it at remove: the mapping is only reached
+/// under the lock, so it never outlives the binding.
+#[pin_data]
+pub(crate) struct Slot {
+    #[pin]
+    vram: Mutex<Option<Vram>>,
+}
+
+/// Mapped VRAM.
+pub(crate) struct Vram {
+    bar: pci::Bar,
+}
+
+impl Slot {
+    /// An empty slot.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                vram <- new_mutex!(None, "softgpu::vram::Slot"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// debugfs `vram`: the VRAM's size and use, or `none`.
+    pub(crate) fn show(&self, p: &drm::Printer) {
+        match &*self.vram.lock() {
+            Some(v) => p.print(format_args!(
+                "bar: {VRAM_BAR}\nsize: {}\nused: 0\n",
+                v.bar.len()
+            )),
+            None => p.print(format_args!("none\n")),
+        }
+    }
+}
+
+/// Writes patterns through the mapping at its start, middle and end, by
+/// each accessor, and reads them back: VRAM that does not keep what is
+/// written is not VRAM. Leaves the bytes it used zeroed.
+fn check(bar: &pci::Bar) -> Result {
+    let len = bar.len();
+    if len < 4096 {
+        return Err(ENODEV);
+    }
+    let pattern = |off: usize| 0x5afe_c0de_0000_0000u64 ^ off as u64;
+    let mut block = [0u8; 64];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37) ^ 0xa5;
+    }
+    let offsets = [0, len / 2, len - 64];
+    for &off in &offsets {
+        bar.try_write64(pattern(off), off)?;
+        bar.try_write32(pattern(off) as u32 ^ 0xffff_ffff, off + 8)?;
+        bar.try_copy_to(off + 16, &block[..48])?;
+    }
+    bar.flush_wc();
+    for &off in &offsets {
+        let mut back = [0u8; 48];
+        bar.try_copy_from(off + 16, &mut back)?;
+        let (q, l) = (bar.try_read64(off)?, bar.try_read32(off + 8)?);
+        if q != pattern(off) || l != pattern(off) as u32 ^ 0xffff_ffff || back != block[..48] {
+            pr_err!("VRAM at {off:#x} does not read back what was written\n");
+            return Err(EIO);
+        }
+        bar.try_fill(off, 64, 0)?;
+    }
+    bar.flush_wc();
+    Ok(())
+}
+
+/// The PCI driver of the VRAM device; unbinding it empties the slot.
+pub(crate) struct VramDriver {
+    slot: Arc<Slot>,
+}
+
+impl pci::Driver for VramDriver {
+    type IdInfo = u32;
+    type Context = Arc<Slot>;
+
+    const ID_TABLE: pci::IdTable<u32> = &[(pci::DeviceId::from_id(0x1af4, 0x1110), VRAM_BAR)];
+
+    fn probe(dev: &pci::Device, bar: &u32, slot: &Arc<Slot>) -> Result<Pin<KBox<Self>>> {
+        dev.enable_device_mem()?;
+        let bar = dev.iomap_region_wc(*bar, c_str!("softgpu VRAM"))?;
+        check(&bar)?;
+        let mut vram = slot.vram.lock();
+        // One device's VRAM: a second device is not ours.
+        if vram.is_some() {
+            return Err(EBUSY);
+        }
+        // Nothing fails after this: dropping `this` would empty the slot.
+        let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
+        pr_info!("VRAM: {} MiB (BAR {VRAM_BAR})\n", bar.len() >> 20);
+        *vram = Some(Vram { bar });
+        Ok(this)
+    }
+}
+
+impl Drop for VramDriver {
+    fn drop(&mut self) {
+        // Unmapped here, before the device is disabled.
+        drop(self.slot.vram.lock().take());
+    }
+}
