@@ -63,9 +63,10 @@ for fs in $FILESYSTEMS; do
 		tee "/results/$fs/check.out"
 	echo "FSTESTS: end $fs rc=${PIPESTATUS[0]} seconds=$(($(date +%s) - start))"
 	umount /mnt/test /mnt/scratch 2>/dev/null
+	# After each filesystem: a run that times out keeps what it did.
+	cp /opt/fstests/local.config "/results/$fs/"
+	tar -C /results -cf /dev/vdc . || echo "FSTESTS: cannot write the results disk"
 done
 
-cp /opt/fstests/local.config /results/
-tar -C /results -cf /dev/vdc . || echo "FSTESTS: cannot write the results disk"
 echo "FSTESTS: done"
 poweroff
