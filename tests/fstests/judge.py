@@ -29,17 +29,19 @@ def check_results_module():
 
 
 def outcomes(result_xml):
-    """{test: "pass" | "fail" | "notrun"} from fstests' xunit report."""
-    res = {}
+    """{test: "pass" | "fail" | "notrun"} and {test: message} from fstests'
+    xunit report (the message: why it failed or did not run)."""
+    res, why = {}, {}
     for case in ET.parse(result_xml).getroot().iter("testcase"):
         name = case.get("name")
-        if case.find("skipped") is not None:
-            res[name] = "notrun"
-        elif case.find("failure") is not None or case.find("error") is not None:
-            res[name] = "fail"
-        else:
-            res[name] = "pass"
-    return res
+        res[name] = "pass"
+        for tag, status in (("skipped", "notrun"), ("failure", "fail"), ("error", "fail")):
+            el = case.find(tag)
+            if el is not None:
+                res[name] = status
+                why[name] = el.get("message", "")
+                break
+    return res, why
 
 
 def head(path, n=12):
@@ -64,14 +66,14 @@ def main():
     cr = check_results_module()
     tally = cr.Tally()
     fss = args.filesystems.split()
-    res = {}
+    res, why = {}, {}
     for fs in fss:
         xml = args.logs / "results" / fs / "result.xml"
         if not xml.is_file():
             tally.fail(f"{fs}: no fstests report ({xml})")
-            res[fs] = {}
+            res[fs], why[fs] = {}, {}
             continue
-        res[fs] = outcomes(xml)
+        res[fs], why[fs] = outcomes(xml)
         n = {k: sum(1 for v in res[fs].values() if v == k) for k in ("pass", "fail", "notrun")}
         print(f"{fs}: {n['pass']} passed, {n['fail']} failed, {n['notrun']} not run")
         if n["pass"] + n["fail"] == 0:
@@ -106,8 +108,9 @@ def main():
             print(f"\npassed on {new} only ({len(new_only)}): {' '.join(new_only)}")
         print(f"\npassed on {ref} only ({len(ref_only)}): {' '.join(ref_only)}")
         for t in ref_only:
-            print(f"  {t}: {new} {b.get(t, 'missing')}")
-            print("\n".join(head(args.logs / "results" / new / (t + ".out.bad"))))
+            print(f"  {t}: {new} {b.get(t, 'missing')}: {why[new].get(t, '')}")
+            if b.get(t) == "fail":
+                print("\n".join(head(args.logs / "results" / new / (t + ".out.bad"))))
             dmesg = args.logs / "results" / new / (t + ".dmesg")
             if dmesg.is_file():
                 print("\n".join(head(dmesg)))
