@@ -2,7 +2,9 @@
 # Teach an fstests checkout gemfs: wherever fstests treats tmpfs specially
 # (no block device, no mkfs or fsck, cycle_mount by remount, size= at
 # mount, tmpfs's mount options), treat gemfs alike. gemfs takes tmpfs's
-# mount options and reports TMPFS_MAGIC, so nothing else differs.
+# mount options and reports TMPFS_MAGIC, so nothing else differs. One test
+# program, vfstest --test-tmpfs (tmpfs/001), mounts tmpfs by name; it is
+# taught to mount the filesystem under test.
 #
 #   teach-gemfs.sh <fstests directory>
 #
@@ -15,7 +17,7 @@ set -euo pipefail
 dir=${1:?usage: teach-gemfs.sh <fstests directory>}
 cd "$dir"
 [ -f check ] && [ -f common/rc ] || { echo "teach-gemfs: $dir is not fstests" >&2; exit 1; }
-if grep -q gemfs common/rc common/config check; then
+if grep -q gemfs common/rc common/config check src/vfs/tmpfs-idmapped-mounts.c; then
 	echo "teach-gemfs: $dir already mentions gemfs; use a fresh copy" >&2
 	exit 1
 fi
@@ -58,5 +60,9 @@ edit common/rc 1 '/^_exclude_fs()$/,/^}$/s/^\([[:space:]]*\)\[ "\$1" = "\$FSTYP"
 #    runs tests/ext4/ for ext2/3.
 edit check 3 's/^\([[:space:]]*\)if \[ "\$FSTYP" = ext2 -o "\$FSTYP" = ext3 \]; then$/\1if [ "$FSTYP" = gemfs ]; then\n\1    fsgroup=tmpfs\n\1elif [ "$FSTYP" = ext2 -o "$FSTYP" = ext3 ]; then/'
 edit check 2 's/^\([[:space:]]*for d in \$SRC_GROUPS \)\$FSTYP; do$/\1$FSTYP $([ "$FSTYP" = gemfs ] \&\& echo tmpfs); do/'
+
+# 5. tmpfs/001 (vfstest --test-tmpfs) mounts a tmpfs by name inside the
+#    filesystem under test; mount the filesystem under test (--fstype).
+edit src/vfs/tmpfs-idmapped-mounts.c 1 's/sys_mount("tmpfs", path, "tmpfs", 0, NULL)/sys_mount(info->t_fstype, path, info->t_fstype, 0, NULL)/'
 
 echo "teach-gemfs: taught $dir gemfs"
