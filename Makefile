@@ -4,13 +4,14 @@
 # Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP, VRAM,
 # KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>, REPEAT=N (make run:
 # each fragmentation measurement N times; the report shows medians and
-# min-max).
+# min-max); make fstests: FSTESTS_SRC, PROFILE, GROUP, TESTS (see
+# scripts/fstests.sh).
 
 SHELL := /bin/bash
 S := scripts
 export BUILD_DIR ?= $(CURDIR)/.build
 
-.PHONY: all run test setup tree kernel-test kernel-bench userspace \
+.PHONY: all run test fstests setup tree kernel-test kernel-bench kernel-fstests userspace \
 	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner fuzz soak \
 	check clean
 
@@ -31,11 +32,19 @@ run: setup tree kernel-bench userspace initramfs-bench
 	@$(S)/run-vm.sh bench run
 	@$(S)/bench-guests.sh
 
+## make fstests: fstests on tmpfs, then on gemfs, in one guest (a Debian
+## root made with debootstrap); gemfs must pass what tmpfs passes.
+## FSTESTS_SRC=<fstests checkout> (else cloned from upstream),
+## PROFILE=default|huge_always|huge_within_size|noswap, GROUP=quick or
+## TESTS="generic/001 ...". Not part of make test: it needs the network.
+fstests: setup tree kernel-fstests
+	@$(S)/fstests.sh
+
 setup:
 	@$(S)/setup-host.sh
 tree:
 	@$(S)/prepare-tree.sh
-kernel-test kernel-bench: kernel-%: tree
+kernel-test kernel-bench kernel-fstests: kernel-%: tree
 	@$(S)/build-kernel.sh $*
 userspace:
 	@$(S)/build-userspace.sh
