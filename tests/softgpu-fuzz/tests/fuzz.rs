@@ -7,6 +7,7 @@
 //! and a memory block offline/online loop run beside the workers
 //! ([`softgpu_fuzz::soak`]), and the report adds gemfs's counters.
 
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use softgpu_fuzz::{run, soak, Config};
@@ -19,6 +20,17 @@ fn env_u64(name: &str) -> Option<u64> {
         None => v.parse(),
     };
     Some(parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}")))
+}
+
+/// The report's lines go to stdout as such, not through `println!`, which
+/// libtest captures (and shows only for a failing test): the figures of a
+/// passing run are the point of `make fuzz` and `make soak`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
 }
 
 /// One of gemfs's debugfs counters.
@@ -43,7 +55,7 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
         threads: env_u64("SOFTGPU_FUZZ_THREADS").unwrap_or(2),
     };
     // First, so that a crash of the guest still leaves the seed behind.
-    println!(
+    say!(
         "fuzz: seed={seed:#x} secs={} procs={} threads={}",
         cfg.budget.as_secs(),
         cfg.procs,
@@ -63,7 +75,7 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
             bg.cycles.refused.load(std::sync::atomic::Ordering::Relaxed),
         );
         let after = counters.map(gemfs_counter);
-        println!(
+        say!(
             "soak: minutes={} ops={} bytes_checked={} mismatches={} offlined={off} \
              offline_refused={refused} {}",
             cfg.budget.as_secs() / 60,
@@ -88,7 +100,7 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
         );
     }
     drop(background);
-    println!(
+    say!(
         "fuzz: seed={seed:#x} calls={} distinct call/errno pairs={} bytes checked={} \
          violations={}",
         t.calls,
@@ -97,10 +109,10 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
         t.violations.len()
     );
     for ((op, errno), n) in &t.outcomes {
-        println!("fuzz: outcome {op} errno={errno} n={n}");
+        say!("fuzz: outcome {op} errno={errno} n={n}");
     }
     for v in &t.violations {
-        println!("fuzz: VIOLATION {v}");
+        say!("fuzz: VIOLATION {v}");
     }
     assert!(
         t.violations.is_empty(),
