@@ -194,6 +194,29 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
           ["obj KiB", "level", "rep", "mode", "objects", "released", "refused", "GPU faults",
            "checked", "mismatches", "pswpout", "unit s", "gemfs released_migrated",
            "Slab kB", "MemFree kB"], extra)
+    releases_table(title, frag)
+
+
+def releases_table(title, frag):
+    """How long softgpu took to answer gemfs's release requests over each
+    gemfs run (gemfs's debugfs counters): the requests, those refused as
+    busy, and the mean time per request. Sync-mode requests may wait for a
+    job's fence (up to 100 ms), async ones never do, so the mean bounds
+    what compaction and move_pages() waited on the owner per folio."""
+    rows = []
+    for r in frag:
+        g = r.get("gemfs_counters") or {}
+        n = sum(g.get(k) or 0 for k in ("released_migrated", "released_not_migrated",
+                                         "refused_busy", "refused_other"))
+        if r.get("mode") != "gemfs" or not n:
+            continue
+        mean_us = (g.get("release_ns_total") or 0) / n / 1000
+        rows.append([r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), n,
+                     g.get("refused_busy"), g.get("released_not_migrated"),
+                     round(mean_us, 1)])
+    table(f"{title}: owner release requests in gemfs runs (release_ns_total / requests)",
+          ["obj KiB", "level", "rep", "requests", "refused busy", "released, not migrated",
+           "mean us"], rows)
 
 
 def mib(kb):

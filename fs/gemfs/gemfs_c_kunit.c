@@ -393,6 +393,6 @@ static struct kunit_suite gemfs_c_abi_suite = {
 kunit_test_suite(gemfs_c_abi_suite);
 
 MODULE_DESCRIPTION("KUnit tests of gemfs's C interface, from C");
-/* isolate_folio_to_list(), migrate_pages(), putback_movable_pages() */
+/* lru_add_drain_all(), isolate_folio_to_list(), migrate_pages(), putback_movable_pages() */
 MODULE_IMPORT_NS(EXPORTED_FOR_KUNIT_TESTING);
 MODULE_LICENSE("GPL");

@@ -887,6 +887,53 @@ impl gemfs::Owner for BoOwner {
         // "Lock order").
         kernel::shrinker::as_reclaim(|| Self::do_release(&owner, folio, mode))
     }
+
+    /// Truncation or a hole punch of the object's file (`MADV_REMOVE` on a
+    /// CPU mapping), or memory failure: clears every entry into the folios
+    /// overlapping pages `first..=last` and drops them, whatever the jobs
+    /// running. Engine accesses happen under the page table lock, so none
+    /// touches those folios afterwards; the next access faults, and gemfs
+    /// gives it the file's folio once the truncation is over (zeros in a
+    /// hole, `EINVAL` beyond the end, `EIO` if poisoned).
+    fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, first: usize, last: usize) {
+        let mut guard = owner.inner.lock();
+        let inner = &mut *guard;
+        inner.invalidations += 1;
+        let (mut at, mut released, mut miscounted) = (Residency::scan_start(first), 0, false);
+        while let Some((head, nr)) = inner.resident.next(at, last) {
+            at = head + nr;
+            if head + nr <= first {
+                continue;
+            }
+            let Some(res) = inner.resident.take(head) else {
+                continue;
+            };
+            owner.held_sub(nr);
+            let mut cleared = 0;
+            for m in inner.mappings.values() {
+                // SAFETY: a mapping exists only while its binding does, and
+                // the VM removes its bindings before it goes away.
+                let vm = unsafe { &*m.vm };
+                let mut pt = vm.pt.lock();
+                for index in head..head + nr {
+                    if m.va_of(index).is_some_and(|va| pt.clear(va)) {
+                        cleared += 1;
+                    }
+                }
+            }
+            miscounted |= res.ptes != cleared;
+            // Under the lock, as putting a hold does not sleep.
+            drop(res);
+            released += 1;
+        }
+        drop(guard);
+        if miscounted {
+            kernel::lockdep::warn(c_str!(
+                "softgpu: an invalidated folio's entries were miscounted"
+            ));
+        }
+        owner.released.fetch_add(released, Ordering::Relaxed);
+    }
 }
 
 impl BoOwner {
@@ -946,52 +993,5 @@ impl BoOwner {
         drop(res);
         owner.released.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Truncation or a hole punch of the object's file (`MADV_REMOVE` on a
-    /// CPU mapping), or memory failure: clears every entry into the folios
-    /// overlapping pages `first..=last` and drops them, whatever the jobs
-    /// running. Engine accesses happen under the page table lock, so none
-    /// touches those folios afterwards; the next access faults, and gemfs
-    /// gives it the file's folio once the truncation is over (zeros in a
-    /// hole, `EINVAL` beyond the end, `EIO` if poisoned).
-    fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, first: usize, last: usize) {
-        let mut guard = owner.inner.lock();
-        let inner = &mut *guard;
-        inner.invalidations += 1;
-        let (mut at, mut released, mut miscounted) = (Residency::scan_start(first), 0, false);
-        while let Some((head, nr)) = inner.resident.next(at, last) {
-            at = head + nr;
-            if head + nr <= first {
-                continue;
-            }
-            let Some(res) = inner.resident.take(head) else {
-                continue;
-            };
-            owner.held_sub(nr);
-            let mut cleared = 0;
-            for m in inner.mappings.values() {
-                // SAFETY: a mapping exists only while its binding does, and
-                // the VM removes its bindings before it goes away.
-                let vm = unsafe { &*m.vm };
-                let mut pt = vm.pt.lock();
-                for index in head..head + nr {
-                    if m.va_of(index).is_some_and(|va| pt.clear(va)) {
-                        cleared += 1;
-                    }
-                }
-            }
-            miscounted |= res.ptes != cleared;
-            // Under the lock, as putting a hold does not sleep.
-            drop(res);
-            released += 1;
-        }
-        drop(guard);
-        if miscounted {
-            kernel::lockdep::warn(c_str!(
-                "softgpu: an invalidated folio's entries were miscounted"
-            ));
-        }
-        owner.released.fetch_add(released, Ordering::Relaxed);
     }
 }
