@@ -229,7 +229,8 @@ impl<T: DriverObject> Funcs<T> {
             // and private data would outlive the object reference dropped
             // below, so they go first, as drm_gem_shmem does.
             return unsafe {
-                let pgoff = (*vma).vm_pgoff - bindings::drm_vma_node_start(&raw const (*obj).vma_node);
+                let pgoff =
+                    (*vma).vm_pgoff - bindings::drm_vma_node_start(&raw const (*obj).vma_node);
                 (*vma).vm_ops = core::ptr::null();
                 (*vma).vm_private_data = core::ptr::null_mut();
                 let ret = bindings::dma_buf_mmap((*attach).dmabuf, vma, pgoff);
