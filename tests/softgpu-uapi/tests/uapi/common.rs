@@ -249,6 +249,36 @@ pub fn gpu_checksum(dev: &Device, va: u64, size: u64, res_va: u64) -> u64 {
     sum
 }
 
+/// How many objects the device has: the lines of debugfs `objects` after
+/// its header.
+pub fn object_count(dev: &Device) -> usize {
+    let path = debugfs_path(dev, "objects");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.lines()
+        .count()
+        .checked_sub(1)
+        .expect("objects has no header")
+}
+
+/// Mounts tracefs at /sys/kernel/tracing unless it is there already.
+pub fn mount_tracefs() {
+    if std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        return;
+    }
+    // SAFETY: plain NUL-terminated strings; mounting tracefs where the
+    // kernel made its mount point.
+    let r = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "mounting tracefs: {}", io::Error::last_os_error());
+}
+
 /// A file of the device's debugfs directory (`/sys/kernel/debug/dri/<minor>/`).
 pub fn debugfs_path(dev: &Device, name: &str) -> String {
     let node = dev

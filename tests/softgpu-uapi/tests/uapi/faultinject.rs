@@ -6,7 +6,7 @@
 //! injected. kmemleak, at the end of the run, finds what an error path
 //! leaked.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 
 use libc::{EFAULT, ENOMEM, ENOSPC};
@@ -64,13 +64,6 @@ impl Injection {
         self.fail_nth.write_all(b"0").expect("clearing fail-nth");
         (r, s.trim() == "0")
     }
-}
-
-/// debugfs `objects` lines: the device's objects.
-fn object_count(dev: &Device) -> usize {
-    let path = debugfs_path(dev, "objects");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    text.lines().count() - 1
 }
 
 /// Sweeps `op` over its allocation sites: for n = 1, 2, ... the n-th

@@ -5,7 +5,7 @@
 //! `ptrace`) see the object's bytes; a process that dies with everything
 //! in flight leaves no object behind.
 
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -19,16 +19,6 @@ const RES_VA: u64 = 0x3_8000_0000;
 
 /// The two kinds of BO, by their `GEM_CREATE` flags.
 const KINDS: [(u32, &str); 2] = [(0, "gemfs"), (SOFTGPU_BO_PINNED, "pinned")];
-
-/// Lines of debugfs `objects` after its header: the device's objects.
-fn object_count(dev: &Device) -> usize {
-    let path = debugfs_path(dev, "objects");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    text.lines()
-        .count()
-        .checked_sub(1)
-        .expect("objects has no header")
-}
 
 /// Waits until the device has `want` objects: freeing is asynchronous
 /// (jobs in flight keep their objects until they retire).

@@ -468,25 +468,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 impl GemfsTrace {
     fn start() -> Self {
-        if !std::path::Path::new(&format!("{TRACEFS}/events")).exists() {
-            // SAFETY: plain NUL-terminated strings; mounting tracefs where
-            // the kernel made its mount point.
-            let r = unsafe {
-                libc::mount(
-                    c"nodev".as_ptr(),
-                    c"/sys/kernel/tracing".as_ptr(),
-                    c"tracefs".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(
-                r,
-                0,
-                "mounting tracefs: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        mount_tracefs();
         let write = |f: &str, v: &str| {
             std::fs::write(format!("{TRACEFS}/{f}"), v)
                 .unwrap_or_else(|e| panic!("writing {v:?} to {TRACEFS}/{f}: {e}"))

@@ -2,7 +2,6 @@
 //! `vmscan:mm_shrink_slab_end` tracepoint records it: the pages it freed.
 
 use std::fs;
-use std::path::Path;
 
 use softgpu::*;
 
@@ -22,25 +21,7 @@ struct ShrinkTrace;
 
 impl ShrinkTrace {
     fn start() -> Self {
-        if !Path::new(&format!("{TRACEFS}/events")).exists() {
-            // SAFETY: plain NUL-terminated strings; mounting tracefs where
-            // the kernel made its mount point.
-            let r = unsafe {
-                libc::mount(
-                    c"nodev".as_ptr(),
-                    c"/sys/kernel/tracing".as_ptr(),
-                    c"tracefs".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(
-                r,
-                0,
-                "mounting tracefs: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        mount_tracefs();
         tracefs_write("trace", "");
         tracefs_write(EVENT, "1");
         ShrinkTrace
