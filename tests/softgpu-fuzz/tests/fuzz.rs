@@ -104,8 +104,8 @@ fn fuzz_the_uapi_for_a_fixed_budget() {
         "fuzz: seed={seed:#x} calls={} distinct call/errno pairs={} bytes checked={} \
          violations={}",
         t.calls,
-        t.bytes_checked,
         t.outcomes.len(),
+        t.bytes_checked,
         t.violations.len()
     );
     for ((op, errno), n) in &t.outcomes {
