@@ -50,6 +50,10 @@ struct GemfsType;
 
 impl fs::FileSystem for GemfsType {
     const NAME: &'static CStr = c_str!("gemfs");
+    /// tmpfs's flags (`shmem_fs_type`): a user namespace's root may mount
+    /// it, and its mounts may be idmapped. Nothing of either differs from
+    /// tmpfs: the superblock, inode and file operations are shmem's.
+    const FLAGS: i32 = (bindings::FS_USERNS_MOUNT | bindings::FS_ALLOW_IDMAP) as i32;
 
     fn init_fs_context(fc: &mut fs::FsContext) -> Result {
         shmem::Variant::<GemfsType>::init_fs_context(fc)

@@ -499,3 +499,198 @@ fn migration_races_truncate_punch_and_unlink() {
         );
     }
 }
+
+/// Writes `what` to `/proc/self/<file>`, as `_exit(2)` on failure: for a
+/// forked child setting up its user namespace.
+fn child_write(file: &str, what: &str) {
+    if fs::write(format!("/proc/self/{file}"), what).is_err() {
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(2) };
+    }
+}
+
+/// In a child, a new user namespace (its root mapped to ours) with a mount
+/// namespace it owns: `then` runs there and its value is the exit code.
+fn in_user_namespace(then: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only makes syscalls and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: unshare(2) with namespace flags only.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(3) };
+        }
+        child_write("setgroups", "deny");
+        child_write("uid_map", "0 0 1");
+        child_write("gid_map", "0 0 1");
+        let code = then();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// tmpfs's type has FS_USERNS_MOUNT and FS_ALLOW_IDMAP, and gemfs is tmpfs
+/// in every respect but migration: a user namespace's root mounts both
+/// (fstests' idmapped-mount tests found gemfs refusing), and a mount of
+/// either can be idmapped (mount_setattr(MOUNT_ATTR_IDMAP)).
+#[test]
+fn user_namespaces_mount_it_and_idmap_it_as_tmpfs() {
+    for fstype in ["tmpfs", "gemfs"] {
+        let dir = format!("/tmp/userns-{fstype}");
+        fs::create_dir_all(&dir).unwrap();
+        let code = in_user_namespace(|| {
+            let (t, d) = (
+                CString::new(fstype).unwrap(),
+                CString::new(dir.as_str()).unwrap(),
+            );
+            // SAFETY: valid C strings for the call.
+            let r = unsafe {
+                libc::mount(
+                    t.as_ptr(),
+                    d.as_ptr(),
+                    t.as_ptr(),
+                    0,
+                    c"size=1m".as_ptr().cast(),
+                )
+            };
+            if r == 0 {
+                0
+            } else {
+                io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(1)
+                    .min(255)
+            }
+        });
+        assert_eq!(
+            code, 0,
+            "{fstype} mounted in a user namespace: errno {code}"
+        );
+    }
+
+    // An idmapped clone of a mount, with the mapping of a user namespace
+    // that a child holds open (its root is our uid 0).
+    // `ready`: the child to us, once its namespace is set up; `go`: us to
+    // the child, once we are done with it.
+    let (mut ready, mut go) = ([0; 2], [0; 2]);
+    // SAFETY: each array has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // SAFETY: the child only makes syscalls and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: as in_user_namespace(); then wait for the parent's byte.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(3);
+            }
+            child_write("setgroups", "deny");
+            child_write("uid_map", "0 0 1");
+            child_write("gid_map", "0 0 1");
+            let mut b = 0u8;
+            libc::write(ready[1], c"r".as_ptr().cast(), 1);
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let mut b = 0u8;
+    // SAFETY: reading one byte into `b`.
+    assert_eq!(
+        unsafe { libc::read(ready[0], (&mut b as *mut u8).cast(), 1) },
+        1
+    );
+    let userns = File::open(format!("/proc/{pid}/ns/user")).expect("the child's user namespace");
+    let mut results = Vec::new();
+    for fstype in ["tmpfs", "gemfs"] {
+        let m = if fstype == "gemfs" {
+            Mount::new("size=1m").unwrap()
+        } else {
+            let dir = PathBuf::from("/tmp/idmap-tmpfs");
+            fs::create_dir_all(&dir).unwrap();
+            let (t, d) = (c"tmpfs", CString::new(dir.to_str().unwrap()).unwrap());
+            // SAFETY: valid C strings.
+            let r = unsafe {
+                libc::mount(
+                    t.as_ptr(),
+                    d.as_ptr(),
+                    t.as_ptr(),
+                    0,
+                    c"size=1m".as_ptr().cast(),
+                )
+            };
+            assert_eq!(r, 0, "mounting tmpfs: {}", io::Error::last_os_error());
+            Mount { dir }
+        };
+        let d = CString::new(m.dir.to_str().unwrap()).unwrap();
+        // SAFETY: open_tree(2) of a path, cloning the mount detached.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                d.as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
+            )
+        };
+        assert!(
+            tree >= 0,
+            "open_tree of {fstype}: {}",
+            io::Error::last_os_error()
+        );
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: 0x0010_0000, // MOUNT_ATTR_IDMAP
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        // SAFETY: mount_setattr(2) on the detached tree, with `attr` valid
+        // for its size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        results.push((
+            fstype,
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            },
+        ));
+        // SAFETY: closing the tree's descriptor (unmounts the detached clone).
+        unsafe { libc::close(tree as i32) };
+        drop(m);
+    }
+    // SAFETY: releasing and reaping the child.
+    unsafe {
+        libc::write(go[1], c"x".as_ptr().cast(), 1);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        for fd in ready.into_iter().chain(go) {
+            libc::close(fd);
+        }
+    }
+    for (fstype, r) in results {
+        assert!(r.is_ok(), "idmapping a {fstype} mount: {r:?}");
+    }
+}
