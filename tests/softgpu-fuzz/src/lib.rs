@@ -620,7 +620,8 @@ impl Worker {
         // these calls use.
         let (addr, len) = unsafe { (self.arena.add((first * PAGE) as usize), (n * PAGE) as usize) };
         let (what, rc) = match self.rng.below(6) {
-            // SAFETY (all arms): calls on the arena range above.
+            // SAFETY: mprotect() of the arena range above, which holds no
+            // Rust object: only the GPU and these calls use it.
             0 => ("mprotect", unsafe {
                 libc::mprotect(
                     addr.cast(),
@@ -628,9 +629,12 @@ impl Worker {
                     self.rng.pick(&[libc::PROT_READ, libc::PROT_NONE]),
                 )
             }),
+            // SAFETY: as above.
             1 | 2 => ("mprotect", unsafe {
                 libc::mprotect(addr.cast(), len, libc::PROT_READ | libc::PROT_WRITE)
             }),
+            // SAFETY: madvise() of the same range: dropping or paging out
+            // its pages loses nothing any Rust code reads.
             3 => ("madvise", unsafe {
                 libc::madvise(
                     addr.cast(),
