@@ -126,6 +126,34 @@ def check_expected_suites(test, glob, tally):
             tally.fail(f"kunit: expected suite {name} passed no case ({s.counts})")
 
 
+LIBTEST_OPEN = re.compile(r"^test (\S+) \.\.\. ")
+LIBTEST_LATE_STATUS = re.compile(r"^(ok|FAILED|ignored)$")
+
+
+def libtest_cases(body):
+    """The (name, status) of each libtest case in a test binary's output.
+    libtest prints "test NAME ... " when a case starts and its status when
+    it ends; a case that writes to the console itself (the fuzzer's report
+    goes straight to stdout, past libtest's capture) puts its lines in
+    between, so the status then stands on a later line of its own."""
+    cases, open_case = [], None
+    for l in body:
+        m = LIBTEST_CASE.match(l)
+        if m:
+            cases.append((m.group(1), m.group(2)))
+            open_case = None
+            continue
+        m = LIBTEST_OPEN.match(l)
+        if m:
+            open_case = m.group(1)
+            continue
+        m = LIBTEST_LATE_STATUS.match(l.strip())
+        if m and open_case is not None:
+            cases.append((open_case, m.group(1)))
+            open_case = None
+    return cases
+
+
 def check_userspace(lines, tally):
     names = [l.split()[2] for l in lines if l.startswith("RUNNER: user-begin ")]
     for name in names:
@@ -134,19 +162,18 @@ def check_userspace(lines, tally):
             tally.fail(f"{name}: did not finish")
             continue
         rc = int(end.rsplit("rc=", 1)[1])
-        cases = [LIBTEST_CASE.match(l) for l in body]
-        cases = [m for m in cases if m]
+        cases = libtest_cases(body)
         result = [m for m in map(LIBTEST_RESULT.match, body) if m]
-        for m in cases:
-            if m.group(2) == "ok":
+        for case, status in cases:
+            if status == "ok":
                 tally.passed += 1
-            elif m.group(2) == "ignored":
+            elif status == "ignored":
                 tally.skipped += 1
             else:
-                tally.fail(f"{name}: {m.group(1)}")
+                tally.fail(f"{name}: {case}")
         if not result:
             tally.fail(f"{name}: exited rc={rc} without a result line")
-        elif rc != 0 and not any(m.group(2) == "FAILED" for m in cases):
+        elif rc != 0 and not any(status == "FAILED" for _, status in cases):
             tally.fail(f"{name}: exited rc={rc}")
         print(f"userspace {name}: {len(cases)} tests, rc={rc}")
 

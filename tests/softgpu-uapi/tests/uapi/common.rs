@@ -9,6 +9,8 @@ use softgpu::{Cmd, Device, Mapping};
 
 pub const PAGE: u64 = 4096;
 pub const MIB: u64 = 1 << 20;
+/// madvise(2): fault every page of the range in, writable (Linux 5.14).
+pub const MADV_POPULATE_WRITE: i32 = 23;
 
 /// Long enough for any job of these tests, even on an emulated CPU with a
 /// debug kernel; a job that takes longer is a failure.
@@ -217,6 +219,28 @@ impl Anon {
             io::Error::last_os_error()
         );
         Self { ptr: p.cast(), len }
+    }
+
+    /// madvise(2) `advice` on `[off, off + len)`.
+    #[track_caller]
+    pub fn advise(&self, off: usize, len: usize, advice: i32) {
+        assert!(off + len <= self.len);
+        // SAFETY: advice on a page-aligned range of our own mapping; none
+        // of the advice the tests give unmaps it.
+        let r = unsafe { libc::madvise(self.ptr.add(off).cast(), len, advice) };
+        assert_eq!(
+            r,
+            0,
+            "madvise({advice}) of {len} bytes at {off:#x}: {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    /// The address of each page.
+    pub fn page_addrs(&self) -> Vec<usize> {
+        (0..self.len / PAGE as usize)
+            .map(|i| self.ptr as usize + i * PAGE as usize)
+            .collect()
     }
 
     /// Makes `[off, off + len)` inaccessible.

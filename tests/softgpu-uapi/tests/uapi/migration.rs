@@ -565,15 +565,17 @@ pub(crate) fn compact_memory() {
 }
 
 /// Whole-memory compaction moves in-use pages from the low end of each zone
-/// to free pages at the high end, until its two scanners meet. So that the
-/// BO pages are spread over the scanned part, they are allocated while
-/// anonymous memory fills most of the guest, and that memory is freed
-/// before compacting. Which pages move is still up to the allocator: the
-/// assertions are on counts. If the BO pages all lie beyond the point where
-/// compact_memory's scanners meet (it depends on what earlier tests left),
-/// a huge page request for all free memory compacts the rest. The BOs are 1 MiB each: too small for huge
-/// folios, which compaction does not move (a 2 MiB folio fills its
-/// pageblock).
+/// to free pages at the high end, until its two scanners meet: pages above
+/// that point stay where they are. So the BO pages are put at the low end
+/// of a zone: an anonymous filler takes most of the guest's memory, the
+/// lowest-addressed part of it on node 0 is freed again, and the BOs are
+/// allocated there from CPU 0 (node 0), where the allocator hands out those
+/// freshly freed pages first. Then the filler goes and memory is compacted.
+/// Where exactly each page lands is still the allocator's choice: the
+/// assertions are on counts. Should no BO page have moved, a huge page
+/// request for all free memory compacts (nearly) every pageblock. The BOs
+/// are 1 MiB each: too small for huge folios, which compaction does not
+/// move (a 2 MiB folio fills its pageblock).
 #[test]
 fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     const BOS: usize = 32;
@@ -581,8 +583,26 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     let dev = open();
     let data = pattern(size as usize, 41);
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
+    let _on_cpu0 = OnCpu::new(0);
     let free_kb = ok(mm::meminfo_kb("MemFree"), "reading MemFree");
-    let fill = Anon::populated((free_kb.saturating_sub(384 * 1024) * 1024) as usize);
+    let fill =
+        Anon::new((free_kb.saturating_sub(384 * 1024) * 1024) as usize & !(MIB as usize - 1));
+    fill.advise(0, fill.len, libc::MADV_NOHUGEPAGE);
+    fill.advise(0, fill.len, MADV_POPULATE_WRITE);
+    let fill_addrs = fill.page_addrs();
+    let mut by_pfn: Vec<(u64, usize)> = ok(pm.pfns(&fill_addrs), "reading pagemap")
+        .into_iter()
+        .zip(&fill_addrs)
+        .filter_map(|(pfn, &a)| Some((pfn?, a)))
+        .collect();
+    by_pfn.sort_unstable();
+    // Twice the pages the BOs need, so that the allocator's other free
+    // pages on the node are few beside them.
+    let low_pages = 4 * BOS * (size / PAGE) as usize;
+    for &(_, a) in by_pfn.iter().take(low_pages) {
+        fill.advise(a - fill.ptr as usize, PAGE as usize, libc::MADV_DONTNEED);
+    }
+    let low_end_pfn = by_pfn.get(low_pages).map_or(u64::MAX, |&(pfn, _)| pfn);
     // (flags, va, handle, mapping)
     let mut bos = Vec::new();
     for i in 0..2 * BOS {
@@ -657,9 +677,15 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
         (gemfs_moved, pinned_moved) = moved(&bos);
     }
     let n = BOS as u64 * size / PAGE;
+    let placed_low = before[..BOS]
+        .iter()
+        .flatten()
+        .filter(|pfn| pfn.is_some_and(|p| p < low_end_pfn))
+        .count();
     assert!(
         gemfs_moved > 0,
-        "compaction moved none of {n} bound gemfs BO pages"
+        "compaction moved none of {n} bound gemfs BO pages ({placed_low} of them were \
+         placed in the freed low part, below PFN {low_end_pfn:#x})"
     );
     assert_eq!(
         pinned_moved, 0,

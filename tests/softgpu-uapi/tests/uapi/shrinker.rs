@@ -264,8 +264,13 @@ fn held_folios_are_never_paged_out_behind_the_device() {
         .collect();
 
     // Reclaim sees folios with extra references: it keeps them
-    // (pageout() only writes folios that nothing else references).
+    // (pageout() only writes folios that nothing else references). It
+    // puts them back through this CPU's LRU batch: the second page-out
+    // runs on the other CPU, as it may whenever the scheduler moves the
+    // test, so that the drain below is what lets it see them.
+    let on_cpu0 = OnCpu::new(0);
     ok(page_out(&m), "MADV_PAGEOUT of held folios");
+    drop(on_cpu0);
     assert_eq!(
         swap_state(&m),
         (pages, 0),
@@ -296,6 +301,11 @@ fn held_folios_are_never_paged_out_behind_the_device() {
         m.as_slice() == &expected[..],
         "the device's last writes are lost"
     );
+    // MADV_PAGEOUT skips folios that are not on an LRU list, and drains
+    // only its own CPU's batches of folios on their way to one: drain
+    // every CPU's first (drop_caches=1 starts with lru_add_drain_all()).
+    let _on_cpu1 = OnCpu::new(1);
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("writing /proc/sys/vm/drop_caches");
     ok(page_out(&m), "MADV_PAGEOUT of released folios");
     let (in_memory, swapped_kb) = swap_state(&m);
     assert!(
