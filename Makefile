@@ -13,7 +13,7 @@ export BUILD_DIR ?= $(CURDIR)/.build
 
 .PHONY: all run test fstests setup tree kernel-test kernel-bench kernel-fstests userspace \
 	initramfs-test initramfs-bench boot-test boot-bench bench-guests bench-report test-runner fuzz soak \
-	check clean
+	check check-series clean
 
 all: test
 
@@ -85,6 +85,12 @@ test-runner: initramfs-test
 ## Style: rustfmt, clippy (the kernel's CLIPPY=1), checkpatch on C and patches.
 check: tree
 	@$(S)/check-style.sh
+
+## make check-series: every prefix of patches/ builds (bzImage and modules,
+## test config), in a tree of its own under $(BUILD_DIR)/series. Long: an
+## incremental kernel build per patch.
+check-series: setup
+	@$(S)/check-series.sh
 
 clean:
 	rm -rf $(BUILD_DIR)
