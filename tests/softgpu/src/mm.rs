@@ -135,6 +135,20 @@ impl Pagemap {
         Ok((present && pfn != 0).then_some(pfn))
     }
 
+    /// [`Pagemap::pfn`] of each of the `pages` pages from `addr` (page
+    /// aligned), read in one go.
+    pub fn range_pfns(&self, addr: usize, pages: usize) -> io::Result<Vec<Option<u64>>> {
+        let mut b = vec![0u8; pages * 8];
+        self.0.read_exact_at(&mut b, (addr / PAGE * 8) as u64)?;
+        Ok(b.chunks_exact(8)
+            .map(|e| {
+                let e = u64::from_ne_bytes(e.try_into().expect("8 bytes"));
+                let pfn = e & ((1 << 55) - 1);
+                (e & (1 << 63) != 0 && pfn != 0).then_some(pfn)
+            })
+            .collect())
+    }
+
     /// [`Pagemap::pfn`] of each address.
     pub fn pfns(&self, addrs: &[usize]) -> io::Result<Vec<Option<u64>>> {
         addrs.iter().map(|&a| self.pfn(a)).collect()

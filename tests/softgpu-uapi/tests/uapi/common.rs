@@ -9,6 +9,9 @@ use softgpu::{Cmd, Device, Mapping};
 
 pub const PAGE: u64 = 4096;
 pub const MIB: u64 = 1 << 20;
+/// Pages in a pageblock, the unit of the page allocator's mobility
+/// grouping and of compaction (x86-64: a PMD's worth).
+pub const PAGEBLOCK_PAGES: u64 = 512;
 /// madvise(2): fault every page of the range in, writable (Linux 5.14).
 pub const MADV_POPULATE_WRITE: i32 = 23;
 

@@ -8,6 +8,7 @@
 //! result, and GEM_INFO counts the releases. Pinned BOs keep their pages
 //! pinned while bound, so those cannot move; unbound, they can.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -564,18 +565,24 @@ pub(crate) fn compact_memory() {
     std::fs::write("/proc/sys/vm/compact_memory", "1").expect("writing compact_memory");
 }
 
-/// Whole-memory compaction moves in-use pages from the low end of each zone
-/// to free pages at the high end, until its two scanners meet: pages above
-/// that point stay where they are. So the BO pages are put at the low end
-/// of a zone: an anonymous filler takes most of the guest's memory, the
-/// lowest-addressed part of it on node 0 is freed again, and the BOs are
-/// allocated there from CPU 0 (node 0), where the allocator hands out those
-/// freshly freed pages first. Then the filler goes and memory is compacted.
-/// Where exactly each page lands is still the allocator's choice: the
-/// assertions are on counts. Should no BO page have moved, a huge page
-/// request for all free memory compacts (nearly) every pageblock. The BOs
-/// are 1 MiB each: too small for huge folios, which compaction does not
-/// move (a 2 MiB folio fills its pageblock).
+/// Whole-memory compaction (`compact_memory`) runs two scanners towards
+/// each other through every zone: the migration scanner from the bottom
+/// takes in-use pages, the free scanner from the top takes free pages of
+/// partly used pageblocks as their new homes. A wholly free pageblock is
+/// never a target (compaction exists to make such blocks), so with the
+/// guest's memory mostly free the free scanner runs down to the highest
+/// partly used pageblocks, wherever they are, and the scan stops where the
+/// scanners meet: pages above that point stay. This test therefore lays
+/// memory out so the BO pages are scanned. An anonymous filler takes most
+/// of the guest's memory from CPU 0 (node 0 first); the lowest-addressed
+/// part of it is freed, and the BOs are allocated there, by CPU faults on
+/// CPU 0, where the allocator hands out those freshly freed pages first;
+/// then the filler is freed but for one page in each of its pageblocks,
+/// which leaves partly used pageblocks above the BOs for the free scanner
+/// to fill. Where each page lands is still the allocator's choice: the
+/// assertions are on counts. The BOs are 1 MiB each: too small for huge
+/// folios, which compaction does not move (a 2 MiB folio fills its
+/// pageblock).
 #[test]
 fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     const BOS: usize = 32;
@@ -590,19 +597,31 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     fill.advise(0, fill.len, libc::MADV_NOHUGEPAGE);
     fill.advise(0, fill.len, MADV_POPULATE_WRITE);
     let fill_addrs = fill.page_addrs();
-    let mut by_pfn: Vec<(u64, usize)> = ok(pm.pfns(&fill_addrs), "reading pagemap")
+    let fill_pfns = pm.range_pfns(fill.ptr as usize, fill_addrs.len());
+    let mut by_pfn: Vec<(u64, usize)> = ok(fill_pfns, "reading pagemap")
         .into_iter()
         .zip(&fill_addrs)
         .filter_map(|(pfn, &a)| Some((pfn?, a)))
         .collect();
     by_pfn.sort_unstable();
-    // Twice the pages the BOs need, so that the allocator's other free
+    // Twice the pages the BOs (gemfs and pinned) need, so that the allocator's other free
     // pages on the node are few beside them.
     let low_pages = 4 * BOS * (size / PAGE) as usize;
-    for &(_, a) in by_pfn.iter().take(low_pages) {
-        fill.advise(a - fill.ptr as usize, PAGE as usize, libc::MADV_DONTNEED);
+    let mut low: Vec<usize> = by_pfn.iter().take(low_pages).map(|&(_, a)| a).collect();
+    low.sort_unstable();
+    for run in low.chunk_by(|a, b| b - a == PAGE as usize) {
+        let off = run[0] - fill.ptr as usize;
+        fill.advise(off, run.len() * PAGE as usize, libc::MADV_DONTNEED);
     }
     let low_end_pfn = by_pfn.get(low_pages).map_or(u64::MAX, |&(pfn, _)| pfn);
+    // One filler page of each pageblock above the BOs' part will stay.
+    let mut blocks = HashSet::new();
+    let mut kept: Vec<usize> = by_pfn[low_pages.min(by_pfn.len())..]
+        .iter()
+        .filter(|&&(pfn, _)| blocks.insert(pfn / PAGEBLOCK_PAGES))
+        .map(|&(_, a)| a)
+        .collect();
+    kept.sort_unstable();
     // (flags, va, handle, mapping)
     let mut bos = Vec::new();
     for i in 0..2 * BOS {
@@ -613,10 +632,18 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
         m.as_mut_slice().copy_from_slice(&data);
         bos.push((flags, va, h, m));
     }
-    // Free the filler; the BO pages stay where they were put. (Under the
-    // filler's memory pressure the shrinker may have taken idle BOs' folios
-    // back: the GPU sums below make every page resident again, held.)
-    drop(fill);
+    // Free the filler but the kept pages; the BO pages stay where they were
+    // put. (Under the filler's memory pressure the shrinker may have taken
+    // idle BOs' folios back: the GPU sums below make every page resident
+    // again, held.)
+    let base = fill.ptr as usize;
+    let mut from = base;
+    for &a in kept.iter().chain(std::iter::once(&(base + fill.len))) {
+        if a > from {
+            fill.advise(from - base, a - from, libc::MADV_DONTNEED);
+        }
+        from = a + PAGE as usize;
+    }
     for (_, va, h, m) in &bos {
         assert_eq!(gpu_sum(&dev, *va, size), fnv1a64(&data));
         assert_eq!(ok(dev.info(*h), "GEM_INFO").resident_pages, size / PAGE);
@@ -626,7 +653,12 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     }
     let pfns = |bos: &[(u32, u64, u32, Mapping)]| -> Vec<Vec<Option<u64>>> {
         bos.iter()
-            .map(|(_, _, _, m)| ok(pm.pfns(&m.page_addrs()), "reading pagemap"))
+            .map(|(_, _, _, m)| {
+                ok(
+                    pm.range_pfns(m.addr(), m.len() / PAGE as usize),
+                    "reading pagemap",
+                )
+            })
             .collect()
     };
     let before = pfns(&bos);
@@ -640,8 +672,34 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     // path itself is checked deterministically by the move_pages tests.
     let through_gemfs = || gemfs_counter("released_migrated") + gemfs_counter("unheld_migrated");
     let migrated_before = through_gemfs();
-
+    let counters = || {
+        let vm = ok(mm::vmstat(), "reading /proc/vmstat");
+        let mut c: Vec<(String, u64)> = [
+            "compact_migrate_scanned",
+            "compact_free_scanned",
+            "compact_isolated",
+            "pgmigrate_success",
+            "pgmigrate_fail",
+        ]
+        .iter()
+        .map(|&k| (k.to_string(), vm.get(k).copied().unwrap_or(0)))
+        .collect();
+        for k in [
+            "released_migrated",
+            "released_not_migrated",
+            "refused_busy",
+            "refused_other",
+            "unheld_migrated",
+            "release_ns_total",
+        ] {
+            c.push((format!("gemfs {k}"), gemfs_counter(k)));
+        }
+        c
+    };
+    let counters_before = counters();
+    let t0 = Instant::now();
     compact_memory();
+    let compact_time = t0.elapsed();
 
     let moved = |bos: &[(u32, u64, u32, Mapping)]| {
         let after = pfns(bos);
@@ -664,18 +722,13 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
         }
         (gemfs_moved, pinned_moved)
     };
-    let (mut gemfs_moved, mut pinned_moved) = moved(&bos);
-    if gemfs_moved == 0 {
-        // compact_memory stops where its two scanners meet: the BO pages
-        // may all lie beyond. Asking for every free 2 MiB as a huge page
-        // makes compaction empty (nearly) every pageblock instead.
-        let free_kb = ok(mm::meminfo_kb("MemFree"), "reading MemFree");
-        let want = free_kb.saturating_sub(64 * 1024) / 2048;
-        std::fs::write("/proc/sys/vm/nr_hugepages", want.to_string())
-            .expect("writing nr_hugepages");
-        std::fs::write("/proc/sys/vm/nr_hugepages", "0").expect("writing nr_hugepages");
-        (gemfs_moved, pinned_moved) = moved(&bos);
-    }
+    let (gemfs_moved, pinned_moved) = moved(&bos);
+    drop(fill);
+    let deltas: Vec<String> = counters_before
+        .iter()
+        .zip(counters())
+        .map(|((k, a), (_, b))| format!("{k} +{}", b - a))
+        .collect();
     let n = BOS as u64 * size / PAGE;
     let placed_low = before[..BOS]
         .iter()
@@ -685,7 +738,10 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     assert!(
         gemfs_moved > 0,
         "compaction moved none of {n} bound gemfs BO pages ({placed_low} of them were \
-         placed in the freed low part, below PFN {low_end_pfn:#x})"
+         placed in the freed low part, below PFN {low_end_pfn:#x}, {} filler pages kept above); \
+         compact_memory took {compact_time:?}; {}",
+        kept.len(),
+        deltas.join(", ")
     );
     assert_eq!(
         pinned_moved, 0,
