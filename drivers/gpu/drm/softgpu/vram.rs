@@ -57,7 +57,7 @@ impl Slot {
     pub(crate) fn show(&self, p: &drm::Printer) {
         match &*self.vram.lock() {
             Some(v) => {
-                let (size, free) = (v.buddy.size(), v.buddy.avail());
+                let (size, free) = (v.bar.len() as u64, v.buddy.avail());
                 p.print(format_args!(
                     "bar: {VRAM_BAR}\nsize: {size}\nused: {}\nfree: {free}\nallocator:\n",
                     size - free
