@@ -235,7 +235,8 @@ impl Request {
         }
     }
 
-    /// Blocks from the top of the memory (or of the range) down.
+    /// Blocks from the top of the memory down. (With a range, blocks come
+    /// from the range's bottom up either way.)
     pub fn top_down(self) -> Self {
         Self {
             flags: self.flags | bindings::GPU_BUDDY_TOPDOWN_ALLOCATION as usize,
