@@ -186,6 +186,7 @@
 use crate::{
     bindings, drm,
     error::{code::EINVAL, to_result, Result},
+    ffi::{c_uint, c_ulong},
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
@@ -200,7 +201,8 @@ pub struct Request {
     size: u64,
     min_block_size: Option<u64>,
     range: Option<(u64, u64)>,
-    flags: usize,
+    /// `GPU_BUDDY_*_ALLOCATION`.
+    flags: c_ulong,
 }
 
 impl Request {
@@ -230,7 +232,7 @@ impl Request {
     pub fn range(self, start: u64, end: u64) -> Self {
         Self {
             range: Some((start, end)),
-            flags: self.flags | bindings::GPU_BUDDY_RANGE_ALLOCATION as usize,
+            flags: self.flags | bindings::GPU_BUDDY_RANGE_ALLOCATION,
             ..self
         }
     }
@@ -239,7 +241,7 @@ impl Request {
     /// from the range's bottom up either way.)
     pub fn top_down(self) -> Self {
         Self {
-            flags: self.flags | bindings::GPU_BUDDY_TOPDOWN_ALLOCATION as usize,
+            flags: self.flags | bindings::GPU_BUDDY_TOPDOWN_ALLOCATION,
             ..self
         }
     }
@@ -248,7 +250,7 @@ impl Request {
     /// size that is not a power of two).
     pub fn contiguous(self) -> Self {
         Self {
-            flags: self.flags | bindings::GPU_BUDDY_CONTIGUOUS_ALLOCATION as usize,
+            flags: self.flags | bindings::GPU_BUDDY_CONTIGUOUS_ALLOCATION,
             ..self
         }
     }
@@ -257,7 +259,7 @@ impl Request {
     /// when there are not enough of those.
     pub fn clear(self) -> Self {
         Self {
-            flags: self.flags | bindings::GPU_BUDDY_CLEAR_ALLOCATION as usize,
+            flags: self.flags | bindings::GPU_BUDDY_CLEAR_ALLOCATION,
             ..self
         }
     }
@@ -476,7 +478,8 @@ impl Allocation {
 impl Drop for Allocation {
     fn drop(&mut self) {
         let flags = if self.cleared {
-            bindings::GPU_BUDDY_CLEARED as u32
+            // `gpu_buddy_free_list()` takes its flags as an `unsigned int`.
+            bindings::GPU_BUDDY_CLEARED as c_uint
         } else {
             0
         };
