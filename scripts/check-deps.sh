@@ -57,7 +57,7 @@ exports_index() {
 	if [ ! -s "$idx" ] || [ "$(cat "$idx.stamp" 2>/dev/null)" != "$kconfig_sum" ]; then
 		(cd "$KERNEL_SRC" && grep -rHoE --include='*.[cS]' \
 			'EXPORT_(PER_CPU_)?(SYMBOL|TRACEPOINT_SYMBOL|STATIC_CALL)[A-Z_]*\( *[A-Za-z0-9_]+' \
-			arch/x86 block drivers/base drivers/dma-buf drivers/gpu/drm fs init \
+			arch/x86 block drivers/base drivers/dma-buf drivers/gpu fs init \
 			kernel lib mm security) |
 			sed -E 's/^([^:]*):.*\( *([A-Za-z0-9_]+)$/\2 \1/' | sort -u >"$idx"
 		echo "$kconfig_sum" >"$idx.stamp"

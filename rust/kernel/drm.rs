@@ -9,8 +9,13 @@
 //! device. The C `struct drm_driver` and file operations are generated per
 //! driver type.
 //!
+//! [`buddy`] is the buddy allocator of device memory, for drivers that
+//! select `RUST_DRM_BUDDY`.
+//!
 //! C header: [`include/drm/drm_drv.h`](srctree/include/drm/drm_drv.h).
 
+#[cfg(CONFIG_RUST_DRM_BUDDY)]
+pub mod buddy;
 pub mod file;
 pub mod gem;
 pub mod ioctl;

@@ -9,10 +9,16 @@
 //! either way and reports the VRAM in debugfs (`vram`). Without the device
 //! softgpu is the integrated GPU it always was.
 //!
-//! Nothing is placed in VRAM yet (see "Discrete mode" in
+//! The VRAM is managed by the kernel's buddy allocator (drm_buddy, as
+//! amdgpu, i915 and xe manage theirs), in blocks of at least a page, made
+//! at probe over the whole BAR. Nothing is placed in VRAM yet: TTM's VRAM
+//! resource manager will allocate from it (see "Discrete mode" in
 //! Documentation/gpu/softgpu.rst for the plan).
 
-use kernel::{c_str, drm, new_mutex, pci, prelude::*, sync::Arc, sync::Mutex};
+use kernel::{
+    c_str, drm, drm::buddy::Buddy, new_mutex, page::PAGE_SIZE, pci, prelude::*, sync::Arc,
+    sync::Mutex,
+};
 
 /// The BAR of `ivshmem-plain` that is its memory.
 const VRAM_BAR: u32 = 2;
@@ -28,9 +34,11 @@ pub(crate) struct Slot {
     vram: Mutex<Option<Vram>>,
 }
 
-/// Mapped VRAM.
+/// Mapped VRAM and its allocator.
 pub(crate) struct Vram {
     bar: pci::Bar,
+    /// Offsets in `bar`, in blocks of at least `PAGE_SIZE`.
+    buddy: Buddy,
 }
 
 impl Slot {
@@ -44,13 +52,18 @@ impl Slot {
         )
     }
 
-    /// debugfs `vram`: the VRAM's size and use, or `none`.
+    /// debugfs `vram`: the VRAM's size and use, then the allocator's state
+    /// (`drm_buddy_print()`: free blocks by order), or `none`.
     pub(crate) fn show(&self, p: &drm::Printer) {
         match &*self.vram.lock() {
-            Some(v) => p.print(format_args!(
-                "bar: {VRAM_BAR}\nsize: {}\nused: 0\n",
-                v.bar.len()
-            )),
+            Some(v) => {
+                let (size, free) = (v.bar.len() as u64, v.buddy.avail());
+                p.print(format_args!(
+                    "bar: {VRAM_BAR}\nsize: {size}\nused: {}\nfree: {free}\nallocator:\n",
+                    size - free
+                ));
+                v.buddy.print(p);
+            }
             None => p.print(format_args!("none\n")),
         }
     }
@@ -105,6 +118,7 @@ impl pci::Driver for VramDriver {
         dev.enable_device_mem()?;
         let bar = dev.iomap_region_wc(*bar, c_str!("softgpu VRAM"))?;
         check(&bar)?;
+        let buddy = Buddy::new(bar.len() as u64, PAGE_SIZE as u64)?;
         let mut vram = slot.vram.lock();
         // One device's VRAM: a second device is not ours.
         if vram.is_some() {
@@ -113,7 +127,7 @@ impl pci::Driver for VramDriver {
         // Nothing fails after this: dropping `this` would empty the slot.
         let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
         pr_info!("VRAM: {} MiB (BAR {VRAM_BAR})\n", bar.len() >> 20);
-        *vram = Some(Vram { bar });
+        *vram = Some(Vram { bar, buddy });
         Ok(this)
     }
 }

@@ -111,6 +111,7 @@ fn vram_bar_bound_and_reported() {
     );
     assert_eq!(kv.get("size"), Some(&want), "debugfs vram: {text:?}");
     assert_eq!(kv.get("used"), Some(&0), "debugfs vram: {text:?}");
+    assert_eq!(kv.get("free"), Some(&want), "debugfs vram: {text:?}");
     // The BAR is softgpu's: /proc/iomem names the region after it.
     let iomem = fs::read_to_string("/proc/iomem").expect("reading /proc/iomem");
     let region = format!("{start:08x}-{end:08x} : softgpu VRAM");
@@ -118,6 +119,74 @@ fn vram_bar_bound_and_reported() {
         iomem.lines().any(|l| l.trim() == region),
         "no {region:?} in /proc/iomem:\n{iomem}"
     );
+}
+
+/// The free blocks by order in the allocator part of debugfs `vram`
+/// (`drm_buddy_print()`'s lines `order-N free: ..., blocks: B`), as
+/// `(order, blocks)`; and its first line (`chunk_size: ...`).
+fn allocator_state(text: &str) -> (String, Vec<(u32, u64)>) {
+    let (_, state) = text
+        .split_once("allocator:\n")
+        .unwrap_or_else(|| panic!("no allocator in debugfs vram: {text:?}"));
+    let first = state.lines().next().unwrap_or_default().to_string();
+    let orders = state
+        .lines()
+        .filter_map(|l| l.strip_prefix("order-"))
+        .map(|l| {
+            // `order-%2d`: one-digit orders have a space before them.
+            let (order, rest) = l.trim_start().split_once(' ').expect("order-N ...");
+            let (_, blocks) = rest.rsplit_once("blocks: ").expect("..., blocks: B");
+            (
+                order.trim().parse().expect("an order"),
+                blocks.trim().parse().expect("a block count"),
+            )
+        })
+        .collect();
+    (first, orders)
+}
+
+/// The VRAM is managed by a buddy allocator over the whole BAR in page
+/// chunks, all free while nothing is placed there: debugfs `vram` shows
+/// its state, whose free blocks add up to the BAR's size, one block per
+/// bit set in the number of pages (the allocator's roots: nothing is
+/// split). After an unbind and a bind the new allocator is the same.
+#[test]
+fn vram_allocator_covers_the_bar() {
+    let want = expected_vram();
+    if want == 0 {
+        return;
+    }
+    let gpu = open();
+    let check = |when: &str| {
+        let (text, _) = debugfs_vram(&gpu);
+        let (first, orders) = allocator_state(&text);
+        let mib = want >> 20;
+        let head = format!(
+            "chunk_size: {}KiB, total: {mib}MiB, free: {mib}MiB,",
+            PAGE >> 10
+        );
+        assert!(first.starts_with(&head), "{when}: {first:?}, not {head:?}");
+        let pages = want / PAGE;
+        let top = 63 - pages.leading_zeros();
+        assert_eq!(
+            orders.iter().map(|&(o, _)| o).collect::<Vec<_>>(),
+            (0..=top).rev().collect::<Vec<_>>(),
+            "{when}: orders in {text:?}"
+        );
+        let free: u64 = orders.iter().map(|&(o, b)| (PAGE << o) * b).sum();
+        assert_eq!(free, want, "{when}: free blocks in {text:?}");
+        let blocks: u64 = orders.iter().map(|&(_, b)| b).sum();
+        assert_eq!(blocks, u64::from(pages.count_ones()), "{when}: {text:?}");
+    };
+    check("after boot");
+    let devs = vram_devices();
+    assert_eq!(devs.len(), 1, "1af4:1110 devices: {devs:?}");
+    let addr = devs[0].file_name().unwrap().to_str().unwrap().to_string();
+    let drv = "/sys/bus/pci/drivers/softgpu";
+    fs::write(format!("{drv}/unbind"), &addr).unwrap_or_else(|e| panic!("unbinding {addr}: {e}"));
+    assert_eq!(debugfs_vram(&gpu).0, "none\n", "debugfs vram after unbind");
+    fs::write(format!("{drv}/bind"), &addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    check("after unbind and bind");
 }
 
 /// Unbinding the device empties debugfs `vram` (softgpu unmaps the BAR and
