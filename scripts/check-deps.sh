@@ -54,13 +54,14 @@ is_set() { grep -qE "^$1=[ym]$" "$2/.config"; }
 # Where each exported symbol is exported: "symbol file" lines.
 exports_index() {
 	local idx=$BUILD_DIR/out-deps/exports.idx
-	if [ ! -s "$idx" ] || [ "$(cat "$idx.stamp" 2>/dev/null)" != "$kconfig_sum" ]; then
+	local dirs="arch/x86 block drivers/base drivers/dma-buf drivers/gpu drivers/pci fs init kernel lib mm security"
+	if [ ! -s "$idx" ] || [ "$(cat "$idx.stamp" 2>/dev/null)" != "$kconfig_sum $dirs" ]; then
+		# shellcheck disable=SC2086 # the directories are words
 		(cd "$KERNEL_SRC" && grep -rHoE --include='*.[cS]' \
 			'EXPORT_(PER_CPU_)?(SYMBOL|TRACEPOINT_SYMBOL|STATIC_CALL)[A-Z_]*\( *[A-Za-z0-9_]+' \
-			arch/x86 block drivers/base drivers/dma-buf drivers/gpu fs init \
-			kernel lib mm security) |
+			$dirs) |
 			sed -E 's/^([^:]*):.*\( *([A-Za-z0-9_]+)$/\2 \1/' | sort -u >"$idx"
-		echo "$kconfig_sum" >"$idx.stamp"
+		echo "$kconfig_sum $dirs" >"$idx.stamp"
 	fi
 	echo "$idx"
 }

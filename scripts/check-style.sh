@@ -40,7 +40,7 @@ done
 out=$BUILD_DIR/out-test
 if [ -f "$out/.config" ]; then
 	touch rust/kernel/*.rs fs/gemfs/*.rs drivers/gpu/drm/softgpu/*.rs 2>/dev/null || true
-	kmake "$out" CLIPPY=1 bzImage 2>&1 | tee "$BUILD_DIR/clippy.log" | grep -E '^(warning|error)' && fail=1
+	kmake "$out" CLIPPY=1 bzImage modules 2>&1 | tee "$BUILD_DIR/clippy.log" | grep -E '^(warning|error)' && fail=1
 	# The external module build of the top-level Kbuild against the test
 	# kernel, what `make -C $KERNEL_SRC O=$out M=$PWD modules` does, here
 	# from a copy so that no object lands in the work tree. modpost checks

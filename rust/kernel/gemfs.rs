@@ -267,7 +267,7 @@ impl<T: Owner> OwnerVtable<T> {
                 ObjectRef::from_raw(obj),
             )
         };
-        T::invalidate(owner, obj, first as usize, last as usize);
+        T::invalidate(owner, obj, first, last);
     }
 }
 

@@ -111,7 +111,7 @@ unsafe extern "C" fn invalidate_range_callback<T: VariantOps>(
     // SAFETY: shmem passes a live inode, which its caller keeps alive for the
     // call; its `i_mapping` is its own, embedded page cache.
     let mapping = unsafe { AddressSpace::from_raw((*inode).i_mapping) };
-    to_errno(T::invalidate_range(mapping, start as usize, end as usize))
+    to_errno(T::invalidate_range(mapping, start, end))
 }
 
 /// `->error_remove_folio` of [`Variant<T>`].

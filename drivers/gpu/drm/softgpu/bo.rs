@@ -267,7 +267,7 @@ impl BoOwner {
     /// object was bound, see [`Bo::set_busy`]).
     fn idle(&self) -> bool {
         self.resv()
-            .is_none_or(|r| r.test_signaled(ResvUsage::Bookkeep))
+            .map_or(true, |r| r.test_signaled(ResvUsage::Bookkeep))
     }
 
     /// The object's reservation object; `None` before the GEM object is
