@@ -7,8 +7,9 @@
 //! points into it ("resident"). With gemfs, the folio is taken with a gemfs
 //! hold, and migration asks for it back through [`BoOwner::release`]: if no
 //! job that may use the object is running, the entries are cleared (the
-//! modelled TLB flushed with them) and the hold dropped; the next GPU
-//! access faults and takes the new folio. In baseline (pinned) mode the
+//! modelled TLB flushed with them) and the hold dropped; the next job
+//! that accesses the page takes the new folio when it is submitted
+//! (`Vm::make_resident`). In baseline (pinned) mode the
 //! folio is an ordinary page reference, which migration cannot move.
 //!
 //! An object imported from another driver's dma-buf (PRIME) has neither:
@@ -238,6 +239,11 @@ struct BoInner {
     /// `invalidate`): a fault that got its folio before one of them drops
     /// it, as the folio may have left the file.
     invalidations: u64,
+    /// `EXEC`s making the object's pages resident for their jobs whose
+    /// fences are not yet in the reservation object (see
+    /// [`Bo::begin_submission`]): release and the shrinker refuse its
+    /// folios meanwhile.
+    submissions: u32,
 }
 
 /// The owner of an object's memory: what gemfs calls back into.
@@ -268,6 +274,14 @@ impl BoOwner {
     fn idle(&self) -> bool {
         self.resv()
             .map_or(true, |r| r.test_signaled(ResvUsage::Bookkeep))
+    }
+
+    /// Whether a job may use the object's folios: one is queued or running
+    /// ([`Self::idle`]), or is being submitted, its pages made resident
+    /// but its fence not yet added ([`Bo::begin_submission`]). Under the
+    /// object lock, which the submission's mark is changed under.
+    fn in_use(&self, inner: &BoInner) -> bool {
+        inner.submissions != 0 || !self.idle()
     }
 
     /// The object's reservation object; `None` before the GEM object is
@@ -369,6 +383,7 @@ impl Bo {
                         madv: uapi::SOFTGPU_MADV_WILLNEED,
                         purged: false,
                         invalidations: 0,
+                        submissions: 0,
                     },
                     "softgpu_bo"
                 ),
@@ -550,14 +565,11 @@ impl Bo {
     }
 
     /// Makes page `index`'s folio resident and maps its pages of binding
-    /// `b` in `vm`. Called with `vm`'s bindings locked, so `b` stays.
-    pub(crate) fn populate(
-        &self,
-        vm: &Vm,
-        b: &Binding,
-        index: usize,
-        job: Option<&ARef<Fence>>,
-    ) -> Result {
+    /// `b` in `vm`, counting it as a GPU fault if `for_job` (a submission
+    /// makes it resident for its job, see [`Vm::make_resident`]). Called
+    /// with `vm`'s bindings locked, so `b` stays, never from a job: it may
+    /// allocate with reclaim and sleep on folio locks.
+    pub(crate) fn populate(&self, vm: &Vm, b: &Binding, index: usize, for_job: bool) -> Result {
         let obj = &*b.obj;
         let invalidations = {
             let inner = self.owner.inner.lock();
@@ -604,7 +616,7 @@ impl Bo {
         }
         if inner.invalidations != invalidations {
             // The file was truncated or punched after we got the folio,
-            // which may have left it: map nothing, the access faults again.
+            // which may have left it: map nothing, the caller tries again.
             drop(inner);
             drop(page);
             drop(slots);
@@ -642,7 +654,7 @@ impl Bo {
         drop(inner);
         drop(spare);
         drop(slots);
-        if job.is_some() {
+        if for_job {
             self.owner.gpu_faults.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -653,13 +665,34 @@ impl Bo {
     /// `drm-active-*`, and PRIME importers): a job was submitted on a VM
     /// where the object is bound, writable or not (`Some(write)`), or the
     /// object was bound in a VM where that job is still queued or running
-    /// (`None`: the job may fault on it, but submitted no access to it, a
-    /// bookkeeping fence).
+    /// (`None`: the job submitted no access to it, but may reach a pinned
+    /// object or an import, which binding maps at once, a bookkeeping
+    /// fence).
     pub(crate) fn set_busy(obj: &GemObject, fence: &Fence, write: Option<bool>) -> Result {
         match write {
             Some(w) => obj.add_fence(fence, w),
             None => obj.resv().add_fence(fence, ResvUsage::Bookkeep),
         }
+    }
+
+    /// Marks the object as being submitted to: an `EXEC` is about to make
+    /// its pages resident for a job whose fence is not yet in the
+    /// reservation object. Until [`Self::end_submission`], which comes
+    /// after that fence was added, release and the shrinker refuse the
+    /// object's folios at once (without waiting: there is no fence to
+    /// wait for yet, and the submission itself may be the allocation that
+    /// entered compaction), so that no page the job will use can leave
+    /// between its being made resident and the object becoming busy.
+    /// Truncation and hole punching still take them (see
+    /// [`gemfs::Owner::invalidate`]): the job then fails at that page.
+    pub(crate) fn begin_submission(&self) {
+        self.owner.inner.lock().submissions += 1;
+    }
+
+    /// Ends what [`Self::begin_submission`] began.
+    pub(crate) fn end_submission(&self) {
+        let mut inner = self.owner.inner.lock();
+        inner.submissions = inner.submissions.saturating_sub(1);
     }
 
     /// Sets the userspace madvise state; returns whether the contents are
@@ -693,7 +726,7 @@ impl Bo {
             return (0, 0);
         }
         let mut inner = self.owner.inner.lock();
-        if !self.owner.idle() {
+        if self.owner.in_use(&inner) {
             // A job may be using it.
             return (0, 0);
         }
@@ -754,7 +787,7 @@ impl Bo {
             drop(inner);
             cond_resched();
             inner = self.owner.inner.lock();
-            if !self.owner.idle() {
+            if self.owner.in_use(&inner) {
                 break;
             }
         }
@@ -892,9 +925,10 @@ impl gemfs::Owner for BoOwner {
     /// CPU mapping), or memory failure: clears every entry into the folios
     /// overlapping pages `first..=last` and drops them, whatever the jobs
     /// running. Engine accesses happen under the page table lock, so none
-    /// touches those folios afterwards; the next access faults, and gemfs
-    /// gives it the file's folio once the truncation is over (zeros in a
-    /// hole, `EINVAL` beyond the end, `EIO` if poisoned).
+    /// touches those folios afterwards: a job that gets there fails with
+    /// `EFAULT` (it may not take folios, see `Vm::make_resident`). The next
+    /// submission gets the file's folio once the truncation is over (zeros
+    /// in a hole, `EINVAL` beyond the end, `EIO` if poisoned).
     fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, first: usize, last: usize) {
         let mut guard = owner.inner.lock();
         let inner = &mut *guard;
@@ -945,10 +979,21 @@ impl BoOwner {
                 .resident(first)
                 .is_some_and(|r| r.page.pfn() == pfn)
         };
-        if !ours(&owner.inner.lock()) {
-            // gemfs asks about any folio with extra references: these are
-            // someone else's.
-            return Err(ENOENT);
+        let submitting = {
+            let inner = owner.inner.lock();
+            if !ours(&inner) {
+                // gemfs asks about any folio with extra references: these
+                // are someone else's.
+                return Err(ENOENT);
+            }
+            inner.submissions != 0
+        };
+        if submitting {
+            // A job is being submitted, its fence not yet added: its pages
+            // must stay. No waiting (nothing to wait for yet; and this may
+            // be the submission's own allocation in direct compaction).
+            owner.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(EBUSY);
         }
         if !owner.idle() {
             // A job that may use the object is queued or running: the
@@ -967,7 +1012,7 @@ impl BoOwner {
         }
         let (res, cleared) = {
             let mut inner = owner.inner.lock();
-            if !owner.idle() {
+            if owner.in_use(&inner) {
                 // A job was submitted while we waited.
                 drop(inner);
                 owner.refused.fetch_add(1, Ordering::Relaxed);

@@ -2,9 +2,12 @@
 
 //! The command engine: one in-order queue of jobs for the whole device,
 //! executed by a work item. Commands reach memory only through the job's
-//! VM page table; a missing entry is a GPU page fault, resolved by
-//! re-validating the binding (which may take the folio from gemfs again,
-//! e.g. after a migration) and retrying, or failing the job with `EFAULT`.
+//! VM page table. The pages of buffer objects a job accesses were made
+//! resident when it was submitted (`Vm::make_resident`): a missing entry
+//! there is a GPU page fault that fails the job (`EFAULT`, or the error
+//! met at submission), as resolving it would allocate in the fence's
+//! signalling critical section. A missing entry in a userptr is still
+//! resolved through HMM, outside the section (see [`Section`]).
 //!
 //! Jobs can run for long (a command may fill, copy or checksum a GiB), and
 //! the kernels this runs on may not preempt kernel code
@@ -109,6 +112,26 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// The memory the command accesses: up to two ranges (GPU address,
+    /// size in bytes) and the access to each.
+    pub(crate) fn accesses(&self) -> [Option<(u64, u64, Perm)>; 2] {
+        match *self {
+            Cmd::Fill { dst, size, .. } => [Some((dst, size, Perm::Write)), None],
+            Cmd::Copy { dst, src, size } => [
+                Some((src, size, Perm::Read)),
+                Some((dst, size, Perm::Write)),
+            ],
+            // One access even for a count of 0 (see `run_cmd`).
+            Cmd::AtomicAdd { dst, .. } => [Some((dst, 8, Perm::Atomic)), None],
+            Cmd::Checksum { dst, src, size } => {
+                [Some((src, size, Perm::Read)), Some((dst, 8, Perm::Write))]
+            }
+            Cmd::Busy { .. } => [None, None],
+        }
+    }
+}
+
 /// What a job's submitter can see of it.
 pub(crate) struct JobInfo {
     pub(crate) fence: ARef<Fence>,
@@ -120,9 +143,19 @@ pub(crate) struct EngineStats {
     pub(crate) busy_ns: AtomicU64,
 }
 
+/// What a submission found of a job's memory (see `Vm::make_resident`).
+pub(crate) struct JobMemory {
+    /// The userptr parts of the job's ranges (GPU address, size), whose
+    /// faults the job resolves.
+    pub(crate) userptrs: KVec<(u64, u64)>,
+    /// The first page that could not be made resident, and why.
+    pub(crate) unresolved: Option<Fault>,
+}
+
 struct Job {
     vm: Arc<Vm>,
     cmds: KVec<Cmd>,
+    memory: JobMemory,
     cancelled: bool,
     fence: PendingFence,
     info: Arc<JobInfo>,
@@ -178,6 +211,7 @@ impl Engine {
         self: &Arc<Self>,
         vm: Arc<Vm>,
         cmds: KVec<Cmd>,
+        memory: JobMemory,
         stats: Arc<EngineStats>,
         prepare: impl FnOnce(&Arc<JobInfo>) -> Result,
     ) -> Result<Arc<JobInfo>> {
@@ -198,6 +232,7 @@ impl Engine {
         let job = Job {
             vm,
             cmds: if res.is_ok() { cmds } else { KVec::new() },
+            memory,
             cancelled: res.is_err(),
             fence,
             info: info.clone(),
@@ -215,12 +250,11 @@ impl Engine {
     /// This is the fence's signalling critical section: reclaim may wait
     /// for the fence (gemfs's release, in direct compaction), so nothing
     /// here may allocate with reclaim or take a lock held around such an
-    /// allocation, and lockdep is told so. The exception is the resolution
-    /// of a GPU fault, which takes a folio from gemfs (allocating it, or
-    /// swapping it in, with the folio locked) or faults in user memory:
-    /// it runs outside the annotated section, and its wait for reclaim is
-    /// bounded only by the release's timeout (Documentation/gpu/softgpu.rst,
-    /// "Fences and reclaim").
+    /// allocation, and lockdep is told so. Buffer object pages were made
+    /// resident at submission, and a fault on one fails the job. The
+    /// exception left is the resolution of a userptr fault, which faults in
+    /// user memory: it runs outside the annotated section
+    /// (Documentation/gpu/softgpu.rst, "Fences and reclaim").
     fn execute(&self, job: Job, buf: &mut [u8]) {
         let section = Section::begin();
         let start = Ktime::ktime_get();
@@ -273,7 +307,8 @@ impl WorkItem for Engine {
 }
 
 /// A job's fence signalling critical section, which [`Section::outside`]
-/// leaves for the resolution of a GPU fault (see [`Engine::execute`]).
+/// leaves for the resolution of a userptr fault, and for nothing else (see
+/// [`Engine::execute`]).
 struct Section(Cell<Option<SignallingSection>>);
 
 impl Section {
@@ -294,10 +329,36 @@ fn fault_at(addr: u64, err: Error) -> Fault {
     Fault { addr, err }
 }
 
+impl Job {
+    /// Whether `va` is in a userptr part of the job's ranges.
+    fn in_userptr(&self, va: u64) -> bool {
+        self.memory
+            .userptrs
+            .iter()
+            .any(|&(a, size)| va >= a && va - a < size)
+    }
+
+    /// The fault a missing or insufficient entry at `va` outside a userptr
+    /// is: the error met when the submission tried to make its page
+    /// resident, or `EFAULT` (unbound, read-only, or the page was taken
+    /// since: unbind, truncation or a hole punch).
+    fn unresolved(&self, va: u64) -> Fault {
+        match self.memory.unresolved {
+            Some(f) if f.addr / PAGE == va / PAGE => fault_at(va, f.err),
+            _ => fault_at(va, EFAULT),
+        }
+    }
+}
+
 /// Runs `f` on the folio and offset that GPU address `va` translates to,
 /// under the page table lock (so the entry, and the hold or CPU mapping
 /// behind it, stay), once the entry allows `perm`.
-/// Faults in a missing or insufficient entry and retries.
+///
+/// A missing or insufficient entry of a buffer object fails the access:
+/// its page was made resident before the job was submitted, if it could
+/// be, and getting it now may allocate with reclaim, which the signalling
+/// section forbids. In a userptr, it faults the page in (outside the
+/// section) and retries.
 fn access(
     job: &Job,
     section: &Section,
@@ -337,6 +398,9 @@ fn access(
             _ => {}
         }
         drop(pt);
+        if !job.in_userptr(va) {
+            return Err(job.unresolved(va));
+        }
         // An atomic on a userptr page is done by the fault path itself,
         // while it still holds the page exclusive (the CPU cannot take it
         // back yet): a CPU hammering the same page cannot starve the GPU.
@@ -344,15 +408,12 @@ fn access(
             Some(f) => f(folio, off),
             None => Err(EINVAL),
         };
-        if section.outside(|| {
-            job.vm
-                .fault(va, perm, Some(job.fence.fence()), &mut in_fault)
-        })? {
+        if section.outside(|| job.vm.fault_userptr(va, perm, &mut in_fault))? {
             return Ok(());
         }
     }
-    // Migrated away (or taken back by the CPU) again each time before we
-    // got to it.
+    // Taken back by the CPU (or migrated) again each time before we got to
+    // it.
     Err(fault_at(va, EAGAIN))
 }
 

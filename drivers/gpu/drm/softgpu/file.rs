@@ -7,7 +7,7 @@
 
 use crate::{
     bo::{Bo, GemObject},
-    engine::{Cmd, EngineStats, JobInfo},
+    engine::{Cmd, EngineStats, JobInfo, JobMemory},
     vm::{Entry, Vm, PAGE, VA_END},
     SoftGpu,
 };
@@ -267,10 +267,22 @@ impl SoftFile {
         let fence_out = args.flags & uapi::SOFTGPU_EXEC_FENCE_OUT != 0;
         let mut sync_fd = None;
         let vm = me.vm.clone();
+        // The job may not resolve faults on objects while it runs (its
+        // fence's signalling section forbids allocating): make every page
+        // its commands access resident now, before the fence exists.
+        let mut ranges = KVec::with_capacity(2 * cmds.len(), GFP_KERNEL)?;
+        for r in cmds.iter().flat_map(Cmd::accesses).flatten() {
+            ranges.push(r, GFP_KERNEL)?;
+        }
+        let mut submission = vm.make_resident(&ranges)?;
+        let memory = JobMemory {
+            userptrs: core::mem::replace(&mut submission.userptrs, KVec::new()),
+            unresolved: submission.unresolved,
+        };
         let info = dev
             .data()
             .engine
-            .submit(vm, cmds, me.stats.clone(), |info| {
+            .submit(vm, cmds, memory, me.stats.clone(), |info| {
                 if fence_out {
                     sync_fd = Some(SyncFileFd::new(&info.fence)?);
                 }
@@ -291,7 +303,13 @@ impl SoftFile {
                 ring.slots[i] = Some(info.clone());
                 ring.next += 1;
                 Ok(())
-            })?;
+            });
+        // The job's fence is in the reservation objects of the objects
+        // made resident (or the job was cancelled): release and the
+        // shrinker now see them busy, and may stop refusing them for the
+        // submission.
+        drop(submission);
+        let info = info?;
         args.seqno = info.fence.seqno();
         args.fence_fd = -1;
         if let Some(fd) = sync_fd {

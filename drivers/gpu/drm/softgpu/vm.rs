@@ -5,20 +5,21 @@
 //!
 //! The page table has three levels of 512 entries over a 39-bit address
 //! space, like a small x86 one. A leaf entry exists only while the object
-//! holds the folio it points to (see `bo.rs`); entries are filled when the
-//! engine faults on an address of a binding and cleared by unbind and by
-//! gemfs's release-for-migration. A modelled TLB caches translations and is
-//! flushed whenever an entry is cleared.
+//! holds the folio it points to (see `bo.rs`); entries are filled when a
+//! job that accesses them is submitted ([`Vm::make_resident`]) and cleared
+//! by unbind and by gemfs's release-for-migration. A modelled TLB caches
+//! translations and is flushed whenever an entry is cleared.
 //!
 //! A binding maps either part of a buffer object or, as a userptr
 //! ([`Userptr`]), a range of a process's anonymous memory, whose entries
 //! are filled through HMM and cleared by its MMU notifier.
 //!
 //! Locks: `bindings` (mutex) -> mmap lock -> object state (spinlock) ->
-//! `pt` (spinlock). The engine's fault path takes `bindings` and may lock
-//! folios under it, or (for a userptr) the mmap lock of the userptr's
-//! process; gemfs's release callback, which runs with a folio locked, and
-//! the userptr's notifier callback take only the spinlocks.
+//! `pt` (spinlock) (Documentation/gpu/softgpu.rst, "Lock order").
+//! Submission takes `bindings` and may lock folios under it; the engine's
+//! userptr fault path takes it and the mmap lock of the userptr's process;
+//! gemfs's release callback, which runs with a folio locked, and the
+//! userptr's notifier callback take only the spinlocks.
 
 use crate::bo::{Bo, GemObject};
 use crate::userptr::Userptr;
@@ -410,21 +411,128 @@ impl Vm {
             // Today's drivers acquire (pin) every page when binding; an
             // import's pages are in place (pinned by its exporter) for as
             // long as it lives: map them all now.
+            let bindings = self.bindings.lock();
             let mut a = va;
             while a < end {
                 let present = self.pt.lock().lookup(a).is_some();
                 if !present {
-                    if let Err(e) = self.fault(a, Perm::Read, None, &mut |_, _| Ok(())) {
+                    let populated = match bindings.get(&va).and_then(Entry::as_bo) {
+                        Some(b) => b.obj.populate(
+                            self,
+                            b,
+                            ((b.bo_offset + (a - va)) / PAGE) as usize,
+                            false,
+                        ),
+                        // Unbound meanwhile by another thread.
+                        None => Ok(()),
+                    };
+                    if let Err(e) = populated {
+                        drop(bindings);
                         let _ = self.unbind(va, size);
-                        return Err(e.err);
+                        return Err(e);
                     }
                 }
                 a += PAGE;
-                // A binding may be GiBs: a scheduling point per page.
+                // A binding may be GiBs: a scheduling point per page (with
+                // only the bindings mutex held).
                 cond_resched();
             }
         }
         Ok(())
+    }
+
+    /// Makes resident and maps, before a job is submitted, every page of
+    /// `ranges` (GPU address, size in bytes, access) that is in a buffer
+    /// object binding of this VM and allows the access: the job runs in its
+    /// fence's signalling critical section, where a missing entry cannot be
+    /// resolved (taking a folio from gemfs may allocate with reclaim), and
+    /// fails instead. Here, before the fence exists, allocating is fine.
+    ///
+    /// The objects touched are marked as being submitted to
+    /// ([`Bo::begin_submission`]) before their entries are looked at: until
+    /// the returned [`Submission`] is dropped, which the caller does once
+    /// the job's fence is in their reservation objects, migration's release
+    /// and the shrinker refuse to take their folios, so that none leaves
+    /// between here and the moment the object is busy.
+    ///
+    /// Addresses that no binding maps, writes through read-only bindings,
+    /// and pages that could not be made resident are left: the job fails
+    /// when it gets there, with `EFAULT` or the error recorded here
+    /// ([`Submission::unresolved`]). Userptr ranges are recorded, for the
+    /// job to fault them in (Documentation/gpu/softgpu.rst, "Fences and
+    /// reclaim"). Fails only if the submission's own bookkeeping cannot
+    /// be allocated (`ENOMEM`).
+    pub(crate) fn make_resident(
+        self: &Arc<Self>,
+        ranges: &[(u64, u64, Perm)],
+    ) -> Result<Submission> {
+        let mut sub = Submission {
+            objects: KVec::new(),
+            userptrs: KVec::new(),
+            unresolved: None,
+        };
+        let mut bindings = self.bindings.lock();
+        for &(start, size, perm) in ranges {
+            let end = start.saturating_add(size).min(VA_END);
+            let mut a = start & !(PAGE - 1);
+            while a < end {
+                let Some(at) = entry_at(&mut bindings, a) else {
+                    // Unbound: on to the next binding, if it starts in the
+                    // range.
+                    a = match bindings.cursor_lower_bound(&a) {
+                        Some(c) => (*c.current().0).min(end),
+                        None => end,
+                    };
+                    continue;
+                };
+                let Some(entry) = bindings.get(&at) else {
+                    break;
+                };
+                let seg_end = (entry.va() + entry.size()).min(end);
+                let b = match entry {
+                    Entry::Userptr(_) => {
+                        sub.userptrs.push((a, seg_end - a), GFP_KERNEL)?;
+                        a = seg_end;
+                        continue;
+                    }
+                    Entry::Bo(b) => b,
+                };
+                if perm != Perm::Read && b.readonly {
+                    // The job fails there.
+                    a = seg_end;
+                    continue;
+                }
+                if !sub
+                    .objects
+                    .iter()
+                    .any(|o| core::ptr::eq::<GemObject>(&**o, &*b.obj))
+                {
+                    sub.objects.push(b.obj.clone(), GFP_KERNEL)?;
+                    b.obj.begin_submission();
+                }
+                while a < seg_end {
+                    let index = ((b.bo_offset + (a - b.va)) / PAGE) as usize;
+                    // A fault may map nothing if the file was truncated or
+                    // punched meanwhile: a few tries.
+                    for _ in 0..3 {
+                        if self.pt.lock().lookup(a).is_some_and(|pte| pte.allows(perm)) {
+                            break;
+                        }
+                        if let Err(err) = b.obj.populate(self, b, index, true) {
+                            if sub.unresolved.is_none() {
+                                sub.unresolved = Some(Fault { addr: a, err });
+                            }
+                            break;
+                        }
+                    }
+                    a += PAGE;
+                    // A range may be GiBs: a scheduling point per page
+                    // (with only the bindings mutex held).
+                    cond_resched();
+                }
+            }
+        }
+        Ok(sub)
     }
 
     /// Mirrors `[addr, addr + size)` of the calling process at `va`,
@@ -510,60 +618,46 @@ impl Vm {
             .count() as u64
     }
 
-    /// Resolves a GPU page fault at `va` for an access needing `perm`:
-    /// finds the binding, acquires the object's folio (which may sleep and
-    /// lock it) and fills the page table entries of the folio's pages in
-    /// this binding. `job` is the fence of the job that faulted: the object
-    /// is busy until it signals.
-    ///
-    /// In a userptr, maps the pages the CPU maps there through HMM (which
+    /// Resolves a GPU page fault at `va`, in a userptr, for an access
+    /// needing `perm`: maps the pages the CPU maps there through HMM (which
     /// may fault them in under the process's mmap lock), taking no page
     /// reference; for an atomic access it takes the page exclusive to the
     /// device and performs the access itself, with `access` (see
     /// [`Userptr::make_exclusive`]). `EFAULT` if the page is no longer
-    /// mapped (or the process has exited), or not writable for a write.
+    /// mapped (or the process has exited), or not writable for a write,
+    /// and for any address that is not in a userptr: a buffer object's
+    /// pages are made resident before the job runs ([`Vm::make_resident`])
+    /// and never while it runs.
     ///
     /// Returns whether `access` was done; if not, the caller looks the
     /// entry up again.
-    pub(crate) fn fault(
+    pub(crate) fn fault_userptr(
         self: &Arc<Self>,
         va: u64,
         perm: Perm,
-        job: Option<&ARef<Fence>>,
         access: &mut dyn FnMut(&Folio, usize) -> Result,
     ) -> core::result::Result<bool, Fault> {
         let fault = |err| Fault { addr: va, err };
         let mut bindings = self.bindings.lock();
         let start = entry_at(&mut bindings, va).ok_or(fault(EFAULT))?;
-        let entry = bindings.get(&start).ok_or(fault(EFAULT))?;
-        let b = match entry {
-            Entry::Bo(b) => b,
-            Entry::Userptr(u) => {
-                let page = va & !(PAGE - 1);
-                // A page that is not writable for a write fails the job
-                // like a read-only binding does: with EFAULT.
-                let errno = |e| fault(if e == EPERM { EFAULT } else { e });
-                if perm == Perm::Atomic {
-                    return u.make_exclusive(va, access).map(|()| true).map_err(errno);
-                }
-                let write = perm == Perm::Write;
-                let end = (page + USERPTR_FAULT_PAGES * PAGE).min(u.va() + u.size());
-                // Try a few pages ahead; if part of them is not mapped,
-                // just the one that faulted.
-                if u.populate(page, end - page, write).is_ok() {
-                    return Ok(false);
-                }
-                return u.populate(page, PAGE, write).map(|()| false).map_err(errno);
-            }
-        };
-        if perm != Perm::Read && b.readonly {
+        let Some(Entry::Userptr(u)) = bindings.get(&start) else {
             return Err(fault(EFAULT));
+        };
+        let page = va & !(PAGE - 1);
+        // A page that is not writable for a write fails the job like a
+        // read-only binding does: with EFAULT.
+        let errno = |e| fault(if e == EPERM { EFAULT } else { e });
+        if perm == Perm::Atomic {
+            return u.make_exclusive(va, access).map(|()| true).map_err(errno);
         }
-        let index = ((b.bo_offset + (va - b.va)) / PAGE) as usize;
-        b.obj
-            .populate(self, b, index, job)
-            .map(|()| false)
-            .map_err(fault)
+        let write = perm == Perm::Write;
+        let end = (page + USERPTR_FAULT_PAGES * PAGE).min(u.va() + u.size());
+        // Try a few pages ahead; if part of them is not mapped, just the one
+        // that faulted.
+        if u.populate(page, end - page, write).is_ok() {
+            return Ok(false);
+        }
+        u.populate(page, PAGE, write).map(|()| false).map_err(errno)
     }
 }
 
@@ -577,7 +671,27 @@ impl PinnedDrop for Vm {
 }
 
 /// A GPU page fault that could not be resolved.
+#[derive(Clone, Copy)]
 pub(crate) struct Fault {
     pub(crate) addr: u64,
     pub(crate) err: Error,
+}
+
+/// What [`Vm::make_resident`] did for a job about to be submitted.
+pub(crate) struct Submission {
+    /// The objects whose pages were made resident, each marked as being
+    /// submitted to until this is dropped.
+    objects: KVec<ARef<GemObject>>,
+    /// The userptr parts of the job's ranges (GPU address, size).
+    pub(crate) userptrs: KVec<(u64, u64)>,
+    /// The first page that could not be made resident, and why.
+    pub(crate) unresolved: Option<Fault>,
+}
+
+impl Drop for Submission {
+    fn drop(&mut self) {
+        for o in self.objects.iter() {
+            o.end_submission();
+        }
+    }
 }

@@ -415,6 +415,68 @@ fn resident_pages_follow_gpu_touches() {
     assert_eq!(info.resident_pages, 0, "after unbind: {info:?}");
 }
 
+/// A job's buffer object pages are made resident when it is submitted, not
+/// when it runs: it runs in its fence's signalling critical section, where
+/// taking a folio from gemfs (which may allocate with reclaim) is not
+/// allowed. Right after EXEC, with the job queued behind a BUSY one, every
+/// page of its ranges is resident; its access to an unbound address, which
+/// nothing could make resident, fails it there once it runs.
+#[test]
+fn exec_makes_a_jobs_pages_resident_before_it_runs() {
+    let dev = open();
+    let n = 16;
+    let h = create_bound(&dev, n * PAGE, 0, VA);
+    let m = map(&dev, h, n * PAGE);
+    assert_eq!(ok(dev.info(h), "GEM_INFO").resident_pages, 0, "after bind");
+    let start = Instant::now();
+    let (busy, _) = ok(dev.exec(&busy_job(), 0), "EXEC of BUSY");
+    let (seqno, _) = ok(
+        dev.exec(
+            &[
+                Cmd::fill(VA + 2 * PAGE, 4 * PAGE, 0x5a5a_5a5a),
+                Cmd::atomic_add(VA + 9 * PAGE, 1, 3),
+                Cmd::fill(HOLE, 4, 1),
+                Cmd::fill(VA + 12 * PAGE, 4, 2),
+            ],
+            0,
+        ),
+        "EXEC of FILL, ATOMIC_ADD, FILL of an unbound address, FILL",
+    );
+    let info = ok(dev.info(h), "GEM_INFO");
+    let still_busy = dev.wait(busy, 0);
+    assert_early(start.elapsed(), "GEM_INFO after EXEC");
+    expect_errno(still_busy, ETIME, "WAIT for the BUSY job ahead");
+    // Pages 2 to 5, 9 and 12 (each in its own small folio; a large folio
+    // would make all of its pages resident): before the job ran.
+    assert!(
+        (6..=n).contains(&info.resident_pages),
+        "right after EXEC, with the job queued: {info:?}"
+    );
+    let (status, fault) = ok(dev.wait(seqno, WAIT_NS), "WAIT");
+    assert_eq!(
+        (status, fault),
+        (-EFAULT, HOLE),
+        "the job's FILL of an unbound address"
+    );
+    let words = |page: u64| m.read_u32((page * PAGE) as usize);
+    assert_eq!(
+        (2..6).map(words).collect::<Vec<_>>(),
+        [0x5a5a_5a5a; 4],
+        "the FILL before the fault"
+    );
+    assert_eq!(
+        m.read_u64((9 * PAGE) as usize),
+        3,
+        "the ATOMIC_ADD before the fault"
+    );
+    assert_eq!(words(12), 0, "the FILL after the fault ran");
+    let after = ok(dev.info(h), "GEM_INFO");
+    assert_eq!(
+        after.resident_pages, info.resident_pages,
+        "the job made pages resident while it ran: {info:?} -> {after:?}"
+    );
+}
+
 /// A job that keeps the engine busy for `BUSY_MS`.
 const BUSY_MS: u64 = 400;
 fn busy_job() -> [Cmd; 2] {
