@@ -115,7 +115,11 @@ struct drm_softgpu_gem_info {
 	__u64 released;
 	/** @refused: out, release requests refused as busy (gemfs only). */
 	__u64 refused;
-	/** @gpu_faults: out, GPU page faults on the BO that re-validated. */
+	/**
+	 * @gpu_faults: out, how many times EXEC made pages of the BO resident
+	 * for a job (a job never faults a BO's pages in while it runs: they
+	 * are made resident at EXEC, before its fence exists).
+	 */
 	__u64 gpu_faults;
 };
 
