@@ -226,42 +226,39 @@ impl Request {
         }
     }
 
+    fn with_flag(self, flag: c_ulong) -> Self {
+        Self {
+            flags: self.flags | flag,
+            ..self
+        }
+    }
+
     /// Every block inside `[start, end)` (a non-empty range, in the
     /// allocator's memory, bounds multiples of the chunk size). A request
     /// whose size is the range's is for exactly that range.
     pub fn range(self, start: u64, end: u64) -> Self {
         Self {
             range: Some((start, end)),
-            flags: self.flags | bindings::GPU_BUDDY_RANGE_ALLOCATION,
-            ..self
+            ..self.with_flag(bindings::GPU_BUDDY_RANGE_ALLOCATION)
         }
     }
 
     /// Blocks from the top of the memory down. (With a range, blocks come
     /// from the range's bottom up either way.)
     pub fn top_down(self) -> Self {
-        Self {
-            flags: self.flags | bindings::GPU_BUDDY_TOPDOWN_ALLOCATION,
-            ..self
-        }
+        self.with_flag(bindings::GPU_BUDDY_TOPDOWN_ALLOCATION)
     }
 
     /// One extent of memory (in one or more blocks: the allocator trims a
     /// size that is not a power of two).
     pub fn contiguous(self) -> Self {
-        Self {
-            flags: self.flags | bindings::GPU_BUDDY_CONTIGUOUS_ALLOCATION,
-            ..self
-        }
+        self.with_flag(bindings::GPU_BUDDY_CONTIGUOUS_ALLOCATION)
     }
 
     /// Blocks freed as cleared ([`Allocation::mark_cleared`]) first; others
     /// when there are not enough of those.
     pub fn clear(self) -> Self {
-        Self {
-            flags: self.flags | bindings::GPU_BUDDY_CLEAR_ALLOCATION,
-            ..self
-        }
+        self.with_flag(bindings::GPU_BUDDY_CLEAR_ALLOCATION)
     }
 }
 
