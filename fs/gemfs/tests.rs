@@ -365,22 +365,28 @@ mod tests {
         t
     }
 
-    /// The racing side of `holds_race_migration`, run as a work item: gets
-    /// a hold on every folio of the object through the owner API, checks
-    /// the folio's data, hands the hold to the owner (as a driver fills its
-    /// device page table), then has the owner put them all; again and
-    /// again until told to stop.
+    /// One round of a racer's work on its object, run again and again by
+    /// a work item ([`Racer`]) while the test thread migrates, punches or
+    /// truncates the same pages.
+    trait Round: Send + Sync + 'static {
+        /// Runs one round over the object's first `pages` pages; counts
+        /// a failed owner or object call in `errors`.
+        fn round(&self, obj: &Object<TestOwner>, pages: usize, errors: &AtomicUsize);
+    }
+
+    /// A work item that runs `R`'s rounds on an object until stopped: the
+    /// racing side of the tests that race holds against migration and
+    /// hole punching.
     #[pin_data]
-    struct Racer {
+    struct Racer<R: Round> {
         #[pin]
-        work: Work<Racer>,
+        work: Work<Racer<R>>,
         obj: Object<TestOwner>,
         pages: usize,
+        what: R,
         stop: AtomicBool,
         rounds: AtomicUsize,
-        /// Holds whose folio did not have the data written before.
-        bad_data: AtomicUsize,
-        /// `get_folio` or `keep` failures.
+        /// `get_folio` or owner call failures.
         errors: AtomicUsize,
         #[pin]
         done: SpinLock<bool>,
@@ -389,17 +395,102 @@ mod tests {
     }
 
     impl_has_work! {
-        impl HasWork<Self> for Racer { self.work }
+        impl{R: Round} HasWork<Self> for Racer<R> { self.work }
     }
 
-    impl Racer {
-        fn one_round(&self) {
-            let owner = self.obj.owner();
-            for i in 0..self.pages {
-                let h = match self.obj.get_folio(i) {
+    impl<R: Round> Racer<R> {
+        /// Starts racing on `obj`'s first `pages` pages; the returned guard
+        /// stops the racer and waits for it.
+        fn start(obj: Object<TestOwner>, pages: usize, what: R) -> Result<StopRacer<R>> {
+            let racer = Arc::pin_init(
+                pin_init!(Racer::<R> {
+                    work <- new_work!("gemfs_test_racer"),
+                    obj,
+                    pages,
+                    what,
+                    stop: AtomicBool::new(false),
+                    rounds: AtomicUsize::new(0),
+                    errors: AtomicUsize::new(0),
+                    done <- new_spinlock!(false),
+                    done_cv <- new_condvar!(),
+                }),
+                GFP_KERNEL,
+            )?;
+            workqueue::system_unbound()
+                .enqueue(racer.clone())
+                .map_err(|_| EBUSY)?;
+            Ok(StopRacer(racer))
+        }
+    }
+
+    impl<R: Round> WorkItem for Racer<R> {
+        type Pointer = Arc<Racer<R>>;
+
+        fn run(this: Arc<Racer<R>>) {
+            while !this.stop.load(Ordering::Acquire) {
+                this.what.round(&this.obj, this.pages, &this.errors);
+                this.rounds.fetch_add(1, Ordering::Relaxed);
+                // Without preemption (PREEMPT_NONE), the test thread and
+                // the per-CPU LRU drains of `migrate_to_node` need this
+                // CPU now and then.
+                kernel::task::cond_resched();
+            }
+            *this.done.lock() = true;
+            this.done_cv.notify_all();
+        }
+    }
+
+    /// Stops the racer when told or dropped, also on an early return from
+    /// the test, and drops the holds the owner still has (those it
+    /// re-acquired in `migrated`, say), so that the object never goes with
+    /// holds left.
+    struct StopRacer<R: Round>(Arc<Racer<R>>);
+
+    impl<R: Round> core::ops::Deref for StopRacer<R> {
+        type Target = Racer<R>;
+
+        fn deref(&self) -> &Racer<R> {
+            &self.0
+        }
+    }
+
+    impl<R: Round> StopRacer<R> {
+        /// Stops the racer, waits for it to finish its round, then drops
+        /// the holds the owner still has. Stopping again does nothing more.
+        fn stop(&self) {
+            self.0.stop.store(true, Ordering::Release);
+            let mut done = self.0.done.lock();
+            while !*done {
+                self.0.done_cv.wait(&mut done);
+            }
+            drop(done);
+            self.0.obj.owner().drop_all();
+        }
+    }
+
+    impl<R: Round> Drop for StopRacer<R> {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// The round of `holds_race_migration`: gets a hold on every folio of
+    /// the object through the owner API, checks the folio's data, hands the
+    /// hold to the owner (as a driver fills its device page table), then
+    /// has the owner put them all.
+    struct GetCheckKeepPut {
+        /// Holds whose folio did not have the data written before.
+        bad_data: AtomicUsize,
+    }
+
+    impl Round for GetCheckKeepPut {
+        fn round(&self, obj: &Object<TestOwner>, pages: usize, errors: &AtomicUsize) {
+            let owner = obj.owner();
+            for i in 0..pages {
+                let h = match obj.get_folio(i) {
                     Ok(h) => h,
                     Err(_) => {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                 };
@@ -412,46 +503,11 @@ mod tests {
                     self.bad_data.fetch_add(1, Ordering::Relaxed);
                 }
                 if owner.keep(h).is_err() {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // SAFETY: process context (a work item), no lock held.
-            unsafe { bindings::__cond_resched() };
+            kernel::task::cond_resched();
             owner.drop_all();
-        }
-    }
-
-    impl WorkItem for Racer {
-        type Pointer = Arc<Racer>;
-
-        fn run(this: Arc<Racer>) {
-            while !this.stop.load(Ordering::Acquire) {
-                this.one_round();
-                this.rounds.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: process context, no lock held. Without preemption
-                // (PREEMPT_NONE), the test thread and the per-CPU LRU drains
-                // of `migrate_to_node` need this CPU now and then.
-                unsafe { bindings::__cond_resched() };
-            }
-            *this.done.lock() = true;
-            this.done_cv.notify_all();
-        }
-    }
-
-    /// Stops the racer and waits for it when dropped, also on an early
-    /// return from the test; then drops the holds the owner re-acquired in
-    /// `migrated`, so that the object never goes with holds left.
-    struct StopRacer<'a>(&'a Racer);
-
-    impl Drop for StopRacer<'_> {
-        fn drop(&mut self) {
-            self.0.stop.store(true, Ordering::Release);
-            let mut done = self.0.done.lock();
-            while !*done {
-                self.0.done_cv.wait(&mut done);
-            }
-            drop(done);
-            self.0.obj.owner().drop_all();
         }
     }
 
@@ -478,24 +534,13 @@ mod tests {
         }
         assert_eq!(obj.holds(), 0);
         let released0 = STATS.released_migrated.load(Ordering::Relaxed);
-        let racer = Arc::pin_init(
-            pin_init!(Racer {
-                work <- new_work!("gemfs_test_racer"),
-                obj,
-                pages: PAGES,
-                stop: AtomicBool::new(false),
-                rounds: AtomicUsize::new(0),
+        let racer = Racer::start(
+            obj,
+            PAGES,
+            GetCheckKeepPut {
                 bad_data: AtomicUsize::new(0),
-                errors: AtomicUsize::new(0),
-                done <- new_spinlock!(false),
-                done_cv <- new_condvar!(),
-            }),
-            GFP_KERNEL,
+            },
         )?;
-        workqueue::system_unbound()
-            .enqueue(racer.clone())
-            .map_err(|_| EBUSY)?;
-        let stopper = StopRacer(&racer);
         while racer.rounds.load(Ordering::Relaxed) == 0 {
             // SAFETY: process context, no lock held: may sleep.
             unsafe { bindings::msleep(1) };
@@ -520,14 +565,14 @@ mod tests {
                 }
             }
         }
-        drop(stopper);
+        racer.stop();
         let rounds = racer.rounds.load(Ordering::Relaxed);
         pr_info!(
             "holds_race_migration: {migrated} migrated, {refused} refused, {rounds} racer rounds, {} releases\n",
             owner.releases.load(Ordering::Relaxed)
         );
 
-        assert_eq!(racer.bad_data.load(Ordering::Relaxed), 0);
+        assert_eq!(racer.what.bad_data.load(Ordering::Relaxed), 0);
         assert_eq!(racer.errors.load(Ordering::Relaxed), 0);
         assert!(rounds > 1);
         assert!(migrated >= MIGRATIONS);
@@ -670,62 +715,36 @@ mod tests {
         Ok(())
     }
 
-    /// The racing side of `holds_race_hole_punches`: gets holds on every
-    /// page and has the owner keep them as a driver would, checking for
+    /// The round of `holds_race_hole_punches`: gets holds on every page and
+    /// has the owner keep them as a driver would, checking for
     /// invalidations between getting and keeping
-    /// (`keep_unless_invalidated`), until told to stop.
-    #[pin_data]
-    struct PunchRacer {
-        #[pin]
-        work: Work<PunchRacer>,
-        obj: Object<TestOwner>,
-        pages: usize,
-        stop: AtomicBool,
-        rounds: AtomicUsize,
+    /// (`keep_unless_invalidated`), then has the owner put them all.
+    struct GetKeepUnlessInvalidated {
         /// Holds dropped because an invalidation came between get and keep.
         dropped: AtomicUsize,
-        errors: AtomicUsize,
-        #[pin]
-        done: SpinLock<bool>,
-        #[pin]
-        done_cv: CondVar,
     }
 
-    impl_has_work! {
-        impl HasWork<Self> for PunchRacer { self.work }
-    }
-
-    impl WorkItem for PunchRacer {
-        type Pointer = Arc<PunchRacer>;
-
-        fn run(this: Arc<PunchRacer>) {
-            let owner = this.obj.owner();
-            while !this.stop.load(Ordering::Acquire) {
-                for i in 0..this.pages {
-                    let seen = owner.invalidations.load(Ordering::Relaxed);
-                    match this.obj.get_folio(i) {
-                        Ok(h) => match owner.keep_unless_invalidated(h, seen) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                this.dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                this.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        },
-                        Err(_) => {
-                            this.errors.fetch_add(1, Ordering::Relaxed);
+    impl Round for GetKeepUnlessInvalidated {
+        fn round(&self, obj: &Object<TestOwner>, pages: usize, errors: &AtomicUsize) {
+            let owner = obj.owner();
+            for i in 0..pages {
+                let seen = owner.invalidations.load(Ordering::Relaxed);
+                match obj.get_folio(i) {
+                    Ok(h) => match owner.keep_unless_invalidated(h, seen) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
                         }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                this.rounds.fetch_add(1, Ordering::Relaxed);
-                owner.drop_all();
-                // SAFETY: process context, no lock held; under PREEMPT_NONE
-                // the test thread needs this CPU now and then.
-                unsafe { bindings::__cond_resched() };
             }
-            *this.done.lock() = true;
-            this.done_cv.notify_all();
+            owner.drop_all();
         }
     }
 
@@ -738,40 +757,19 @@ mod tests {
         let mnt = Mount::new(Huge::Never)?;
         let owner = TestOwner::new(false)?;
         let obj = mnt.create_object(c_str!("t"), PAGES * PAGE_SIZE, owner.clone())?;
-        let racer = Arc::pin_init(
-            pin_init!(PunchRacer {
-                work <- new_work!("gemfs_test_punch_racer"),
-                obj,
-                pages: PAGES,
-                stop: AtomicBool::new(false),
-                rounds: AtomicUsize::new(0),
+        let racer = Racer::start(
+            obj,
+            PAGES,
+            GetKeepUnlessInvalidated {
                 dropped: AtomicUsize::new(0),
-                errors: AtomicUsize::new(0),
-                done <- new_spinlock!(false),
-                done_cv <- new_condvar!(),
-            }),
-            GFP_KERNEL,
+            },
         )?;
-        workqueue::system_unbound()
-            .enqueue(racer.clone())
-            .map_err(|_| EBUSY)?;
-        let stop = || {
-            racer.stop.store(true, Ordering::Release);
-            let mut done = racer.done.lock();
-            while !*done {
-                racer.done_cv.wait(&mut done);
-            }
-        };
         let mut orphans = 0;
         for n in 0..PUNCHES {
             let first = n % PAGES;
             let pages = 1 + n % 3;
             let len = (pages.min(PAGES - first) * PAGE_SIZE) as i64;
-            if let Err(e) = racer.obj.file().punch_hole((first * PAGE_SIZE) as i64, len) {
-                stop();
-                owner.drop_all();
-                return Err(e);
-            }
+            racer.obj.file().punch_hole((first * PAGE_SIZE) as i64, len)?;
             if !owner.holds_all_in_file(&racer.obj) {
                 orphans += 1;
             }
@@ -780,16 +778,13 @@ mod tests {
                 unsafe { bindings::msleep(1) };
             }
         }
-        stop();
-        let ok = owner.holds_all_in_file(&racer.obj);
-        owner.drop_all();
+        racer.stop();
         pr_info!(
             "holds_race_hole_punches: {} racer rounds, {} holds dropped as invalidated\n",
             racer.rounds.load(Ordering::Relaxed),
-            racer.dropped.load(Ordering::Relaxed)
+            racer.what.dropped.load(Ordering::Relaxed)
         );
         assert_eq!(orphans, 0);
-        assert!(ok);
         assert_eq!(racer.errors.load(Ordering::Relaxed), 0);
         assert!(racer.rounds.load(Ordering::Relaxed) > 1);
         assert!(owner.invalidations.load(Ordering::Relaxed) > 0);
