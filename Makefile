@@ -3,8 +3,9 @@
 #
 # Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP, VRAM,
 # KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>, REPEAT=N (make run:
-# each fragmentation measurement N times; the report shows medians and
-# min-max); make fstests: FSTESTS_SRC, PROFILE, GROUP, TESTS (see
+# each headline fragmentation measurement N times, default 3; the report
+# shows medians and min-max), QUICK=1 (make run: the headline at 50 % only,
+# no other guests); make fstests: FSTESTS_SRC, PROFILE, GROUP, TESTS (see
 # scripts/fstests.sh).
 
 SHELL := /bin/bash
@@ -27,10 +28,12 @@ test: setup tree kernel-test userspace initramfs-test
 ## results.csv and PNG plots in $(BUILD_DIR)/runs/bench-run/) and fails if the
 ## benchmark failed or produced no results; bench-guests.sh adds the guest
 ## memory axis (two more guests) and pageblock mixing (a guest with
-## page_owner=on), and reports again.
+## page_owner=on), and reports again. QUICK=1: the frag phase at 50 % only
+## (its three repetitions), in the main guest alone.
+QUICK_BENCH := runner.bench=--phases,frag,--levels,50,--scale-bo-kb=
 run: setup tree kernel-bench userspace initramfs-bench
-	@$(S)/run-vm.sh bench run
-	@$(S)/bench-guests.sh
+	@$(if $(filter 1,$(QUICK)),APPEND="$(QUICK_BENCH) $(APPEND)") $(S)/run-vm.sh bench run
+	@$(if $(filter 1,$(QUICK)),true,$(S)/bench-guests.sh)
 
 ## make fstests: fstests on tmpfs, then on gemfs, in one guest (a Debian
 ## root made with debootstrap); gemfs must pass what tmpfs passes.

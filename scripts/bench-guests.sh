@@ -12,6 +12,7 @@
 #    tracking records a stack trace at every page allocation, so it runs
 #    apart from the main measurements (bench-report.py --owner-run).
 #    OWNER=0 skips it.
+# Each measures once (REPEAT=1): the repetitions are the main run's.
 . "$(dirname "$0")/lib.sh"
 
 main=$BUILD_DIR/runs/bench-run
@@ -21,14 +22,14 @@ status=0
 extra=()
 for mem in ${SCALE_MEM:-2G 6G}; do
 	log "guest memory scaling: $mem"
-	MEM=$mem RUN_TAG=mem$mem \
+	MEM=$mem RUN_TAG=mem$mem REPEAT=1 \
 		APPEND="runner.bench=--phases,frag,--levels,$level,--scale-bo-kb=,--no-thp-test ${APPEND:-}" \
 		"$TOP/scripts/run-vm.sh" bench run >/dev/null || status=1
 	extra+=(--mem-run "$main-mem$mem")
 done
 if [ "${OWNER:-1}" != 0 ]; then
 	log "pageblock mixing: page_owner=on, frag at ${OWNER_LEVELS:-50}% and frag-stress"
-	RUN_TAG=owner \
+	RUN_TAG=owner REPEAT=1 \
 		APPEND="page_owner=on runner.bench=--phases,frag+frag-stress,--levels,${OWNER_LEVELS:-50},--scale-bo-kb=,--no-thp-test ${APPEND:-}" \
 		"$TOP/scripts/run-vm.sh" bench run >/dev/null || status=1
 	extra+=(--owner-run "$main-owner")

@@ -12,8 +12,9 @@
 # mode runner.bench=<arguments of softgpu-bench, commas for spaces, + between
 # list items>),
 # RUN_TAG (suffix of the log directory), REPEAT=N (run mode: each
-# fragmentation measurement N times, softgpu-bench --repeat N, added to
-# runner.bench; the report shows medians and min-max), VRAM (512M; 0 for
+# headline fragmentation measurement N times, softgpu-bench --repeat N,
+# added to runner.bench, whose own default is 3; the report shows medians
+# and min-max), VRAM (512M; 0 for
 # none: the discrete softgpu's VRAM, an ivshmem-plain PCI device 1af4:1110
 # whose BAR 2, 64-bit prefetchable, is that memory).
 . "$(dirname "$0")/lib.sh"

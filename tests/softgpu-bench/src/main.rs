@@ -222,9 +222,15 @@ pub struct Config {
     /// and the THP test [default: MemTotal]
     #[arg(long, value_name = "N")]
     pub mem_mb: Option<u64>,
-    /// Runs of each (level, mode) of frag, userptr-frag and frag-stress
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Runs of each (level, mode) of frag's fill levels (the headline):
+    /// the report shows medians and min-max
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub repeat: u32,
+    /// Runs of each (size, mode) of frag's object size scaling and of
+    /// each (level, mode) of userptr-frag and frag-stress: once by
+    /// default, which keeps make run under an hour under TCG
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat_other: u32,
     /// Object size in KiB, a multiple of 4
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub bo_kb: u64,
@@ -292,6 +298,7 @@ impl Config {
     fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
         let mut c = Self::try_parse_from(std::iter::once("softgpu-bench".to_string()).chain(args))?;
         c.repeat = c.repeat.max(1);
+        c.repeat_other = c.repeat_other.max(1);
         c.batch_mb = c.batch_mb.max(1);
         c.churn_pct = c.churn_pct.min(98);
         c.contexts = c.contexts.max(1);
@@ -380,14 +387,14 @@ fn rotated(modes: &[Mode], rep: u32) -> Vec<Mode> {
 }
 
 /// Runs the fragmentation measurements of `phase` (`frag`,
-/// `userptr-frag` or `frag-stress`): every (object KiB, level) of `units`, `cfg.repeat`
-/// times, each time every mode of `modes` in turn; then one
+/// `userptr-frag` or `frag-stress`): every (object KiB, level, runs) of
+/// `units`, that many times, each time every mode of `modes` in turn; then one
 /// `<phase>-summary` record per (unit, repetition) with the huge pages
 /// each mode obtained and their ratios to control. Whether any failed.
 fn frag_phase(
     cfg: &Config,
     phase: &str,
-    units: &[(u64, u32)],
+    units: &[(u64, u32, u32)],
     modes: &[Mode],
     churn_dir: &std::path::Path,
 ) -> bool {
@@ -395,12 +402,12 @@ fn frag_phase(
     // (object KiB, level, rep, huge pages obtained per mode)
     type Row = (u64, u32, u32, Vec<(Mode, Option<u64>)>);
     let mut summary: Vec<Row> = Vec::new();
-    for &(bo_kb, level) in units {
+    for &(bo_kb, level, runs) in units {
         let unit_cfg = Config {
             bo_kb,
             ..cfg.clone()
         };
-        for rep in 0..cfg.repeat {
+        for rep in 0..runs {
             let mut got = Vec::new();
             for (position, mode) in rotated(modes, rep).into_iter().enumerate() {
                 let rec = frag::run(&unit_cfg, phase, churn_dir, mode, level, rep, position);
@@ -506,13 +513,24 @@ fn main() -> ExitCode {
         if cfg.runs("frag") {
             // The fill levels with the default object size (object count
             // scaling), then other object sizes at one level (size scaling).
-            let mut units: Vec<(u64, u32)> = cfg.levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
-            units.extend(cfg.scale_bo_kb.iter().map(|&kb| (kb, cfg.scale_level)));
+            let mut units: Vec<(u64, u32, u32)> = cfg
+                .levels
+                .iter()
+                .map(|&l| (cfg.bo_kb, l, cfg.repeat))
+                .collect();
+            units.extend(
+                cfg.scale_bo_kb
+                    .iter()
+                    .map(|&kb| (kb, cfg.scale_level, cfg.repeat_other)),
+            );
             failed |= frag_phase(&cfg, "frag", &units, &cfg.modes, &churn.dir);
         }
         if cfg.runs("userptr-frag") {
-            let units: Vec<(u64, u32)> =
-                cfg.userptr_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+            let units: Vec<(u64, u32, u32)> = cfg
+                .userptr_levels
+                .iter()
+                .map(|&l| (cfg.bo_kb, l, cfg.repeat_other))
+                .collect();
             failed |= frag_phase(&cfg, "userptr-frag", &units, &cfg.userptr_modes, &churn.dir);
         }
         if cfg.runs("frag-stress") {
@@ -520,8 +538,11 @@ fn main() -> ExitCode {
                 progress("FAILED: frag-stress needs at least one stressor (--stress-ng)");
                 failed = true;
             } else {
-                let units: Vec<(u64, u32)> =
-                    cfg.stress_levels.iter().map(|&l| (cfg.bo_kb, l)).collect();
+                let units: Vec<(u64, u32, u32)> = cfg
+                    .stress_levels
+                    .iter()
+                    .map(|&l| (cfg.bo_kb, l, cfg.repeat_other))
+                    .collect();
                 failed |= frag_phase(&cfg, "frag-stress", &units, &cfg.modes, &churn.dir);
             }
         }
@@ -590,6 +611,7 @@ mod tests {
         let c = parse_args(&[]).unwrap();
         assert_eq!(*c.levels, [25, 50, 75]);
         assert_eq!(c.modes.len(), 3);
+        assert_eq!((c.repeat, c.repeat_other), (3, 1));
         let c = parse_args(&args(
             "--levels 10 --mem-mb=256 --modes gemfs,control --phases frag --no-thp-test --quiet-secs 0.5",
         ))
@@ -642,8 +664,14 @@ mod tests {
             (256, &vec![Mode::Control, Mode::Gemfs])
         );
         // Counts that must be at least 1 are raised, and caps apply.
-        let c = parse_args(&args("--repeat 0 --churn-pct 99 --busy-us 2000000")).unwrap();
-        assert_eq!((c.repeat, c.churn_pct, c.busy_us), (1, 98, 1_000_000));
+        let c = parse_args(&args(
+            "--repeat 0 --repeat-other 0 --churn-pct 99 --busy-us 2000000",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.repeat, c.repeat_other, c.churn_pct, c.busy_us),
+            (1, 1, 98, 1_000_000)
+        );
     }
 
     /// The `env` record's config: every option but workdir, the memory
@@ -674,6 +702,7 @@ mod tests {
                 "stress_levels",
                 "mem_mb",
                 "repeat",
+                "repeat_other",
                 "bo_kb",
                 "scale_bo_kb",
                 "scale_level",

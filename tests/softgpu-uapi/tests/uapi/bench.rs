@@ -46,6 +46,10 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
             "2",
             "--batch-mb",
             "8",
+            // One run of each measurement: the rotation of the modes
+            // between repetitions is softgpu-bench's own unit test.
+            "--repeat",
+            "1",
         ])
         .output()
         .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
