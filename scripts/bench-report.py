@@ -197,12 +197,18 @@ def frag_tables(records, phase="frag", modes=MODES, what="objects"):
     releases_table(title, frag)
 
 
+RELEASE_BUCKETS = ["release_lt_1us", "release_lt_10us", "release_lt_100us", "release_lt_1ms",
+                   "release_lt_10ms", "release_lt_100ms", "release_ge_100ms"]
+
+
 def releases_table(title, frag):
     """How long softgpu took to answer gemfs's release requests over each
     gemfs run (gemfs's debugfs counters): the requests, those refused as
-    busy, and the mean time per request. Sync-mode requests may wait for a
-    job's fence (up to 100 ms), async ones never do, so the mean bounds
-    what compaction and move_pages() waited on the owner per folio."""
+    busy, the mean time per request and how the requests spread over the
+    decades of gemfs's histogram, and the mean time of the migration that
+    followed a release (the mapping's update and the copy). Sync-mode
+    requests may wait for a job's fence (up to 100 ms), async ones never
+    do: the millisecond buckets are the waits."""
     rows = []
     for r in frag:
         g = r.get("gemfs_counters") or {}
@@ -211,12 +217,19 @@ def releases_table(title, frag):
         if r.get("mode") != "gemfs" or not n:
             continue
         mean_us = (g.get("release_ns_total") or 0) / n / 1000
+        hist = [g.get(k) for k in RELEASE_BUCKETS]
+        spread = "/".join("-" if h is None else str(h) for h in hist)
+        moved = g.get("released_migrated") or 0
+        mig_ns = g.get("released_migrate_ns_total")
+        mig_us = round(mig_ns / moved / 1000, 1) if mig_ns is not None and moved else None
         rows.append([r.get("bo_kb"), f"{r.get('level')}%", r.get("rep"), n,
                      g.get("refused_busy"), g.get("released_not_migrated"),
-                     round(mean_us, 1)])
-    table(f"{title}: owner release requests in gemfs runs (release_ns_total / requests)",
+                     round(mean_us, 1), spread, mig_us])
+    table(f"{title}: owner release requests in gemfs runs (release_ns_total / requests; "
+          "requests by time taken, <1us/<10us/<100us/<1ms/<10ms/<100ms/longer; "
+          "then the migration of a released folio)",
           ["obj KiB", "level", "rep", "requests", "refused busy", "released, not migrated",
-           "mean us"], rows)
+           "mean us", "by decade", "migrate us"], rows)
 
 
 def mib(kb):

@@ -128,8 +128,7 @@ impl shmem::VariantOps for GemfsType {
         FOLIO_LOCK_MAP.release();
         let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
         trace::release(src, mode, ret, ns);
-        STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
-        STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+        count_release(ns);
         if ret == ENOENT.to_errno() {
             // Not the owner's: someone else has the extra references. The
             // default path fails (EAGAIN) if they are still there.
@@ -156,7 +155,12 @@ impl shmem::VariantOps for GemfsType {
         // Holds left after a successful release make the reference count check
         // of the default path fail with EAGAIN, which is the right answer: the
         // owner raced a new use of the folio with its release.
+        let start = time::Ktime::ktime_get();
         let result = m.migrate_default();
+        let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
+        STATS
+            .released_migrate_ns_total
+            .fetch_add(ns, Ordering::Relaxed);
         trace::migrate(src, dst, true, &result);
         let (now, migrated) = match result {
             Ok(()) => {
@@ -267,12 +271,42 @@ struct Stats {
     /// Sum and maximum of the time owners took to release, in ns.
     release_ns_total: AtomicU64,
     release_ns_max: AtomicU64,
+    /// How long releases took, in decades: below 1 us, 10 us, 100 us,
+    /// 1 ms, 10 ms, 100 ms, and longer ([`RELEASE_BUCKETS`]). A release
+    /// that waits for a job is in the millisecond buckets, one that does
+    /// not in the microsecond ones.
+    release_hist: [AtomicU64; RELEASE_BUCKETS.len() + 1],
+    /// Time spent migrating released folios (the default path: the
+    /// mapping's update and the copy), in ns, to set against the
+    /// owners' share of a held folio's migration.
+    released_migrate_ns_total: AtomicU64,
     /// Owners asked to drop their holds on a range before truncation, hole
     /// punching or memory failure took folios from it.
     invalidated: AtomicU64,
     /// Truncations, hole punches and memory failures refused (`EBUSY`)
     /// because the owner holds folios and has no `->invalidate`.
     invalidate_refused: AtomicU64,
+}
+
+/// The upper bounds (ns, exclusive) of the release time buckets but the
+/// last, with the debugfs names of all of them.
+const RELEASE_BUCKETS: [u64; 6] = [1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+const RELEASE_BUCKET_NAMES: [&CStr; RELEASE_BUCKETS.len() + 1] = [
+    c_str!("release_lt_1us"),
+    c_str!("release_lt_10us"),
+    c_str!("release_lt_100us"),
+    c_str!("release_lt_1ms"),
+    c_str!("release_lt_10ms"),
+    c_str!("release_lt_100ms"),
+    c_str!("release_ge_100ms"),
+];
+
+/// Counts a release that took `ns`.
+fn count_release(ns: u64) {
+    STATS.release_ns_total.fetch_add(ns, Ordering::Relaxed);
+    STATS.release_ns_max.fetch_max(ns, Ordering::Relaxed);
+    let bucket = RELEASE_BUCKETS.iter().take_while(|&&b| ns >= b).count();
+    STATS.release_hist[bucket].fetch_add(1, Ordering::Relaxed);
 }
 
 static STATS: Stats = Stats {
@@ -283,6 +317,8 @@ static STATS: Stats = Stats {
     unheld_migrated: AtomicU64::new(0),
     release_ns_total: AtomicU64::new(0),
     release_ns_max: AtomicU64::new(0),
+    release_hist: [const { AtomicU64::new(0) }; RELEASE_BUCKETS.len() + 1],
+    released_migrate_ns_total: AtomicU64::new(0),
     invalidated: AtomicU64::new(0),
     invalidate_refused: AtomicU64::new(0),
 };
@@ -319,6 +355,13 @@ impl kernel::Module for Gemfs {
             d.u64_file(c_str!("unheld_migrated"), &STATS.unheld_migrated);
             d.u64_file(c_str!("release_ns_total"), &STATS.release_ns_total);
             d.u64_file(c_str!("release_ns_max"), &STATS.release_ns_max);
+            for (name, count) in RELEASE_BUCKET_NAMES.iter().zip(&STATS.release_hist) {
+                d.u64_file(name, count);
+            }
+            d.u64_file(
+                c_str!("released_migrate_ns_total"),
+                &STATS.released_migrate_ns_total,
+            );
             d.u64_file(c_str!("invalidated"), &STATS.invalidated);
             d.u64_file(c_str!("invalidate_refused"), &STATS.invalidate_refused);
         }

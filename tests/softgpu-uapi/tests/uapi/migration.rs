@@ -257,9 +257,38 @@ fn gemfs_bo_idle_pages_migrate_and_the_gpu_refaults_them() {
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
     let addrs = m.page_addrs();
 
+    let requests = || {
+        [
+            "released_migrated",
+            "released_not_migrated",
+            "refused_busy",
+            "refused_other",
+        ]
+        .map(gemfs_counter)
+        .iter()
+        .sum::<u64>()
+    };
+    let timed = || RELEASE_BUCKETS.map(gemfs_counter).iter().sum::<u64>();
+    let (requests0, timed0) = (requests(), timed());
+    let (migrated0, migrate_ns0) = (
+        gemfs_counter("released_migrated"),
+        gemfs_counter("released_migrate_ns_total"),
+    );
     move_and_check(&pm, &addrs, 50, "moving the idle gemfs BO");
     let info = ok(dev.info(h), "GEM_INFO");
     assert!(info.released > 0, "migration released nothing: {info:?}");
+    // gemfs's latency histogram counts every release request once (a
+    // request counted in one and not yet in the other: at most one in
+    // flight per CPU, from compaction in the background), and the
+    // migrations after a release are timed.
+    let (asked, timed) = (requests() - requests0, timed() - timed0);
+    assert!(asked > 0, "no release requests, {info:?}");
+    assert!(
+        asked.abs_diff(timed) <= 2,
+        "release histogram +{timed} vs requests +{asked}"
+    );
+    assert!(gemfs_counter("released_migrated") > migrated0);
+    assert!(gemfs_counter("released_migrate_ns_total") > migrate_ns0);
     assert_eq!(
         info.resident_pages, 0,
         "released pages must have left the GPU page table: {info:?}"
@@ -551,6 +580,17 @@ fn held_folio_migration_is_traced() {
         );
     }
 }
+
+/// gemfs's release latency histogram (Documentation/filesystems/gemfs.rst).
+const RELEASE_BUCKETS: [&str; 7] = [
+    "release_lt_1us",
+    "release_lt_10us",
+    "release_lt_100us",
+    "release_lt_1ms",
+    "release_lt_10ms",
+    "release_lt_100ms",
+    "release_ge_100ms",
+];
 
 pub(crate) fn gemfs_counter(name: &str) -> u64 {
     let path = format!("/sys/kernel/debug/gemfs/{name}");
