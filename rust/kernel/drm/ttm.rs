@@ -608,3 +608,317 @@ impl<T: Driver> Drop for VramManager<T> {
     }
 }
 
+#[cfg(CONFIG_KUNIT)]
+#[crate::kunit::kunit_tests(rust_drm_ttm)]
+mod tests {
+    //! The VRAM manager through TTM's own entry points: a DRM device of a
+    //! test driver, a TTM device for it, a manager over 16 MiB of a buddy
+    //! allocator, and resources allocated and freed by
+    //! `ttm_resource_alloc()` and `ttm_resource_free()` for a kernel BO
+    //! that has what they read of it (its device, size and alignment;
+    //! unpinned, priority 0, no bulk move), as `ttm_bo_mem_space()` calls
+    //! them.
+
+    use super::*;
+    use crate::{c_str, drm::buddy::Block, platform, sync::Arc, ThisModule};
+
+    const MIB: u64 = 1 << 20;
+    const PAGE: u64 = PAGE_SIZE as u64;
+
+    struct TestDrm;
+    struct TestFile;
+    struct TestObject;
+
+    impl drm::file::DriverFile for TestFile {
+        type Driver = TestDrm;
+        fn open(_dev: &drm::Device<TestDrm>) -> Result<Pin<KBox<Self>>> {
+            Ok(KBox::pin(TestFile, GFP_KERNEL)?)
+        }
+    }
+
+    impl drm::gem::DriverObject for TestObject {
+        type Driver = TestDrm;
+    }
+
+    impl drm::Driver for TestDrm {
+        type Data = ();
+        type File = TestFile;
+        type Object = TestObject;
+        const INFO: drm::DriverInfo = drm::DriverInfo {
+            major: 0,
+            minor: 0,
+            patchlevel: 0,
+            name: c_str!("rust_drm_ttm"),
+            desc: c_str!("kernel::drm::ttm KUnit test"),
+        };
+        // SAFETY: the kernel crate is built in: no module.
+        const MODULE: &'static ThisModule = &unsafe { ThisModule::from_ptr(ptr::null_mut()) };
+        const FEATURES: u32 = drm::FEAT_GEM | drm::FEAT_RENDER;
+        const IOCTLS: &'static [bindings::drm_ioctl_desc] = &[];
+    }
+
+    struct TestTtm;
+
+    impl Driver for TestTtm {
+        type Drm = TestDrm;
+    }
+
+    /// A kernel BO as far as `ttm_resource_alloc()` and
+    /// `ttm_resource_free()` read it.
+    ///
+    /// # Invariants
+    ///
+    /// `bo` is zeroed but for `bdev` (the device of the `Arc`), `base.size`
+    /// and `page_alignment`; boxed, so the resources' `bo` pointers stay
+    /// valid.
+    struct Bo {
+        bo: KBox<Opaque<bindings::ttm_buffer_object>>,
+        dev: Arc<Device<TestTtm>>,
+    }
+
+    impl Bo {
+        fn new(dev: &Arc<Device<TestTtm>>, size: u64, align_pages: u32) -> Result<Self> {
+            let bo = KBox::new(Opaque::<bindings::ttm_buffer_object>::uninit(), GFP_KERNEL)?;
+            // SAFETY: `bo` is valid memory for a BO, written only here.
+            unsafe {
+                bo.get().write_bytes(0, 1);
+                (*bo.get()).bdev = dev.as_raw();
+                (*bo.get()).base.size = size as usize;
+                (*bo.get()).page_alignment = align_pages;
+            }
+            Ok(Self {
+                bo,
+                dev: dev.clone(),
+            })
+        }
+
+        /// `ttm_resource_alloc()` in `place` (the memory type is VRAM's).
+        fn alloc(&self, fpfn: u32, lpfn: u32, flags: u32) -> Result<Res<'_>> {
+            let place = bindings::ttm_place {
+                fpfn,
+                lpfn,
+                mem_type: PL_VRAM,
+                flags,
+            };
+            let mut res = ptr::null_mut();
+            // SAFETY: the BO has what the function reads (type invariant);
+            // VRAM has a manager (the test registers it before any BO).
+            to_result(unsafe { bindings::ttm_resource_alloc(self.bo.get(), &place, &mut res) })?;
+            Ok(Res { bo: self, res })
+        }
+    }
+
+    /// A resource of a [`Bo`]; freed by `ttm_resource_free()` on drop.
+    struct Res<'a> {
+        bo: &'a Bo,
+        res: *mut bindings::ttm_resource,
+    }
+
+    impl Res<'_> {
+        fn blocks(&self) -> KVec<Block> {
+            let mut v = KVec::new();
+            // SAFETY: a live resource of the VRAM manager: a `VramResource`.
+            let r = unsafe { VramManager::<TestTtm>::resource(self.res) };
+            for b in r.alloc.blocks() {
+                v.push(b, GFP_KERNEL).unwrap();
+            }
+            v
+        }
+
+        /// `ttm_resource::start`, `size` and `placement`.
+        fn fields(&self) -> (u64, u64, u32) {
+            // SAFETY: a live resource.
+            unsafe {
+                (
+                    (*self.res).start as u64,
+                    (*self.res).size as u64,
+                    (*self.res).placement,
+                )
+            }
+        }
+
+        /// TTM's `ttm_resource_intersects()` and `ttm_resource_compatible()`
+        /// for the place `[fpfn, lpfn)` of VRAM.
+        fn in_place(&self, fpfn: u32, lpfn: u32) -> (bool, bool) {
+            let place = bindings::ttm_place {
+                fpfn,
+                lpfn,
+                mem_type: PL_VRAM,
+                flags: 0,
+            };
+            let mut placement = bindings::ttm_placement {
+                num_placement: 1,
+                placement: &place,
+            };
+            // SAFETY: a live resource of the BO, whose `bo` pointer TTM set;
+            // the place and placement live for the calls.
+            unsafe {
+                (
+                    bindings::ttm_resource_intersects(self.bo.dev.as_raw(), self.res, &place, 0),
+                    bindings::ttm_resource_compatible(self.res, &mut placement, false),
+                )
+            }
+        }
+    }
+
+    impl Drop for Res<'_> {
+        fn drop(&mut self) {
+            // SAFETY: the resource was allocated for this BO and is freed
+            // once.
+            unsafe { bindings::ttm_resource_free(self.bo.bo.get(), &mut self.res) };
+        }
+    }
+
+    /// A platform device `name`, a DRM device on it, its TTM device and a
+    /// VRAM manager of `size` bytes. (Each case names its own device: a
+    /// failed assertion ends a case without dropping what it made.)
+    fn setup(
+        name: &'static crate::str::CStr,
+        size: u64,
+    ) -> Result<(
+        VramManager<TestTtm>,
+        Arc<Device<TestTtm>>,
+        drm::Registration<TestDrm>,
+        platform::SimpleDevice,
+    )> {
+        let pdev = platform::SimpleDevice::register(name)?;
+        let reg = drm::Registration::<TestDrm>::new(pdev.device(), Arc::new((), GFP_KERNEL)?)?;
+        let ttm = Device::<TestTtm>::new(pdev.device(), reg.device())?;
+        let man = VramManager::new(&ttm, PL_VRAM, Buddy::new(size, PAGE)?)?;
+        Ok((man, ttm, reg, pdev))
+    }
+
+    #[test]
+    fn sizes_usage_and_enospc() -> Result {
+        let (man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_sizes"), 16 * MIB)?;
+        assert_eq!((man.size(), man.usage()), (16 * MIB, 0));
+        // A second manager of VRAM, or one of TTM's system memory: refused.
+        assert_eq!(
+            VramManager::new(&ttm, PL_VRAM, Buddy::new(MIB, PAGE)?).err(),
+            Some(EBUSY)
+        );
+        assert_eq!(
+            VramManager::new(&ttm, PL_SYSTEM, Buddy::new(MIB, PAGE)?).err(),
+            Some(EINVAL)
+        );
+
+        // Several sizes: TTM accounts each object's size, the allocator
+        // gives blocks that add up to it.
+        let sizes = [PAGE, 3 * PAGE, 64 * 1024, MIB, 5 * MIB + PAGE];
+        let mut bos = KVec::new();
+        for &s in &sizes {
+            bos.push(Bo::new(&ttm, s, 0)?, GFP_KERNEL)?;
+        }
+        let mut res = KVec::new();
+        let mut total = 0;
+        for (bo, &s) in bos.iter().zip(sizes.iter()) {
+            let r = bo.alloc(0, 0, 0)?;
+            assert_eq!(r.fields().1, s);
+            assert_eq!(r.blocks().iter().map(|b| b.size()).sum::<u64>(), s);
+            total += s;
+            assert_eq!(man.usage(), total);
+            assert_eq!(man.buddy().avail(), 16 * MIB - total);
+            res.push(r, GFP_KERNEL)?;
+        }
+        // No two resources share memory.
+        let mut all = KVec::new();
+        for r in res.iter() {
+            for b in r.blocks().iter() {
+                all.push((b.offset(), b.end()), GFP_KERNEL)?;
+            }
+        }
+        all.sort_unstable();
+        assert!(all.windows(2).all(|w| w[0].1 <= w[1].0));
+
+        // Fill what is left; then VRAM is full: ENOSPC, which TTM's
+        // `ttm_bo_mem_space()` answers by evicting; nothing changes.
+        let rest = Bo::new(&ttm, 16 * MIB - total, 0)?;
+        let r_rest = rest.alloc(0, 0, 0)?;
+        assert_eq!((man.usage(), man.buddy().avail()), (16 * MIB, 0));
+        let one = Bo::new(&ttm, PAGE, 0)?;
+        assert_eq!(one.alloc(0, 0, 0).err(), Some(ENOSPC));
+        assert_eq!(man.usage(), 16 * MIB);
+
+        // Freeing makes room again, exactly what was freed.
+        drop(r_rest);
+        assert_eq!(man.usage(), total);
+        let again = one.alloc(0, 0, 0)?;
+        assert_eq!(man.usage(), total + PAGE);
+        drop(again);
+        drop(res);
+        assert_eq!((man.usage(), man.buddy().avail()), (0, 16 * MIB));
+
+        // Larger than the VRAM, or than the place's range: E2BIG.
+        let big = Bo::new(&ttm, 32 * MIB, 0)?;
+        assert_eq!(big.alloc(0, 0, 0).err(), Some(E2BIG));
+        let two = Bo::new(&ttm, 2 * MIB, 0)?;
+        let pages_per_mib = (MIB / PAGE) as u32;
+        assert_eq!(two.alloc(0, pages_per_mib, 0).err(), Some(E2BIG));
+        assert_eq!(man.usage(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn placement_flags_ranges_and_compatibility() -> Result {
+        let (man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_placement"), 16 * MIB)?;
+        let ppm = (MIB / PAGE) as u32;
+
+        // A range: every block in [4 MiB, 6 MiB); TTM finds it compatible
+        // with that range and intersecting it, not with [8 MiB, 16 MiB).
+        let bo = Bo::new(&ttm, MIB + 4 * PAGE, 0)?;
+        let r = bo.alloc(4 * ppm, 6 * ppm, 0)?;
+        assert!(r
+            .blocks()
+            .iter()
+            .all(|b| b.offset() >= 4 * MIB && b.end() <= 6 * MIB));
+        assert_eq!(r.in_place(4 * ppm, 6 * ppm), (true, true));
+        assert_eq!(r.in_place(0, 0), (true, true));
+        assert_eq!(r.in_place(8 * ppm, 16 * ppm), (false, false));
+        // Partly inside: intersects, not compatible.
+        assert_eq!(r.in_place(5 * ppm, 16 * ppm).1, false);
+        assert!(r.in_place(0, 5 * ppm).0 || r.in_place(5 * ppm, 6 * ppm).0);
+        drop(r);
+
+        // Top-down: ends at the top of VRAM.
+        let r = bo.alloc(0, 0, PL_FLAG_TOPDOWN)?;
+        assert_eq!(r.blocks().iter().map(|b| b.end()).max(), Some(16 * MIB));
+        drop(r);
+
+        // Contiguous: one extent, which `start` (in pages) gives, and the
+        // flag is kept in the resource's placement.
+        let c = Bo::new(&ttm, 3 * PAGE, 0)?;
+        let r = c.alloc(0, 0, PL_FLAG_CONTIGUOUS)?;
+        let mut ext = r.blocks();
+        ext.sort_unstable_by_key(|b| b.offset());
+        assert!(ext.windows(2).all(|w| w[0].end() == w[1].offset()));
+        let (start, size, placement) = r.fields();
+        assert_eq!(start * PAGE, ext[0].offset());
+        assert_eq!(ext[ext.len() - 1].end() - ext[0].offset(), size);
+        assert_ne!(placement & PL_FLAG_CONTIGUOUS, 0);
+        drop(r);
+
+        // Page alignment: blocks of at least, and aligned to, 16 pages.
+        let a = Bo::new(&ttm, 32 * PAGE, 16)?;
+        let r = a.alloc(0, 0, 0)?;
+        assert!(r
+            .blocks()
+            .iter()
+            .all(|b| b.size() >= 16 * PAGE && b.offset() % (16 * PAGE) == 0));
+        drop(r);
+        assert_eq!(man.usage(), 0);
+
+        // Contiguous when memory is fragmented: ENOSPC though enough is
+        // free in pieces.
+        let lo = Bo::new(&ttm, 4 * MIB, 0)?;
+        let hi = Bo::new(&ttm, 4 * MIB, 0)?;
+        let r_lo = lo.alloc(0, 4 * ppm, 0)?;
+        let r_hi = hi.alloc(8 * ppm, 12 * ppm, 0)?;
+        let eight = Bo::new(&ttm, 8 * MIB, 0)?;
+        assert_eq!(eight.alloc(0, 0, PL_FLAG_CONTIGUOUS).err(), Some(ENOSPC));
+        let pieces = eight.alloc(0, 0, 0)?;
+        assert_eq!(man.buddy().avail(), 0);
+        drop((pieces, r_lo, r_hi));
+        assert_eq!((man.usage(), man.buddy().avail()), (0, 16 * MIB));
+        Ok(())
+    }
+}
