@@ -10,7 +10,8 @@
 //! driver type.
 //!
 //! [`buddy`] is the buddy allocator of device memory, for drivers that
-//! select `RUST_DRM_BUDDY`.
+//! select `RUST_DRM_BUDDY`; [`ttm`] is TTM (devices and the VRAM resource
+//! manager on [`buddy`]), for drivers that select `RUST_DRM_TTM`.
 //!
 //! C header: [`include/drm/drm_drv.h`](srctree/include/drm/drm_drv.h).
 
@@ -19,6 +20,8 @@ pub mod buddy;
 pub mod file;
 pub mod gem;
 pub mod ioctl;
+#[cfg(CONFIG_RUST_DRM_TTM)]
+pub mod ttm;
 
 use crate::{
     bindings, c_str, device,

@@ -130,6 +130,10 @@ impl drm::Driver for SoftGpu {
             name: c_str!("vram"),
             show: show_vram,
         },
+        drm::DebugfsFile {
+            name: c_str!("vram_mm"),
+            show: show_vram_mm,
+        },
     ];
 }
 
@@ -154,18 +158,24 @@ fn show_vram(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
     Ok(())
 }
 
+/// debugfs `vram_mm`: TTM's VRAM manager, or `none`.
+fn show_vram_mm(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    dev.data().vram.show_mm(p);
+    Ok(())
+}
+
 struct SoftGpuModule {
-    // Dropped in this order: the DRM device before its parent.
+    // Dropped in this order: the VRAM device unbound (its TTM device goes
+    // with it, and the DRM device reference of its context), then the DRM
+    // device before its parent.
+    _pci: Pin<KBox<pci::Registration<vram::VramDriver>>>,
     _reg: drm::Registration<SoftGpu>,
     _pdev: platform::SimpleDevice,
-    _pci: Pin<KBox<pci::Registration<vram::VramDriver>>>,
 }
 
 impl kernel::Module for SoftGpuModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        // A discrete device present now is probed before this returns.
         let vram = vram::Slot::new()?;
-        let pci = pci::Registration::new(c_str!("softgpu"), module, vram.clone())?;
         let pdev = platform::SimpleDevice::register(c_str!("softgpu"))?;
         let objects = objects::Objects::new()?;
         let data = Arc::new(
@@ -174,7 +184,7 @@ impl kernel::Module for SoftGpuModule {
                 engine: engine::Engine::new()?,
                 _shrinker: shrinker::Registration::register(c_str!("softgpu"), objects.clone())?,
                 objects,
-                vram,
+                vram: vram.clone(),
             },
             GFP_KERNEL,
         )?;
@@ -183,10 +193,18 @@ impl kernel::Module for SoftGpuModule {
             "softgpu: render node renderD{}\n",
             reg.device().render_index().unwrap_or(-1)
         );
+        // After the DRM device, whose objects the VRAM's TTM device
+        // places. A discrete device present now is probed before this
+        // returns.
+        let ctx = vram::VramContext {
+            slot: vram,
+            drm: reg.device().into(),
+        };
+        let pci = pci::Registration::new(c_str!("softgpu"), module, ctx)?;
         Ok(Self {
+            _pci: pci,
             _reg: reg,
             _pdev: pdev,
-            _pci: pci,
         })
     }
 }

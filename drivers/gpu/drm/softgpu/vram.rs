@@ -9,16 +9,25 @@
 //! either way and reports the VRAM in debugfs (`vram`). Without the device
 //! softgpu is the integrated GPU it always was.
 //!
-//! The VRAM is managed by the kernel's buddy allocator (drm_buddy, as
-//! amdgpu, i915 and xe manage theirs), in blocks of at least a page, made
-//! at probe over the whole BAR. Nothing is placed in VRAM yet: TTM's VRAM
-//! resource manager will allocate from it (see "Discrete mode" in
-//! Documentation/gpu/softgpu.rst for the plan).
+//! The VRAM is TTM's: probe makes a TTM device for the DRM device and
+//! registers the VRAM resource manager of `kernel::drm::ttm` as its
+//! `TTM_PL_VRAM`, on the kernel's buddy allocator (drm_buddy, as amdgpu,
+//! i915 and xe manage theirs) over the whole BAR, in blocks of at least a
+//! page. No object is placed in VRAM yet (see "Discrete mode" in
+//! Documentation/gpu/softgpu.rst for what comes next).
 
 use kernel::{
-    c_str, drm, drm::buddy::Buddy, new_mutex, page::PAGE_SIZE, pci, prelude::*, sync::Arc,
-    sync::Mutex,
+    c_str, drm,
+    drm::{buddy::Buddy, ttm},
+    new_mutex,
+    page::PAGE_SIZE,
+    pci,
+    prelude::*,
+    sync::{Arc, Mutex},
+    types::ARef,
 };
+
+use crate::SoftGpu;
 
 /// The BAR of `ivshmem-plain` that is its memory.
 const VRAM_BAR: u32 = 2;
@@ -34,11 +43,20 @@ pub(crate) struct Slot {
     vram: Mutex<Option<Vram>>,
 }
 
-/// Mapped VRAM and its allocator.
+/// Mapped VRAM, its TTM device and resource manager.
+///
+/// Dropped in field order: the manager (evicting what is in VRAM), the
+/// TTM device, then the mapping.
 pub(crate) struct Vram {
+    /// `TTM_PL_VRAM` of `ttm`: offsets in `bar`, allocated from a buddy
+    /// allocator in blocks of at least `PAGE_SIZE`.
+    manager: ttm::VramManager<SoftGpu>,
+    ttm: Arc<ttm::Device<SoftGpu>>,
     bar: pci::Bar,
-    /// Offsets in `bar`, in blocks of at least `PAGE_SIZE`.
-    buddy: Buddy,
+}
+
+impl ttm::Driver for SoftGpu {
+    type Drm = SoftGpu;
 }
 
 impl Slot {
@@ -57,15 +75,35 @@ impl Slot {
     pub(crate) fn show(&self, p: &drm::Printer) {
         match &*self.vram.lock() {
             Some(v) => {
-                let (size, free) = (v.bar.len() as u64, v.buddy.avail());
+                let buddy = v.manager.buddy();
+                let (size, free) = (v.bar.len() as u64, buddy.avail());
                 p.print(format_args!(
                     "bar: {VRAM_BAR}\nsize: {size}\nused: {}\nfree: {free}\nallocator:\n",
                     size - free
                 ));
-                v.buddy.print(p);
+                buddy.print(p);
             }
             None => p.print(format_args!("none\n")),
         }
+    }
+
+    /// debugfs `vram_mm`: TTM's view of the VRAM manager
+    /// (`ttm_resource_manager_debug()`: in use, size and usage in bytes,
+    /// then the allocator's state), or `none`.
+    pub(crate) fn show_mm(&self, p: &drm::Printer) {
+        match &*self.vram.lock() {
+            Some(v) => {
+                p.print(format_args!("vram:\n"));
+                v.manager.print(p);
+            }
+            None => p.print(format_args!("none\n")),
+        }
+    }
+
+    /// The TTM device, when the VRAM device is bound.
+    #[allow(dead_code)]
+    pub(crate) fn ttm(&self) -> Option<Arc<ttm::Device<SoftGpu>>> {
+        self.vram.lock().as_ref().map(|v| v.ttm.clone())
     }
 }
 
@@ -108,26 +146,37 @@ pub(crate) struct VramDriver {
     slot: Arc<Slot>,
 }
 
+/// What every probe gets: the slot, and the DRM device whose objects the
+/// VRAM's TTM device places. (The registration holds the DRM device
+/// reference, so that it goes when the driver is unregistered.)
+pub(crate) struct VramContext {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) drm: ARef<drm::Device<SoftGpu>>,
+}
+
 impl pci::Driver for VramDriver {
     type IdInfo = u32;
-    type Context = Arc<Slot>;
+    type Context = VramContext;
 
     const ID_TABLE: pci::IdTable<u32> = &[(pci::DeviceId::from_id(0x1af4, 0x1110), VRAM_BAR)];
 
-    fn probe(dev: &pci::Device, bar: &u32, slot: &Arc<Slot>) -> Result<Pin<KBox<Self>>> {
+    fn probe(dev: &pci::Device, bar: &u32, ctx: &VramContext) -> Result<Pin<KBox<Self>>> {
+        let slot = &ctx.slot;
         dev.enable_device_mem()?;
         let bar = dev.iomap_region_wc(*bar, c_str!("softgpu VRAM"))?;
         check(&bar)?;
-        let buddy = Buddy::new(bar.len() as u64, PAGE_SIZE as u64)?;
         let mut vram = slot.vram.lock();
         // One device's VRAM: a second device is not ours.
         if vram.is_some() {
             return Err(EBUSY);
         }
+        let buddy = Buddy::new(bar.len() as u64, PAGE_SIZE as u64)?;
+        let ttm = ttm::Device::new(dev.as_dev(), &ctx.drm)?;
+        let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy)?;
         // Nothing fails after this: dropping `this` would empty the slot.
         let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
         pr_info!("VRAM: {} MiB (BAR {VRAM_BAR})\n", bar.len() >> 20);
-        *vram = Some(Vram { bar, buddy });
+        *vram = Some(Vram { manager, ttm, bar });
         Ok(this)
     }
 }

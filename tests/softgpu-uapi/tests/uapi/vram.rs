@@ -5,7 +5,11 @@
 //! mapping and reads them back, and refuses a BAR that does not keep them;
 //! so a bound device is VRAM that reads back what was written.
 //!
-//! With `VRAM=0` there is no such device and debugfs `vram` says `none`.
+//! The VRAM is TTM's `TTM_PL_VRAM`, a resource manager on a buddy allocator,
+//! which debugfs `vram_mm` shows as TTM sees it.
+//!
+//! With `VRAM=0` there is no such device and debugfs `vram` and `vram_mm`
+//! say `none`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -233,4 +237,60 @@ fn vram_unbind_and_rebind() {
         owned(),
         "/proc/iomem lacks softgpu's VRAM region after bind"
     );
+}
+
+/// debugfs `vram_mm`, TTM's view of the VRAM manager
+/// (`ttm_resource_manager_debug()`), as `key: value` pairs.
+fn debugfs_vram_mm(dev: &softgpu::Device) -> (String, HashMap<String, u64>) {
+    let path = debugfs_path(dev, "vram_mm");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let kv = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().parse().ok()?))
+        })
+        .collect();
+    (text, kv)
+}
+
+/// The VRAM is TTM's: its TTM_PL_VRAM manager is in use, not a TT
+/// manager, of the BAR's size in bytes, nothing used, and prints the same
+/// allocator as debugfs `vram`. Unbinding removes it (`none`), binding
+/// registers a new one. Without VRAM there is none.
+#[test]
+fn vram_manager_is_ttms() {
+    let want = expected_vram();
+    let gpu = open();
+    if want == 0 {
+        assert_eq!(
+            debugfs_vram_mm(&gpu).0,
+            "none\n",
+            "debugfs vram_mm without VRAM"
+        );
+        return;
+    }
+    let check = |when: &str| {
+        let (text, kv) = debugfs_vram_mm(&gpu);
+        assert!(text.starts_with("vram:\n"), "{when}: {text:?}");
+        for (k, v) in [("use_type", 1), ("use_tt", 0), ("size", want), ("usage", 0)] {
+            assert_eq!(kv.get(k), Some(&v), "{when}: {k} in {text:?}");
+        }
+        let (mm_first, mm_orders) = allocator_state(&text);
+        let (vram_first, vram_orders) = allocator_state(&debugfs_vram(&gpu).0);
+        assert_eq!((mm_first, mm_orders), (vram_first, vram_orders), "{when}");
+    };
+    check("after boot");
+    let devs = vram_devices();
+    assert_eq!(devs.len(), 1, "1af4:1110 devices: {devs:?}");
+    let addr = devs[0].file_name().unwrap().to_str().unwrap().to_string();
+    let drv = "/sys/bus/pci/drivers/softgpu";
+    fs::write(format!("{drv}/unbind"), &addr).unwrap_or_else(|e| panic!("unbinding {addr}: {e}"));
+    assert_eq!(
+        debugfs_vram_mm(&gpu).0,
+        "none\n",
+        "debugfs vram_mm after unbind"
+    );
+    fs::write(format!("{drv}/bind"), &addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    check("after unbind and bind");
 }
