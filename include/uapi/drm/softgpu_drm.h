@@ -241,6 +241,9 @@ struct drm_softgpu_cmd {
  *
  * The commands are copied and validated (ops, flags, alignment, sizes) at
  * submission; -EINVAL rejects the whole buffer, which then never runs.
+ * -EAGAIN if invalidations of userptr memory the job uses kept colliding
+ * with the submission (see struct drm_softgpu_userptr): nothing was
+ * submitted, and the call may be repeated.
  * Jobs of all files run in submission order on the one engine.
  */
 struct drm_softgpu_exec {
@@ -298,15 +301,17 @@ struct drm_softgpu_wait {
  * MAP_PRIVATE mappings of files (tmpfs, gemfs, other file systems) and
  * hugetlbfs memory. The pages are not pinned: the device mirrors the CPU
  * page tables through an MMU interval notifier and HMM, 4 KiB page by
- * 4 KiB page also for huge pages. A GPU access faults the page in
- * (breaking copy-on-write unless %SOFTGPU_USERPTR_READONLY: the GPU's
- * writes to a MAP_PRIVATE file mapping never reach the file, as the
+ * 4 KiB page also for huge pages. EXEC faults in the pages its job
+ * accesses (for writing where it writes, breaking copy-on-write: the
+ * GPU's writes to a MAP_PRIVATE file mapping never reach the file, as the
  * CPU's do not); whatever changes the CPU mapping (munmap, mprotect,
  * madvise, fork, migration, swap-out, writeback, truncation or hole
- * punching of the file) removes the page from the GPU page table first,
- * and the next GPU access faults again: a job touching a page that is no
- * longer mapped (or is beyond the end of its file), or no longer writable
- * for a write, fails with -EFAULT at that address. GPU writes to a shared
+ * punching of the file) first waits for this file's pending jobs, then
+ * removes the page from the GPU page table, so a job sees the memory as
+ * it was when it was submitted, and the next EXEC faults it in again: a
+ * job touching a page that is no longer mapped (or is beyond the end of
+ * its file), or no longer writable for a write, fails with -EFAULT at
+ * that address. VM_UNBIND does not wait: a pending job then faults. GPU writes to a shared
  * mapping land in the file and are written back as the CPU's are. Remove
  * the binding with DRM_IOCTL_SOFTGPU_VM_UNBIND; closing the file removes
  * it too. It stays valid after the process has exited, but every access

@@ -6,8 +6,10 @@
 //! resident when it was submitted (`Vm::make_resident`): a missing entry
 //! there is a GPU page fault that fails the job (`EFAULT`, or the error
 //! met at submission), as resolving it would allocate in the fence's
-//! signalling critical section. A missing entry in a userptr is still
-//! resolved through HMM, outside the section (see [`Section`]).
+//! signalling critical section. Userptr pages were faulted in at
+//! submission too (`Vm::fault_in_userptrs`), and their MMU notifier waits
+//! for the VM's last job before it clears an entry: a missing userptr
+//! entry (the binding went) fails the job likewise, never through HMM.
 //!
 //! Jobs can run for long (a command may fill, copy or checksum a GiB), and
 //! the kernels this runs on may not preempt kernel code
@@ -17,10 +19,7 @@
 //! `migrate_swap()`) get the CPU.
 
 use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
-use core::{
-    cell::Cell,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str,
     dma_fence::canceled,
@@ -145,9 +144,6 @@ pub(crate) struct EngineStats {
 
 /// What a submission found of a job's memory (see `Vm::make_resident`).
 pub(crate) struct JobMemory {
-    /// The userptr parts of the job's ranges (GPU address, size), whose
-    /// faults the job resolves.
-    pub(crate) userptrs: KVec<(u64, u64)>,
     /// The first page that could not be made resident, and why.
     pub(crate) unresolved: Option<Fault>,
 }
@@ -204,13 +200,14 @@ impl Engine {
     }
 
     /// Queues `cmds` on `vm`. `prepare` runs once the job's fence exists,
-    /// before the job can run: it marks objects busy and records the job
-    /// for its file. If it fails, the job is cancelled (its fence signals
-    /// `ECANCELED`, in order) and the error returned.
+    /// before the job can run: it publishes the job to the VM's userptr
+    /// notifiers, marks objects busy and records the job for its file. If
+    /// it fails, the job is cancelled (its fence signals `ECANCELED`, in
+    /// order), `cmds` left to the caller, and the error returned.
     pub(crate) fn submit(
         self: &Arc<Self>,
         vm: Arc<Vm>,
-        cmds: KVec<Cmd>,
+        cmds: &mut KVec<Cmd>,
         memory: JobMemory,
         stats: Arc<EngineStats>,
         prepare: impl FnOnce(&Arc<JobInfo>) -> Result,
@@ -231,7 +228,11 @@ impl Engine {
         let res = prepare(&info);
         let job = Job {
             vm,
-            cmds: if res.is_ok() { cmds } else { KVec::new() },
+            cmds: if res.is_ok() {
+                core::mem::replace(cmds, KVec::new())
+            } else {
+                KVec::new()
+            },
             memory,
             cancelled: res.is_err(),
             fence,
@@ -251,12 +252,12 @@ impl Engine {
     /// for the fence (gemfs's release, in direct compaction), so nothing
     /// here may allocate with reclaim or take a lock held around such an
     /// allocation, and lockdep is told so. Buffer object pages were made
-    /// resident at submission, and a fault on one fails the job. The
-    /// exception left is the resolution of a userptr fault, which faults in
-    /// user memory: it runs outside the annotated section
+    /// resident at submission, and userptr pages faulted in then (their
+    /// notifier waits for this job before it clears an entry), so a
+    /// missing entry fails the job: nothing here faults memory in
     /// (Documentation/gpu/softgpu.rst, "Fences and reclaim").
     fn execute(&self, job: Job, buf: &mut [u8]) {
-        let section = Section::begin();
+        let section = SignallingSection::begin();
         let start = Ktime::ktime_get();
         let mut result = if job.cancelled {
             Err(canceled())
@@ -265,7 +266,7 @@ impl Engine {
         };
         if result.is_ok() {
             for cmd in job.cmds.iter() {
-                if let Err(f) = run_cmd(&job, &section, cmd, buf) {
+                if let Err(f) = run_cmd(&job, cmd, buf) {
                     job.info.fault_addr.store(f.addr, Ordering::Relaxed);
                     result = Err(f.err);
                     break;
@@ -306,42 +307,15 @@ impl WorkItem for Engine {
     }
 }
 
-/// A job's fence signalling critical section, which [`Section::outside`]
-/// leaves for the resolution of a userptr fault, and for nothing else (see
-/// [`Engine::execute`]).
-struct Section(Cell<Option<SignallingSection>>);
-
-impl Section {
-    fn begin() -> Self {
-        Self(Cell::new(Some(SignallingSection::begin())))
-    }
-
-    /// Runs `f` outside the section.
-    fn outside<R>(&self, f: impl FnOnce() -> R) -> R {
-        drop(self.0.take());
-        let r = f();
-        self.0.set(Some(SignallingSection::begin()));
-        r
-    }
-}
-
 fn fault_at(addr: u64, err: Error) -> Fault {
     Fault { addr, err }
 }
 
 impl Job {
-    /// Whether `va` is in a userptr part of the job's ranges.
-    fn in_userptr(&self, va: u64) -> bool {
-        self.memory
-            .userptrs
-            .iter()
-            .any(|&(a, size)| va >= a && va - a < size)
-    }
-
-    /// The fault a missing or insufficient entry at `va` outside a userptr
-    /// is: the error met when the submission tried to make its page
-    /// resident, or `EFAULT` (unbound, read-only, or the page was taken
-    /// since: unbind, truncation or a hole punch).
+    /// The fault a missing or insufficient entry at `va` is: the error met
+    /// when the submission tried to make its page resident or fault it in,
+    /// or `EFAULT` (unbound, read-only, or the page was taken since:
+    /// unbind, truncation or a hole punch).
     fn unresolved(&self, va: u64) -> Fault {
         match self.memory.unresolved {
             Some(f) if f.addr / PAGE == va / PAGE => fault_at(va, f.err),
@@ -352,69 +326,45 @@ impl Job {
 
 /// Runs `f` on the folio and offset that GPU address `va` translates to,
 /// under the page table lock (so the entry, and the hold or CPU mapping
-/// behind it, stay), once the entry allows `perm`.
+/// behind it, stay), if the entry allows `perm`.
 ///
-/// A missing or insufficient entry of a buffer object fails the access:
-/// its page was made resident before the job was submitted, if it could
-/// be, and getting it now may allocate with reclaim, which the signalling
-/// section forbids. In a userptr, it faults the page in (outside the
-/// section) and retries.
+/// A missing or insufficient entry fails the access: the page was made
+/// resident (a buffer object's) or faulted in (a userptr's) before the job
+/// was submitted, if it could be, and getting it now may allocate with
+/// reclaim or take the mmap lock, which the signalling section forbids.
 fn access(
     job: &Job,
-    section: &Section,
     va: u64,
     perm: Perm,
     f: impl FnOnce(&Folio, usize) -> Result,
 ) -> core::result::Result<(), Fault> {
-    let mut f = Some(f);
-    for _ in 0..4 {
-        let mut pt = job.vm.pt.lock();
-        match pt.lookup(va) {
-            Some(pte) if pte.allows(perm) => {
-                let pfn = pte.pfn();
-                // SAFETY: the page stays allocated while we hold `pt`. For an
-                // object, an entry exists only while the object holds the
-                // folio, and entries are cleared under this lock before a hold
-                // is dropped; for an imported object, while its attachment
-                // keeps the exporter's pages in place, which lasts until the
-                // object is freed, after its bindings (which clear their
-                // entries under this lock) are gone. For a userptr no reference is held: the entry was
-                // set under this lock after the notifier's sequence check
-                // (`Range::fault_locked`), and every change to the CPU mapping
-                // clears it under this lock (in the notifier's callback) before
-                // the page can be unmapped and freed; so while the entry is
-                // present and the lock held, the CPU still maps the page. A
-                // pinned userptr's entries are cleared under this lock
-                // before its pins are dropped.
-                let folio = unsafe { Folio::from_pfn(pfn) };
-                let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
-                let f = f.take().ok_or(fault_at(va, EINVAL))?;
-                return f(folio, off).map_err(|e| fault_at(va, e));
-            }
-            // Missing; or not allowing `perm`: a read-only binding (the
-            // fault fails), a userptr page the CPU does not map writable
-            // (yet), or one the device does not hold exclusive for an
-            // atomic.
-            _ => {}
+    let mut pt = job.vm.pt.lock();
+    match pt.lookup(va) {
+        Some(pte) if pte.allows(perm) => {
+            let pfn = pte.pfn();
+            // SAFETY: the page stays allocated while we hold `pt`. For an
+            // object, an entry exists only while the object holds the folio,
+            // and entries are cleared under this lock before a hold is
+            // dropped; for an imported object, while its attachment keeps
+            // the exporter's pages in place, which lasts until the object is
+            // freed, after its bindings (which clear their entries under
+            // this lock) are gone. For a userptr no reference is held: the
+            // entry was set under this lock after the notifier's sequence
+            // check (`Range::fault_locked`), and every change to the CPU
+            // mapping clears it under this lock (in the notifier's callback)
+            // before the page can be unmapped and freed; so while the entry
+            // is present and the lock held, the CPU still maps the page. A
+            // pinned userptr's entries are cleared under this lock before
+            // its pins are dropped.
+            let folio = unsafe { Folio::from_pfn(pfn) };
+            let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
+            f(folio, off).map_err(|e| fault_at(va, e))
         }
-        drop(pt);
-        if !job.in_userptr(va) {
-            return Err(job.unresolved(va));
-        }
-        // An atomic on a userptr page is done by the fault path itself,
-        // while it still holds the page exclusive (the CPU cannot take it
-        // back yet): a CPU hammering the same page cannot starve the GPU.
-        let mut in_fault = |folio: &Folio, off: usize| match f.take() {
-            Some(f) => f(folio, off),
-            None => Err(EINVAL),
-        };
-        if section.outside(|| job.vm.fault_userptr(va, perm, &mut in_fault))? {
-            return Ok(());
-        }
+        // Missing; or not allowing `perm`: a read-only binding, a userptr
+        // page the CPU did not map writable (or exclusive, for an atomic)
+        // at submission, or an entry cleared since (unbind).
+        _ => Err(job.unresolved(va)),
     }
-    // Taken back by the CPU (or migrated) again each time before we got to
-    // it.
-    Err(fault_at(va, EAGAIN))
 }
 
 /// Calls `f(va, len)` for each page-bounded piece of `[start, start + size)`,
@@ -439,12 +389,7 @@ fn for_each_page(
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-fn run_cmd(
-    job: &Job,
-    section: &Section,
-    cmd: &Cmd,
-    buf: &mut [u8],
-) -> core::result::Result<(), Fault> {
+fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fault> {
     match *cmd {
         Cmd::Fill { dst, size, value } => {
             let pat = value.to_le_bytes();
@@ -453,24 +398,24 @@ fn run_cmd(
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = pat[(phase + i) % 4];
                 }
-                access(job, section, va, Perm::Write, |folio, off| {
+                access(job, va, Perm::Write, |folio, off| {
                     folio.write(off, &buf[..n])
                 })
             })
         }
         Cmd::Copy { dst, src, size } => for_each_page(src, size, |va, n| {
-            access(job, section, va, Perm::Read, |folio, off| {
+            access(job, va, Perm::Read, |folio, off| {
                 folio.read(off, &mut buf[..n])
             })?;
             // The destination piece may straddle a page: split it.
             let d = dst + (va - src);
             let first = ((PAGE - d % PAGE) as usize).min(n);
-            access(job, section, d, Perm::Write, |folio, off| {
+            access(job, d, Perm::Write, |folio, off| {
                 folio.write(off, &buf[..first])
             })?;
             if first < n {
                 let d2 = d + first as u64;
-                access(job, section, d2, Perm::Write, |folio, off| {
+                access(job, d2, Perm::Write, |folio, off| {
                     folio.write(off, &buf[first..n])
                 })?;
             }
@@ -479,16 +424,17 @@ fn run_cmd(
         Cmd::AtomicAdd { dst, value, times } => {
             // In batches, each a separate access under the page table lock,
             // yielding between them: the lock is held for a bounded time,
-            // and a release or invalidation can get in between (the next
-            // batch then faults the page in again). Each addition is a
-            // separate atomic operation either way, so CPU and device
-            // additions to the same counter interleave as before; a job
-            // that faults midway has done the batches before the fault.
+            // and the MMU notifier or an unbind can take the lock in between
+            // (a userptr's notifier waits for the job before it clears the
+            // entry; an unbind does not, and the next batch then fails).
+            // Each addition is a separate atomic operation, so CPU and device
+            // additions to the same counter interleave; a job that faults
+            // midway has done the batches before the fault.
             // At least one access, as before: a count of 0 still faults.
             let mut left = times;
             loop {
                 let n = left.min(ATOMIC_BATCH);
-                access(job, section, dst, Perm::Atomic, |folio, off| {
+                access(job, dst, Perm::Atomic, |folio, off| {
                     folio.atomic_add_u64(off, value, n).map(|_| ())
                 })?;
                 left -= n;
@@ -501,7 +447,7 @@ fn run_cmd(
         Cmd::Checksum { dst, src, size } => {
             let mut h = FNV_OFFSET;
             for_each_page(src, size, |va, n| {
-                access(job, section, va, Perm::Read, |folio, off| {
+                access(job, va, Perm::Read, |folio, off| {
                     folio.read(off, &mut buf[..n])
                 })?;
                 for b in &buf[..n] {
@@ -510,9 +456,7 @@ fn run_cmd(
                 Ok(())
             })?;
             let bytes = h.to_le_bytes();
-            access(job, section, dst, Perm::Write, |folio, off| {
-                folio.write(off, &bytes)
-            })
+            access(job, dst, Perm::Write, |folio, off| folio.write(off, &bytes))
         }
         Cmd::Busy { us } => {
             // The engine is occupied: nothing else runs meanwhile.
@@ -523,7 +467,7 @@ fn run_cmd(
 }
 
 /// Sleeps for `us` microseconds, uninterruptibly. Only where sleeping is
-/// allowed: the engine's work item, and the fault paths it calls.
+/// allowed: the engine's work item, and submission's fault paths.
 pub(crate) fn usleep(us: u64) {
     // SAFETY: `usleep_range_state()` may be called wherever sleeping is
     // allowed, which callers ensure; it has no other requirement.

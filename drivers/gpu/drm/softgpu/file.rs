@@ -26,6 +26,9 @@ type DrmFile = File<SoftFile>;
 
 /// WAIT answers for this many of a file's most recent jobs.
 const TRACKED_JOBS: usize = 1024;
+/// Submissions of one EXEC that userptr invalidations may cancel before
+/// it gives up with `EAGAIN` (see `Vm::commit`).
+const EXEC_ATTEMPTS: u32 = 8;
 
 /// `ETIME`, which 6.12's `kernel::error::code` lacks.
 fn etime() -> Error {
@@ -267,49 +270,67 @@ impl SoftFile {
         let fence_out = args.flags & uapi::SOFTGPU_EXEC_FENCE_OUT != 0;
         let mut sync_fd = None;
         let vm = me.vm.clone();
-        // The job may not resolve faults on objects while it runs (its
-        // fence's signalling section forbids allocating): make every page
-        // its commands access resident now, before the fence exists.
+        // The job may not resolve faults while it runs (its fence's
+        // signalling section forbids allocating): make every page its
+        // commands access resident, and fault its userptr pages in, now,
+        // before the fence exists.
         let mut ranges = KVec::with_capacity(2 * cmds.len(), GFP_KERNEL)?;
         for r in cmds.iter().flat_map(Cmd::accesses).flatten() {
             ranges.push(r, GFP_KERNEL)?;
         }
-        let mut submission = vm.make_resident(&ranges)?;
-        let memory = JobMemory {
-            userptrs: core::mem::replace(&mut submission.userptrs, KVec::new()),
-            unresolved: submission.unresolved,
+        let mut attempt = 0;
+        let info = loop {
+            let submission = vm.make_resident(&ranges)?;
+            let memory = JobMemory {
+                unresolved: submission.unresolved,
+            };
+            let mut collided = false;
+            // The commands go to the job only if it is published.
+            let info =
+                dev.data()
+                    .engine
+                    .submit(vm.clone(), &mut cmds, memory, me.stats.clone(), |info| {
+                        let mut bindings = me.vm.bindings.lock();
+                        // Publishes the job to the VM's userptr notifiers, if
+                        // no invalidation collided with the faults above (see
+                        // `Vm::commit`). Objects bound later, while the job is
+                        // pending, are marked busy for it by `Vm::bind`.
+                        let mut publish = || {
+                            *me.vm.last_job.lock() = Some(info.fence.clone());
+                        };
+                        if let Err(e) = me.vm.commit(&mut bindings, &submission, &mut publish) {
+                            collided = true;
+                            return Err(e);
+                        }
+                        // Objects bound in this VM may be used by the job: they
+                        // are busy for migration until it is done.
+                        for b in bindings.values().filter_map(Entry::as_bo) {
+                            Bo::set_busy(&b.obj, &info.fence, Some(!b.readonly))?;
+                        }
+                        drop(bindings);
+                        if fence_out {
+                            sync_fd = Some(SyncFileFd::new(&info.fence)?);
+                        }
+                        let mut ring = me.jobs.lock();
+                        let i = ring.next % TRACKED_JOBS;
+                        ring.slots[i] = Some(info.clone());
+                        ring.next += 1;
+                        Ok(())
+                    });
+            // The job's fence is in the reservation objects of the objects
+            // made resident (or the job was cancelled): release and the
+            // shrinker now see them busy, and may stop refusing them for
+            // the submission.
+            drop(submission);
+            attempt += 1;
+            if !collided || attempt >= EXEC_ATTEMPTS {
+                break info?;
+            }
+            // An invalidation of a userptr collided with the submission
+            // (its fence was cancelled, unpublished): wait for it to end,
+            // then fault in again.
+            me.vm.wait_userptr_invalidations();
         };
-        let info = dev
-            .data()
-            .engine
-            .submit(vm, cmds, memory, me.stats.clone(), |info| {
-                if fence_out {
-                    sync_fd = Some(SyncFileFd::new(&info.fence)?);
-                }
-                // Objects bound in this VM may be used by the job: they are
-                // busy for migration until it is done.
-                // Userptr memory is not tracked: invalidations of it never
-                // wait for jobs (see `userptr.rs`).
-                let bindings = me.vm.bindings.lock();
-                for b in bindings.values().filter_map(Entry::as_bo) {
-                    Bo::set_busy(&b.obj, &info.fence, Some(!b.readonly))?;
-                }
-                // Objects bound later, while the job is pending, are
-                // marked busy for it by `Vm::bind`.
-                *me.vm.last_job.lock() = Some(info.fence.clone());
-                drop(bindings);
-                let mut ring = me.jobs.lock();
-                let i = ring.next % TRACKED_JOBS;
-                ring.slots[i] = Some(info.clone());
-                ring.next += 1;
-                Ok(())
-            });
-        // The job's fence is in the reservation objects of the objects
-        // made resident (or the job was cancelled): release and the
-        // shrinker now see them busy, and may stop refusing them for the
-        // submission.
-        drop(submission);
-        let info = info?;
         args.seqno = info.fence.seqno();
         args.fence_fd = -1;
         if let Some(fd) = sync_fd {

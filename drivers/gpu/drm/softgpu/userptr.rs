@@ -5,25 +5,39 @@
 //! pinning it.
 //!
 //! A [`Userptr`] maps `[addr, addr + size)` of the process at a GPU address
-//! of a VM. Its device page table entries are filled on demand
+//! of a VM. Its device page table entries are filled at submission
 //! ([`Userptr::populate`]) from `hmm_range_fault()`, which takes no page
 //! reference: an entry is valid only while the CPU maps the same page.
 //! The MMU interval notifier over the range clears the entries, under the
 //! page table lock, before the CPU page tables change (munmap, mprotect,
 //! madvise, copy-on-write after fork, KSM, migration, compaction,
-//! swap-out, exit); the next GPU access faults and populates again.
+//! swap-out, exit); the next submission populates again.
+//!
+//! Entries are filled when a job is submitted (`Vm::fault_in_userptrs`),
+//! never while it runs: the job runs in its fence's signalling critical
+//! section, where faulting memory in (allocating with reclaim, taking the
+//! mmap lock) is forbidden. Submission faults the pages in, then commits
+//! the job (publishes its fence as the VM's last job) under the page
+//! table lock only if no invalidation ran since ([`UserptrSeq`]).
 //!
 //! Locks: the page table spinlock (`Vm::pt`) is the notifier's update
-//! lock. The engine accesses memory only with it held, and the callback
-//! clears entries with it held, so once the callback returns no command
-//! can reach the old pages: the callback never waits for jobs, never
-//! sleeps, and so also handles non-blockable invalidations. Populating
-//! takes the mmap lock and may fault pages in; it must be called without
-//! the page table lock (it takes it last) and without locks that
+//! lock. The engine accesses memory only with it held. The callback, as
+//! amdgpu's does, makes a running job never see an entry vanish: under the
+//! lock it records the invalidation (`mmu_interval_set_seq()`, and the
+//! VM's [`UserptrSeq`], which fails any commit from then on) and takes the
+//! VM's last job; it drops the lock, waits for that job's fence, and clears
+//! the entries under the lock again. A non-blockable invalidation (the OOM
+//! reaper) cannot wait: while a job is pending it returns `false` and
+//! changes nothing (the caller tries again later). The wait happens in
+//! reclaim (the notifier runs from it), which is why nothing between a
+//! fence's publication and its signalling allocates with reclaim.
+//! Populating takes the mmap lock and may fault pages in; it must be called
+//! without the page table lock (it takes it last) and without locks that
 //! reclaim or the callback take.
 
 use crate::vm::{PageTable, Perm, Pte, Vm, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::dma_fence::Fence;
 use kernel::{
     folio::Folio,
     hmm::{self, Access, Range},
@@ -81,15 +95,98 @@ impl Invalidate for Mirror {
             // Our own device-exclusive request: the pages stay ours.
             return true;
         }
-        // A spinlock: fine for non-blockable invalidations too.
         let mut pt = self.vm.pt.lock();
-        seq.set_seq();
-        if !self.pinned {
-            self.clear(&mut pt, range.start(), range.end());
+        if self.pinned {
+            // The entries stay until unbind, whatever the CPU does.
+            seq.set_seq();
+            drop(pt);
+            self.invalidations.fetch_add(1, Ordering::Relaxed);
+            return true;
         }
+        // The last job submitted on the VM, if it is still pending: jobs
+        // complete in order, so once it signals no job can reach the
+        // entries. Under `pt`, which commits take to publish a job.
+        let pending = self.vm.last_job.lock().clone();
+        let pending = pending.filter(|f| !f.is_signaled());
+        let Some(fence) = pending else {
+            // Nothing runs: clear at once (a spinlock, so fine for
+            // non-blockable invalidations too).
+            seq.set_seq();
+            pt.userptr_seq.bump();
+            self.clear(&mut pt, range.start(), range.end());
+            drop(pt);
+            self.invalidations.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
+        if !range.blockable() {
+            // Cannot wait for the job: refuse, changing nothing (the OOM
+            // reaper tries again later).
+            return false;
+        }
+        seq.set_seq();
+        // From here until the entries are cleared no commit succeeds, so no
+        // job published after `fence` can rely on them.
+        pt.userptr_seq.begin();
+        drop(pt);
+        wait_for_job(&fence);
+        let mut pt = self.vm.pt.lock();
+        self.clear(&mut pt, range.start(), range.end());
+        pt.userptr_seq.end();
         drop(pt);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
         true
+    }
+}
+
+/// Waits for a job's fence, for as long as it takes (as amdgpu's notifier
+/// does): the engine signals every fence, and nothing on its way there
+/// waits for reclaim or for the locks an invalidation may be called with
+/// (the signalling section, which lockdep checks).
+fn wait_for_job(fence: &Fence) {
+    // Uninterruptible: only errors for an interrupted wait.
+    let _ = fence.wait_timeout(kernel::task::MAX_SCHEDULE_TIMEOUT as usize);
+}
+
+/// The invalidations of a VM's userptrs, as a commit sees them: kept in
+/// the page table, under its lock.
+#[derive(Default)]
+pub(crate) struct UserptrSeq {
+    /// Bumped when an invalidation starts clearing and when it has cleared.
+    gen: u64,
+    /// Invalidations between the two (waiting for the VM's last job).
+    running: u32,
+}
+
+impl UserptrSeq {
+    fn bump(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    fn begin(&mut self) {
+        self.bump();
+        self.running += 1;
+    }
+
+    fn end(&mut self) {
+        self.bump();
+        self.running -= 1;
+    }
+
+    /// A snapshot to check a commit against.
+    pub(crate) fn read(&self) -> u64 {
+        self.gen
+    }
+
+    /// Whether no invalidation started or ended since `snapshot`, and none
+    /// is running: then every userptr entry present at `snapshot` is still
+    /// valid, and any later invalidation waits for a job published now.
+    pub(crate) fn unchanged(&self, snapshot: u64) -> bool {
+        self.gen == snapshot && self.running == 0
+    }
+
+    /// Whether no invalidation is running (it may have cleared entries).
+    pub(crate) fn idle(&self) -> bool {
+        self.running == 0
     }
 }
 
@@ -248,11 +345,13 @@ impl Userptr {
 
     /// Takes the page at `va` (a GPU address within the userptr) exclusive
     /// to the device (`make_device_exclusive_range()`, which faults it in
-    /// writable first), maps it for atomics and performs the faulting
-    /// access, `access(folio, offset of va)`, under the page table lock
+    /// writable first), maps it for atomics and calls
+    /// `commit(page table, folio, offset of va)` under the page table lock
     /// with the page still locked: the CPU cannot take it back before the
-    /// access is done, which guarantees the device progress however hard
-    /// the CPU contends for the page. The CPU page table then points to a
+    /// commit (the submission publishing its job, after which the CPU's
+    /// invalidation waits for the job), which guarantees the device
+    /// progress however hard the CPU contends for the page. An error of
+    /// `commit` is returned; the entry stays. The CPU page table then points to a
     /// special entry, and the first CPU access takes the page back through
     /// an invalidation, which clears the entry.
     ///
@@ -270,7 +369,7 @@ impl Userptr {
     pub(crate) fn make_exclusive(
         &self,
         va: u64,
-        access: &mut dyn FnMut(&Folio, usize) -> Result,
+        commit: &mut dyn FnMut(&mut PageTable, &Folio, usize) -> Result,
     ) -> Result {
         let m = &**self.notifier;
         if m.readonly || m.pinned || va < m.va || va >= m.va + m.size as u64 {
@@ -325,7 +424,7 @@ impl Userptr {
             pt.set(va, Pte::new(folio.pfn(), Perm::Atomic));
             m.exclusive_grants.fetch_add(1, Ordering::Relaxed);
             // The page is the folio's first (see `ExclusivePages::folio`).
-            let done = access(&folio, offset);
+            let done = commit(&mut pt, &folio, offset);
             // Dropping the guards: `pt`, then the folio lock and reference
             // (the CPU may take the page back from then on, through the
             // notifier, which needs `pt`), then the mmap lock.
@@ -462,7 +561,7 @@ mod tests {
         assert!(pte.allows(Perm::Write) && !pte.allows(Perm::Atomic));
 
         let mut seen = None;
-        u.make_exclusive(VA + 8, &mut |folio, off| {
+        u.make_exclusive(VA + 8, &mut |_, folio, off| {
             let mut word = [0u8; 8];
             folio.read(off, &mut word)?;
             seen = Some((off, u64::from_ne_bytes(word)));
@@ -484,7 +583,7 @@ mod tests {
         assert_eq!(gpu_read(&vm, VA), None);
 
         // Outside the userptr; a read-only one.
-        let mut nothing = |_: &Folio, _: usize| Ok(());
+        let mut nothing = |_: &mut PageTable, _: &Folio, _: usize| Ok(());
         assert_eq!(u.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
         let ro = Userptr::new(&vm, VA + PAGE, addr, PAGE_SIZE, true, false)?;
         assert_eq!(ro.make_exclusive(VA + PAGE, &mut nothing), Err(EFAULT));
@@ -504,7 +603,7 @@ mod tests {
         u.populate(VA, 2 * PAGE, true)?;
         assert_eq!(gpu_read(&vm, VA), Some((0, true)));
         assert_eq!(gpu_read(&vm, VA + PAGE), Some((7, true)));
-        let mut nothing = |_: &Folio, _: usize| Ok(());
+        let mut nothing = |_: &mut PageTable, _: &Folio, _: usize| Ok(());
         let t = Ktime::ktime_get();
         assert_eq!(u.make_exclusive(VA, &mut nothing), Err(EOPNOTSUPP));
         // At once, not after the HMM timeout.

@@ -15,17 +15,18 @@
 //! are filled through HMM and cleared by its MMU notifier.
 //!
 //! Locks: `bindings` (mutex) -> mmap lock -> object state (spinlock) ->
-//! `pt` (spinlock) (Documentation/gpu/softgpu.rst, "Lock order").
-//! Submission takes `bindings` and may lock folios under it; the engine's
-//! userptr fault path takes it and the mmap lock of the userptr's process;
-//! gemfs's release callback, which runs with a folio locked, and the
-//! userptr's notifier callback take only the spinlocks.
+//! `pt` (spinlock) -> `last_job` (spinlock) (Documentation/gpu/softgpu.rst,
+//! "Lock order"). Submission takes `bindings` and may lock folios under
+//! it, and faults userptr pages in under it (taking the mmap lock of the
+//! userptr's process); the engine takes only `pt`; gemfs's release
+//! callback, which runs with a folio locked, and the userptr's notifier
+//! callback take only the spinlocks (the callback waits for the VM's last
+//! job with none held).
 
 use crate::bo::{Bo, GemObject};
-use crate::userptr::Userptr;
+use crate::userptr::{Userptr, UserptrSeq};
 use kernel::{
     dma_fence::Fence,
-    folio::Folio,
     new_mutex, new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
@@ -126,6 +127,8 @@ pub(crate) struct PageTable {
     tlb: [Option<(u64, Pte)>; TLB_ENTRIES],
     pub(crate) tlb_flushes: u64,
     pub(crate) present: u64,
+    /// The invalidations of the VM's userptrs, which commits check.
+    pub(crate) userptr_seq: UserptrSeq,
 }
 
 impl PageTable {
@@ -135,6 +138,7 @@ impl PageTable {
             tlb: [None; TLB_ENTRIES],
             tlb_flushes: 0,
             present: 0,
+            userptr_seq: UserptrSeq::default(),
         })
     }
 
@@ -335,9 +339,16 @@ fn entry_at(bindings: &mut RBTree<u64, Entry>, va: u64) -> Option<u64> {
     bindings.get(&start)?.contains(va).then_some(start)
 }
 
-/// How many pages a userptr fault maps at once, if they are all mapped by
-/// the CPU (else just the faulting one).
-const USERPTR_FAULT_PAGES: u64 = 16;
+/// How many pages submission faults in at once in a userptr, if they are
+/// all mapped by the CPU (else one at a time).
+const USERPTR_FAULT_PAGES: u64 = 512;
+/// Fault-in passes over a submission's userptr ranges while invalidations
+/// (some caused by the passes themselves: copy-on-write, a zero page made
+/// writable) collide with them.
+const USERPTR_PASSES: usize = 3;
+/// Most userptr pages a commit checks one by one, under the page table
+/// lock, after an invalidation collided with the submission.
+const USERPTR_CHECK_PAGES: u64 = 8192;
 
 /// A GPU virtual address space.
 #[pin_data(PinnedDrop)]
@@ -349,9 +360,10 @@ pub(crate) struct Vm {
     #[pin]
     pub(crate) pt: SpinLock<PageTable>,
     /// The fence of the last job submitted on this VM, set under
-    /// `bindings` (jobs complete in submission order: once it signals,
-    /// every job of the VM has). An object bound while it is pending may
-    /// be used by it: [`Vm::bind`] marks the object busy for it.
+    /// `bindings` and `pt` (jobs complete in submission order: once it
+    /// signals, every job of the VM has). An object bound while it is
+    /// pending may be used by it: [`Vm::bind`] marks the object busy for
+    /// it. A userptr's notifier waits for it before clearing entries.
     #[pin]
     pub(crate) last_job: SpinLock<Option<ARef<Fence>>>,
 }
@@ -458,9 +470,10 @@ impl Vm {
     /// Addresses that no binding maps, writes through read-only bindings,
     /// and pages that could not be made resident are left: the job fails
     /// when it gets there, with `EFAULT` or the error recorded here
-    /// ([`Submission::unresolved`]). Userptr ranges are recorded, for the
-    /// job to fault them in (Documentation/gpu/softgpu.rst, "Fences and
-    /// reclaim"). Fails only if the submission's own bookkeeping cannot
+    /// ([`Submission::unresolved`]). The pages of userptr ranges are
+    /// faulted in ([`Vm::fault_in_userptrs`]); the caller then publishes
+    /// the job with [`Vm::commit`] (Documentation/gpu/softgpu.rst, "Fences
+    /// and reclaim"). Fails only if the submission's own bookkeeping cannot
     /// be allocated (`ENOMEM`).
     pub(crate) fn make_resident(
         self: &Arc<Self>,
@@ -469,6 +482,9 @@ impl Vm {
         let mut sub = Submission {
             objects: KVec::new(),
             userptrs: KVec::new(),
+            exclusive: KVec::new(),
+            userptr_failed: false,
+            userptr_snapshot: 0,
             unresolved: None,
         };
         let mut bindings = self.bindings.lock();
@@ -491,7 +507,7 @@ impl Vm {
                 let seg_end = (entry.va() + entry.size()).min(end);
                 let b = match entry {
                     Entry::Userptr(_) => {
-                        sub.userptrs.push((a, seg_end - a), GFP_KERNEL)?;
+                        sub.userptrs.push((a, seg_end - a, perm), GFP_KERNEL)?;
                         a = seg_end;
                         continue;
                     }
@@ -532,7 +548,168 @@ impl Vm {
                 }
             }
         }
+        if !sub.userptrs.is_empty() {
+            self.fault_in_userptrs(&mut bindings, &mut sub)?;
+        }
         Ok(sub)
+    }
+
+    /// Faults in, before a job is submitted, the pages of its userptr
+    /// ranges (`sub.userptrs`) that the device page table does not map
+    /// with the access needed: through HMM (`hmm_range_fault()` under the
+    /// mmap lock, [`Userptr::populate`]) for reads and writes, and taking
+    /// the page device-exclusive for atomics ([`Userptr::make_exclusive`]).
+    /// A page that cannot be faulted in is recorded like a buffer object
+    /// page that cannot be made resident: the job fails there.
+    ///
+    /// Passes over the ranges again while an invalidation collided with a
+    /// pass (up to [`USERPTR_PASSES`]), and records in `sub` the
+    /// invalidation sequence the last pass started at, for
+    /// [`Vm::commit`].
+    fn fault_in_userptrs(&self, bindings: &mut RBTree<u64, Entry>, sub: &mut Submission) -> Result {
+        for _ in 0..USERPTR_PASSES {
+            let snapshot = self.pt.lock().userptr_seq.read();
+            sub.userptr_snapshot = snapshot;
+            sub.exclusive = KVec::new();
+            sub.userptr_failed = false;
+            for i in 0..sub.userptrs.len() {
+                let (start, size, perm) = sub.userptrs[i];
+                let Some(Entry::Userptr(u)) =
+                    entry_at(bindings, start).and_then(|at| bindings.get(&at))
+                else {
+                    continue;
+                };
+                let end = start + size;
+                let mut a = start & !(PAGE - 1);
+                while a < end {
+                    let present = self.pt.lock().lookup(a).is_some_and(|p| p.allows(perm));
+                    let mut next = a + PAGE;
+                    let res = if present {
+                        Ok(())
+                    } else if perm == Perm::Atomic {
+                        u.make_exclusive(a, &mut |_, _, _| Ok(()))
+                    } else {
+                        // A few pages ahead; if part of them is not mapped,
+                        // just this one.
+                        let write = perm == Perm::Write;
+                        let ahead = (a + USERPTR_FAULT_PAGES * PAGE)
+                            .min(end.next_multiple_of(PAGE))
+                            .min(u.va() + u.size());
+                        match u.populate(a, ahead - a, write) {
+                            Ok(()) => {
+                                next = ahead;
+                                Ok(())
+                            }
+                            Err(_) => u.populate(a, PAGE, write),
+                        }
+                    };
+                    match res {
+                        Ok(()) if perm == Perm::Atomic => {
+                            if !sub.exclusive.contains(&a) {
+                                sub.exclusive.push(a, GFP_KERNEL)?;
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            // A page not writable for a write fails the job
+                            // like a read-only binding does: with EFAULT.
+                            let err = if e == EPERM { EFAULT } else { e };
+                            sub.userptr_failed = true;
+                            if sub.unresolved.is_none() {
+                                sub.unresolved = Some(Fault { addr: a, err });
+                            }
+                        }
+                    }
+                    a = next;
+                    cond_resched();
+                }
+            }
+            if self.pt.lock().userptr_seq.unchanged(snapshot) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits, for up to a second, until no invalidation of the VM's
+    /// userptrs is running: such an invalidation waits for the VM's last
+    /// job, then clears its entries. For a submission that collided with
+    /// one, before it tries again.
+    pub(crate) fn wait_userptr_invalidations(&self) {
+        let last = self.last_job.lock().clone();
+        if let Some(f) = last {
+            let _ = f.wait_timeout(kernel::time::msecs_to_jiffies(1000) as usize);
+        }
+        // Then the invalidation takes the page table lock to clear.
+        for _ in 0..1000 {
+            if self.pt.lock().userptr_seq.idle() {
+                return;
+            }
+            crate::engine::usleep(100);
+        }
+    }
+
+    /// Publishes a job whose memory `sub` faulted in: calls `publish`
+    /// (which makes the job's fence the VM's last job) under the page
+    /// table lock, if every userptr entry the job needs is still there and
+    /// no invalidation is running, so that any invalidation from then on
+    /// waits for the job before it clears an entry (see `userptr.rs`).
+    ///
+    /// The check is the VM's invalidation sequence, unchanged since the
+    /// last fault-in pass began; else, with no invalidation running, the
+    /// entries themselves (for up to [`USERPTR_CHECK_PAGES`] pages). If an
+    /// atomic's page was taken back by the CPU meanwhile, it is taken
+    /// exclusive again and the commit done with the page still locked, so
+    /// the CPU cannot take it back in between (a CPU hammering the page
+    /// cannot starve the submission). If the fault-in of a page failed,
+    /// the job will fail at a fault anyway: no check.
+    ///
+    /// `EAGAIN` if an invalidation collided: the caller cancels the job
+    /// (nothing published it) and may submit again.
+    pub(crate) fn commit(
+        &self,
+        bindings: &mut RBTree<u64, Entry>,
+        sub: &Submission,
+        publish: &mut dyn FnMut(),
+    ) -> Result {
+        let valid = |pt: &mut PageTable| {
+            sub.userptrs.is_empty()
+                || sub.userptr_failed
+                || pt.userptr_seq.unchanged(sub.userptr_snapshot)
+                || (pt.userptr_seq.idle() && all_present(pt, &sub.userptrs))
+        };
+        let mut pt = self.pt.lock();
+        if valid(&mut pt) {
+            publish();
+            return Ok(());
+        }
+        // Taken back by the CPU? The first atomic page missing its entry.
+        let Some(&page) = sub
+            .exclusive
+            .iter()
+            .find(|&&p| !pt.lookup(p).is_some_and(|e| e.allows(Perm::Atomic)))
+        else {
+            return Err(EAGAIN);
+        };
+        drop(pt);
+        let Some(Entry::Userptr(u)) = entry_at(bindings, page).and_then(|at| bindings.get(&at))
+        else {
+            return Err(EAGAIN);
+        };
+        let mut publish = Some(publish);
+        let res = u.make_exclusive(page, &mut |pt, _, _| {
+            if !valid(pt) {
+                return Err(EAGAIN);
+            }
+            if let Some(p) = publish.take() {
+                p();
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(_) => Err(EAGAIN),
+        }
     }
 
     /// Mirrors `[addr, addr + size)` of the calling process at `va`,
@@ -617,48 +794,6 @@ impl Vm {
             .filter(|b| core::ptr::eq::<Bo>(&**b.obj, bo))
             .count() as u64
     }
-
-    /// Resolves a GPU page fault at `va`, in a userptr, for an access
-    /// needing `perm`: maps the pages the CPU maps there through HMM (which
-    /// may fault them in under the process's mmap lock), taking no page
-    /// reference; for an atomic access it takes the page exclusive to the
-    /// device and performs the access itself, with `access` (see
-    /// [`Userptr::make_exclusive`]). `EFAULT` if the page is no longer
-    /// mapped (or the process has exited), or not writable for a write,
-    /// and for any address that is not in a userptr: a buffer object's
-    /// pages are made resident before the job runs ([`Vm::make_resident`])
-    /// and never while it runs.
-    ///
-    /// Returns whether `access` was done; if not, the caller looks the
-    /// entry up again.
-    pub(crate) fn fault_userptr(
-        self: &Arc<Self>,
-        va: u64,
-        perm: Perm,
-        access: &mut dyn FnMut(&Folio, usize) -> Result,
-    ) -> core::result::Result<bool, Fault> {
-        let fault = |err| Fault { addr: va, err };
-        let mut bindings = self.bindings.lock();
-        let start = entry_at(&mut bindings, va).ok_or(fault(EFAULT))?;
-        let Some(Entry::Userptr(u)) = bindings.get(&start) else {
-            return Err(fault(EFAULT));
-        };
-        let page = va & !(PAGE - 1);
-        // A page that is not writable for a write fails the job like a
-        // read-only binding does: with EFAULT.
-        let errno = |e| fault(if e == EPERM { EFAULT } else { e });
-        if perm == Perm::Atomic {
-            return u.make_exclusive(va, access).map(|()| true).map_err(errno);
-        }
-        let write = perm == Perm::Write;
-        let end = (page + USERPTR_FAULT_PAGES * PAGE).min(u.va() + u.size());
-        // Try a few pages ahead; if part of them is not mapped, just the one
-        // that faulted.
-        if u.populate(page, end - page, write).is_ok() {
-            return Ok(false);
-        }
-        u.populate(page, PAGE, write).map(|()| false).map_err(errno)
-    }
 }
 
 #[pinned_drop]
@@ -677,13 +812,37 @@ pub(crate) struct Fault {
     pub(crate) err: Error,
 }
 
+/// Whether `pt` maps every page of `ranges` with its access, checking at
+/// most [`USERPTR_CHECK_PAGES`] pages (`false` beyond).
+fn all_present(pt: &mut PageTable, ranges: &[(u64, u64, Perm)]) -> bool {
+    let mut checked = 0;
+    for &(start, size, perm) in ranges {
+        let mut a = start & !(PAGE - 1);
+        while a < start + size {
+            checked += 1;
+            if checked > USERPTR_CHECK_PAGES || !pt.lookup(a).is_some_and(|p| p.allows(perm)) {
+                return false;
+            }
+            a += PAGE;
+        }
+    }
+    true
+}
+
 /// What [`Vm::make_resident`] did for a job about to be submitted.
 pub(crate) struct Submission {
     /// The objects whose pages were made resident, each marked as being
     /// submitted to until this is dropped.
     objects: KVec<ARef<GemObject>>,
-    /// The userptr parts of the job's ranges (GPU address, size).
-    pub(crate) userptrs: KVec<(u64, u64)>,
+    /// The userptr parts of the job's ranges (GPU address, size, access).
+    userptrs: KVec<(u64, u64, Perm)>,
+    /// The userptr pages taken exclusive for atomics.
+    exclusive: KVec<u64>,
+    /// Whether faulting in a userptr page failed (the job will fault).
+    userptr_failed: bool,
+    /// The VM's userptr invalidation sequence when the last fault-in pass
+    /// began (see [`Vm::commit`]).
+    userptr_snapshot: u64,
     /// The first page that could not be made resident, and why.
     pub(crate) unresolved: Option<Fault>,
 }

@@ -1094,3 +1094,150 @@ fn userptr_ksm_merge_invalidates_and_a_gpu_write_unshares() {
     madvise_pages(&m, 0, 2, libc::MADV_UNMERGEABLE, "MADV_UNMERGEABLE");
     ok(dev.unbind(VA, 2 * PAGE), "VM_UNBIND");
 }
+
+/// munmap from another thread while a job that reads the range is queued:
+/// the MMU notifier waits for the job (its entries were faulted in at
+/// EXEC), so the job sees the data as it was before the munmap, and the
+/// munmap returns only once the job is done. Then mprotect toggling from
+/// another thread while jobs read the range: every job gets the right
+/// checksum or a clean -EFAULT inside the range, never anything else (an
+/// EXEC may return EAGAIN, submitting nothing, and is repeated).
+#[test]
+fn userptr_invalidation_from_another_thread_waits_for_running_jobs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::time::Instant;
+    const N: usize = 8;
+    const BUSY_US: u64 = 300_000;
+    let size = (N * PAGE_USIZE) as u64;
+    let dev = open();
+    let res = results(&dev);
+    let data = pattern(N * PAGE_USIZE, 13);
+    let want = fnv1a64(&data);
+
+    let m = Mem::new(N);
+    m.write(0, &data);
+    bind_mem(&dev, &m, VA, 0);
+    let (seqno, _) = ok(
+        dev.exec(&[Cmd::busy(BUSY_US), Cmd::checksum(RES_VA, VA, size)], 0),
+        "EXEC of BUSY then CHECKSUM",
+    );
+    let start = Instant::now();
+    let ptr = m.0.ptr as usize;
+    let (took, done_at_return) = thread::scope(|s| {
+        s.spawn(|| {
+            let t = Instant::now();
+            // SAFETY: unmapping our own mapping, which nothing references
+            // (Anon's drop unmaps the range again, harmlessly).
+            let r = unsafe { libc::munmap(ptr as *mut libc::c_void, N * PAGE_USIZE) };
+            assert_eq!(r, 0, "munmap: {}", std::io::Error::last_os_error());
+            let took = t.elapsed();
+            // Done already when munmap returned: a zero-timeout WAIT.
+            let done = dev.wait(seqno, 0).is_ok();
+            (took, done)
+        })
+        .join()
+        .expect("munmap thread")
+    });
+    let (status, fault) = ok(dev.wait(seqno, WAIT_NS), "WAIT");
+    assert_eq!(
+        (status, fault),
+        (0, 0),
+        "the job must see the pages as before the munmap (fault {fault:#x})"
+    );
+    assert_eq!(res.read_u64(0), want, "checksum of the pre-munmap data");
+    assert!(
+        done_at_return,
+        "munmap returned after {took:?}, before the job using the pages was done"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+    // The next job faults: the pages are gone.
+    run_fault_at(
+        &dev,
+        &[Cmd::checksum(RES_VA, VA, size)],
+        VA,
+        "CHECKSUM after munmap",
+    );
+    ok(dev.unbind(VA, size), "VM_UNBIND of the munmapped range");
+
+    // mprotect back and forth from another thread while jobs run.
+    const VA2: u64 = VA + (1 << 30);
+    const JOBS: usize = 8;
+    const ROUNDS: usize = 12;
+    let m2 = Mem::new(N);
+    m2.write(0, &data);
+    bind_mem(&dev, &m2, VA2, 0);
+    let stop = AtomicBool::new(false);
+    let toggles = AtomicU64::new(0);
+    let eagain = AtomicU64::new(0);
+    let (p2, len2) = (m2.0.ptr as usize, m2.0.len);
+    let protect = |prot| {
+        // SAFETY: our own page-aligned mapping, which outlives the scope.
+        let r = unsafe { libc::mprotect(p2 as *mut libc::c_void, len2, prot) };
+        assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
+    };
+    let (oks, faults) = thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(SeqCst) {
+                protect(libc::PROT_NONE);
+                thread::sleep(Duration::from_millis(3));
+                protect(libc::PROT_READ);
+                thread::sleep(Duration::from_millis(3));
+                toggles.fetch_add(1, SeqCst);
+            }
+        });
+        let _stop = StopOnDrop(&stop);
+        let (mut oks, mut faults) = (0, 0);
+        for _ in 0..ROUNDS {
+            for j in 0..JOBS {
+                // A slot per job, cleared while no job runs.
+                res.write(8 * j, &[0; 8]);
+            }
+            let seqnos: Vec<u64> = (0..JOBS)
+                .map(|j| {
+                    let cmds = [
+                        Cmd::busy(2_000),
+                        Cmd::checksum(RES_VA + 8 * j as u64, VA2, size),
+                    ];
+                    // EAGAIN: invalidations kept colliding with the
+                    // submission, nothing was submitted; try again.
+                    loop {
+                        match dev.exec(&cmds, 0) {
+                            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                                eagain.fetch_add(1, SeqCst);
+                            }
+                            r => break ok(r, "EXEC of CHECKSUM").0,
+                        }
+                    }
+                })
+                .collect();
+            for (j, s) in seqnos.into_iter().enumerate() {
+                let (status, fault) = ok(dev.wait(s, WAIT_NS), "WAIT");
+                match status {
+                    0 => {
+                        assert_eq!(res.read_u64(8 * j), want, "job {j}: checksum");
+                        oks += 1;
+                    }
+                    s if s == -EFAULT => {
+                        assert!(
+                            (VA2..VA2 + size).contains(&fault),
+                            "job {j}: fault {fault:#x} outside the range"
+                        );
+                        assert_eq!(res.read_u64(8 * j), 0, "job {j}: wrote despite faulting");
+                        faults += 1;
+                    }
+                    s => panic!("job {j}: status {}", errno_name(-s)),
+                }
+            }
+        }
+        (oks, faults)
+    });
+    m2.protect(libc::PROT_READ | libc::PROT_WRITE);
+    assert!(toggles.load(SeqCst) > 0, "no mprotect ran");
+    let eagain = eagain.load(SeqCst);
+    eprintln!("{oks} jobs succeeded, {faults} faulted, {eagain} EXECs retried after EAGAIN");
+    assert!(oks > 0, "no job succeeded ({faults} faulted)");
+    assert_eq!(
+        gpu_checksum(&dev, &res, VA2, size, "CHECKSUM, writable again"),
+        want
+    );
+}
