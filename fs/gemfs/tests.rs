@@ -769,7 +769,10 @@ mod tests {
             let first = n % PAGES;
             let pages = 1 + n % 3;
             let len = (pages.min(PAGES - first) * PAGE_SIZE) as i64;
-            racer.obj.file().punch_hole((first * PAGE_SIZE) as i64, len)?;
+            racer
+                .obj
+                .file()
+                .punch_hole((first * PAGE_SIZE) as i64, len)?;
             if !owner.holds_all_in_file(&racer.obj) {
                 orphans += 1;
             }
