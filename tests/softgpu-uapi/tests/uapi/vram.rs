@@ -63,9 +63,10 @@ fn bar(dev: &Path, bar: usize) -> (u64, u64, u64) {
     (v[0], v[1], v[2])
 }
 
-/// The device's debugfs `vram`, as `key: value` pairs (`none` when empty).
-fn debugfs_vram(dev: &softgpu::Device) -> (String, HashMap<String, u64>) {
-    let path = debugfs_path(dev, "vram");
+/// A debugfs file of the device's, as text and as its `key: value` pairs
+/// with a number for a value.
+fn debugfs_kv(dev: &softgpu::Device, name: &str) -> (String, HashMap<String, u64>) {
+    let path = debugfs_path(dev, name);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let kv = text
         .lines()
@@ -75,6 +76,11 @@ fn debugfs_vram(dev: &softgpu::Device) -> (String, HashMap<String, u64>) {
         })
         .collect();
     (text, kv)
+}
+
+/// The device's debugfs `vram`, as `key: value` pairs (`none` when empty).
+fn debugfs_vram(dev: &softgpu::Device) -> (String, HashMap<String, u64>) {
+    debugfs_kv(dev, "vram")
 }
 
 /// With VRAM: the device is softgpu's, its BAR 2 is 64-bit prefetchable
@@ -242,16 +248,7 @@ fn vram_unbind_and_rebind() {
 /// debugfs `vram_mm`, TTM's view of the VRAM manager
 /// (`ttm_resource_manager_debug()`), as `key: value` pairs.
 fn debugfs_vram_mm(dev: &softgpu::Device) -> (String, HashMap<String, u64>) {
-    let path = debugfs_path(dev, "vram_mm");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let kv = text
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
-        })
-        .collect();
-    (text, kv)
+    debugfs_kv(dev, "vram_mm")
 }
 
 /// The VRAM is TTM's: its TTM_PL_VRAM manager is in use, not a TT
