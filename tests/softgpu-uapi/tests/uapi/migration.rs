@@ -676,6 +676,15 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     // put. (Under the filler's memory pressure the shrinker may have taken
     // idle BOs' folios back: the GPU sums below make every page resident
     // again, held.)
+    // Folios of the gemfs BOs taken back before the GPU sums below (by the
+    // shrinker, under the filler's pressure): their re-fault may land
+    // anywhere, outside the part laid out for them. Reported if the layout
+    // does not come about.
+    let released_before_sums: u64 = bos
+        .iter()
+        .filter(|(flags, ..)| *flags == 0)
+        .map(|(_, _, h, _)| ok(dev.info(*h), "GEM_INFO").released)
+        .sum();
     let base = fill.ptr as usize;
     let mut from = base;
     for &a in kept.iter().chain(std::iter::once(&(base + fill.len))) {
@@ -778,8 +787,9 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     assert!(
         gemfs_moved > 0,
         "compaction moved none of {n} bound gemfs BO pages ({placed_low} of them were \
-         placed in the freed low part, below PFN {low_end_pfn:#x}, {} filler pages kept above); \
-         compact_memory took {compact_time:?}; {}",
+         placed in the freed low part, below PFN {low_end_pfn:#x}, {} filler pages kept above; \
+         {released_before_sums} of their folios released before they were made resident \
+         again); compact_memory took {compact_time:?}; {}",
         kept.len(),
         deltas.join(", ")
     );
