@@ -386,6 +386,12 @@ fn rotated(modes: &[Mode], rep: u32) -> Vec<Mode> {
     m
 }
 
+/// The (object KiB, level, runs) units of [`frag_phase`] for `levels` with
+/// the default object size, each run `runs` times.
+fn level_units(cfg: &Config, levels: &[u32], runs: u32) -> Vec<(u64, u32, u32)> {
+    levels.iter().map(|&l| (cfg.bo_kb, l, runs)).collect()
+}
+
 /// Runs the fragmentation measurements of `phase` (`frag`,
 /// `userptr-frag` or `frag-stress`): every (object KiB, level, runs) of
 /// `units`, that many times, each time every mode of `modes` in turn; then one
@@ -513,11 +519,7 @@ fn main() -> ExitCode {
         if cfg.runs("frag") {
             // The fill levels with the default object size (object count
             // scaling), then other object sizes at one level (size scaling).
-            let mut units: Vec<(u64, u32, u32)> = cfg
-                .levels
-                .iter()
-                .map(|&l| (cfg.bo_kb, l, cfg.repeat))
-                .collect();
+            let mut units = level_units(&cfg, &cfg.levels, cfg.repeat);
             units.extend(
                 cfg.scale_bo_kb
                     .iter()
@@ -526,11 +528,7 @@ fn main() -> ExitCode {
             failed |= frag_phase(&cfg, "frag", &units, &cfg.modes, &churn.dir);
         }
         if cfg.runs("userptr-frag") {
-            let units: Vec<(u64, u32, u32)> = cfg
-                .userptr_levels
-                .iter()
-                .map(|&l| (cfg.bo_kb, l, cfg.repeat_other))
-                .collect();
+            let units = level_units(&cfg, &cfg.userptr_levels, cfg.repeat_other);
             failed |= frag_phase(&cfg, "userptr-frag", &units, &cfg.userptr_modes, &churn.dir);
         }
         if cfg.runs("frag-stress") {
@@ -538,11 +536,7 @@ fn main() -> ExitCode {
                 progress("FAILED: frag-stress needs at least one stressor (--stress-ng)");
                 failed = true;
             } else {
-                let units: Vec<(u64, u32, u32)> = cfg
-                    .stress_levels
-                    .iter()
-                    .map(|&l| (cfg.bo_kb, l, cfg.repeat_other))
-                    .collect();
+                let units = level_units(&cfg, &cfg.stress_levels, cfg.repeat_other);
                 failed |= frag_phase(&cfg, "frag-stress", &units, &cfg.modes, &churn.dir);
             }
         }
