@@ -126,7 +126,7 @@ impl shmem::VariantOps for GemfsType {
         // because `handle` holds a reference.
         let ret = unsafe { (owner.release)(raw_obj, src.as_raw(), mode.into_raw(), owner.data) };
         FOLIO_LOCK_MAP.release();
-        let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
+        let ns = ns_since(start);
         trace::release(src, mode, ret, ns);
         count_release(ns);
         if ret == ENOENT.to_errno() {
@@ -157,10 +157,9 @@ impl shmem::VariantOps for GemfsType {
         // owner raced a new use of the folio with its release.
         let start = time::Ktime::ktime_get();
         let result = m.migrate_default();
-        let ns = (time::Ktime::ktime_get() - start).to_ns().max(0) as u64;
         STATS
             .released_migrate_ns_total
-            .fetch_add(ns, Ordering::Relaxed);
+            .fetch_add(ns_since(start), Ordering::Relaxed);
         trace::migrate(src, dst, true, &result);
         let (now, migrated) = match result {
             Ok(()) => {
@@ -300,6 +299,11 @@ const RELEASE_BUCKET_NAMES: [&CStr; RELEASE_BUCKETS.len() + 1] = [
     c_str!("release_lt_100ms"),
     c_str!("release_ge_100ms"),
 ];
+
+/// Nanoseconds since `start` (a monotonic clock: never negative).
+fn ns_since(start: time::Ktime) -> u64 {
+    (time::Ktime::ktime_get() - start).to_ns().max(0) as u64
+}
 
 /// Counts a release that took `ns`.
 fn count_release(ns: u64) {
