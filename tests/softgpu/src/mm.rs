@@ -96,6 +96,100 @@ pub fn page_nodes(addrs: &[usize]) -> io::Result<Vec<i32>> {
     Ok(status)
 }
 
+/// `MPOL_DEFAULT` and `MPOL_BIND` (<linux/mempolicy.h>).
+const MPOL_DEFAULT: libc::c_int = 0;
+const MPOL_BIND: libc::c_int = 2;
+
+/// A node mask with `node` alone in it, as mbind(2) and set_mempolicy(2)
+/// take it: the mask and its size in bits.
+fn node_mask(node: u32) -> io::Result<(libc::c_ulong, libc::c_ulong)> {
+    if node >= libc::c_ulong::BITS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok((1 << node, libc::c_ulong::BITS.into()))
+}
+
+/// mbind(2) `[addr, addr + len)` of this process to `node` (`MPOL_BIND`):
+/// pages faulted in there later come from that node only.
+pub fn bind_range_to_node(addr: usize, len: usize, node: u32) -> io::Result<()> {
+    let (mask, bits) = node_mask(node)?;
+    // SAFETY: mbind only reads `mask` (one word, `bits` bits) and changes
+    // the policy of the caller's own range; no memory of ours is touched.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr,
+            len,
+            MPOL_BIND,
+            &mask as *const libc::c_ulong,
+            bits,
+            0u32,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The calling thread allocates from one node only (set_mempolicy(2)
+/// `MPOL_BIND`), for the life of the value; then by the default policy.
+/// Shared memory faulted in meanwhile (tmpfs, gemfs) follows it too: shmem
+/// falls back to the task's policy where the file has none.
+pub struct ThreadOnNode(());
+
+impl ThreadOnNode {
+    pub fn bind(node: u32) -> io::Result<Self> {
+        let (mask, bits) = node_mask(node)?;
+        // SAFETY: set_mempolicy only reads `mask` (one word, `bits` bits).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_set_mempolicy,
+                MPOL_BIND,
+                &mask as *const libc::c_ulong,
+                bits,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self(()))
+    }
+}
+
+impl Drop for ThreadOnNode {
+    fn drop(&mut self) {
+        // SAFETY: MPOL_DEFAULT takes no mask.
+        unsafe {
+            libc::syscall(
+                libc::SYS_set_mempolicy,
+                MPOL_DEFAULT,
+                core::ptr::null::<libc::c_ulong>(),
+                0 as libc::c_ulong,
+            )
+        };
+    }
+}
+
+/// One value of a node's meminfo (/sys/devices/system/node/nodeN/meminfo,
+/// "Node N MemFree:  123 kB"), in KiB.
+pub fn node_meminfo_kb(node: u32, name: &str) -> io::Result<u64> {
+    let s = fs::read_to_string(format!("/sys/devices/system/node/node{node}/meminfo"))?;
+    s.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.split_whitespace().nth(2)? == name)
+                .then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no {name} in node {node}'s meminfo"),
+            )
+        })
+}
+
 /// The online NUMA nodes, from /sys/devices/system/node/online ("0-1").
 pub fn online_nodes() -> io::Result<Vec<u32>> {
     let s = fs::read_to_string("/sys/devices/system/node/online")?;

@@ -613,27 +613,41 @@ pub(crate) fn compact_memory() {
 /// guest's memory mostly free the free scanner runs down to the highest
 /// partly used pageblocks, wherever they are, and the scan stops where the
 /// scanners meet: pages above that point stay. This test therefore lays
-/// memory out so the BO pages are scanned. An anonymous filler takes most
-/// of the guest's memory from CPU 0 (node 0 first); the lowest-addressed
-/// part of it is freed, and the BOs are allocated there, by CPU faults on
-/// CPU 0, where the allocator hands out those freshly freed pages first;
-/// then the filler is freed but for one page in each of its pageblocks,
-/// which leaves partly used pageblocks above the BOs for the free scanner
-/// to fill. Where each page lands is still the allocator's choice: the
-/// assertions are on counts. The BOs are 1 MiB each: too small for huge
-/// folios, which compaction does not move (a 2 MiB folio fills its
-/// pageblock).
+/// memory out so the BO pages are scanned, all on node 0. An anonymous
+/// filler bound to node 0 takes all of that node's free memory but a small
+/// margin; the lowest-addressed part of it is freed, and the BOs are
+/// allocated there, bound to node 0 too, where those freshly freed pages
+/// are then nearly all the node has free; then the filler is freed but for
+/// one page in each of its pageblocks, which leaves partly used pageblocks
+/// above the BOs for the free scanner to fill. Binding both to one node
+/// keeps the BOs from landing on the other node, whose free memory nothing
+/// arranged; NUMA balancing and proactive compaction are off, so no page
+/// moves between the layout and the measurement but by `compact_memory`.
+/// Where each page lands is still the allocator's choice: the assertions
+/// are on counts. The BOs are 1 MiB each: too small for huge folios, which
+/// compaction does not move (a 2 MiB folio fills its pageblock).
 #[test]
 fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     const BOS: usize = 32;
+    // Node 0's free memory the filler leaves: above the node's watermarks,
+    // so filling it wakes no reclaim, and small beside the freed low part.
+    const MARGIN_KB: u64 = 32 * 1024;
     let size = MIB;
+    let _numa = Setting::set("/proc/sys/kernel/numa_balancing", "0");
+    let _proactive = Setting::set("/proc/sys/vm/compaction_proactiveness", "0");
     let dev = open();
     let data = pattern(size as usize, 41);
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
     let _on_cpu0 = OnCpu::new(0);
-    let free_kb = ok(mm::meminfo_kb("MemFree"), "reading MemFree");
-    let fill =
-        Anon::new((free_kb.saturating_sub(384 * 1024) * 1024) as usize & !(MIB as usize - 1));
+    let free_kb = ok(
+        mm::node_meminfo_kb(0, "MemFree"),
+        "reading node 0's MemFree",
+    );
+    let fill = Anon::new((free_kb.saturating_sub(MARGIN_KB) * 1024) as usize & !(MIB as usize - 1));
+    ok(
+        mm::bind_range_to_node(fill.ptr as usize, fill.len, 0),
+        "binding the filler to node 0",
+    );
     fill.advise(0, fill.len, libc::MADV_NOHUGEPAGE);
     fill.advise(0, fill.len, MADV_POPULATE_WRITE);
     let fill_addrs = fill.page_addrs();
@@ -664,6 +678,10 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
     kept.sort_unstable();
     // (flags, va, handle, mapping)
     let mut bos = Vec::new();
+    let on_node0 = ok(
+        mm::ThreadOnNode::bind(0),
+        "binding the BOs' allocations to node 0",
+    );
     for i in 0..2 * BOS {
         let flags = if i < BOS { 0 } else { SOFTGPU_BO_PINNED };
         let va = VA + i as u64 * size;
@@ -672,6 +690,7 @@ fn compaction_moves_bound_gemfs_bo_pages_but_not_pinned_ones() {
         m.as_mut_slice().copy_from_slice(&data);
         bos.push((flags, va, h, m));
     }
+    drop(on_node0);
     // Free the filler but the kept pages; the BO pages stay where they were
     // put. (Under the filler's memory pressure the shrinker may have taken
     // idle BOs' folios back: the GPU sums below make every page resident
