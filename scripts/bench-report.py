@@ -34,8 +34,9 @@ the userptr rows (userptr-frag: huge pages with anonymous memory bound as
 HMM-mirrored or pinned userptr against the same memory unbound;
 userptr-bind: bind + first GPU access throughput, HMM against pinned), the
 frag-stress rows (the fragmentation measurement with stress-ng's memory
-stressors running while the objects are allocated) and the mixed
-pageblocks of the page_owner run.
+stressors running while the objects are allocated), the age rows (the
+same measurement after rounds of churn with objects of mixed sizes freed
+and allocated among it) and the mixed pageblocks of the page_owner run.
 
 Exit status 1 if the run has no results, if the benchmark did not finish
 or exited non-zero, if any record says ok=false, or if a result line does
@@ -520,6 +521,31 @@ def stress_tables(records, where=""):
     return rows
 
 
+def age_tables(records):
+    """age: the fragmentation measurement after rounds of churn with objects
+    of mixed sizes freed and allocated among it. Returns its summary rows."""
+    recs = [r for r in records if r.get("phase") == "age"]
+    if not recs:
+        return []
+    sizes = next((r.get("object_kb") for r in recs if r.get("object_kb")), None)
+    frag_tables(records, "age", MODES, f"objects of {sizes} KiB, aged")
+    table("Ageing: the rounds (objects freed and allocated among each round's churn)",
+          ["level", "rep", "mode", "round", "churn MiB", "freed", "freed MiB", "added",
+           "added MiB", "live MiB"],
+          [[f"{r.get('level')}%", r.get("rep"), r.get("mode"), a.get("round"),
+            a.get("churn_mb"), a.get("removed"), a.get("removed_mb"), a.get("added"),
+            a.get("added_mb"), a.get("live_mb")]
+           for r in recs for a in (r.get("age_rounds") or [])])
+    rows = summarise(records, lambda r: True, "age")
+    table("Ageing: huge pages obtained after the rounds, ratio to control",
+          ["level", "reps", "control", "pinned", "gemfs", "gemfs/control", "min-max",
+           "pinned/control", "min-max", "compact pages/s gemfs/control"],
+          [[f"{h['level']}%", h["reps"], h["control"], h["pinned"], h["gemfs"],
+            h["gemfs_vs_control"], spread(h, "gemfs"), h["pinned_vs_control"],
+            spread(h, "pinned"), h["gemfs_compact_rate_vs_control"]] for h in rows])
+    return rows
+
+
 def mixed(r, when):
     """(mixed movable, mixed unmovable, all mixed) pageblocks of a record
     at `when` (after_fill, after_compact), or Nones without page owner."""
@@ -775,6 +801,7 @@ def main():
     userptr = userptr_tables(records)
     stress_tables(records)
     stress_tables(owner_recs, " (page_owner=on run)")
+    age_tables(records)
     owner = owner_tables(owner_recs) if args.owner_run else []
     if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
         problems.append(f"the page owner run in {args.owner_run} has no mixed block counts "

@@ -163,6 +163,38 @@ impl Objects {
         }
     }
 
+    /// Objects still there (created and not removed).
+    fn live(&self) -> usize {
+        match self {
+            Objects::Control { objs, .. } => objs.len(),
+            Objects::Bos(s) => s.live(),
+        }
+    }
+
+    /// Frees the `pick`-th live object (modulo the count); its size.
+    fn remove(&mut self, pick: usize) -> R<u64> {
+        match self {
+            Objects::Control { objs, vals } => {
+                if objs.is_empty() {
+                    return Err("no control objects to remove".into());
+                }
+                let i = pick % objs.len();
+                vals.swap_remove(i);
+                Ok(objs.swap_remove(i).len() as u64)
+            }
+            Objects::Bos(s) => s.remove(pick),
+        }
+    }
+
+    /// Step `k` of the job stream over these objects (see [`stream`]):
+    /// whether a job ran.
+    fn stream_step(&mut self, busy_us: u64, k: usize) -> R<bool> {
+        match self {
+            Objects::Control { objs, vals } => cpu_step(objs, vals, k).map(|()| true),
+            Objects::Bos(set) => BoSet::stream_step(&set.ctxs, &mut set.vals, &set.pat, busy_us, k),
+        }
+    }
+
     fn verify(&self, every: usize) -> R<Verify> {
         match self {
             Objects::Control { objs, vals } => {
@@ -188,31 +220,45 @@ impl Objects {
     }
 }
 
-/// The CPU's counterpart of the GPU job stream for control objects: rewrite
-/// one object after the other with its next value and check it.
-fn cpu_stream(objs: &mut [AnonMap], vals: &mut [u8], st: &Stream) -> R<u64> {
+/// The CPU's counterpart of a GPU job of the stream, for control objects:
+/// step `k` rewrites object `k % len` with its next value and checks it.
+fn cpu_step(objs: &mut [AnonMap], vals: &mut [u8], k: usize) -> R<()> {
     if objs.is_empty() {
         return Err("CPU stream: no objects".into());
     }
+    let g = k % objs.len();
+    let v = (vals[g] as usize + 1) % crate::gpu::NVALUES;
+    let m = &mut objs[g];
+    m.fill(cbyte(v));
+    vals[g] = v as u8;
+    let want = u64::from_ne_bytes([cbyte(v); 8]);
+    let last = m.len() - 8;
+    for o in [0, last] {
+        if m.read_u64(o) != want {
+            return Err(format!(
+                "DATA CORRUPTION: control object {g}: {:#x} at {o:#x} after writing {want:#x}",
+                m.read_u64(o)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The background stream over `sets` (one per object size): until
+/// `st.stop`, one job (GPU) or rewrite (CPU, control) at a time, going
+/// round the sets, and round each set's objects. Returns the jobs run.
+fn stream(sets: &mut [Objects], busy_us: u64, st: &Stream) -> R<u64> {
+    if sets.iter().all(|s| s.live() == 0) {
+        return Err("job stream: no objects".into());
+    }
+    let n = sets.len();
     let mut k = 0usize;
     while !st.stop.load(Ordering::SeqCst) {
-        let g = k % objs.len();
-        k += 1;
-        let v = (vals[g] as usize + 1) % crate::gpu::NVALUES;
-        let m = &mut objs[g];
-        m.fill(cbyte(v));
-        vals[g] = v as u8;
-        let want = u64::from_ne_bytes([cbyte(v); 8]);
-        let last = m.len() - 8;
-        for o in [0, last] {
-            if m.read_u64(o) != want {
-                return Err(format!(
-                    "DATA CORRUPTION: control object {g}: {:#x} at {o:#x} after writing {want:#x}",
-                    m.read_u64(o)
-                ));
-            }
+        let set = &mut sets[k % n];
+        if set.live() > 0 && set.stream_step(busy_us, k / n)? {
+            st.jobs.fetch_add(1, Ordering::SeqCst);
         }
-        st.jobs.fetch_add(1, Ordering::SeqCst);
+        k += 1;
     }
     Ok(st.jobs.load(Ordering::SeqCst))
 }
@@ -253,8 +299,14 @@ pub fn run(
     rep: u32,
     position: usize,
 ) -> Obj {
-    // frag-stress: stress-ng's stressors run while the objects are added.
-    let load = (phase == "frag-stress").then_some(&cfg.stress_ng[..]);
+    let fill = match phase {
+        // stress-ng's stressors run while the objects are added.
+        "frag-stress" => Fill::Scatter {
+            load: Some(&cfg.stress_ng[..]),
+        },
+        "age" => Fill::Age { seed: rep },
+        _ => Fill::Scatter { load: None },
+    };
     let mut rec = Obj::new();
     rec.put("phase", phase)
         .put("mode", mode.name())
@@ -264,10 +316,23 @@ pub fn run(
         .put("position", position);
     let t = Instant::now();
     let name = format!("{phase} mode={} level={level}%", mode.name());
-    let res = unit(cfg, &name, churn_dir, mode, level, load, &mut rec);
+    let res = unit(cfg, &name, churn_dir, mode, level, fill, &mut rec);
     rec.put("unit_secs_emulated", t.elapsed().as_secs_f64());
     sys::finish(&mut rec, &format!("{phase} {} {level}%", mode.name()), res);
     rec
+}
+
+/// How a measurement lays its objects out before compacting.
+#[derive(Clone, Copy)]
+enum Fill<'a> {
+    /// One churn, the objects (of `--bo-kb`) allocated into its holes
+    /// (`frag`, `userptr-frag`), with stress-ng's `load` running meanwhile
+    /// (`frag-stress`).
+    Scatter { load: Option<&'a [String]> },
+    /// `--age-rounds` rounds of churn with objects of the `--age-sizes-kb`
+    /// freed and allocated among it (`age`); `seed` (the repetition)
+    /// picks which.
+    Age { seed: u32 },
 }
 
 fn unit(
@@ -276,7 +341,7 @@ fn unit(
     churn_dir: &Path,
     mode: Mode,
     level: u32,
-    load: Option<&[String]>,
+    fill: Fill,
     rec: &mut Obj,
 ) -> R<()> {
     let (hp_kb, hp_order) = sys::hugepage()?;
@@ -307,8 +372,135 @@ fn unit(
     }
     rec.put("settled_meminfo_kb", mi);
 
-    let size = cfg.bo_bytes();
     let footprint = cfg.mem_bytes() * u64::from(level) / 100;
+    // Open the device (pinned, gemfs) before the long fill: fail early.
+    // One set of objects per object size.
+    let sizes_kb: Vec<u64> = match fill {
+        Fill::Scatter { .. } => vec![cfg.bo_kb],
+        Fill::Age { .. } => cfg.age_sizes_kb.to_vec(),
+    };
+    let mut sets = sizes_kb
+        .iter()
+        .map(|&bo_kb| {
+            let c = Config {
+                bo_kb,
+                ..cfg.clone()
+            };
+            Objects::new(&c, mode)
+        })
+        .collect::<R<Vec<_>>>()?;
+    rec.put(
+        "contexts",
+        if mode == Mode::Control {
+            0
+        } else {
+            cfg.contexts * sets.len()
+        },
+    );
+    let t_fill = Instant::now();
+    match fill {
+        Fill::Scatter { load } => {
+            scatter(cfg, name, churn_dir, &mut sets[0], footprint, load, rec)?
+        }
+        Fill::Age { seed } => age(
+            cfg, name, churn_dir, &mut sets, &sizes_kb, footprint, seed, rec,
+        )?,
+    }
+    rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64());
+    let vm_filled = sys::vmstat()?;
+    rec.put("vmstat_fill", sys::vmstat_delta(&vm_start, &vm_filled));
+    rec.put("after_fill", sys::snapshot(hp_order)?);
+
+    // Objects in use while compaction and the huge page request run.
+    let st = Stream::default();
+    let measured = thread::scope(|s| -> R<(Obj, R<u64>)> {
+        let busy_us = cfg.busy_us;
+        let (sets, stream_st) = (&mut sets, &st);
+        let worker = s.spawn(move || stream(sets, busy_us, stream_st));
+        let guard = StopOnDrop(&st);
+        let m = measure(cfg, name, &st, hp_kb, hp_order);
+        drop(guard);
+        let joined = worker
+            .join()
+            .unwrap_or_else(|_| Err("the job stream panicked".into()));
+        Ok((m?, joined))
+    })?;
+    let (m, jobs) = measured;
+    rec.extend(m);
+    let jobs = jobs?;
+    rec.put("stream_jobs_total", jobs);
+
+    if cfg.thp_test {
+        rec.put("thp_test", thp_test(cfg)?);
+    }
+
+    crate::progress(&format!("{name}: verifying the objects"));
+    let t = Instant::now();
+    let mut v = Verify::default();
+    for set in &sets {
+        v.merge(set.verify(cfg.verify_every)?);
+    }
+    rec.put("verify_secs_emulated", t.elapsed().as_secs_f64());
+    rec.put("verify", v.to_obj());
+    let mut bo_info: Option<Obj> = None;
+    for set in &sets {
+        if let Objects::Bos(b) = set {
+            let info = b.info()?;
+            match &mut bo_info {
+                None => bo_info = Some(info),
+                Some(sum) => {
+                    for (k, x) in info {
+                        if let (Some(a), Some(b)) = (sum.get(&k).and_then(Json::as_u64), x.as_u64())
+                        {
+                            sum.put(&k, a + b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(info) = bo_info {
+        rec.put("bo_info", info);
+    }
+    rec.put(
+        "gemfs_counters",
+        sys::counters_delta(&gemfs_start, &sys::dir_counters("/sys/kernel/debug/gemfs")),
+    );
+    let vm_end = sys::vmstat()?;
+    rec.put("vmstat_total", sys::vmstat_delta(&vm_start, &vm_end));
+    drop(sets);
+    if v.mismatches > 0 {
+        return Err(format!(
+            "DATA CORRUPTION: {} of {} objects checked differ: {:?}",
+            v.mismatches, v.checked, v.first
+        ));
+    }
+    let num = |k: &str| {
+        rec.get(k)
+            .and_then(Json::as_u64)
+            .map_or("?".into(), |n| n.to_string())
+    };
+    crate::progress(&format!(
+        "{name}: ok, huge pages obtained {} of {} requested",
+        num("hugepages_obtained"),
+        num("hugepages_requested")
+    ));
+    Ok(())
+}
+
+/// `frag`'s layout: one churn up to `--churn-pct` of memory, then, in
+/// batches, churn pieces spread over all of it freed and as many objects
+/// of `--bo-kb` allocated, until `footprint`; the rest of the churn freed.
+fn scatter(
+    cfg: &Config,
+    name: &str,
+    churn_dir: &Path,
+    objs: &mut Objects,
+    footprint: u64,
+    load: Option<&[String]>,
+    rec: &mut Obj,
+) -> R<()> {
+    let size = cfg.bo_bytes();
     let nobj = (footprint / size).max(1) as usize;
     let footprint = nobj as u64 * size;
     let piece = cfg.piece_kb as usize * 1024;
@@ -319,24 +511,12 @@ fn unit(
         .min(free_kb.saturating_sub(headroom_kb) * 1024);
     rec.put("objects", nobj)
         .put("object_kb", size / 1024)
-        .put("footprint_mb", footprint / MIB)
-        .put(
-            "contexts",
-            if mode == Mode::Control {
-                0
-            } else {
-                cfg.contexts
-            },
-        );
-
-    // Open the device (pinned, gemfs) before the long fill: fail early.
-    let mut objs = Objects::new(cfg, mode)?;
+        .put("footprint_mb", footprint / MIB);
     crate::progress(&format!(
         "{name}: churn: filling {} MiB (free {} MiB)",
         churn_target / MIB,
         free_kb / 1024
     ));
-    let t_fill = Instant::now();
     let churn = Churn::fill(churn_dir, churn_target, piece, headroom_kb)?;
     let pieces = churn.n;
     rec.put("churn_mb", churn.bytes() / MIB);
@@ -385,74 +565,148 @@ fn unit(
         crate::progress(&format!("{name}: stopping stress-ng"));
         rec.put("stress_ng", b.stop()?);
     }
-    drop(churn);
-    rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64());
-    let vm_filled = sys::vmstat()?;
-    rec.put("vmstat_fill", sys::vmstat_delta(&vm_start, &vm_filled));
-    rec.put("after_fill", sys::snapshot(hp_order)?);
+    Ok(())
+}
 
-    // Objects in use while compaction and the huge page request run.
-    let stream = Stream::default();
-    let measured = thread::scope(|s| -> R<(Obj, R<u64>)> {
-        let busy_us = cfg.busy_us;
-        let worker = match &mut objs {
-            Objects::Control { objs, vals } => {
-                let st = &stream;
-                s.spawn(move || cpu_stream(objs, vals, st))
-            }
-            Objects::Bos(set) => {
-                let (ctxs, vals, pat, st) = (&set.ctxs, &mut set.vals, &set.pat, &stream);
-                s.spawn(move || BoSet::stream(ctxs, vals, pat, busy_us, st))
-            }
-        };
-        let guard = StopOnDrop(&stream);
-        let m = measure(cfg, name, &stream, hp_kb, hp_order);
-        drop(guard);
-        let joined = worker
-            .join()
-            .unwrap_or_else(|_| Err("the job stream panicked".into()));
-        Ok((m?, joined))
-    })?;
-    let (m, jobs) = measured;
-    rec.extend(m);
-    let jobs = jobs?;
-    rec.put("stream_jobs_total", jobs);
+/// A small deterministic generator (xorshift64*): the same seed picks the
+/// same objects and sizes in every mode.
+struct Rng(u64);
 
-    if cfg.thp_test {
-        rec.put("thp_test", thp_test(cfg)?);
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    crate::progress(&format!("{name}: verifying the objects"));
-    let t = Instant::now();
-    let v = objs.verify(cfg.verify_every)?;
-    rec.put("verify_secs_emulated", t.elapsed().as_secs_f64());
-    rec.put("verify", v.to_obj());
-    if let Objects::Bos(set) = &objs {
-        rec.put("bo_info", set.info()?);
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    rec.put(
-        "gemfs_counters",
-        sys::counters_delta(&gemfs_start, &sys::dir_counters("/sys/kernel/debug/gemfs")),
-    );
-    let vm_end = sys::vmstat()?;
-    rec.put("vmstat_total", sys::vmstat_delta(&vm_start, &vm_end));
-    drop(objs);
-    if v.mismatches > 0 {
-        return Err(format!(
-            "DATA CORRUPTION: {} of {} objects checked differ: {:?}",
-            v.mismatches, v.checked, v.first
+
+    /// Uniform enough in `0..n` for n far below 2^32.
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() >> 32) as usize) % n.max(1)
+    }
+}
+
+/// `age`'s layout, memory after a long uptime: `--age-rounds` rounds, each
+/// of which fills free memory with churn (anonymous and page cache), frees
+/// `--age-turnover-pct` % of the live objects (from the second round on,
+/// chosen at random, whatever their size or age), then, in batches, frees
+/// churn pieces spread over all of it and allocates objects of random
+/// sizes among `--age-sizes-kb` (one set per size) until the objects add
+/// up to `footprint` again, and finally frees the churn. Objects of every
+/// round stay scattered among the holes of every later one.
+#[allow(clippy::too_many_arguments)]
+fn age(
+    cfg: &Config,
+    name: &str,
+    churn_dir: &Path,
+    sets: &mut [Objects],
+    sizes_kb: &[u64],
+    footprint: u64,
+    seed: u32,
+    rec: &mut Obj,
+) -> R<()> {
+    if sets.is_empty() {
+        return Err("age: no object sizes (--age-sizes-kb)".into());
+    }
+    let mut rng = Rng::new(u64::from(seed) + 1);
+    let piece = cfg.piece_kb as usize * 1024;
+    let headroom_kb = cfg.headroom_mb * 1024;
+    let size_of = |i: usize| sizes_kb[i] * 1024;
+    let mut live = 0u64;
+    let mut rounds = Vec::new();
+    for round in 0..cfg.age_rounds {
+        let free_kb = sys::meminfo_kb("MemFree")?;
+        let target = (cfg.mem_bytes() * u64::from(cfg.churn_pct) / 100)
+            .saturating_sub(live)
+            .min(free_kb.saturating_sub(headroom_kb) * 1024);
+        let churn = Churn::fill(churn_dir, target, piece, headroom_kb)?;
+        let pieces = churn.n;
+
+        let (mut removed, mut removed_bytes) = (0u64, 0u64);
+        if round > 0 {
+            let goal = live * u64::from(cfg.age_turnover_pct) / 100;
+            while removed_bytes < goal {
+                let total: usize = sets.iter().map(Objects::live).sum();
+                if total == 0 {
+                    break;
+                }
+                let mut pick = rng.below(total);
+                let i = sets
+                    .iter()
+                    .position(|s| {
+                        let here = pick < s.live();
+                        if !here {
+                            pick -= s.live();
+                        }
+                        here
+                    })
+                    .expect("pick < total");
+                let b = sets[i].remove(pick)?;
+                removed_bytes += b;
+                removed += 1;
+            }
+            live -= removed_bytes;
+        }
+
+        let need = footprint.saturating_sub(live);
+        let needed = (need.div_ceil(piece as u64) as usize).min(pieces);
+        let batches = need.div_ceil(cfg.batch_mb * MIB).max(1) as usize;
+        let (mut freed, mut added, mut added_bytes) = (0u64, 0u64, 0u64);
+        for j in 0..batches {
+            for k in (j..needed).step_by(batches) {
+                churn.free_piece(k * pieces / needed)?;
+                freed += piece as u64;
+            }
+            let goal = if j + 1 == batches {
+                need
+            } else {
+                freed.min(need)
+            };
+            let mut counts = vec![0usize; sets.len()];
+            while added_bytes < goal {
+                let i = rng.below(sets.len());
+                counts[i] += 1;
+                added_bytes += size_of(i);
+                added += 1;
+            }
+            for (i, n) in counts.into_iter().enumerate() {
+                if n > 0 {
+                    sets[i].add(n, size_of(i) as usize)?;
+                }
+            }
+        }
+        live += added_bytes;
+        drop(churn);
+        crate::progress(&format!(
+            "{name}: round {} / {}: churn {} MiB, {removed} objects freed ({} MiB), \
+             {added} added ({} MiB), {} MiB live",
+            round + 1,
+            cfg.age_rounds,
+            (pieces * piece) as u64 / MIB,
+            removed_bytes / MIB,
+            added_bytes / MIB,
+            live / MIB
         ));
+        let mut r = Obj::new();
+        r.put("round", round)
+            .put("churn_mb", (pieces * piece) as u64 / MIB)
+            .put("removed", removed)
+            .put("removed_mb", removed_bytes / MIB)
+            .put("added", added)
+            .put("added_mb", added_bytes / MIB)
+            .put("live_mb", live / MIB);
+        rounds.push(r);
     }
-    let num = |k: &str| {
-        rec.get(k)
-            .and_then(Json::as_u64)
-            .map_or("?".into(), |n| n.to_string())
-    };
-    crate::progress(&format!(
-        "{name}: ok, huge pages obtained {} of {} requested",
-        num("hugepages_obtained"),
-        num("hugepages_requested")
-    ));
+    let per_size: Vec<usize> = sets.iter().map(Objects::live).collect();
+    rec.put("objects", per_size.iter().sum::<usize>())
+        .put("object_kb", sizes_kb.to_vec())
+        .put("objects_per_size", per_size)
+        .put("footprint_mb", live / MIB)
+        .put("age_rounds", rounds);
     Ok(())
 }
 
@@ -599,16 +853,16 @@ mod tests {
         o.add(3, 4 * PAGE).unwrap();
         assert_eq!(o.len(), 3);
         let st = Stream::default();
-        if let Objects::Control { objs, vals } = &mut o {
-            thread::scope(|s| {
-                let h = s.spawn(|| cpu_stream(objs, vals, &st));
-                while st.jobs.load(Ordering::SeqCst) < 10 {
-                    thread::yield_now();
-                }
-                st.stop.store(true, Ordering::SeqCst);
-                assert!(h.join().unwrap().unwrap() >= 10);
-            });
-        }
+        let mut sets = [o];
+        thread::scope(|s| {
+            let h = s.spawn(|| stream(&mut sets, 0, &st));
+            while st.jobs.load(Ordering::SeqCst) < 10 {
+                thread::yield_now();
+            }
+            st.stop.store(true, Ordering::SeqCst);
+            assert!(h.join().unwrap().unwrap() >= 10);
+        });
+        let [mut o] = sets;
         let v = o.verify(1).unwrap();
         assert_eq!((v.checked, v.mismatches), (3, 0));
         if let Objects::Control { objs, .. } = &mut o {
@@ -616,5 +870,60 @@ mod tests {
         }
         let v = o.verify(1).unwrap();
         assert_eq!(v.mismatches, 1, "{v:?}");
+    }
+
+    #[test]
+    fn control_objects_are_removed_and_streamed_across_sets() {
+        let new = || Objects::Control {
+            objs: Vec::new(),
+            vals: Vec::new(),
+        };
+        let mut sets = [new(), new()];
+        sets[0].add(3, 4 * PAGE).unwrap();
+        sets[1].add(2, 8 * PAGE).unwrap();
+        assert_eq!(sets[1].remove(5).unwrap(), 8 * PAGE as u64);
+        assert_eq!((sets[0].live(), sets[1].live()), (3, 1));
+        let st = Stream::default();
+        thread::scope(|s| {
+            let h = s.spawn(|| stream(&mut sets, 0, &st));
+            while st.jobs.load(Ordering::SeqCst) < 20 {
+                thread::yield_now();
+            }
+            st.stop.store(true, Ordering::SeqCst);
+            assert!(h.join().unwrap().unwrap() >= 20);
+        });
+        for set in &sets {
+            let v = set.verify(1).unwrap();
+            assert_eq!(v.mismatches, 0, "{v:?}");
+        }
+        // A set whose objects are all gone is skipped; none left at all is
+        // an error.
+        for _ in 0..3 {
+            sets[0].remove(0).unwrap();
+        }
+        assert!(sets[0].remove(0).is_err());
+        let st = Stream::default();
+        thread::scope(|s| {
+            let h = s.spawn(|| stream(&mut sets, 0, &st));
+            while st.jobs.load(Ordering::SeqCst) < 5 {
+                thread::yield_now();
+            }
+            st.stop.store(true, Ordering::SeqCst);
+            assert!(h.join().unwrap().unwrap() >= 5);
+        });
+        sets[1].remove(0).unwrap();
+        assert!(stream(&mut sets, 0, &Stream::default()).is_err());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_in_range() {
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        let xs: Vec<usize> = (0..100).map(|_| a.below(7)).collect();
+        let ys: Vec<usize> = (0..100).map(|_| b.below(7)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|&x| x < 7));
+        // All of 0..7 come up.
+        assert!((0..7).all(|v| xs.contains(&v)), "{xs:?}");
+        assert_ne!(Rng::new(4).next(), Rng::new(3).next());
     }
 }

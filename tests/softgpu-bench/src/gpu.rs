@@ -179,8 +179,44 @@ impl BoSet {
         })
     }
 
+    /// Objects created so far (the index the next one gets).
     pub fn len(&self) -> usize {
         self.vals.len()
+    }
+
+    /// Objects still there: created and not removed.
+    pub fn live(&self) -> usize {
+        self.ctxs.iter().map(|c| c.bos.len()).sum()
+    }
+
+    /// Removes the `pick`-th live object (counting through the contexts in
+    /// turn, `pick` taken modulo [`live`](Self::live)): unbound and closed,
+    /// so its memory is freed. Returns its size.
+    pub fn remove(&mut self, pick: usize) -> R<u64> {
+        let live = self.live();
+        if live == 0 {
+            return Err("BoSet::remove: no objects".into());
+        }
+        let mut pick = pick % live;
+        let size = self.pat.size;
+        for ctx in &mut self.ctxs {
+            if pick >= ctx.bos.len() {
+                pick -= ctx.bos.len();
+                continue;
+            }
+            let bo = ctx.bos.swap_remove(pick);
+            if bo.mem.is_some() {
+                return Err("BoSet::remove: userptr objects are not removed".into());
+            }
+            ctx.dev
+                .unbind(bo.va, size)
+                .ctx(format!("VM_UNBIND of object {}", bo.index))?;
+            ctx.dev
+                .close_bo(bo.handle)
+                .ctx(format!("GEM_CLOSE of object {}", bo.index))?;
+            return Ok(size);
+        }
+        unreachable!("pick < live")
     }
 
     /// Objects per FILL or verification job.
@@ -268,41 +304,55 @@ impl BoSet {
         busy_us: u64,
         st: &Stream,
     ) -> R<u64> {
-        let nctx = ctxs.len();
+        if ctxs.iter().all(|c| c.bos.is_empty()) {
+            return Err("job stream: no objects".into());
+        }
         let mut k = 0usize;
         while !st.stop.load(Ordering::SeqCst) {
-            let ctx = &ctxs[k % nctx];
-            let round = k / nctx;
+            if Self::stream_step(ctxs, vals, pat, busy_us, k)? {
+                st.jobs.fetch_add(1, Ordering::SeqCst);
+            }
             k += 1;
-            if ctx.bos.is_empty() {
-                if k > nctx && ctxs.iter().all(|c| c.bos.is_empty()) {
-                    return Err("job stream: no objects".into());
-                }
-                continue;
-            }
-            let bo = &ctx.bos[round % ctx.bos.len()];
-            let v = (vals[bo.index] as usize + 1) % NVALUES;
-            let slot = round % SLOTS;
-            let mut cmds = Vec::with_capacity(3);
-            if busy_us > 0 {
-                cmds.push(Cmd::busy(busy_us));
-            }
-            cmds.push(Cmd::fill(bo.va, pat.size, pat.values[v]));
-            cmds.push(Cmd::checksum(RES_VA + slot as u64 * 8, bo.va, pat.size));
-            let what = format!("background job {k} on object {}", bo.index);
-            let s = ctx.submit(&cmds, &what)?;
-            ctx.wait_ok(s, &what)?;
-            vals[bo.index] = v as u8;
-            let got = ctx.slot(slot);
-            if got != pat.hashes[v] {
-                return Err(format!(
-                    "DATA CORRUPTION: {what}: checksum after FILL {:#x} is {got:#x}, expected {:#x}",
-                    pat.values[v], pat.hashes[v]
-                ));
-            }
-            st.jobs.fetch_add(1, Ordering::SeqCst);
         }
         Ok(st.jobs.load(Ordering::SeqCst))
+    }
+
+    /// Step `k` of [`stream`](Self::stream): context `k % contexts`, its
+    /// next object. Whether a job ran (not if that context has no objects).
+    pub fn stream_step(
+        ctxs: &[Ctx],
+        vals: &mut [u8],
+        pat: &Patterns,
+        busy_us: u64,
+        k: usize,
+    ) -> R<bool> {
+        let nctx = ctxs.len();
+        let ctx = &ctxs[k % nctx];
+        let round = k / nctx;
+        if ctx.bos.is_empty() {
+            return Ok(false);
+        }
+        let bo = &ctx.bos[round % ctx.bos.len()];
+        let v = (vals[bo.index] as usize + 1) % NVALUES;
+        let slot = round % SLOTS;
+        let mut cmds = Vec::with_capacity(3);
+        if busy_us > 0 {
+            cmds.push(Cmd::busy(busy_us));
+        }
+        cmds.push(Cmd::fill(bo.va, pat.size, pat.values[v]));
+        cmds.push(Cmd::checksum(RES_VA + slot as u64 * 8, bo.va, pat.size));
+        let what = format!("background job {} on object {}", k + 1, bo.index);
+        let s = ctx.submit(&cmds, &what)?;
+        ctx.wait_ok(s, &what)?;
+        vals[bo.index] = v as u8;
+        let got = ctx.slot(slot);
+        if got != pat.hashes[v] {
+            return Err(format!(
+                "DATA CORRUPTION: {what}: checksum after FILL {:#x} is {got:#x}, expected {:#x}",
+                pat.values[v], pat.hashes[v]
+            ));
+        }
+        Ok(true)
     }
 
     /// Checks every `every`-th object through the GPU (CHECKSUM through the
@@ -427,6 +477,14 @@ impl Verify {
         if self.first.len() < 8 {
             self.first.push(what);
         }
+    }
+
+    /// Adds `other`'s findings to these (several sets checked as one).
+    pub fn merge(&mut self, other: Verify) {
+        self.checked += other.checked;
+        self.mismatches += other.mismatches;
+        let room = 8usize.saturating_sub(self.first.len());
+        self.first.extend(other.first.into_iter().take(room));
     }
 
     pub fn to_obj(&self) -> Obj {

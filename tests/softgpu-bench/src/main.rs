@@ -98,6 +98,7 @@ const PHASES: &[&str] = &[
     "fio",
     "userptr-bind",
     "frag-stress",
+    "age",
 ];
 
 /// A list option's value: items separated by `,` or `+` (runner.bench on
@@ -178,7 +179,7 @@ fn secs(s: &str) -> Result<f64, String> {
 )]
 pub struct Config {
     /// Phases to run, of frag, userptr-frag, migrate, gpu, fault, fileio,
-    /// fio, userptr-bind, frag-stress (frag-stress takes as long as the rest of
+    /// fio, userptr-bind, frag-stress, age (frag-stress takes as long as the rest of
     /// frag together under TCG, stress-ng's workers sharing the vCPUs
     /// with the fill: make run runs it in its page owner guest only; fio
     /// needs /bin/fio and a kernel with CONFIG_SYSVIPC, which the guest
@@ -218,6 +219,20 @@ pub struct Config {
     /// frag-stress fill levels
     #[arg(long, value_name = "LIST", value_parser = levels, default_value = "50")]
     pub stress_levels: List<u32>,
+    /// age fill levels: objects of mixed sizes created and freed over
+    /// rounds of churn (frag.rs), then the frag measurement
+    #[arg(long, value_name = "LIST", value_parser = levels, default_value = "50")]
+    pub age_levels: List<u32>,
+    /// Rounds of churn of the age phase
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub age_rounds: u32,
+    /// Object sizes (KiB) of the age phase, each object's drawn at random
+    #[arg(long, value_name = "LIST", value_parser = sizes_kb, default_value = "64,512,2048,8192")]
+    pub age_sizes_kb: List<u64>,
+    /// Share of the live objects the age phase frees in each round after
+    /// the first
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub age_turnover_pct: u32,
     /// Memory size the levels refer to, also caps the huge page request
     /// and the THP test [default: MemTotal]
     #[arg(long, value_name = "N")]
@@ -308,8 +323,11 @@ impl Config {
         c.migrate_rounds = c.migrate_rounds.max(1);
         let invalid =
             |msg: &str| Self::command().error(clap::error::ErrorKind::ValueValidation, msg);
+        c.age_rounds = c.age_rounds.max(1);
+        c.age_turnover_pct = c.age_turnover_pct.min(100);
         if std::iter::once(&c.bo_kb)
             .chain(c.scale_bo_kb.iter())
+            .chain(c.age_sizes_kb.iter())
             .any(|&kb| kb == 0 || !kb.is_multiple_of(4))
         {
             return Err(invalid("object sizes must be non-zero multiples of 4 KiB"));
@@ -500,7 +518,7 @@ fn main() -> ExitCode {
         cfg.mem_bytes() / MIB
     ));
 
-    let churn_fs = if ["frag", "userptr-frag", "frag-stress"]
+    let churn_fs = if ["frag", "userptr-frag", "frag-stress", "age"]
         .iter()
         .any(|p| cfg.runs(p))
     {
@@ -538,6 +556,15 @@ fn main() -> ExitCode {
             } else {
                 let units = level_units(&cfg, &cfg.stress_levels, cfg.repeat_other);
                 failed |= frag_phase(&cfg, "frag-stress", &units, &cfg.modes, &churn.dir);
+            }
+        }
+        if cfg.runs("age") {
+            if cfg.age_sizes_kb.is_empty() {
+                progress("FAILED: age needs at least one object size (--age-sizes-kb)");
+                failed = true;
+            } else {
+                let units = level_units(&cfg, &cfg.age_levels, cfg.repeat_other);
+                failed |= frag_phase(&cfg, "age", &units, &cfg.modes, &churn.dir);
             }
         }
     }
@@ -694,6 +721,10 @@ mod tests {
                 "userptr_levels",
                 "stress_ng",
                 "stress_levels",
+                "age_levels",
+                "age_rounds",
+                "age_sizes_kb",
+                "age_turnover_pct",
                 "mem_mb",
                 "repeat",
                 "repeat_other",

@@ -1,7 +1,7 @@
 //! A short smoke of the benchmark suite (`make run`), so that it cannot
 //! silently break: every phase on a small footprint, every mode (the
 //! userptr ones too: `userptr-frag` and `userptr-bind`; `frag-stress`
-//! with stress-ng's stressors). Its
+//! with stress-ng's stressors; `age` with two rounds). Its
 //! figures are not looked at here; its own checks (GPU checksums, CPU
 //! reads of every page, ioctl results) are, through its exit status.
 
@@ -15,7 +15,7 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
     let out = Command::new(BENCH)
         .args([
             "--phases",
-            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress",
+            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress,age",
             "--modes",
             "control,gemfs,pinned",
             "--levels",
@@ -30,6 +30,12 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
             // in 32 children: slow to stop in this roomy debug guest.
             "--stress-ng",
             "vm,pagemove",
+            "--age-levels",
+            "10",
+            "--age-rounds",
+            "2",
+            "--age-sizes-kb",
+            "64,512",
             "--scale-bo-kb",
             "512",
             "--scale-level",
@@ -80,6 +86,8 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         "\"userptr-bind-summary\"",
         "\"frag-stress\"",
         "\"frag-stress-summary\"",
+        "\"age\"",
+        "\"age-summary\"",
     ] {
         assert!(
             results
@@ -113,12 +121,37 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         assert!(r.contains("\"stress_ng\":{\"stressors\":"), "{r}");
         assert!(r.contains("\"bogo_ops\":{\"vm\":"), "{r}");
     }
+    // Every age measurement went through both rounds, and the second
+    // freed objects of the first before it allocated more.
+    let aged: Vec<&&str> = results
+        .iter()
+        .filter(|r| r.contains("\"phase\":\"age\""))
+        .collect();
+    assert_eq!(aged.len(), 3, "{stdout}");
+    for r in aged {
+        assert!(r.contains("\"object_kb\":[64,512]"), "{r}");
+        let rounds = r
+            .split_once("\"age_rounds\":[")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no age_rounds in {r}"));
+        assert!(rounds.contains("{\"round\":0,"), "{r}");
+        let second = rounds
+            .split_once("{\"round\":1,")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no second round in {r}"));
+        let removed: u64 = second
+            .split_once("\"removed\":")
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no objects removed count in the second round of {r}"));
+        assert!(removed > 0, "the second round freed no objects: {r}");
+    }
     // Every fragmentation measurement started with the per-CPU lists
     // drained, and the drain reached every list's floor.
     let measured: Vec<&&str> = results
         .iter()
         .filter(|r| {
-            ["frag", "userptr-frag", "frag-stress"]
+            ["frag", "userptr-frag", "frag-stress", "age"]
                 .iter()
                 .any(|p| r.contains(&format!("\"phase\":\"{p}\",")))
         })
