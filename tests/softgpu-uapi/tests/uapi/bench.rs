@@ -52,6 +52,10 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
             "2",
             "--batch-mb",
             "8",
+            // Churn up to half the 256 MiB, not 90 %: enough to scatter
+            // 10 % of objects, at half the fill time of each measurement.
+            "--churn-pct",
+            "50",
             // One run of each measurement: the rotation of the modes
             // between repetitions is softgpu-bench's own unit test.
             "--repeat",
