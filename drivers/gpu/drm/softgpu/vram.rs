@@ -13,9 +13,9 @@
 //! registers the VRAM resource manager of `kernel::drm::ttm` as its
 //! `TTM_PL_VRAM`, on the kernel's buddy allocator (drm_buddy, as amdgpu,
 //! i915 and xe manage theirs) over the whole BAR, in blocks of at least a
-//! page, with the BAR as the manager's aperture. No object is placed in
-//! VRAM yet (see "Discrete mode" in Documentation/gpu/softgpu.rst for what
-//! comes next).
+//! page, with the BAR as the manager's aperture. Discrete-mode objects
+//! (`tbo.rs`) are placed there (see "Discrete mode" in
+//! Documentation/gpu/softgpu.rst).
 
 use kernel::{
     c_str, drm,
@@ -55,12 +55,6 @@ pub(crate) struct Vram {
     /// aperture, through which TTM copies and maps objects.
     manager: ttm::VramManager<SoftGpu>,
     ttm: Arc<ttm::Device<SoftGpu>>,
-}
-
-impl ttm::Driver for SoftGpu {
-    type Drm = SoftGpu;
-    type BoData = ();
-    type Folio = kernel::gemfs::Hold;
 }
 
 impl Slot {
@@ -105,7 +99,6 @@ impl Slot {
     }
 
     /// The TTM device, when the VRAM device is bound.
-    #[allow(dead_code)]
     pub(crate) fn ttm(&self) -> Option<Arc<ttm::Device<SoftGpu>>> {
         self.vram.lock().as_ref().map(|v| v.ttm.clone())
     }
