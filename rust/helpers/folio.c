@@ -99,3 +99,8 @@ bool rust_helper_folio_test_hugetlb(const struct folio *folio)
 {
 	return folio_test_hugetlb(folio);
 }
+
+struct page *rust_helper_folio_page(struct folio *folio, unsigned long n)
+{
+	return folio_page(folio, n);
+}

@@ -461,6 +461,22 @@ impl Bar {
         self.len == 0
     }
 
+    /// The bus (physical) address where the BAR starts: what a CPU mapping
+    /// of its memory maps (`pci_resource_start()`).
+    pub fn bus_start(&self) -> u64 {
+        // SAFETY: the device is live (`pdev` is referenced) and `num` one
+        // of its standard BARs (type invariant); the core fixed its
+        // resources before the driver saw it.
+        unsafe { (*self.pdev.as_raw()).resource[self.num as usize].start }
+    }
+
+    /// The start of the kernel's write-combined mapping of the whole BAR,
+    /// valid for `len()` bytes while `self` lives: for abstractions that
+    /// copy to and from it (TTM's moves), never dereferenced here.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
     /// The mapping at `offset`, if `[offset, offset + size)` is inside the
     /// BAR and `offset` is a multiple of `align`.
     fn at(&self, offset: usize, size: usize, align: usize) -> Result<*mut c_void> {

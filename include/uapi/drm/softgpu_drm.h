@@ -41,6 +41,7 @@ extern "C" {
 #define DRM_SOFTGPU_EXEC		0x06
 #define DRM_SOFTGPU_WAIT		0x07
 #define DRM_SOFTGPU_USERPTR		0x08
+#define DRM_SOFTGPU_GEM_MOVE		0x09
 
 /* The GPU virtual address space: 39 bits, 4 KiB pages, from 0. */
 #define SOFTGPU_VA_BITS			39
@@ -54,6 +55,26 @@ extern "C" {
  */
 #define SOFTGPU_BO_PINNED		0x1
 
+/*
+ * Discrete mode (a VRAM device is bound): the object is a TTM buffer
+ * object, in VRAM or in system memory, moved by TTM. %SOFTGPU_BO_VRAM: in
+ * VRAM, evicting idle objects to system memory to make room (-ENOSPC only
+ * when nothing can be evicted; -E2BIG above the VRAM's size);
+ * %SOFTGPU_BO_SYSTEM: in system memory; both: a preference, VRAM if there
+ * is room without evicting, else system memory. In system memory its pages
+ * are folios of a gemfs file, which migration can move, or with
+ * %SOFTGPU_BO_TTM_POOL (the baseline, as amdgpu's) pages of TTM's page
+ * pool, which it cannot. CPU mappings are faulted in from wherever the
+ * object is (VRAM through the BAR, write-combined; or its system pages),
+ * and unmapped before every move; moves are CPU copies. Not with
+ * %SOFTGPU_BO_PINNED (-EINVAL); without a VRAM device, -ENODEV. A TTM
+ * object cannot be bound into the GPU VM yet: VM_BIND returns
+ * -EOPNOTSUPP, as GEM_MADVISE does.
+ */
+#define SOFTGPU_BO_VRAM			0x2
+#define SOFTGPU_BO_SYSTEM		0x4
+#define SOFTGPU_BO_TTM_POOL		0x8
+
 /**
  * struct drm_softgpu_gem_create - create a buffer object
  *
@@ -64,7 +85,7 @@ extern "C" {
 struct drm_softgpu_gem_create {
 	/** @size: in bytes, a multiple of %SOFTGPU_PAGE_SIZE. */
 	__u64 size;
-	/** @flags: %SOFTGPU_BO_PINNED or 0. */
+	/** @flags: %SOFTGPU_BO_PINNED, or placement flags, or 0. */
 	__u32 flags;
 	/** @handle: out, the new GEM handle. */
 	__u32 handle;
@@ -75,6 +96,9 @@ struct drm_softgpu_gem_create {
  *
  * The CPU mapping maps the BO's backing file itself: its pages are normal,
  * rmap-visible file pages (never VM_PFNMAP), so migration can unmap them.
+ * A TTM object's mapping is TTM's instead (VM_PFNMAP, faulted in page by
+ * page from VRAM or system memory, see %SOFTGPU_BO_VRAM); it must be shared
+ * (MAP_SHARED), and ptrace access to it while in VRAM is -EIO.
  */
 struct drm_softgpu_gem_mmap_offset {
 	/** @handle: the BO. */
@@ -91,6 +115,10 @@ struct drm_softgpu_gem_mmap_offset {
 #define SOFTGPU_BO_INFO_PURGED		0x4
 /* Imported from another driver's dma-buf (see "PRIME import" above). */
 #define SOFTGPU_BO_INFO_IMPORTED	0x8
+/* A TTM object (discrete mode); in VRAM now; with TTM's page pool. */
+#define SOFTGPU_BO_INFO_TTM		0x10
+#define SOFTGPU_BO_INFO_VRAM		0x20
+#define SOFTGPU_BO_INFO_TTM_POOL	0x40
 
 /**
  * struct drm_softgpu_gem_info - what the driver knows of a BO
@@ -106,7 +134,11 @@ struct drm_softgpu_gem_info {
 	__u64 size;
 	/** @bindings: out, number of VM bindings of the BO in this file. */
 	__u64 bindings;
-	/** @resident_pages: out, pages present in GPU page tables (held). */
+	/**
+	 * @resident_pages: out, pages present in GPU page tables (held); for
+	 * a TTM object, its pages in memory: all in VRAM, those its system
+	 * memory has taken (populated) otherwise.
+	 */
 	__u64 resident_pages;
 	/**
 	 * @released: out, folios given back to migration or to the shrinker
@@ -121,6 +153,23 @@ struct drm_softgpu_gem_info {
 	 * are made resident at EXEC, before its fence exists).
 	 */
 	__u64 gpu_faults;
+};
+
+/**
+ * struct drm_softgpu_gem_move - move a TTM object to a placement
+ *
+ * @placement is %SOFTGPU_BO_VRAM, %SOFTGPU_BO_SYSTEM or both, as at
+ * GEM_CREATE (ttm_bo_validate(); nothing moves if the object is in one of
+ * them already). The CPU mappings are unmapped first and fault the pages
+ * in again from the new place. -EINVAL for other flags, a non-zero @pad or
+ * an object that is not a TTM object; -ENOSPC if VRAM has no room even
+ * after evicting; on error the object stays where it was.
+ */
+struct drm_softgpu_gem_move {
+	/** @handle: the BO. */
+	__u32 handle;
+	/** @placement: %SOFTGPU_BO_VRAM and/or %SOFTGPU_BO_SYSTEM. */
+	__u32 placement;
 };
 
 #define SOFTGPU_MADV_WILLNEED		0
@@ -369,6 +418,8 @@ struct drm_softgpu_userptr {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_WAIT, struct drm_softgpu_wait)
 #define DRM_IOCTL_SOFTGPU_USERPTR \
 	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR, struct drm_softgpu_userptr)
+#define DRM_IOCTL_SOFTGPU_GEM_MOVE \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_MOVE, struct drm_softgpu_gem_move)
 
 #if defined(__cplusplus)
 }

@@ -55,6 +55,15 @@ pub trait DriverObject: Sized + Send + Sync + 'static {
     fn resident_size(&self) -> usize {
         0
     }
+
+    /// The TTM buffer object whose memory this object is, if it is one:
+    /// CPU mappings of the object are then TTM's, faulted in page by page
+    /// from wherever the BO is at the time ([`super::ttm::MmapBo`]),
+    /// instead of mappings of the backing file.
+    #[cfg(CONFIG_RUST_DRM_TTM)]
+    fn ttm_bo(&self) -> Option<&super::ttm::MmapBo> {
+        None
+    }
 }
 
 /// A GEM object of driver data `T`.
@@ -241,6 +250,10 @@ impl<T: DriverObject> Funcs<T> {
                 ret
             };
         }
+        // SAFETY: as for this function.
+        if let Some(ret) = unsafe { Self::ttm_mmap(obj, vma) } {
+            return ret;
+        }
         // SAFETY: DRM calls this for our object, with the vma being set up
         // by `drm_gem_mmap()`, which checked its range against the object.
         unsafe {
@@ -265,6 +278,51 @@ impl<T: DriverObject> Funcs<T> {
             }
             ret
         }
+    }
+
+    /// For an object whose memory is a TTM BO: maps the BO (TTM's faults);
+    /// `None` for any other object.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::mmap`].
+    #[cfg(CONFIG_RUST_DRM_TTM)]
+    unsafe fn ttm_mmap(
+        obj: *mut bindings::drm_gem_object,
+        vma: *mut bindings::vm_area_struct,
+    ) -> Option<crate::ffi::c_int> {
+        // SAFETY: DRM calls `mmap` for our live object.
+        let bo = unsafe { Self::data(obj) }.ttm_bo()?;
+        // SAFETY: the vma is being set up by `drm_gem_mmap()` for this
+        // object (a DRM file of its device), which checked its range
+        // against the object, whose size is the BO's. TTM's vm_ops and
+        // private data replace DRM's, whose object reference goes: the
+        // mapping holds a reference to the BO instead.
+        Some(unsafe {
+            let pgoff = (*vma).vm_pgoff - bindings::drm_vma_node_start(&raw const (*obj).vma_node);
+            (*vma).vm_ops = core::ptr::null();
+            (*vma).vm_private_data = core::ptr::null_mut();
+            match bo.mmap(vma, pgoff) {
+                Ok(()) => {
+                    bindings::drm_gem_object_put(obj);
+                    0
+                }
+                Err(e) => e.to_errno(),
+            }
+        })
+    }
+
+    /// Without TTM, no object is a TTM BO.
+    ///
+    /// # Safety
+    ///
+    /// None needed; the signature of the TTM variant.
+    #[cfg(not(CONFIG_RUST_DRM_TTM))]
+    unsafe fn ttm_mmap(
+        _obj: *mut bindings::drm_gem_object,
+        _vma: *mut bindings::vm_area_struct,
+    ) -> Option<crate::ffi::c_int> {
+        None
     }
 
     /// # Safety

@@ -199,6 +199,15 @@ impl Device {
         Ok(a.handle)
     }
 
+    /// GEM_MOVE: moves a TTM object to `placement` (`SOFTGPU_BO_VRAM`
+    /// and/or `SOFTGPU_BO_SYSTEM`).
+    pub fn move_bo(&self, handle: u32, placement: u32) -> io::Result<()> {
+        self.ioctl(
+            DRM_IOCTL_SOFTGPU_GEM_MOVE,
+            &mut GemMove { handle, placement },
+        )
+    }
+
     /// GEM_CLOSE (DRM core): drops the handle.
     pub fn close_bo(&self, handle: u32) -> io::Result<()> {
         self.ioctl(DRM_IOCTL_GEM_CLOSE, &mut DrmGemClose { handle, pad: 0 })

@@ -197,8 +197,9 @@ pub const DRM_SOFTGPU_VM_UNBIND: u32 = 0x05;
 pub const DRM_SOFTGPU_EXEC: u32 = 0x06;
 pub const DRM_SOFTGPU_WAIT: u32 = 0x07;
 pub const DRM_SOFTGPU_USERPTR: u32 = 0x08;
+pub const DRM_SOFTGPU_GEM_MOVE: u32 = 0x09;
 /// Number of softgpu ioctls: driver numbers from this one on are unknown.
-pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x09;
+pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x0a;
 
 /// `SOFTGPU_VA_BITS`: the GPU VA space is [0, 1 << 39).
 pub const SOFTGPU_VA_BITS: u32 = 39;
@@ -209,6 +210,13 @@ pub const SOFTGPU_PAGE_SIZE: u64 = 4096;
 
 /// `SOFTGPU_BO_PINNED`: plain shmem, pages pinned while bound.
 pub const SOFTGPU_BO_PINNED: u32 = 1 << 0;
+/// `SOFTGPU_BO_VRAM`: a TTM object (discrete mode) in VRAM.
+pub const SOFTGPU_BO_VRAM: u32 = 1 << 1;
+/// `SOFTGPU_BO_SYSTEM`: a TTM object in system memory (with VRAM: a
+/// preference, VRAM if there is room without evicting).
+pub const SOFTGPU_BO_SYSTEM: u32 = 1 << 2;
+/// `SOFTGPU_BO_TTM_POOL`: the baseline, system pages from TTM's pool.
+pub const SOFTGPU_BO_TTM_POOL: u32 = 1 << 3;
 
 /// `struct drm_softgpu_gem_create`.
 #[repr(C)]
@@ -232,6 +240,9 @@ pub const SOFTGPU_BO_INFO_PINNED: u32 = 1 << 0;
 pub const SOFTGPU_BO_INFO_PURGEABLE: u32 = 1 << 1;
 pub const SOFTGPU_BO_INFO_PURGED: u32 = 1 << 2;
 pub const SOFTGPU_BO_INFO_IMPORTED: u32 = 1 << 3;
+pub const SOFTGPU_BO_INFO_TTM: u32 = 1 << 4;
+pub const SOFTGPU_BO_INFO_VRAM: u32 = 1 << 5;
+pub const SOFTGPU_BO_INFO_TTM_POOL: u32 = 1 << 6;
 
 /// `struct drm_softgpu_gem_info`.
 #[repr(C)]
@@ -375,9 +386,20 @@ pub const DRM_IOCTL_SOFTGPU_EXEC: c_ulong = drm_iowr::<Exec>(DRM_COMMAND_BASE + 
 pub const DRM_IOCTL_SOFTGPU_WAIT: c_ulong = drm_iowr::<Wait>(DRM_COMMAND_BASE + DRM_SOFTGPU_WAIT);
 pub const DRM_IOCTL_SOFTGPU_USERPTR: c_ulong =
     drm_iow::<Userptr>(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR);
+pub const DRM_IOCTL_SOFTGPU_GEM_MOVE: c_ulong =
+    drm_iow::<GemMove>(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_MOVE);
+
+/// `struct drm_softgpu_gem_move`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GemMove {
+    pub handle: u32,
+    /// `SOFTGPU_BO_VRAM` and/or `SOFTGPU_BO_SYSTEM`.
+    pub placement: u32,
+}
 
 /// Every softgpu ioctl, for tests that go through all of them.
-pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 9] = [
+pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 10] = [
     ("GEM_CREATE", DRM_IOCTL_SOFTGPU_GEM_CREATE),
     ("GEM_MMAP_OFFSET", DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET),
     ("GEM_INFO", DRM_IOCTL_SOFTGPU_GEM_INFO),
@@ -387,6 +409,7 @@ pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 9] = [
     ("EXEC", DRM_IOCTL_SOFTGPU_EXEC),
     ("WAIT", DRM_IOCTL_SOFTGPU_WAIT),
     ("USERPTR", DRM_IOCTL_SOFTGPU_USERPTR),
+    ("GEM_MOVE", DRM_IOCTL_SOFTGPU_GEM_MOVE),
 ];
 
 /// The uAPI structures that [`crate::Device::ioctl`] may pass: plain data,
@@ -412,6 +435,7 @@ uapi_arg!(
     VmUnbind,
     Exec,
     Wait,
+    GemMove,
     DrmGemClose,
     DrmPrimeHandle
 );
@@ -444,6 +468,7 @@ layout!(Exec, 32, {
 });
 layout!(Wait, 32, { seqno @ 0, timeout_ns @ 8, status @ 16, pad @ 20, fault_addr @ 24 });
 layout!(Userptr, 32, { addr @ 0, size @ 8, gpu_va @ 16, flags @ 24, pad @ 28 });
+layout!(GemMove, 8, { handle @ 0, placement @ 4 });
 layout!(DrmVersion, 64, {
     version_major @ 0, version_minor @ 4, version_patchlevel @ 8, name_len @ 16,
     name @ 24, date_len @ 32, date @ 40, desc_len @ 48, desc @ 56,
@@ -462,6 +487,7 @@ const _: () = assert!(DRM_IOCTL_SOFTGPU_VM_UNBIND == 0x4010_6445);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_EXEC == 0xc020_6446);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_WAIT == 0xc020_6447);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_USERPTR == 0x4020_6448);
+const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_MOVE == 0x4008_6449);
 const _: () = assert!(DRM_IOCTL_VERSION == 0xc040_6400);
 const _: () = assert!(DRM_IOCTL_GEM_CLOSE == 0x4008_6409);
 const _: () = assert!(DRM_IOCTL_PRIME_HANDLE_TO_FD == 0xc00c_642d);

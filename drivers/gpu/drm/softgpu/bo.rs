@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::{
     bindings, c_str,
     dma_fence::{Fence, Resv, ResvUsage},
-    drm::{self, gem},
+    drm::{self, gem, ttm},
     folio::{Folio, LockedFolio},
     fs::File,
     gemfs::{self, Hold, ObjectRef},
@@ -338,6 +338,9 @@ enum Backing {
     Shmem(ARef<File>),
     /// Imported: the page frame number of each page of the dma-buf.
     Import(KVec<usize>),
+    /// Discrete mode: a TTM BO, in VRAM or system memory (`tbo.rs`). Not
+    /// bound into GPU VMs (yet): the owner has no mapping, no residency.
+    Ttm(ARef<ttm::Bo<crate::SoftGpu>>),
 }
 
 /// softgpu's GEM object data.
@@ -441,6 +444,44 @@ impl Bo {
         matches!(self.backing, Backing::Import(_))
     }
 
+    /// The TTM BO of a discrete-mode object.
+    pub(crate) fn ttm(&self) -> Option<&ARef<ttm::Bo<crate::SoftGpu>>> {
+        match &self.backing {
+            Backing::Ttm(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Creates a discrete-mode object of `size` bytes on `dev`: a TTM BO
+    /// placed as `placement` says (`tbo.rs`); `ENODEV` without a VRAM
+    /// device.
+    pub(crate) fn create_ttm(
+        dev: &drm::Device<crate::SoftGpu>,
+        size: usize,
+        placement: &ttm::Placement,
+        pool: bool,
+    ) -> Result<ARef<GemObject>> {
+        let (tbo, file) = crate::tbo::create(dev, size, placement, pool)?;
+        let owner = Self::new_owner(dev, false)?;
+        let objects = &dev.data().objects;
+        let id = objects.new_id();
+        let obj = GemObject::new(
+            dev,
+            size,
+            file,
+            Bo {
+                id,
+                pinned: false,
+                pages: size / PAGE as usize,
+                owner,
+                backing: Backing::Ttm(tbo),
+            },
+        )?;
+        obj.owner.resv.store(obj.resv().as_raw(), Ordering::Release);
+        objects.insert(id, &obj)?;
+        Ok(obj)
+    }
+
     /// Creates an object of `size` bytes on `dev`.
     pub(crate) fn create(
         dev: &drm::Device<crate::SoftGpu>,
@@ -492,6 +533,8 @@ impl Bo {
                 pfn: *pfns.get(index).ok_or(EFAULT)?,
                 index,
             }),
+            // Never bound (`VM_BIND` refuses it).
+            Backing::Ttm(_) => Err(EOPNOTSUPP),
         }
     }
 
@@ -828,6 +871,7 @@ impl Bo {
             self.pages * PAGE as usize,
             match self.backing {
                 Backing::Import(_) => "import",
+                Backing::Ttm(_) => "ttm",
                 _ if self.pinned => "pinned",
                 _ => "gemfs",
             },
@@ -845,7 +889,7 @@ impl Bo {
         match &self.backing {
             Backing::Gemfs(o) => Some(o.file()),
             Backing::Shmem(f) => Some(f),
-            Backing::Import(_) => None,
+            Backing::Import(_) | Backing::Ttm(_) => None,
         }
     }
 
@@ -903,6 +947,10 @@ impl gem::DriverObject for Bo {
 
     fn resident_size(&self) -> usize {
         self.pages_in_memory() * PAGE as usize
+    }
+
+    fn ttm_bo(&self) -> Option<&ttm::MmapBo> {
+        self.ttm()?.mmap_bo()
     }
 }
 

@@ -99,15 +99,27 @@ impl SoftFile {
         args: &mut uapi::drm_softgpu_gem_create,
         file: &DrmFile,
     ) -> Result<u32> {
-        if args.flags & !uapi::SOFTGPU_BO_PINNED != 0
+        let ttm_flags = uapi::SOFTGPU_BO_VRAM | uapi::SOFTGPU_BO_SYSTEM | uapi::SOFTGPU_BO_TTM_POOL;
+        let pinned = args.flags & uapi::SOFTGPU_BO_PINNED != 0;
+        let ttm = args.flags & ttm_flags != 0;
+        if args.flags & !(uapi::SOFTGPU_BO_PINNED | ttm_flags) != 0
             || args.size == 0
             || !page_aligned(args.size)
             || args.size > VA_END
+            || (ttm && pinned)
         {
             return Err(EINVAL);
         }
         let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
-        let obj = Bo::create(dev, size, args.flags & uapi::SOFTGPU_BO_PINNED != 0)?;
+        let obj = if ttm {
+            // Discrete mode: `EINVAL` for the pool flag alone, `ENODEV`
+            // without a VRAM device.
+            let placement = crate::tbo::placement(args.flags)?;
+            let pool = args.flags & uapi::SOFTGPU_BO_TTM_POOL != 0;
+            Bo::create_ttm(dev, size, &placement, pool)?
+        } else {
+            Bo::create(dev, size, pinned)?
+        };
         args.handle = obj.create_handle(file)?;
         Ok(0)
     }
@@ -152,6 +164,18 @@ impl SoftFile {
         args.released = info.released;
         args.refused = info.refused;
         args.gpu_faults = info.gpu_faults;
+        if let Some(tbo) = obj.ttm() {
+            let (vram, resident) = crate::tbo::info(tbo)?;
+            args.flags |= uapi::SOFTGPU_BO_INFO_TTM;
+            if vram {
+                args.flags |= uapi::SOFTGPU_BO_INFO_VRAM;
+            }
+            if tbo.pool {
+                args.flags |= uapi::SOFTGPU_BO_INFO_TTM_POOL;
+            }
+            args.resident_pages = resident;
+            (args.released, args.refused) = crate::tbo::release_counts(tbo);
+        }
         Ok(0)
     }
 
@@ -171,6 +195,10 @@ impl SoftFile {
         if obj.is_import() {
             // The exporter's memory: not ours to purge.
             return Err(EINVAL);
+        }
+        if obj.ttm().is_some() {
+            // Not for TTM objects yet.
+            return Err(EOPNOTSUPP);
         }
         args.retained = obj.madvise(args.madv).into();
         Ok(0)
@@ -195,10 +223,30 @@ impl SoftFile {
         if bo_end > obj.size() as u64 {
             return Err(EINVAL);
         }
+        if obj.ttm().is_some() {
+            // TTM objects are not bound into GPU VMs yet.
+            return Err(EOPNOTSUPP);
+        }
         let readonly = args.flags & uapi::SOFTGPU_BIND_READONLY != 0;
         file.inner()
             .vm
             .bind(obj, args.gpu_va, args.bo_offset, args.size, readonly)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_GEM_MOVE
+    pub(crate) fn gem_move(
+        _dev: &Device,
+        args: &mut uapi::drm_softgpu_gem_move,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let known = uapi::SOFTGPU_BO_VRAM | uapi::SOFTGPU_BO_SYSTEM;
+        if args.placement & !known != 0 {
+            return Err(EINVAL);
+        }
+        let obj = lookup(file, args.handle)?;
+        let tbo = obj.ttm().ok_or(EINVAL)?;
+        crate::tbo::move_to(tbo, args.placement)?;
         Ok(0)
     }
 

@@ -12,6 +12,7 @@ mod bo;
 mod engine;
 mod file;
 mod objects;
+mod tbo;
 mod userptr;
 mod vm;
 mod vram;
@@ -106,6 +107,8 @@ impl drm::Driver for SoftGpu {
             uapi::drm_softgpu_wait, RENDER_ALLOW, file::SoftFile::wait),
         (SOFTGPU_USERPTR, iow::<uapi::drm_softgpu_userptr>(nr(uapi::DRM_SOFTGPU_USERPTR)),
             uapi::drm_softgpu_userptr, RENDER_ALLOW, file::SoftFile::userptr),
+        (SOFTGPU_GEM_MOVE, iow::<uapi::drm_softgpu_gem_move>(nr(uapi::DRM_SOFTGPU_GEM_MOVE)),
+            uapi::drm_softgpu_gem_move, RENDER_ALLOW, file::SoftFile::gem_move),
     }
 
     fn show_fdinfo(file: &drm::file::File<file::SoftFile>, p: &drm::Printer) {

@@ -13,8 +13,9 @@
 //! registers the VRAM resource manager of `kernel::drm::ttm` as its
 //! `TTM_PL_VRAM`, on the kernel's buddy allocator (drm_buddy, as amdgpu,
 //! i915 and xe manage theirs) over the whole BAR, in blocks of at least a
-//! page. No object is placed in VRAM yet (see "Discrete mode" in
-//! Documentation/gpu/softgpu.rst for what comes next).
+//! page, with the BAR as the manager's aperture. Discrete-mode objects
+//! (`tbo.rs`) are placed there (see "Discrete mode" in
+//! Documentation/gpu/softgpu.rst).
 
 use kernel::{
     c_str, drm,
@@ -45,18 +46,15 @@ pub(crate) struct Slot {
 
 /// Mapped VRAM, its TTM device and resource manager.
 ///
-/// Dropped in field order: the manager (evicting what is in VRAM), the
-/// TTM device, then the mapping.
+/// Dropped in field order: the manager (evicting what is in VRAM, then
+/// unmapping the BAR, which it holds as its aperture), then the TTM
+/// device.
 pub(crate) struct Vram {
-    /// `TTM_PL_VRAM` of `ttm`: offsets in `bar`, allocated from a buddy
-    /// allocator in blocks of at least `PAGE_SIZE`.
+    /// `TTM_PL_VRAM` of `ttm`: offsets in the BAR, allocated from a buddy
+    /// allocator in blocks of at least `PAGE_SIZE`; the BAR is its
+    /// aperture, through which TTM copies and maps objects.
     manager: ttm::VramManager<SoftGpu>,
     ttm: Arc<ttm::Device<SoftGpu>>,
-    bar: pci::Bar,
-}
-
-impl ttm::Driver for SoftGpu {
-    type Drm = SoftGpu;
 }
 
 impl Slot {
@@ -76,7 +74,7 @@ impl Slot {
         match &*self.vram.lock() {
             Some(v) => {
                 let buddy = v.manager.buddy();
-                let (size, free) = (v.bar.len() as u64, buddy.avail());
+                let (size, free) = (buddy.size(), buddy.avail());
                 p.print(format_args!(
                     "bar: {VRAM_BAR}\nsize: {size}\nused: {}\nfree: {free}\nallocator:\n",
                     size - free
@@ -101,7 +99,6 @@ impl Slot {
     }
 
     /// The TTM device, when the VRAM device is bound.
-    #[allow(dead_code)]
     pub(crate) fn ttm(&self) -> Option<Arc<ttm::Device<SoftGpu>>> {
         self.vram.lock().as_ref().map(|v| v.ttm.clone())
     }
@@ -172,11 +169,12 @@ impl pci::Driver for VramDriver {
         }
         let buddy = Buddy::new(bar.len() as u64, PAGE_SIZE as u64)?;
         let ttm = ttm::Device::new(dev.as_dev(), &ctx.drm)?;
-        let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy)?;
+        let mib = bar.len() >> 20;
+        let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy, bar)?;
         // Nothing fails after this: dropping `this` would empty the slot.
         let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
-        pr_info!("VRAM: {} MiB (BAR {VRAM_BAR})\n", bar.len() >> 20);
-        *vram = Some(Vram { manager, ttm, bar });
+        pr_info!("VRAM: {mib} MiB (BAR {VRAM_BAR})\n");
+        *vram = Some(Vram { manager, ttm });
         Ok(this)
     }
 }

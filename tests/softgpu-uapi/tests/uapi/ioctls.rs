@@ -129,7 +129,17 @@ fn gem_create_rejects_bad_sizes() {
 #[test]
 fn gem_create_rejects_unknown_flags() {
     let dev = open();
-    for flags in [2, 4, 1 << 31, u32::MAX, SOFTGPU_BO_PINNED | 2] {
+    // Placement flags alone are discrete mode's (see `ttm`); the pool flag
+    // needs a placement, and pinned objects are not TTM's.
+    for flags in [
+        0x10,
+        0x20,
+        1 << 31,
+        u32::MAX,
+        SOFTGPU_BO_TTM_POOL,
+        SOFTGPU_BO_PINNED | SOFTGPU_BO_VRAM,
+        SOFTGPU_BO_PINNED | SOFTGPU_BO_SYSTEM,
+    ] {
         expect_errno(
             dev.create_bo(PAGE, flags),
             EINVAL,

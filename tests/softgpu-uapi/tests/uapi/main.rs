@@ -31,6 +31,8 @@
 //!   while jobs use them.
 //! - `bench`: a smoke run of the benchmark suite.
 //! - `vram`: discrete mode's VRAM, a PCI BAR (or its absence with VRAM=0).
+//! - `ttm`: discrete mode's TTM objects: placement flags, moves, CPU
+//!   mappings that follow them, VRAM overcommit (or `ENODEV` with VRAM=0).
 
 mod bench;
 mod common;
@@ -48,6 +50,7 @@ mod reclaim;
 mod scale;
 mod shrinker;
 mod truncate;
+mod ttm;
 mod userptr;
 mod userptr_kinds;
 mod vram;

@@ -25,7 +25,7 @@ const PREFETCH: u64 = 0x2000;
 const MEM_64: u64 = 0x10_0000;
 
 /// The VRAM size the guest was booted with, from `runner.vram=`.
-fn expected_vram() -> u64 {
+pub(crate) fn expected_vram() -> u64 {
     let cmdline = fs::read_to_string("/proc/cmdline").expect("reading /proc/cmdline");
     let v = cmdline
         .split_whitespace()
@@ -65,7 +65,7 @@ fn bar(dev: &Path, bar: usize) -> (u64, u64, u64) {
 
 /// A debugfs file of the device's, as text and as its `key: value` pairs
 /// with a number for a value.
-fn debugfs_kv(dev: &softgpu::Device, name: &str) -> (String, HashMap<String, u64>) {
+pub(crate) fn debugfs_kv(dev: &softgpu::Device, name: &str) -> (String, HashMap<String, u64>) {
     let path = debugfs_path(dev, name);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let kv = text

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Discrete mode's objects: TTM buffer objects, placed in VRAM or system
+//! memory and moved by TTM.
+//!
+//! A TTM object is a softgpu GEM object (`bo.rs`, backing `Ttm`) whose
+//! memory is a `kernel::drm::ttm::Bo` of the VRAM device's TTM device. Its
+//! CPU mappings are TTM's: every fault maps the page where the object is at
+//! that moment, a VRAM page through the BAR (write-combined) or a system
+//! page, and every move unmaps them first. In system memory its pages are
+//! folios of its own gemfs file (a hold on each while TTM's `ttm_tt` points
+//! to them), which migration can move: gemfs's release callback here gives
+//! them all back, and the next access takes them again. In baseline mode
+//! (`SOFTGPU_BO_TTM_POOL`) they come from TTM's `ttm_pool` instead, as
+//! amdgpu's do, and cannot move. Moves are CPU copies in this version
+//! (the engine's copy jobs come later); TTM objects cannot be bound into
+//! a GPU VM yet (`VM_BIND` is `-EOPNOTSUPP`).
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use kernel::{
+    c_str, drm,
+    drm::ttm,
+    folio::LockedFolio,
+    fs::File,
+    gemfs::{self, ObjectRef},
+    mm::migrate::MigrateMode,
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    task::cond_resched,
+    time::{ktime_ms_delta, Ktime},
+    types::ARef,
+    uapi,
+};
+
+use crate::SoftGpu;
+
+/// How long a synchronous migration retries for a TTM object's reservation.
+const RELEASE_WAIT_MS: i64 = 100;
+
+/// The data of a softgpu TTM BO.
+pub(crate) struct TtmData {
+    /// The object's gemfs file: its system memory, but in baseline mode
+    /// (where it only backs the GEM object).
+    gemfs: gemfs::Object<TtmOwner>,
+    /// Baseline: system memory from TTM's page pool.
+    pub(crate) pool: bool,
+}
+
+impl ttm::Driver for SoftGpu {
+    type Drm = SoftGpu;
+    type BoData = TtmData;
+    type Folio = gemfs::Hold;
+
+    fn external_pages(bo: &ttm::Bo<Self>) -> bool {
+        !bo.pool
+    }
+
+    fn system_folio(bo: &ttm::Bo<Self>, index: usize) -> Result<gemfs::Hold> {
+        bo.gemfs.get_folio(index)
+    }
+}
+
+/// The owner of a TTM object's gemfs file: what gemfs asks when migration
+/// wants one of its folios.
+pub(crate) struct TtmOwner {
+    /// The BO whose data holds the gemfs object, once it exists.
+    bo: AtomicPtr<ttm::Bo<SoftGpu>>,
+    pub(crate) released: AtomicU64,
+    pub(crate) refused: AtomicU64,
+}
+
+impl TtmOwner {
+    /// The BO, once made.
+    fn bo(&self) -> Option<&ttm::Bo<SoftGpu>> {
+        let p = self.bo.load(Ordering::Acquire);
+        // SAFETY: set once, by `create`, to the BO whose data holds the
+        // gemfs object of this owner. The owner is used by gemfs's
+        // callbacks only, and the BO's data is dropped (destroying the
+        // gemfs object, which waits for running callbacks and calls none
+        // afterwards) before the BO's memory is freed.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// Gives a folio of the object back for migration: with the object
+    /// reserved (trylock only: the folio is locked, and populating takes
+    /// folio locks under the reservation), its CPU mappings are torn down
+    /// and every hold of its `ttm_tt` dropped (`release_system_pages`).
+    /// Asynchronous migration gives up at once if the reservation is
+    /// taken; the synchronous modes retry for up to `RELEASE_WAIT_MS`.
+    fn do_release(&self, folio: &LockedFolio<'_>, mode: MigrateMode) -> Result {
+        let Some(bo) = self.bo() else {
+            return Err(ENOENT);
+        };
+        let start = Ktime::ktime_get();
+        let mut r = loop {
+            if let Some(r) = bo.try_reserve() {
+                break r;
+            }
+            if mode == MigrateMode::Async
+                || ktime_ms_delta(Ktime::ktime_get(), start) >= RELEASE_WAIT_MS
+            {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(EBUSY);
+            }
+            cond_resched();
+        };
+        if r.system_pfn(folio.index()) != Some(folio.pfn()) {
+            // Not held by the object's tt (in VRAM, not populated, or a
+            // reference of someone else's).
+            return Err(ENOENT);
+        }
+        r.release_system_pages()?;
+        self.released.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl gemfs::Owner for TtmOwner {
+    fn release(
+        owner: ArcBorrow<'_, Self>,
+        _obj: &ObjectRef,
+        folio: &LockedFolio<'_>,
+        mode: MigrateMode,
+    ) -> Result {
+        // As `bo.rs` does: lockdep treats this as reclaim (direct
+        // compaction calls it from an allocation).
+        kernel::shrinker::as_reclaim(|| owner.do_release(folio, mode))
+    }
+
+    /// The file of a TTM object is never truncated or hole-punched while
+    /// the object lives (it is not mapped to user space: the object's
+    /// mappings are TTM's); memory failure may still poison a folio. Its
+    /// holds are dropped if the object can be reserved without waiting
+    /// (waiting could deadlock with a populate waiting for this very
+    /// invalidation); otherwise they stay until the object next leaves
+    /// system memory.
+    fn invalidate(owner: ArcBorrow<'_, Self>, _obj: &ObjectRef, _first: usize, _last: usize) {
+        if let Some(mut r) = owner.bo().and_then(|bo| bo.try_reserve()) {
+            let _ = r.release_system_pages();
+        }
+    }
+}
+
+/// The placement of `SOFTGPU_BO_VRAM` / `SOFTGPU_BO_SYSTEM` flags: one of
+/// them, or both for VRAM if there is room without evicting, else system
+/// memory (TTM's first pass over the places evicts nothing). `EINVAL` for
+/// neither.
+pub(crate) fn placement(flags: u32) -> Result<ttm::Placement> {
+    let vram = ttm::Place::new(ttm::PL_VRAM, 0);
+    let system = ttm::Place::new(ttm::PL_SYSTEM, 0);
+    match flags & (uapi::SOFTGPU_BO_VRAM | uapi::SOFTGPU_BO_SYSTEM) {
+        uapi::SOFTGPU_BO_VRAM => ttm::Placement::new(&[vram]),
+        uapi::SOFTGPU_BO_SYSTEM => ttm::Placement::new(&[system]),
+        0 => Err(EINVAL),
+        _ => ttm::Placement::new(&[vram, system]),
+    }
+}
+
+/// Makes a TTM BO of `size` bytes on the VRAM device's TTM device, placed
+/// as `placement` says, with its gemfs file: `ENODEV` without a VRAM
+/// device. Returns the BO and the file (for the GEM object).
+pub(crate) fn create(
+    dev: &drm::Device<SoftGpu>,
+    size: usize,
+    placement: &ttm::Placement,
+    pool: bool,
+) -> Result<(ARef<ttm::Bo<SoftGpu>>, ARef<File>)> {
+    let tdev = dev.data().vram.ttm().ok_or(ENODEV)?;
+    let owner = Arc::new(
+        TtmOwner {
+            bo: AtomicPtr::new(core::ptr::null_mut()),
+            released: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        },
+        GFP_KERNEL,
+    )?;
+    let obj = dev
+        .data()
+        .mount
+        .create_object(c_str!("softgpu-ttm"), size, owner.clone())?;
+    let file: ARef<File> = obj.file().into();
+    let bo = ttm::Bo::new(
+        &tdev,
+        ttm::BoType::Device,
+        size,
+        placement,
+        TtmData { gemfs: obj, pool },
+    )?;
+    let p: *const ttm::Bo<SoftGpu> = &*bo;
+    owner.bo.store(p.cast_mut(), Ordering::Release);
+    Ok((bo, file))
+}
+
+/// What `GEM_INFO` reports of a TTM object: whether it is in VRAM, and
+/// its pages in memory (all of them in VRAM, the populated ones in system
+/// memory).
+pub(crate) fn info(bo: &ttm::Bo<SoftGpu>) -> Result<(bool, u64)> {
+    let r = bo.reserve()?;
+    let pages = bo.size() / kernel::page::PAGE_SIZE;
+    if r.mem_type() == ttm::PL_VRAM {
+        return Ok((true, pages as u64));
+    }
+    let resident = (0..pages).filter(|&i| r.system_pfn(i).is_some()).count();
+    Ok((false, resident as u64))
+}
+
+/// Folios of the object given back to migration, and requests refused as
+/// busy (its reservation taken).
+pub(crate) fn release_counts(bo: &ttm::Bo<SoftGpu>) -> (u64, u64) {
+    let o = bo.gemfs.owner();
+    (
+        o.released.load(Ordering::Relaxed),
+        o.refused.load(Ordering::Relaxed),
+    )
+}
+
+/// `GEM_MOVE`: moves the object to the placement of `flags`
+/// (`ttm_bo_validate()`, evicting idle objects from VRAM if needed).
+pub(crate) fn move_to(bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
+    let placement = placement(flags)?;
+    bo.reserve()?.validate(&placement)
+}

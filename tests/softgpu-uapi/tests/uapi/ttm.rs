@@ -1,0 +1,395 @@
+//! Discrete mode's objects: TTM buffer objects in VRAM (the guest's
+//! `ivshmem-plain` BAR, `VRAM=`) or system memory, created with placement
+//! flags, moved by GEM_MOVE or evicted by TTM when VRAM is full, and mapped
+//! for the CPU through TTM's fault handler: each fault maps the page where
+//! the object is at that moment (a BAR page or a system page), and every
+//! move unmaps first. With `VRAM=0` there is no TTM device: placement
+//! flags are `ENODEV`.
+
+use softgpu::*;
+
+use crate::common::*;
+use crate::vram::{debugfs_kv, expected_vram};
+
+use std::os::fd::AsRawFd;
+
+use libc::{E2BIG, EINVAL, ENODEV, ENOENT, EOPNOTSUPP};
+
+/// Byte `i` of contents `seed`.
+fn pattern(seed: u64, i: usize) -> u8 {
+    ((i as u64)
+        .wrapping_mul(0x9e37_79b9)
+        .wrapping_add(seed.wrapping_mul(0x0100_0193))
+        >> 7) as u8
+}
+
+fn fill(m: &mut Mapping, seed: u64) {
+    for (i, b) in m.as_mut_slice().iter_mut().enumerate() {
+        *b = pattern(seed, i);
+    }
+}
+
+/// The first byte of `m` that is not contents `seed`, if any.
+fn first_wrong(m: &Mapping, seed: u64) -> Option<(usize, u8, u8)> {
+    m.as_slice()
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != pattern(seed, i))
+        .map(|(i, &b)| (i, b, pattern(seed, i)))
+}
+
+/// Lines of debugfs `objects` (one per object, after the header).
+fn object_count(dev: &Device) -> usize {
+    let path = debugfs_path(dev, "objects");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.lines().count() - 1
+}
+
+/// Whether the object is in VRAM now, by GEM_INFO (and that it is a TTM
+/// object).
+fn in_vram(dev: &Device, h: u32) -> bool {
+    let info = ok(dev.info(h), "GEM_INFO of a TTM object");
+    assert_ne!(
+        info.flags & SOFTGPU_BO_INFO_TTM,
+        0,
+        "a TTM object: {info:?}"
+    );
+    info.flags & SOFTGPU_BO_INFO_VRAM != 0
+}
+
+/// VRAM in use, from debugfs `vram`.
+fn vram_used(dev: &Device) -> u64 {
+    let (text, kv) = debugfs_kv(dev, "vram");
+    *kv.get("used")
+        .unwrap_or_else(|| panic!("no used: in debugfs vram: {text:?}"))
+}
+
+/// Without VRAM: every placement flag is ENODEV (or EINVAL for bad
+/// combinations), and nothing is created.
+#[test]
+fn ttm_without_vram_is_enodev() {
+    if expected_vram() != 0 {
+        return;
+    }
+    let dev = open();
+    let before = object_count(&dev);
+    for flags in [
+        SOFTGPU_BO_VRAM,
+        SOFTGPU_BO_SYSTEM,
+        SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM,
+        SOFTGPU_BO_VRAM | SOFTGPU_BO_TTM_POOL,
+    ] {
+        expect_errno(
+            dev.create_bo(MIB, flags),
+            ENODEV,
+            &format!("GEM_CREATE with flags {flags:#x} and no VRAM device"),
+        );
+    }
+    expect_errno(
+        dev.create_bo(MIB, SOFTGPU_BO_TTM_POOL),
+        EINVAL,
+        "GEM_CREATE with the pool flag alone",
+    );
+    assert_eq!(
+        object_count(&dev),
+        before,
+        "objects made by failed GEM_CREATEs"
+    );
+    // GEM_MOVE of an ordinary object: not a TTM object.
+    let h = create(&dev, PAGE, 0);
+    expect_errno(
+        dev.move_bo(h, SOFTGPU_BO_VRAM),
+        EINVAL,
+        "GEM_MOVE of a gemfs BO",
+    );
+}
+
+/// Placement flags at GEM_CREATE, GEM_INFO's placement, and the errnos of
+/// bad input, each leaving everything as it was.
+#[test]
+fn ttm_create_info_and_bad_input() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    let vram_before = vram_used(&dev);
+    let cases = [
+        (SOFTGPU_BO_VRAM, SOFTGPU_BO_INFO_TTM | SOFTGPU_BO_INFO_VRAM),
+        (SOFTGPU_BO_SYSTEM, SOFTGPU_BO_INFO_TTM),
+        (
+            SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM,
+            SOFTGPU_BO_INFO_TTM | SOFTGPU_BO_INFO_VRAM,
+        ),
+        (
+            SOFTGPU_BO_VRAM | SOFTGPU_BO_TTM_POOL,
+            SOFTGPU_BO_INFO_TTM | SOFTGPU_BO_INFO_VRAM | SOFTGPU_BO_INFO_TTM_POOL,
+        ),
+        (
+            SOFTGPU_BO_SYSTEM | SOFTGPU_BO_TTM_POOL,
+            SOFTGPU_BO_INFO_TTM | SOFTGPU_BO_INFO_TTM_POOL,
+        ),
+    ];
+    let mut in_vram_bytes = 0;
+    let mut handles = Vec::new();
+    for (flags, want) in cases {
+        let h = create(&dev, 2 * MIB, flags);
+        let info = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(
+            info.flags, want,
+            "GEM_INFO flags of a TTM object made with {flags:#x}"
+        );
+        assert_eq!(info.size, 2 * MIB);
+        let pages = if want & SOFTGPU_BO_INFO_VRAM != 0 {
+            in_vram_bytes += 2 * MIB;
+            2 * MIB / PAGE
+        } else {
+            0
+        };
+        assert_eq!(
+            info.resident_pages, pages,
+            "resident pages of a new object ({flags:#x})"
+        );
+        handles.push(h);
+    }
+    assert_eq!(vram_used(&dev), vram_before + in_vram_bytes, "VRAM used");
+
+    // Bad input: errnos, nothing made, nothing moved.
+    let objects = object_count(&dev);
+    expect_errno(
+        dev.create_bo(vram + MIB, SOFTGPU_BO_VRAM),
+        E2BIG,
+        "a VRAM object larger than the VRAM",
+    );
+    for flags in [
+        SOFTGPU_BO_TTM_POOL,
+        SOFTGPU_BO_PINNED | SOFTGPU_BO_VRAM,
+        0x10 | SOFTGPU_BO_VRAM,
+    ] {
+        expect_errno(
+            dev.create_bo(MIB, flags),
+            EINVAL,
+            &format!("GEM_CREATE with flags {flags:#x}"),
+        );
+    }
+    assert_eq!(
+        object_count(&dev),
+        objects,
+        "objects made by failed GEM_CREATEs"
+    );
+    let h = handles[0];
+    for placement in [0, SOFTGPU_BO_TTM_POOL, 0x10, SOFTGPU_BO_VRAM | 0x100] {
+        expect_errno(
+            dev.move_bo(h, placement),
+            EINVAL,
+            &format!("GEM_MOVE to {placement:#x}"),
+        );
+        assert!(in_vram(&dev, h), "the object moved on a failed GEM_MOVE");
+    }
+    expect_errno(
+        dev.move_bo(0xdead, SOFTGPU_BO_SYSTEM),
+        ENOENT,
+        "GEM_MOVE of no object",
+    );
+    let plain = create(&dev, PAGE, 0);
+    expect_errno(
+        dev.move_bo(plain, SOFTGPU_BO_VRAM),
+        EINVAL,
+        "GEM_MOVE of a gemfs BO",
+    );
+    expect_errno(
+        dev.bind(h, 0x4000_0000, 0, PAGE, 0),
+        EOPNOTSUPP,
+        "VM_BIND of a TTM object",
+    );
+    expect_errno(
+        dev.madvise(h, SOFTGPU_MADV_DONTNEED),
+        EOPNOTSUPP,
+        "GEM_MADVISE of a TTM object",
+    );
+    assert!(in_vram(&dev, h));
+    // A private (copy-on-write) mapping of a TTM object: refused.
+    let offset = ok(dev.mmap_offset(h), "GEM_MMAP_OFFSET");
+    // SAFETY: a new mapping chosen by the kernel (refused, it turns out).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            dev.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    assert_eq!(p, libc::MAP_FAILED, "a private mapping of a TTM object");
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(EINVAL));
+
+    for h in handles {
+        ok(dev.close_bo(h), "GEM_CLOSE");
+    }
+    assert_eq!(vram_used(&dev), vram_before, "VRAM used after closing");
+}
+
+/// One mapping while the object moves VRAM -> system -> VRAM, and the CPU
+/// writes through it between moves: every byte right every time, and
+/// GEM_INFO follows. (The mapping is `VM_PFNMAP`: `/proc/self/pagemap`
+/// does not show its page frames.)
+#[test]
+fn ttm_mapping_follows_moves() {
+    if expected_vram() == 0 {
+        return;
+    }
+    let dev = open();
+    let size = 2 * MIB;
+    let h = create(&dev, size, SOFTGPU_BO_VRAM);
+    let mut m = ok(dev.mmap_bo(h, size as usize), "mmap of a TTM object");
+    assert!(
+        m.as_slice().iter().all(|&b| b == 0),
+        "a new VRAM object reads zeroes"
+    );
+    fill(&mut m, 0);
+    for round in 0..6u64 {
+        ok(
+            dev.move_bo(h, SOFTGPU_BO_SYSTEM),
+            "GEM_MOVE to system memory",
+        );
+        assert!(
+            !in_vram(&dev, h),
+            "round {round}: in VRAM after a move to system"
+        );
+        assert_eq!(
+            first_wrong(&m, 2 * round),
+            None,
+            "round {round}: in system memory"
+        );
+        let info = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(
+            info.resident_pages,
+            size / PAGE,
+            "round {round}: pages taken in system memory"
+        );
+        fill(&mut m, 2 * round + 1);
+        ok(dev.move_bo(h, SOFTGPU_BO_VRAM), "GEM_MOVE to VRAM");
+        assert!(
+            in_vram(&dev, h),
+            "round {round}: not in VRAM after a move to VRAM"
+        );
+        assert_eq!(
+            first_wrong(&m, 2 * round + 1),
+            None,
+            "round {round}: back in VRAM"
+        );
+        fill(&mut m, 2 * round + 2);
+        // A move to where it is changes nothing.
+        ok(dev.move_bo(h, SOFTGPU_BO_VRAM), "GEM_MOVE to VRAM again");
+        assert!(in_vram(&dev, h));
+        assert_eq!(
+            first_wrong(&m, 2 * round + 2),
+            None,
+            "round {round}: after a no-op move"
+        );
+    }
+    drop(m);
+    ok(dev.close_bo(h), "GEM_CLOSE");
+}
+
+/// After an object leaves VRAM, what another object puts where it was is
+/// never seen through the first object's mapping: A moves to system
+/// memory, B takes the whole VRAM (A's old place included) and writes a
+/// marker into every page of it; A's mapping shows A's contents.
+#[test]
+fn ttm_old_vram_is_not_visible_after_a_move() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    let size = MIB;
+    let a = create(&dev, size, SOFTGPU_BO_VRAM);
+    let mut ma = ok(dev.mmap_bo(a, size as usize), "mmap of A");
+    fill(&mut ma, 100);
+    ok(
+        dev.move_bo(a, SOFTGPU_BO_SYSTEM),
+        "GEM_MOVE of A to system memory",
+    );
+    assert_eq!(vram_used(&dev), 0);
+    let b = create(&dev, vram, SOFTGPU_BO_VRAM);
+    assert!(in_vram(&dev, b));
+    assert_eq!(vram_used(&dev), vram, "B takes the whole VRAM");
+    let mut mb = ok(dev.mmap_bo(b, vram as usize), "mmap of B");
+    let marker = |p: usize| 0xb0b0_0000_0000_0000u64 | p as u64;
+    for p in 0..(vram / PAGE) as usize {
+        mb.write_u64(p * PAGE as usize, marker(p));
+    }
+    assert_eq!(
+        first_wrong(&ma, 100),
+        None,
+        "A's mapping after B wrote all of VRAM"
+    );
+    assert!(!in_vram(&dev, a));
+    for p in 0..(vram / PAGE) as usize {
+        assert_eq!(mb.read_u64(p * PAGE as usize), marker(p), "B's page {p}");
+    }
+    drop((ma, mb));
+    ok(dev.close_bo(a), "GEM_CLOSE");
+    ok(dev.close_bo(b), "GEM_CLOSE");
+    assert_eq!(vram_used(&dev), 0);
+}
+
+/// Objects totalling twice the VRAM, all made in VRAM: TTM evicts the least
+/// recently used to system memory to make room for each, so half of them
+/// end up in VRAM and half in system memory, and every object keeps its
+/// contents, read back through its mapping wherever it is; the pool
+/// baseline the same.
+#[test]
+fn ttm_vram_overcommit_evicts_to_system() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    for pool in [0, SOFTGPU_BO_TTM_POOL] {
+        let dev = open();
+        let used = vram_used(&dev);
+        assert_eq!(used, 0, "VRAM in use before the test");
+        let size = 32 * MIB;
+        let n = (2 * vram / size) as usize;
+        let mut objs = Vec::new();
+        for i in 0..n {
+            let h = create(&dev, size, SOFTGPU_BO_VRAM | pool);
+            let mut m = ok(dev.mmap_bo(h, size as usize), "mmap");
+            // A tag at the start of each page: object and page.
+            for p in 0..(size / PAGE) as usize {
+                m.write_u64(p * PAGE as usize, (i as u64) << 32 | p as u64);
+            }
+            objs.push((h, m));
+        }
+        assert_eq!(
+            vram_used(&dev),
+            vram,
+            "VRAM used with twice its size in objects"
+        );
+        let placed: Vec<bool> = objs.iter().map(|(h, _)| in_vram(&dev, *h)).collect();
+        let want: Vec<bool> = (0..n).map(|i| i >= n / 2).collect();
+        assert_eq!(
+            placed, want,
+            "which objects are in VRAM (pool flag {pool:#x})"
+        );
+        for (i, (_, m)) in objs.iter().enumerate() {
+            for p in 0..(size / PAGE) as usize {
+                let tag = m.read_u64(p * PAGE as usize);
+                assert_eq!(
+                    tag,
+                    (i as u64) << 32 | p as u64,
+                    "object {i} page {p} (pool {pool:#x})"
+                );
+            }
+        }
+        // Close all: VRAM is free again.
+        for (h, m) in objs {
+            drop(m);
+            ok(dev.close_bo(h), "GEM_CLOSE");
+        }
+        assert_eq!(vram_used(&dev), 0, "VRAM used after closing every object");
+    }
+}
