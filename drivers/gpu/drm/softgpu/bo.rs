@@ -20,7 +20,8 @@
 
 use crate::{
     objects::Objects,
-    vm::{Binding, Perm, Pte, Vm, PAGE},
+    pt::{Perm, Pte, PAGE},
+    vm::{Binding, Vm},
 };
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::{

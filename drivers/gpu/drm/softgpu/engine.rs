@@ -18,7 +18,8 @@
 //! RCU grace periods and `stop_machine()` (CPU hotplug, NUMA balancing's
 //! `migrate_swap()`) get the CPU.
 
-use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
+use crate::pt::{Perm, PAGE, VA_END};
+use crate::vm::{Fault, Vm};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     bindings, c_str,

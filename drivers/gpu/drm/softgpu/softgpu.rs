@@ -12,6 +12,7 @@ mod bo;
 mod engine;
 mod file;
 mod objects;
+mod pt;
 mod userptr;
 mod vm;
 mod vram;

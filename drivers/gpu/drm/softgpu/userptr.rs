@@ -35,7 +35,8 @@
 //! without the page table lock (it takes it last) and without locks that
 //! reclaim or the callback take.
 
-use crate::vm::{PageTable, Perm, Pte, Vm, PAGE, VA_END};
+use crate::pt::{PageTable, Perm, Pte, PAGE, VA_END};
+use crate::vm::Vm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::dma_fence::Fence;
 use kernel::{
@@ -145,49 +146,6 @@ impl Invalidate for Mirror {
 fn wait_for_job(fence: &Fence) {
     // Uninterruptible: only errors for an interrupted wait.
     let _ = fence.wait_timeout(kernel::task::MAX_SCHEDULE_TIMEOUT as usize);
-}
-
-/// The invalidations of a VM's userptrs, as a commit sees them: kept in
-/// the page table, under its lock.
-#[derive(Default)]
-pub(crate) struct UserptrSeq {
-    /// Bumped when an invalidation starts clearing and when it has cleared.
-    gen: u64,
-    /// Invalidations between the two (waiting for the VM's last job).
-    running: u32,
-}
-
-impl UserptrSeq {
-    fn bump(&mut self) {
-        self.gen = self.gen.wrapping_add(1);
-    }
-
-    fn begin(&mut self) {
-        self.bump();
-        self.running += 1;
-    }
-
-    fn end(&mut self) {
-        self.bump();
-        self.running -= 1;
-    }
-
-    /// A snapshot to check a commit against.
-    pub(crate) fn read(&self) -> u64 {
-        self.gen
-    }
-
-    /// Whether no invalidation started or ended since `snapshot`, and none
-    /// is running: then every userptr entry present at `snapshot` is still
-    /// valid, and any later invalidation waits for a job published now.
-    pub(crate) fn unchanged(&self, snapshot: u64) -> bool {
-        self.gen == snapshot && self.running == 0
-    }
-
-    /// Whether no invalidation is running (it may have cleared entries).
-    pub(crate) fn idle(&self) -> bool {
-        self.running == 0
-    }
 }
 
 /// A range of the process's memory mapped into a GPU address space.
