@@ -22,7 +22,7 @@ use crate::pt::{Perm, PAGE, VA_END};
 use crate::vm::{Fault, Vm};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    bindings, c_str,
+    c_str,
     dma_fence::canceled,
     dma_fence::{Fence, FenceContext, PendingFence, SignallingSection},
     folio::Folio,
@@ -461,16 +461,8 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
         }
         Cmd::Busy { us } => {
             // The engine is occupied: nothing else runs meanwhile.
-            usleep(us);
+            crate::delay::usleep(us);
             Ok(())
         }
     }
-}
-
-/// Sleeps for `us` microseconds, uninterruptibly. Only where sleeping is
-/// allowed: the engine's work item, and submission's fault paths.
-pub(crate) fn usleep(us: u64) {
-    // SAFETY: `usleep_range_state()` may be called wherever sleeping is
-    // allowed, which callers ensure; it has no other requirement.
-    unsafe { bindings::usleep_range_state(us as _, us as _, bindings::TASK_UNINTERRUPTIBLE) };
 }

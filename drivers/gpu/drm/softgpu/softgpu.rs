@@ -9,6 +9,7 @@
 //! is `include/uapi/drm/softgpu_drm.h`. See Documentation/gpu/softgpu.rst.
 
 mod bo;
+mod delay;
 mod engine;
 mod file;
 mod objects;

@@ -20,7 +20,7 @@
 //! the job (publishes its fence as the VM's last job) under the page
 //! table lock only if no invalidation ran since ([`UserptrSeq`]).
 //!
-//! Locks: the page table spinlock (`Vm::pt`) is the notifier's update
+//! Locks: the page table spinlock (`Space::pt`) is the notifier's update
 //! lock. The engine accesses memory only with it held. The callback, as
 //! amdgpu's does, makes a running job never see an entry vanish: under the
 //! lock it records the invalidation (`mmu_interval_set_seq()`, and the
@@ -35,8 +35,8 @@
 //! without the page table lock (it takes it last) and without locks that
 //! reclaim or the callback take.
 
+use crate::delay::usleep;
 use crate::pt::{PageTable, Perm, Pte, PAGE, VA_END};
-use crate::vm::Vm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::dma_fence::Fence;
 use kernel::{
@@ -46,14 +46,30 @@ use kernel::{
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, SpinLock},
     time::Ktime,
+    types::ARef,
 };
+
+/// What a userptr needs of the GPU address space it is bound in (the VM,
+/// `vm.rs`, which sits above this module): the page table it fills, whose
+/// lock is its notifier's update lock, and the last job submitted to run
+/// through that table, which the notifier waits for before it clears
+/// entries.
+pub(crate) trait Space: Send + Sync {
+    /// The page table.
+    fn pt(&self) -> &SpinLock<PageTable>;
+
+    /// The fence of the last job submitted on the address space, if any
+    /// (jobs complete in submission order). Called with the page table
+    /// locked, under which submissions publish their jobs.
+    fn last_job(&self) -> Option<ARef<Fence>>;
+}
 
 /// What the notifier's callback needs: where the range is mapped.
 #[pin_data]
 struct Mirror {
-    vm: Arc<Vm>,
+    vm: Arc<dyn Space>,
     /// CPU address of the first page.
     addr: usize,
     /// Size in bytes, a multiple of the page size.
@@ -96,7 +112,7 @@ impl Invalidate for Mirror {
             // Our own device-exclusive request: the pages stay ours.
             return true;
         }
-        let mut pt = self.vm.pt.lock();
+        let mut pt = self.vm.pt().lock();
         if self.pinned {
             // The entries stay until unbind, whatever the CPU does.
             seq.set_seq();
@@ -107,7 +123,7 @@ impl Invalidate for Mirror {
         // The last job submitted on the VM, if it is still pending: jobs
         // complete in order, so once it signals no job can reach the
         // entries. Under `pt`, which commits take to publish a job.
-        let pending = self.vm.last_job.lock().clone();
+        let pending = self.vm.last_job();
         let pending = pending.filter(|f| !f.is_signaled());
         let Some(fence) = pending else {
             // Nothing runs: clear at once (a spinlock, so fine for
@@ -130,7 +146,7 @@ impl Invalidate for Mirror {
         pt.userptr_seq.begin();
         drop(pt);
         wait_for_job(&fence);
-        let mut pt = self.vm.pt.lock();
+        let mut pt = self.vm.pt().lock();
         self.clear(&mut pt, range.start(), range.end());
         pt.userptr_seq.end();
         drop(pt);
@@ -176,8 +192,8 @@ impl Userptr {
     /// addresses never are); `EOPNOTSUPP` for a `VM_IO`, `VM_PFNMAP` or
     /// `VM_MIXEDMAP` mapping; `EPERM` for memory that is not writable
     /// while `readonly` is not set.
-    pub(crate) fn new(
-        vm: &Arc<Vm>,
+    pub(crate) fn new<V: Space + 'static>(
+        vm: &Arc<V>,
         va: u64,
         addr: usize,
         size: usize,
@@ -194,20 +210,23 @@ impl Userptr {
         }
         let mm = MmWithUser::current().ok_or(EFAULT)?;
         check_mappings(&mm, addr, end, readonly)?;
-        vm.reserve_tables(va, va + size as u64)?;
+        PageTable::reserve(vm.pt(), va, va + size as u64)?;
+        // The VM's address identifies its exclusive requests.
+        let owner = Owner::from_ref(&**vm);
+        let space: Arc<dyn Space> = vm.clone();
         let notifier = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
                 addr,
                 size,
                 pin_init!(Mirror {
-                    vm: vm.clone(),
+                    vm: space,
                     addr,
                     size,
                     va,
                     readonly,
                     pinned,
-                    owner: Owner::from_ref(&**vm),
+                    owner,
                     invalidations: AtomicU64::new(0),
                     exclusive_grants: AtomicU64::new(0),
                 }),
@@ -223,7 +242,7 @@ impl Userptr {
         let pins = PinnedPages::pin_current(addr, size, !readonly)?;
         // Pinned memory is the device's until unbind: atomics too.
         let perm = if readonly { Perm::Read } else { Perm::Atomic };
-        let mut pt = vm.pt.lock();
+        let mut pt = vm.pt().lock();
         for i in 0..pins.len() {
             if let Some(pfn) = pins.pfn(i) {
                 pt.set(va + (i * PAGE_SIZE) as u64, Pte::new(pfn, perm));
@@ -278,7 +297,7 @@ impl Userptr {
         let end = m.addr + (last.next_multiple_of(PAGE) - m.va) as usize;
         let access = if write { Access::Write } else { Access::Read };
         let mut range = Range::new(&self.notifier, start, end, access)?;
-        let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt.lock())?;
+        let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt().lock())?;
         // In the critical section: the entries stay valid until the next
         // invalidation, which needs `pt`.
         for (i, p) in range.pfns().iter().enumerate() {
@@ -356,7 +375,7 @@ impl Userptr {
                 Ok(()) => {}
                 Err(e) if e == EAGAIN => {
                     drop(mmap);
-                    crate::engine::usleep(50);
+                    usleep(50);
                     continue;
                 }
                 Err(e) => return Err(if e == EPERM { EFAULT } else { e }),
@@ -369,11 +388,11 @@ impl Userptr {
                 // them finish.
                 drop(exclusive);
                 drop(mmap);
-                crate::engine::usleep(50);
+                usleep(50);
                 continue;
             };
             // Lock order: mmap lock -> folio lock -> `pt`.
-            let mut pt = m.vm.pt.lock();
+            let mut pt = m.vm.pt().lock();
             if self.notifier.read_retry(seq) {
                 continue;
             }
@@ -397,7 +416,7 @@ impl Drop for Userptr {
         // field): once it is gone, nothing would clear them before the
         // pages are freed. Nothing populates meanwhile: that needs `&self`.
         let m = &**self.notifier;
-        let mut pt = m.vm.pt.lock();
+        let mut pt = m.vm.pt().lock();
         m.clear(&mut pt, m.addr, m.addr + m.size);
     }
 }
@@ -428,6 +447,9 @@ fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> R
 #[kernel::kunit::kunit_tests(softgpu_userptr)]
 mod tests {
     use super::*;
+    // The tests bind userptrs in the address space that binds them in the
+    // driver: a VM.
+    use crate::vm::Vm;
     use kernel::{
         mm::testing::{self, PROT_READ, PROT_WRITE},
         uaccess::UserSlice,

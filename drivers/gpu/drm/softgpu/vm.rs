@@ -3,14 +3,17 @@
 //! The GPU virtual address space of one DRM file: bindings of buffer
 //! objects, and the device page table the engine translates through.
 //!
-//! The page table is `pt.rs`'s. A leaf entry exists only while the object
-//! holds the folio it points to (see `bo.rs`); entries are filled when a
-//! job that accesses them is submitted ([`Vm::make_resident`]) and cleared
-//! by unbind and by gemfs's release-for-migration.
+//! The page table is `pt.rs`'s; the VM owns one and hands it to what
+//! fills it. A leaf entry exists only while the object holds the folio it
+//! points to (see `bo.rs`); entries are filled when a job that accesses
+//! them is submitted ([`Vm::make_resident`]) and cleared by unbind and by
+//! gemfs's release-for-migration.
 //!
-//! A binding maps either part of a buffer object or, as a userptr
-//! ([`Userptr`]), a range of a process's anonymous memory, whose entries
-//! are filled through HMM and cleared by its MMU notifier.
+//! A binding maps either part of a buffer object ([`Binding`]) or, as a
+//! userptr ([`Userptr`]), a range of a process's anonymous memory, whose
+//! entries are filled through HMM and cleared by its MMU notifier. Objects
+//! and userptrs know the page table, not the VM: this module sits above
+//! them (Documentation/gpu/softgpu.rst, "Structure").
 //!
 //! Locks: `bindings` (mutex) -> mmap lock -> object state (spinlock) ->
 //! `pt` (spinlock) -> `last_job` (spinlock) (Documentation/gpu/softgpu.rst,
@@ -21,11 +24,11 @@
 //! callback take only the spinlocks (the callback waits for the VM's last
 //! job with none held).
 
-use crate::bo::{Bo, GemObject};
+use crate::bo::{Binding, Bo, GemObject};
 use crate::pt::{PageTable, Perm};
 // The address space the ioctls check their arguments against.
 pub(crate) use crate::pt::{PAGE, VA_END};
-use crate::userptr::Userptr;
+use crate::userptr::{self, Userptr};
 use kernel::{
     dma_fence::Fence,
     new_mutex, new_spinlock,
@@ -35,29 +38,6 @@ use kernel::{
     task::cond_resched,
     types::ARef,
 };
-
-/// A binding: part of an object mapped at a GPU address.
-pub(crate) struct Binding {
-    pub(crate) obj: ARef<GemObject>,
-    pub(crate) va: u64,
-    pub(crate) bo_offset: u64,
-    pub(crate) size: u64,
-    pub(crate) readonly: bool,
-}
-
-/// The GPU address of object page `index` in a mapping of
-/// `[bo_offset, bo_offset + size)` of the object at `va`, if it maps it.
-pub(crate) fn va_of(va: u64, bo_offset: u64, size: u64, index: usize) -> Option<u64> {
-    let off = (index as u64).checked_mul(PAGE)?;
-    (off >= bo_offset && off < bo_offset + size).then(|| va + off - bo_offset)
-}
-
-impl Binding {
-    /// The GPU address of object page `index`, if this binding maps it.
-    pub(crate) fn va_of(&self, index: usize) -> Option<u64> {
-        va_of(self.va, self.bo_offset, self.size, index)
-    }
-}
 
 /// What a VM maps at an address range.
 pub(crate) enum Entry {
@@ -108,7 +88,7 @@ impl Entry {
     fn remove(self, vm: &Vm) -> Option<ARef<GemObject>> {
         match self {
             Entry::Bo(b) => {
-                b.obj.remove_mapping(vm, &b);
+                b.obj.remove_mapping(&vm.pt, &b);
                 Some(b.obj)
             }
             Entry::Userptr(u) => {
@@ -222,7 +202,7 @@ impl Vm {
         if let Some(f) = pending.filter(|f| !f.is_signaled()) {
             Bo::set_busy(&obj, &f, None)?;
         }
-        obj.add_mapping(self, va, bo_offset, size)?;
+        obj.add_mapping(&self.pt, va, bo_offset, size)?;
         bindings.insert(node);
         drop(bindings);
         if obj.pinned || obj.is_import() {
@@ -236,7 +216,7 @@ impl Vm {
                 if !present {
                     let populated = match bindings.get(&va).and_then(Entry::as_bo) {
                         Some(b) => b.obj.populate(
-                            self,
+                            &self.pt,
                             b,
                             ((b.bo_offset + (a - va)) / PAGE) as usize,
                             false,
@@ -340,7 +320,7 @@ impl Vm {
                         if self.pt.lock().lookup(a).is_some_and(|pte| pte.allows(perm)) {
                             break;
                         }
-                        if let Err(err) = b.obj.populate(self, b, index, true) {
+                        if let Err(err) = b.obj.populate(&self.pt, b, index, true) {
                             if sub.unresolved.is_none() {
                                 sub.unresolved = Some(Fault { addr: a, err });
                             }
@@ -451,7 +431,7 @@ impl Vm {
             if self.pt.lock().userptr_seq.idle() {
                 return;
             }
-            crate::engine::usleep(100);
+            crate::delay::usleep(100);
         }
     }
 
@@ -543,7 +523,7 @@ impl Vm {
     }
 
     /// Allocates the page tables of `[va, end)`, outside the table lock.
-    pub(crate) fn reserve_tables(&self, va: u64, end: u64) -> Result {
+    fn reserve_tables(&self, va: u64, end: u64) -> Result {
         PageTable::reserve(&self.pt, va, end)
     }
 
@@ -592,6 +572,16 @@ impl Vm {
             .filter_map(Entry::as_bo)
             .filter(|b| core::ptr::eq::<Bo>(&**b.obj, bo))
             .count() as u64
+    }
+}
+
+impl userptr::Space for Vm {
+    fn pt(&self) -> &SpinLock<PageTable> {
+        &self.pt
+    }
+
+    fn last_job(&self) -> Option<ARef<Fence>> {
+        self.last_job.lock().clone()
     }
 }
 
