@@ -104,8 +104,9 @@ pub(crate) struct PageTable {
     tlb: [Option<(u64, Pte)>; TLB_ENTRIES],
     pub(crate) tlb_flushes: u64,
     pub(crate) present: u64,
-    /// The invalidations of the VM's userptrs, which commits check.
-    pub(crate) userptr_seq: UserptrSeq,
+    /// The invalidations that clear entries only after waiting for the
+    /// jobs that use them (a userptr's notifier), which commits check.
+    pub(crate) invalidation_seq: InvalidationSeq,
 }
 
 impl PageTable {
@@ -115,7 +116,7 @@ impl PageTable {
             tlb: [None; TLB_ENTRIES],
             tlb_flushes: 0,
             present: 0,
-            userptr_seq: UserptrSeq::default(),
+            invalidation_seq: InvalidationSeq::default(),
         })
     }
 
@@ -219,17 +220,21 @@ impl PageTable {
     }
 }
 
-/// The invalidations of a VM's userptrs, as a commit sees them: kept in
-/// the page table, under its lock.
+/// The invalidations of entries whose memory the table holds no reference
+/// on (a userptr's, which its MMU notifier clears after waiting for the
+/// last job), as a commit sees them: kept in the page table, under its
+/// lock. Who invalidates does not matter to the table; a submission that
+/// set such entries checks, when it publishes its job, that none was
+/// cleared since, and that no invalidation is waiting to clear one.
 #[derive(Default)]
-pub(crate) struct UserptrSeq {
+pub(crate) struct InvalidationSeq {
     /// Bumped when an invalidation starts clearing and when it has cleared.
     gen: u64,
     /// Invalidations between the two (waiting for the VM's last job).
     running: u32,
 }
 
-impl UserptrSeq {
+impl InvalidationSeq {
     pub(crate) fn bump(&mut self) {
         self.gen = self.gen.wrapping_add(1);
     }
@@ -250,7 +255,7 @@ impl UserptrSeq {
     }
 
     /// Whether no invalidation started or ended since `snapshot`, and none
-    /// is running: then every userptr entry present at `snapshot` is still
+    /// is running: then every such entry present at `snapshot` is still
     /// valid, and any later invalidation waits for a job published now.
     pub(crate) fn unchanged(&self, snapshot: u64) -> bool {
         self.gen == snapshot && self.running == 0

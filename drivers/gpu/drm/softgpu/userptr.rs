@@ -18,15 +18,15 @@
 //! section, where faulting memory in (allocating with reclaim, taking the
 //! mmap lock) is forbidden. Submission faults the pages in, then commits
 //! the job (publishes its fence as the VM's last job) under the page
-//! table lock only if no invalidation ran since ([`UserptrSeq`]).
+//! table lock only if no invalidation ran since (`pt::InvalidationSeq`).
 //!
 //! Locks: the page table spinlock (`Space::pt`) is the notifier's update
 //! lock. The engine accesses memory only with it held. The callback, as
 //! amdgpu's does, makes a running job never see an entry vanish: under the
 //! lock it records the invalidation (`mmu_interval_set_seq()`, and the
-//! VM's [`UserptrSeq`], which fails any commit from then on) and takes the
-//! VM's last job; it drops the lock, waits for that job's fence, and clears
-//! the entries under the lock again. A non-blockable invalidation (the OOM
+//! page table's `InvalidationSeq`, which fails any commit from then on)
+//! and takes the VM's last job; it drops the lock, waits for that job's
+//! fence, and clears the entries under the lock again. A non-blockable invalidation (the OOM
 //! reaper) cannot wait: while a job is pending it returns `false` and
 //! changes nothing (the caller tries again later). The wait happens in
 //! reclaim (the notifier runs from it), which is why nothing between a
@@ -129,7 +129,7 @@ impl Invalidate for Mirror {
             // Nothing runs: clear at once (a spinlock, so fine for
             // non-blockable invalidations too).
             seq.set_seq();
-            pt.userptr_seq.bump();
+            pt.invalidation_seq.bump();
             self.clear(&mut pt, range.start(), range.end());
             drop(pt);
             self.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -143,12 +143,12 @@ impl Invalidate for Mirror {
         seq.set_seq();
         // From here until the entries are cleared no commit succeeds, so no
         // job published after `fence` can rely on them.
-        pt.userptr_seq.begin();
+        pt.invalidation_seq.begin();
         drop(pt);
         wait_for_job(&fence);
         let mut pt = self.vm.pt().lock();
         self.clear(&mut pt, range.start(), range.end());
-        pt.userptr_seq.end();
+        pt.invalidation_seq.end();
         drop(pt);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
         true

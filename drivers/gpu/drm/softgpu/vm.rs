@@ -354,7 +354,7 @@ impl Vm {
     /// [`Vm::commit`].
     fn fault_in_userptrs(&self, bindings: &mut RBTree<u64, Entry>, sub: &mut Submission) -> Result {
         for _ in 0..USERPTR_PASSES {
-            let snapshot = self.pt.lock().userptr_seq.read();
+            let snapshot = self.pt.lock().invalidation_seq.read();
             sub.userptr_snapshot = snapshot;
             sub.exclusive = KVec::new();
             sub.userptr_failed = false;
@@ -410,7 +410,7 @@ impl Vm {
                     cond_resched();
                 }
             }
-            if self.pt.lock().userptr_seq.unchanged(snapshot) {
+            if self.pt.lock().invalidation_seq.unchanged(snapshot) {
                 break;
             }
         }
@@ -428,7 +428,7 @@ impl Vm {
         }
         // Then the invalidation takes the page table lock to clear.
         for _ in 0..1000 {
-            if self.pt.lock().userptr_seq.idle() {
+            if self.pt.lock().invalidation_seq.idle() {
                 return;
             }
             crate::delay::usleep(100);
@@ -461,8 +461,8 @@ impl Vm {
         let valid = |pt: &mut PageTable| {
             sub.userptrs.is_empty()
                 || sub.userptr_failed
-                || pt.userptr_seq.unchanged(sub.userptr_snapshot)
-                || (pt.userptr_seq.idle() && all_present(pt, &sub.userptrs))
+                || pt.invalidation_seq.unchanged(sub.userptr_snapshot)
+                || (pt.invalidation_seq.idle() && all_present(pt, &sub.userptrs))
         };
         let mut pt = self.pt.lock();
         if valid(&mut pt) {
