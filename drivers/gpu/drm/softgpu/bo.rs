@@ -681,7 +681,7 @@ impl Bo {
             if let Some(va) = b.va_of(first + i) {
                 // Object memory is the device's own: atomics work on it.
                 let perm = if b.readonly { Perm::Read } else { Perm::Atomic };
-                if pt.set(va, Pte::new(pfn + i, perm)) {
+                if pt.set(va, Pte::system(pfn + i, perm)) {
                     set += 1;
                 }
             }

@@ -7,11 +7,19 @@
 //! space, like a small x86 one. A modelled TLB caches translations and is
 //! flushed whenever an entry is cleared or changed.
 //!
+//! An entry maps a page of system memory or of the device's VRAM, with a
+//! permission; the table knows nothing of what put it there (objects,
+//! userptrs, and the VM above them, use this module; it uses none of them).
+//! The engine reads and writes the page behind an entry through
+//! [`PageTable::access`].
+//!
 //! Locks: the table is behind its VM's `pt` spinlock
-//! (Documentation/gpu/softgpu.rst, "Lock order"); nothing here takes a
-//! lock but [`PageTable::reserve`], which allocates the tables outside it.
+//! (Documentation/gpu/softgpu.rst, "Lock order"). [`PageTable::reserve`]
+//! takes it, allocating the tables outside it; [`PageTable::access`]
+//! takes the VRAM BAR's spinlock under it, for a VRAM page.
 
-use kernel::{prelude::*, sync::SpinLock, uapi};
+use crate::vram::Slot;
+use kernel::{c_str, folio::Folio, pci, prelude::*, sync::SpinLock, uapi};
 
 /// GPU page size.
 pub(crate) const PAGE: u64 = uapi::SOFTGPU_PAGE_SIZE as u64;
@@ -33,10 +41,22 @@ pub(crate) enum Perm {
     Atomic,
 }
 
-/// A present leaf entry, packed like a hardware one: the page frame number
-/// from bit 12 up, permission bits below. Never zero (`PRESENT`), so that
-/// `Option<Pte>` is eight bytes and a leaf table of 512 entries fills
-/// exactly one page.
+/// What an entry points at: its address space and the page in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A page of system memory, by page frame number.
+    System(usize),
+    /// A page of the device's VRAM, by byte offset into it (a multiple of
+    /// [`PAGE`]).
+    Vram(u64),
+}
+
+/// A present leaf entry, packed like a hardware one: the frame number from
+/// bit 12 up, an address space bit and permission bits below. The frame is
+/// a page frame number of system memory or, with the address space bit
+/// (`VRAM`), a page of the device's VRAM (its offset in the VRAM BAR,
+/// shifted). Never zero (`PRESENT`), so that `Option<Pte>` is eight bytes
+/// and a leaf table of 512 entries fills exactly one page.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pte(core::num::NonZeroU64);
 
@@ -44,23 +64,44 @@ impl Pte {
     const PRESENT: u64 = 1 << 0;
     const WRITE: u64 = 1 << 1;
     const ATOMIC: u64 = 1 << 2;
+    /// The address space bit: the frame is a VRAM page, not a system one.
+    const VRAM: u64 = 1 << 3;
     const PFN_SHIFT: u32 = 12;
 
-    /// An entry for page frame `pfn`, allowing `perm`.
-    pub(crate) fn new(pfn: usize, perm: Perm) -> Self {
+    fn encode(frame: u64, space: u64, perm: Perm) -> Self {
         let bits = match perm {
             Perm::Read => 0,
             Perm::Write => Self::WRITE,
             Perm::Atomic => Self::WRITE | Self::ATOMIC,
         };
-        let raw = ((pfn as u64) << Self::PFN_SHIFT) | bits | Self::PRESENT;
+        let raw = (frame << Self::PFN_SHIFT) | space | bits | Self::PRESENT;
         // `PRESENT` is set.
         Self(core::num::NonZeroU64::new(raw).unwrap_or(core::num::NonZeroU64::MIN))
     }
 
-    /// The page frame number.
-    pub(crate) fn pfn(self) -> usize {
-        (self.0.get() >> Self::PFN_SHIFT) as usize
+    /// An entry for system page frame `pfn`, allowing `perm`.
+    pub(crate) fn system(pfn: usize, perm: Perm) -> Self {
+        Self::encode(pfn as u64, 0, perm)
+    }
+
+    /// An entry for the VRAM page at byte `offset` of the VRAM (rounded
+    /// down to a page), allowing `perm`.
+    // No object is placed in VRAM yet: TTM's objects will map their VRAM
+    // pages with it (Documentation/gpu/softgpu.rst, "Discrete mode").
+    #[allow(dead_code)]
+    pub(crate) fn vram(offset: u64, perm: Perm) -> Self {
+        Self::encode(offset / PAGE, Self::VRAM, perm)
+    }
+
+    /// Where the entry points.
+    pub(crate) fn target(self) -> Target {
+        let raw = self.0.get();
+        let frame = raw >> Self::PFN_SHIFT;
+        if raw & Self::VRAM != 0 {
+            Target::Vram(frame * PAGE)
+        } else {
+            Target::System(frame as usize)
+        }
     }
 
     /// Whether the entry allows `perm`.
@@ -99,6 +140,17 @@ fn new_table<T>() -> Result<KBox<[Option<T>; ENTRIES]>> {
 }
 
 /// The device page table and its modelled TLB.
+///
+/// # Invariants
+///
+/// What a present entry points at stays there while it is present, and
+/// entries are cleared under the table's lock: a system page stays
+/// allocated (whoever sets the entry holds the page, or clears the entry
+/// before it can go), and a VRAM page is in the VRAM of the bound device
+/// (VRAM is allocated by the device's resource manager, which gives up
+/// what it holds before the device is unbound). So an entry and what it
+/// points at can be used for as long as the table is borrowed
+/// ([`PageTable::access`]).
 pub(crate) struct PageTable {
     top: KBox<Top>,
     tlb: [Option<(u64, Pte)>; TLB_ENTRIES],
@@ -181,6 +233,57 @@ impl PageTable {
         was
     }
 
+    /// Calls `f` on the page that `va` translates to, if its entry allows
+    /// `perm`; `None` if it does not (missing, or not allowing `perm`: a GPU
+    /// page fault). A VRAM page is reached through the BAR of the VRAM
+    /// device bound in `vram`, under its lock.
+    ///
+    /// This is what the engine reads and writes memory through: under the
+    /// table's lock, so that the entry, and the page behind it, stay while
+    /// `f` runs. It takes no other lock but the BAR's, a spinlock, and
+    /// allocates nothing: it runs in a fence's signalling critical section.
+    pub(crate) fn access<R>(
+        &mut self,
+        va: u64,
+        perm: Perm,
+        vram: &Slot,
+        f: impl FnOnce(&Page<'_>) -> R,
+    ) -> Option<R> {
+        let pte = self.lookup(va).filter(|pte| pte.allows(perm))?;
+        match pte.target() {
+            Target::System(pfn) => {
+                // SAFETY: the page stays allocated while we hold `pt`
+                // (`&mut self`, the type invariant). For an object, an entry
+                // exists only while the object holds the folio, and entries
+                // are cleared under this lock before a hold is dropped; for
+                // an imported object, while its attachment keeps the
+                // exporter's pages in place, which lasts until the object is
+                // freed, after its bindings (which clear their entries under
+                // this lock) are gone. For a userptr no reference is held:
+                // the entry was set under this lock after the notifier's
+                // sequence check (`Range::fault_locked`), and every change to
+                // the CPU mapping clears it under this lock (in the
+                // notifier's callback) before the page can be unmapped and
+                // freed; so while the entry is present and the lock held, the
+                // CPU still maps the page. A pinned userptr's entries are
+                // cleared under this lock before its pins are dropped.
+                let folio = unsafe { Folio::from_pfn(pfn) };
+                let base = (pfn - folio.pfn()) * PAGE as usize;
+                Some(f(&Page::System(folio, base)))
+            }
+            Target::Vram(offset) => {
+                let base = usize::try_from(offset).ok()?;
+                let r = vram.with_bar(|bar| f(&Page::Vram(bar, base)));
+                if r.is_none() {
+                    // The type invariant does not hold: a VRAM entry with
+                    // no VRAM. Faults, rather than reach memory.
+                    kernel::lockdep::warn(c_str!("softgpu: a VRAM entry without VRAM"));
+                }
+                r
+            }
+        }
+    }
+
     /// Allocates the page tables of `[va, end)`, outside the table lock.
     pub(crate) fn reserve(pt: &SpinLock<Self>, va: u64, end: u64) -> Result {
         loop {
@@ -215,6 +318,80 @@ impl PageTable {
         if let Some(mids) = self.top[t].as_mut() {
             if mids[m].is_none() {
                 mids[m] = leaf.take();
+            }
+        }
+    }
+}
+
+/// A page that an entry points at, as [`PageTable::access`] lends it: the
+/// engine reads and writes it at byte offsets within the page.
+pub(crate) enum Page<'a> {
+    /// A system page: its folio, and the page's byte offset in the folio.
+    System(&'a Folio, usize),
+    /// A VRAM page: the BAR's mapping, and the page's byte offset in it.
+    Vram(&'a pci::Bar, usize),
+}
+
+impl Page<'_> {
+    /// The byte offset of `[off, off + len)` of the page in its folio or
+    /// BAR; `EINVAL` if the range leaves the page.
+    fn at(&self, off: usize, len: usize) -> Result<usize> {
+        let base = match self {
+            Page::System(_, base) | Page::Vram(_, base) => *base,
+        };
+        match off.checked_add(len) {
+            Some(end) if end <= PAGE as usize => Ok(base + off),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// Copies the bytes at `off` into `out`.
+    pub(crate) fn read(&self, off: usize, out: &mut [u8]) -> Result {
+        let at = self.at(off, out.len())?;
+        match self {
+            Page::System(folio, _) => folio.read(at, out),
+            Page::Vram(bar, _) => bar.try_copy_from(at, out),
+        }
+    }
+
+    /// Copies `data` to `off`. A write to VRAM is flushed from the
+    /// write-combining buffers before this returns, so that whoever is told
+    /// the job is done (the CPU, through its mapping of the BAR) sees it.
+    pub(crate) fn write(&self, off: usize, data: &[u8]) -> Result {
+        let at = self.at(off, data.len())?;
+        match self {
+            Page::System(folio, _) => folio.write(at, data),
+            Page::Vram(bar, _) => {
+                bar.try_copy_to(at, data)?;
+                bar.flush_wc();
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds `value`, `times` times, to the naturally aligned 64-bit integer
+    /// at `off`; returns its value after the last addition. `EINVAL` if
+    /// misaligned.
+    ///
+    /// In system memory each addition is one atomic read-modify-write, so
+    /// the CPU's atomics on the same counter lose no update. In VRAM, the
+    /// device's own memory, the additions are one read and one write
+    /// through the BAR, under the table's lock: atomic for the device
+    /// (which has one engine), not for a CPU writing the counter through a
+    /// mapping of the BAR at the same time, as with a discrete GPU's VRAM
+    /// and the CPU's writes to it across the bus.
+    pub(crate) fn atomic_add_u64(&self, off: usize, value: u64, times: u64) -> Result<u64> {
+        if off % 8 != 0 {
+            return Err(EINVAL);
+        }
+        let at = self.at(off, 8)?;
+        match self {
+            Page::System(folio, _) => folio.atomic_add_u64(at, value, times),
+            Page::Vram(bar, _) => {
+                let v = bar.try_read64(at)?.wrapping_add(value.wrapping_mul(times));
+                bar.try_write64(v, at)?;
+                bar.flush_wc();
+                Ok(v)
             }
         }
     }

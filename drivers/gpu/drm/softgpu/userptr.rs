@@ -245,7 +245,7 @@ impl Userptr {
         let mut pt = vm.pt().lock();
         for i in 0..pins.len() {
             if let Some(pfn) = pins.pfn(i) {
-                pt.set(va + (i * PAGE_SIZE) as u64, Pte::new(pfn, perm));
+                pt.set(va + (i * PAGE_SIZE) as u64, Pte::system(pfn, perm));
             }
         }
         drop(pt);
@@ -315,7 +315,7 @@ impl Userptr {
                 unsafe { p.mark_dirty() };
             }
             let perm = if writable { Perm::Write } else { Perm::Read };
-            pt.set(m.va_of(start + i * PAGE_SIZE), Pte::new(pfn, perm));
+            pt.set(m.va_of(start + i * PAGE_SIZE), Pte::system(pfn, perm));
         }
         Ok(())
     }
@@ -398,7 +398,7 @@ impl Userptr {
             }
             // The device writes it from now on (see `populate`).
             folio.mark_dirty();
-            pt.set(va, Pte::new(folio.pfn(), Perm::Atomic));
+            pt.set(va, Pte::system(folio.pfn(), Perm::Atomic));
             m.exclusive_grants.fetch_add(1, Ordering::Relaxed);
             // The page is the folio's first (see `ExclusivePages::folio`).
             let done = commit(&mut pt, &folio, offset);
@@ -449,7 +449,7 @@ mod tests {
     use super::*;
     // The tests bind userptrs in the address space that binds them in the
     // driver: a VM.
-    use crate::vm::Vm;
+    use crate::{pt::Target, vm::Vm, vram::Slot};
     use kernel::{
         mm::testing::{self, PROT_READ, PROT_WRITE},
         uaccess::UserSlice,
@@ -472,16 +472,16 @@ mod tests {
     }
 
     /// The first word of the page the device maps at `va`, if any.
+    /// Read as the engine reads: through the page table.
     fn gpu_read(vm: &Vm, va: u64) -> Option<(u64, bool)> {
+        // No VRAM device: userptr entries map system pages.
+        let no_vram = Slot::new().ok()?;
         let mut pt = vm.pt.lock();
         let pte = pt.lookup(va)?;
-        let (pfn, writable) = (pte.pfn(), pte.allows(Perm::Write));
-        // SAFETY: the entry exists, so the CPU maps the page, and cannot
-        // stop doing so without clearing the entry under `pt`, held here.
-        let folio = unsafe { Folio::from_pfn(pfn) };
+        assert!(matches!(pte.target(), Target::System(_)));
+        let writable = pte.allows(Perm::Write);
         let mut word = [0u8; 8];
-        folio
-            .read((pfn - folio.pfn()) * PAGE_SIZE, &mut word)
+        pt.access(va, Perm::Read, &no_vram, |page| page.read(0, &mut word))?
             .ok()?;
         Some((u64::from_ne_bytes(word), writable))
     }
