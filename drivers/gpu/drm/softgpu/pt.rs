@@ -443,3 +443,166 @@ impl InvalidationSeq {
         self.running == 0
     }
 }
+
+#[cfg(CONFIG_DRM_SOFTGPU_KUNIT_TEST)]
+#[kernel::kunit::kunit_tests(softgpu_pt)]
+mod tests {
+    use super::*;
+    use kernel::page::PAGE_SIZE;
+
+    const VA: u64 = 0x4000_0000;
+    /// The span of one leaf table: 2 MiB.
+    const LEAF_SPAN: u64 = ENTRIES as u64 * PAGE;
+
+    /// A page table with the tables of `[VA, VA + LEAF_SPAN)`. Not behind
+    /// a lock: a failed assertion must not leave one held.
+    fn table() -> Result<PageTable> {
+        let mut pt = PageTable::new()?;
+        let (mut mid, mut leaf) = (Some(new_table()?), Some(new_table()?));
+        pt.add_tables(VA, &mut mid, &mut leaf);
+        Ok(pt)
+    }
+
+    #[test]
+    fn entries_of_both_address_spaces() {
+        let perms = [Perm::Read, Perm::Write, Perm::Atomic];
+        for &perm in &perms {
+            let s = Pte::system(0x12345, perm);
+            let v = Pte::vram(0x12345 * PAGE, perm);
+            assert_eq!(s.target(), Target::System(0x12345));
+            assert_eq!(v.target(), Target::Vram(0x12345 * PAGE));
+            // The same frame number in the two address spaces: two entries.
+            assert!(s != v);
+            // Each permission allows the ones before it, in either space.
+            for &p in &perms {
+                assert_eq!(s.allows(p), p <= perm);
+                assert_eq!(v.allows(p), p <= perm);
+            }
+        }
+        // Frame 0 of either space is a present entry too.
+        assert_eq!(Pte::system(0, Perm::Read).target(), Target::System(0));
+        assert_eq!(Pte::vram(0, Perm::Read).target(), Target::Vram(0));
+        // A VRAM offset is that of its page; the last page of 512 MiB.
+        assert_eq!(
+            Pte::vram(PAGE + 123, Perm::Read).target(),
+            Target::Vram(PAGE)
+        );
+        let last = (512 << 20) - PAGE;
+        assert_eq!(Pte::vram(last, Perm::Write).target(), Target::Vram(last));
+        // Eight bytes, present or not.
+        assert_eq!(core::mem::size_of::<Option<Pte>>(), 8);
+    }
+
+    #[test]
+    fn set_lookup_and_replace() -> Result {
+        let mut pt = table()?;
+        let sys = Pte::system(0x1000, Perm::Write);
+        let vram = Pte::vram(0x20_0000, Perm::Atomic);
+        assert!(pt.lookup(VA).is_none());
+        // No leaf table there: nothing set.
+        assert!(!pt.set(VA + LEAF_SPAN, sys));
+        assert!(pt.lookup(VA + LEAF_SPAN).is_none());
+
+        assert!(pt.set(VA, sys));
+        assert!(pt.set(VA + PAGE, vram));
+        assert_eq!(pt.present, 2);
+        assert!(pt.lookup(VA) == Some(sys));
+        assert!(pt.lookup(VA + PAGE) == Some(vram));
+        // Setting an entry again changes nothing and flushes nothing.
+        let flushes = pt.tlb_flushes;
+        assert!(!pt.set(VA, sys));
+        assert_eq!(pt.tlb_flushes, flushes);
+        // The page moved to VRAM: the translation the TLB cached goes.
+        assert!(pt.lookup(VA) == Some(sys));
+        let moved = Pte::vram(0x30_0000, Perm::Write);
+        assert!(!pt.set(VA, moved));
+        assert_eq!(pt.tlb_flushes, flushes + 1);
+        assert!(pt.lookup(VA) == Some(moved));
+        // And back to system memory, read-only now.
+        let back = Pte::system(0x1000, Perm::Read);
+        assert!(!pt.set(VA, back));
+        assert_eq!(pt.tlb_flushes, flushes + 2);
+        assert!(pt.lookup(VA) == Some(back));
+        assert_eq!(pt.present, 2);
+        Ok(())
+    }
+
+    /// Clearing an entry flushes the TLB: the translation it cached would
+    /// otherwise send the next access to the page that has left (issue 13,
+    /// item 18; the uAPI test `a_released_page_leaves_no_stale_entry_in_the_device_tlb`
+    /// shows it through migration and the shrinker).
+    #[test]
+    fn clear_flushes_the_tlb() -> Result {
+        let mut pt = table()?;
+        for pte in [Pte::system(0x4242, Perm::Atomic), Pte::vram(0, Perm::Read)] {
+            assert!(pt.set(VA, pte));
+            // Cached now.
+            assert!(pt.lookup(VA) == Some(pte));
+            let flushes = pt.tlb_flushes;
+            assert!(pt.clear(VA));
+            assert_eq!(pt.tlb_flushes, flushes + 1);
+            assert_eq!(pt.present, 0);
+            assert!(pt.lookup(VA).is_none());
+            // Clearing nothing flushes nothing.
+            assert!(!pt.clear(VA));
+            assert!(!pt.clear(VA + LEAF_SPAN));
+            assert_eq!(pt.tlb_flushes, flushes + 1);
+        }
+        Ok(())
+    }
+
+    /// The engine's access through a system entry: the right page of the
+    /// folio, within the page, with the entry's permissions.
+    #[test]
+    fn access_through_system_entries() -> Result {
+        let folio = Folio::alloc(GFP_KERNEL | __GFP_ZERO, 1)?;
+        // No VRAM device: only system entries can be reached.
+        let no_vram = Slot::new()?;
+        let mut pt = table()?;
+        // The folio's second page, for atomics; its first, read-only.
+        pt.set(VA, Pte::system(folio.pfn() + 1, Perm::Atomic));
+        pt.set(VA + PAGE, Pte::system(folio.pfn(), Perm::Read));
+
+        let wrote = pt.access(VA, Perm::Write, &no_vram, |p| p.write(16, b"gemfs"));
+        assert!(wrote == Some(Ok(())));
+        let mut word = [0u8; 5];
+        folio.read(PAGE_SIZE + 16, &mut word)?;
+        assert!(&word == b"gemfs");
+        let added = pt.access(VA, Perm::Atomic, &no_vram, |p| p.atomic_add_u64(8, 3, 5));
+        assert!(added == Some(Ok(15)));
+        let mut back = [0u8; 8];
+        let read = pt.access(VA, Perm::Read, &no_vram, |p| p.read(8, &mut back));
+        assert!(read == Some(Ok(())));
+        assert_eq!(u64::from_ne_bytes(back), 15);
+
+        // Read-only: no write, no atomic; reads see the first page.
+        assert!(pt
+            .access(VA + PAGE, Perm::Write, &no_vram, |_| ())
+            .is_none());
+        assert!(pt
+            .access(VA + PAGE, Perm::Atomic, &no_vram, |_| ())
+            .is_none());
+        let read = pt.access(VA + PAGE, Perm::Read, &no_vram, |p| p.read(8, &mut back));
+        assert!(read == Some(Ok(())));
+        assert_eq!(u64::from_ne_bytes(back), 0);
+
+        // Accesses stay in the page, atomics aligned.
+        let mut two = [0u8; 8];
+        let over = pt.access(VA, Perm::Read, &no_vram, |p| {
+            p.read(PAGE_SIZE - 4, &mut two)
+        });
+        assert!(over == Some(Err(EINVAL)));
+        let odd = pt.access(VA, Perm::Atomic, &no_vram, |p| p.atomic_add_u64(4, 1, 1));
+        assert!(odd == Some(Err(EINVAL)));
+        // Nothing mapped there.
+        assert!(pt
+            .access(VA + 2 * PAGE, Perm::Read, &no_vram, |_| ())
+            .is_none());
+
+        // The folio goes after its entries.
+        assert!(pt.clear(VA) && pt.clear(VA + PAGE));
+        drop(pt);
+        drop(folio);
+        Ok(())
+    }
+}
