@@ -181,6 +181,24 @@ unsafe impl Aperture for pci::Bar {
     }
 }
 
+// SAFETY: the same mapping as `A`'s, valid while this reference (and so
+// the `A`) lives; the other references to it belong to the same owner
+// (a driver that also reaches the memory itself, as softgpu's engine does
+// through its own reference).
+unsafe impl<A: Aperture> Aperture for crate::sync::Arc<A> {
+    fn vaddr(&self) -> *mut u8 {
+        A::vaddr(self)
+    }
+
+    fn len(&self) -> usize {
+        A::len(self)
+    }
+
+    fn bus_start(&self) -> Option<u64> {
+        A::bus_start(self)
+    }
+}
+
 /// Per-driver-type C tables.
 struct Vtable<T: Driver>(PhantomData<T>);
 

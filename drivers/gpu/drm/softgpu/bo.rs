@@ -20,7 +20,7 @@
 
 use crate::{
     objects::Objects,
-    vm::{Binding, Perm, Pte, Vm, PAGE},
+    pt::{PageTable, Perm, Pte, PAGE},
 };
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::{
@@ -210,21 +210,46 @@ impl Residency {
     }
 }
 
-/// Where an object is bound; keyed by (VM address, GPU address).
+/// A binding: part of an object mapped at a GPU address.
+pub(crate) struct Binding {
+    pub(crate) obj: ARef<GemObject>,
+    pub(crate) va: u64,
+    pub(crate) bo_offset: u64,
+    pub(crate) size: u64,
+    pub(crate) readonly: bool,
+}
+
+/// The GPU address of object page `index` in a mapping of
+/// `[bo_offset, bo_offset + size)` of the object at `va`, if it maps it.
+fn va_of(va: u64, bo_offset: u64, size: u64, index: usize) -> Option<u64> {
+    let off = (index as u64).checked_mul(PAGE)?;
+    (off >= bo_offset && off < bo_offset + size).then(|| va + off - bo_offset)
+}
+
+impl Binding {
+    /// The GPU address of object page `index`, if this binding maps it.
+    pub(crate) fn va_of(&self, index: usize) -> Option<u64> {
+        va_of(self.va, self.bo_offset, self.size, index)
+    }
+}
+
+/// Where an object is bound; keyed by (page table address, GPU address).
 struct Mapping {
-    vm: *const Vm,
+    /// The page table of the VM of the binding.
+    pt: *const SpinLock<PageTable>,
     va: u64,
     bo_offset: u64,
     size: u64,
 }
 
-// SAFETY: `vm` is only compared and dereferenced while the binding that
-// holds an `Arc<Vm>` exists (a mapping is removed with its binding).
+// SAFETY: `pt` is only compared and dereferenced while the binding exists,
+// in the VM that owns the page table (a mapping is removed with its
+// binding).
 unsafe impl Send for Mapping {}
 
 impl Mapping {
     fn va_of(&self, index: usize) -> Option<u64> {
-        crate::vm::va_of(self.va, self.bo_offset, self.size, index)
+        va_of(self.va, self.bo_offset, self.size, index)
     }
 }
 
@@ -320,9 +345,9 @@ impl BoOwner {
         let mut cleared = 0;
         for m in inner.mappings.values() {
             // SAFETY: a mapping exists only while its binding does, and the
-            // VM removes its bindings before it goes away.
-            let vm = unsafe { &*m.vm };
-            let mut pt = vm.pt.lock();
+            // VM removes its bindings before it and its page table go away.
+            let pt = unsafe { &*m.pt };
+            let mut pt = pt.lock();
             for index in first..first + nr {
                 if m.va_of(index).is_some_and(|va| pt.clear(va)) {
                     cleared += 1;
@@ -538,15 +563,21 @@ impl Bo {
         }
     }
 
-    /// Records that `vm` maps the object at `va`.
-    pub(crate) fn add_mapping(&self, vm: &Vm, va: u64, bo_offset: u64, size: u64) -> Result {
+    /// Records that the VM of page table `pt` maps the object at `va`.
+    pub(crate) fn add_mapping(
+        &self,
+        pt: &SpinLock<PageTable>,
+        va: u64,
+        bo_offset: u64,
+        size: u64,
+    ) -> Result {
         let m = Mapping {
-            vm: core::ptr::from_ref(vm),
+            pt: core::ptr::from_ref(pt),
             va,
             bo_offset,
             size,
         };
-        let key = (core::ptr::from_ref(vm) as usize, va);
+        let key = (core::ptr::from_ref(pt) as usize, va);
         // Allocated here: the object lock is a spinlock (gemfs's release,
         // which takes it, may not sleep).
         let node = RBTreeNode::new(key, m, GFP_KERNEL)?;
@@ -558,18 +589,18 @@ impl Bo {
         Ok(())
     }
 
-    /// Forgets binding `b` of `vm`: clears its page table entries and drops
-    /// the folios no entry points into any more. Called with `vm`'s
-    /// bindings locked, and `b` no longer in them, so no fault fills its
-    /// entries meanwhile.
+    /// Forgets binding `b` of the VM of page table `pt`: clears its entries
+    /// and drops the folios no entry points into any more. Called with the
+    /// VM's bindings locked, and `b` no longer in them, so no fault fills
+    /// its entries meanwhile.
     ///
     /// A binding may span GiBs: its pages are done a PMD's worth (one
     /// largest folio, [`MAX_FOLIO_PAGES`]) at a time under the spinlocks,
     /// yielding between. The mapping stays recorded until the end, so that
     /// a release or the shrinker, which may run between two pieces, clears
     /// this binding's entries too when it takes a folio.
-    pub(crate) fn remove_mapping(&self, vm: &Vm, b: &Binding) {
-        let key = (core::ptr::from_ref(vm) as usize, b.va);
+    pub(crate) fn remove_mapping(&self, pt: &SpinLock<PageTable>, b: &Binding) {
+        let key = (core::ptr::from_ref(pt) as usize, b.va);
         let first = (b.bo_offset / PAGE) as usize;
         let last = first + (b.size / PAGE) as usize - 1;
         // Folios are aligned to their size, at most `MAX_FOLIO_PAGES`: none
@@ -578,7 +609,7 @@ impl Bo {
         loop {
             let piece_last = (at + MAX_FOLIO_PAGES - 1).min(last);
             let mut inner = self.owner.inner.lock();
-            let mut pt = vm.pt.lock();
+            let mut pt = pt.lock();
             while let Some((head, nr)) = inner.resident.next(at, piece_last) {
                 at = head + nr;
                 let mut cleared = 0;
@@ -608,11 +639,17 @@ impl Bo {
     }
 
     /// Makes page `index`'s folio resident and maps its pages of binding
-    /// `b` in `vm`, counting it as a GPU fault if `for_job` (a submission
-    /// makes it resident for its job, see [`Vm::make_resident`]). Called
-    /// with `vm`'s bindings locked, so `b` stays, never from a job: it may
-    /// allocate with reclaim and sleep on folio locks.
-    pub(crate) fn populate(&self, vm: &Vm, b: &Binding, index: usize, for_job: bool) -> Result {
+    /// `b` in page table `pt`, counting it as a GPU fault if `for_job` (a
+    /// submission makes it resident for its job, see `Vm::make_resident`).
+    /// Called with the VM's bindings locked, so `b` stays, never from a
+    /// job: it may allocate with reclaim and sleep on folio locks.
+    pub(crate) fn populate(
+        &self,
+        pt: &SpinLock<PageTable>,
+        b: &Binding,
+        index: usize,
+        for_job: bool,
+    ) -> Result {
         let obj = &*b.obj;
         let invalidations = {
             let inner = self.owner.inner.lock();
@@ -681,13 +718,13 @@ impl Bo {
             kernel::lockdep::warn(c_str!("softgpu: two resident folios at one index"));
             return Err(EINVAL);
         }
-        let mut pt = vm.pt.lock();
+        let mut pt = pt.lock();
         let mut set = 0;
         for i in 0..nr {
             if let Some(va) = b.va_of(first + i) {
                 // Object memory is the device's own: atomics work on it.
                 let perm = if b.readonly { Perm::Read } else { Perm::Atomic };
-                if pt.set(va, Pte::new(pfn + i, perm)) {
+                if pt.set(va, Pte::system(pfn + i, perm)) {
                     set += 1;
                 }
             }
@@ -994,9 +1031,10 @@ impl gemfs::Owner for BoOwner {
             let mut cleared = 0;
             for m in inner.mappings.values() {
                 // SAFETY: a mapping exists only while its binding does, and
-                // the VM removes its bindings before it goes away.
-                let vm = unsafe { &*m.vm };
-                let mut pt = vm.pt.lock();
+                // the VM removes its bindings before it and its page table
+                // go away.
+                let pt = unsafe { &*m.pt };
+                let mut pt = pt.lock();
                 for index in head..head + nr {
                     if m.va_of(index).is_some_and(|va| pt.clear(va)) {
                         cleared += 1;

@@ -18,13 +18,14 @@
 //! RCU grace periods and `stop_machine()` (CPU hotplug, NUMA balancing's
 //! `migrate_swap()`) get the CPU.
 
-use crate::vm::{Fault, Perm, Vm, PAGE, VA_END};
+use crate::pt::{Page, Perm, PAGE, VA_END};
+use crate::vm::{Fault, Vm};
+use crate::vram::Slot;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    bindings, c_str,
+    c_str,
     dma_fence::canceled,
     dma_fence::{Fence, FenceContext, PendingFence, SignallingSection},
-    folio::Folio,
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
@@ -150,6 +151,8 @@ pub(crate) struct JobMemory {
 
 struct Job {
     vm: Arc<Vm>,
+    /// The device's VRAM, which VRAM entries of the VM point into.
+    vram: Arc<Slot>,
     cmds: KVec<Cmd>,
     memory: JobMemory,
     cancelled: bool,
@@ -177,6 +180,8 @@ pub(crate) struct Engine {
     /// work item, which does not run twice at once, takes it.
     #[pin]
     buf: Mutex<KVec<u8>>,
+    /// The device's VRAM, if it has any (`vram.rs`).
+    vram: Arc<Slot>,
 }
 
 impl_has_work! {
@@ -184,7 +189,7 @@ impl_has_work! {
 }
 
 impl Engine {
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    pub(crate) fn new(vram: Arc<Slot>) -> Result<Arc<Self>> {
         let buf = KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
@@ -194,6 +199,7 @@ impl Engine {
                 fences: FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine")),
                 jobs_done: AtomicU64::new(0),
                 buf <- new_mutex!(buf, "softgpu_engine_buf"),
+                vram,
             }),
             GFP_KERNEL,
         )
@@ -228,6 +234,7 @@ impl Engine {
         let res = prepare(&info);
         let job = Job {
             vm,
+            vram: self.vram.clone(),
             cmds: if res.is_ok() {
                 core::mem::replace(cmds, KVec::new())
             } else {
@@ -324,9 +331,10 @@ impl Job {
     }
 }
 
-/// Runs `f` on the folio and offset that GPU address `va` translates to,
-/// under the page table lock (so the entry, and the hold or CPU mapping
-/// behind it, stay), if the entry allows `perm`.
+/// Runs `f` on the page that GPU address `va` translates to (a system page
+/// or a VRAM one) and the offset of `va` in it, under the page table lock
+/// (so the entry, and the hold or CPU mapping behind it, stay), if the
+/// entry allows `perm` ([`crate::pt::PageTable::access`]).
 ///
 /// A missing or insufficient entry fails the access: the page was made
 /// resident (a buffer object's) or faulted in (a userptr's) before the job
@@ -336,34 +344,16 @@ fn access(
     job: &Job,
     va: u64,
     perm: Perm,
-    f: impl FnOnce(&Folio, usize) -> Result,
+    f: impl FnOnce(&Page<'_>, usize) -> Result,
 ) -> core::result::Result<(), Fault> {
     let mut pt = job.vm.pt.lock();
-    match pt.lookup(va) {
-        Some(pte) if pte.allows(perm) => {
-            let pfn = pte.pfn();
-            // SAFETY: the page stays allocated while we hold `pt`. For an
-            // object, an entry exists only while the object holds the folio,
-            // and entries are cleared under this lock before a hold is
-            // dropped; for an imported object, while its attachment keeps
-            // the exporter's pages in place, which lasts until the object is
-            // freed, after its bindings (which clear their entries under
-            // this lock) are gone. For a userptr no reference is held: the
-            // entry was set under this lock after the notifier's sequence
-            // check (`Range::fault_locked`), and every change to the CPU
-            // mapping clears it under this lock (in the notifier's callback)
-            // before the page can be unmapped and freed; so while the entry
-            // is present and the lock held, the CPU still maps the page. A
-            // pinned userptr's entries are cleared under this lock before
-            // its pins are dropped.
-            let folio = unsafe { Folio::from_pfn(pfn) };
-            let off = (pfn - folio.pfn()) * PAGE as usize + (va % PAGE) as usize;
-            f(folio, off).map_err(|e| fault_at(va, e))
-        }
+    let off = (va % PAGE) as usize;
+    match pt.access(va, perm, &job.vram, |page| f(page, off)) {
+        Some(res) => res.map_err(|e| fault_at(va, e)),
         // Missing; or not allowing `perm`: a read-only binding, a userptr
         // page the CPU did not map writable (or exclusive, for an atomic)
         // at submission, or an entry cleared since (unbind).
-        _ => Err(job.unresolved(va)),
+        None => Err(job.unresolved(va)),
     }
 }
 
@@ -398,25 +388,23 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = pat[(phase + i) % 4];
                 }
-                access(job, va, Perm::Write, |folio, off| {
-                    folio.write(off, &buf[..n])
-                })
+                access(job, va, Perm::Write, |page, off| page.write(off, &buf[..n]))
             })
         }
         Cmd::Copy { dst, src, size } => for_each_page(src, size, |va, n| {
-            access(job, va, Perm::Read, |folio, off| {
-                folio.read(off, &mut buf[..n])
+            access(job, va, Perm::Read, |page, off| {
+                page.read(off, &mut buf[..n])
             })?;
             // The destination piece may straddle a page: split it.
             let d = dst + (va - src);
             let first = ((PAGE - d % PAGE) as usize).min(n);
-            access(job, d, Perm::Write, |folio, off| {
-                folio.write(off, &buf[..first])
+            access(job, d, Perm::Write, |page, off| {
+                page.write(off, &buf[..first])
             })?;
             if first < n {
                 let d2 = d + first as u64;
-                access(job, d2, Perm::Write, |folio, off| {
-                    folio.write(off, &buf[first..n])
+                access(job, d2, Perm::Write, |page, off| {
+                    page.write(off, &buf[first..n])
                 })?;
             }
             Ok(())
@@ -434,8 +422,8 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
             let mut left = times;
             loop {
                 let n = left.min(ATOMIC_BATCH);
-                access(job, dst, Perm::Atomic, |folio, off| {
-                    folio.atomic_add_u64(off, value, n).map(|_| ())
+                access(job, dst, Perm::Atomic, |page, off| {
+                    page.atomic_add_u64(off, value, n).map(|_| ())
                 })?;
                 left -= n;
                 if left == 0 {
@@ -447,8 +435,8 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
         Cmd::Checksum { dst, src, size } => {
             let mut h = FNV_OFFSET;
             for_each_page(src, size, |va, n| {
-                access(job, va, Perm::Read, |folio, off| {
-                    folio.read(off, &mut buf[..n])
+                access(job, va, Perm::Read, |page, off| {
+                    page.read(off, &mut buf[..n])
                 })?;
                 for b in &buf[..n] {
                     h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
@@ -456,20 +444,12 @@ fn run_cmd(job: &Job, cmd: &Cmd, buf: &mut [u8]) -> core::result::Result<(), Fau
                 Ok(())
             })?;
             let bytes = h.to_le_bytes();
-            access(job, dst, Perm::Write, |folio, off| folio.write(off, &bytes))
+            access(job, dst, Perm::Write, |page, off| page.write(off, &bytes))
         }
         Cmd::Busy { us } => {
             // The engine is occupied: nothing else runs meanwhile.
-            usleep(us);
+            crate::delay::usleep(us);
             Ok(())
         }
     }
-}
-
-/// Sleeps for `us` microseconds, uninterruptibly. Only where sleeping is
-/// allowed: the engine's work item, and submission's fault paths.
-pub(crate) fn usleep(us: u64) {
-    // SAFETY: `usleep_range_state()` may be called wherever sleeping is
-    // allowed, which callers ensure; it has no other requirement.
-    unsafe { bindings::usleep_range_state(us as _, us as _, bindings::TASK_UNINTERRUPTIBLE) };
 }

@@ -4,14 +4,17 @@
 //!
 //! Execution is emulated (`engine.rs`); memory management is real. Buffer
 //! objects live on a private gemfs mount (`bo.rs`), are mapped into a GPU
-//! address space per file with its own page table (`vm.rs`), and give their
-//! folios back when migration asks. The ioctls are in `file.rs`; the uAPI
+//! address space per file (`vm.rs`) with its own page table (`pt.rs`), and
+//! give their folios back when migration asks. Documentation/gpu/softgpu.rst,
+//! "Structure", shows which module uses which. The ioctls are in `file.rs`; the uAPI
 //! is `include/uapi/drm/softgpu_drm.h`. See Documentation/gpu/softgpu.rst.
 
 mod bo;
+mod delay;
 mod engine;
 mod file;
 mod objects;
+mod pt;
 mod tbo;
 mod userptr;
 mod vm;
@@ -184,7 +187,7 @@ impl kernel::Module for SoftGpuModule {
         let data = Arc::new(
             DevData {
                 mount: gemfs::Mount::new(gemfs::Huge::WithinSize)?,
-                engine: engine::Engine::new()?,
+                engine: engine::Engine::new(vram.clone())?,
                 _shrinker: shrinker::Registration::register(c_str!("softgpu"), objects.clone())?,
                 objects,
                 vram: vram.clone(),

@@ -18,15 +18,15 @@
 //! section, where faulting memory in (allocating with reclaim, taking the
 //! mmap lock) is forbidden. Submission faults the pages in, then commits
 //! the job (publishes its fence as the VM's last job) under the page
-//! table lock only if no invalidation ran since ([`UserptrSeq`]).
+//! table lock only if no invalidation ran since (`pt::InvalidationSeq`).
 //!
-//! Locks: the page table spinlock (`Vm::pt`) is the notifier's update
+//! Locks: the page table spinlock (`Space::pt`) is the notifier's update
 //! lock. The engine accesses memory only with it held. The callback, as
 //! amdgpu's does, makes a running job never see an entry vanish: under the
 //! lock it records the invalidation (`mmu_interval_set_seq()`, and the
-//! VM's [`UserptrSeq`], which fails any commit from then on) and takes the
-//! VM's last job; it drops the lock, waits for that job's fence, and clears
-//! the entries under the lock again. A non-blockable invalidation (the OOM
+//! page table's `InvalidationSeq`, which fails any commit from then on)
+//! and takes the VM's last job; it drops the lock, waits for that job's
+//! fence, and clears the entries under the lock again. A non-blockable invalidation (the OOM
 //! reaper) cannot wait: while a job is pending it returns `false` and
 //! changes nothing (the caller tries again later). The wait happens in
 //! reclaim (the notifier runs from it), which is why nothing between a
@@ -35,7 +35,8 @@
 //! without the page table lock (it takes it last) and without locks that
 //! reclaim or the callback take.
 
-use crate::vm::{PageTable, Perm, Pte, Vm, PAGE, VA_END};
+use crate::delay::usleep;
+use crate::pt::{PageTable, Perm, Pte, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::dma_fence::Fence;
 use kernel::{
@@ -45,14 +46,30 @@ use kernel::{
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, SpinLock},
     time::Ktime,
+    types::ARef,
 };
+
+/// What a userptr needs of the GPU address space it is bound in (the VM,
+/// `vm.rs`, which sits above this module): the page table it fills, whose
+/// lock is its notifier's update lock, and the last job submitted to run
+/// through that table, which the notifier waits for before it clears
+/// entries.
+pub(crate) trait Space: Send + Sync {
+    /// The page table.
+    fn pt(&self) -> &SpinLock<PageTable>;
+
+    /// The fence of the last job submitted on the address space, if any
+    /// (jobs complete in submission order). Called with the page table
+    /// locked, under which submissions publish their jobs.
+    fn last_job(&self) -> Option<ARef<Fence>>;
+}
 
 /// What the notifier's callback needs: where the range is mapped.
 #[pin_data]
 struct Mirror {
-    vm: Arc<Vm>,
+    vm: Arc<dyn Space>,
     /// CPU address of the first page.
     addr: usize,
     /// Size in bytes, a multiple of the page size.
@@ -95,7 +112,7 @@ impl Invalidate for Mirror {
             // Our own device-exclusive request: the pages stay ours.
             return true;
         }
-        let mut pt = self.vm.pt.lock();
+        let mut pt = self.vm.pt().lock();
         if self.pinned {
             // The entries stay until unbind, whatever the CPU does.
             seq.set_seq();
@@ -106,13 +123,13 @@ impl Invalidate for Mirror {
         // The last job submitted on the VM, if it is still pending: jobs
         // complete in order, so once it signals no job can reach the
         // entries. Under `pt`, which commits take to publish a job.
-        let pending = self.vm.last_job.lock().clone();
+        let pending = self.vm.last_job();
         let pending = pending.filter(|f| !f.is_signaled());
         let Some(fence) = pending else {
             // Nothing runs: clear at once (a spinlock, so fine for
             // non-blockable invalidations too).
             seq.set_seq();
-            pt.userptr_seq.bump();
+            pt.invalidation_seq.bump();
             self.clear(&mut pt, range.start(), range.end());
             drop(pt);
             self.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -126,12 +143,12 @@ impl Invalidate for Mirror {
         seq.set_seq();
         // From here until the entries are cleared no commit succeeds, so no
         // job published after `fence` can rely on them.
-        pt.userptr_seq.begin();
+        pt.invalidation_seq.begin();
         drop(pt);
         wait_for_job(&fence);
-        let mut pt = self.vm.pt.lock();
+        let mut pt = self.vm.pt().lock();
         self.clear(&mut pt, range.start(), range.end());
-        pt.userptr_seq.end();
+        pt.invalidation_seq.end();
         drop(pt);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
         true
@@ -145,49 +162,6 @@ impl Invalidate for Mirror {
 fn wait_for_job(fence: &Fence) {
     // Uninterruptible: only errors for an interrupted wait.
     let _ = fence.wait_timeout(kernel::task::MAX_SCHEDULE_TIMEOUT as usize);
-}
-
-/// The invalidations of a VM's userptrs, as a commit sees them: kept in
-/// the page table, under its lock.
-#[derive(Default)]
-pub(crate) struct UserptrSeq {
-    /// Bumped when an invalidation starts clearing and when it has cleared.
-    gen: u64,
-    /// Invalidations between the two (waiting for the VM's last job).
-    running: u32,
-}
-
-impl UserptrSeq {
-    fn bump(&mut self) {
-        self.gen = self.gen.wrapping_add(1);
-    }
-
-    fn begin(&mut self) {
-        self.bump();
-        self.running += 1;
-    }
-
-    fn end(&mut self) {
-        self.bump();
-        self.running -= 1;
-    }
-
-    /// A snapshot to check a commit against.
-    pub(crate) fn read(&self) -> u64 {
-        self.gen
-    }
-
-    /// Whether no invalidation started or ended since `snapshot`, and none
-    /// is running: then every userptr entry present at `snapshot` is still
-    /// valid, and any later invalidation waits for a job published now.
-    pub(crate) fn unchanged(&self, snapshot: u64) -> bool {
-        self.gen == snapshot && self.running == 0
-    }
-
-    /// Whether no invalidation is running (it may have cleared entries).
-    pub(crate) fn idle(&self) -> bool {
-        self.running == 0
-    }
 }
 
 /// A range of the process's memory mapped into a GPU address space.
@@ -218,8 +192,8 @@ impl Userptr {
     /// addresses never are); `EOPNOTSUPP` for a `VM_IO`, `VM_PFNMAP` or
     /// `VM_MIXEDMAP` mapping; `EPERM` for memory that is not writable
     /// while `readonly` is not set.
-    pub(crate) fn new(
-        vm: &Arc<Vm>,
+    pub(crate) fn new<V: Space + 'static>(
+        vm: &Arc<V>,
         va: u64,
         addr: usize,
         size: usize,
@@ -236,20 +210,23 @@ impl Userptr {
         }
         let mm = MmWithUser::current().ok_or(EFAULT)?;
         check_mappings(&mm, addr, end, readonly)?;
-        vm.reserve_tables(va, va + size as u64)?;
+        PageTable::reserve(vm.pt(), va, va + size as u64)?;
+        // The VM's address identifies its exclusive requests.
+        let owner = Owner::from_ref(&**vm);
+        let space: Arc<dyn Space> = vm.clone();
         let notifier = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
                 addr,
                 size,
                 pin_init!(Mirror {
-                    vm: vm.clone(),
+                    vm: space,
                     addr,
                     size,
                     va,
                     readonly,
                     pinned,
-                    owner: Owner::from_ref(&**vm),
+                    owner,
                     invalidations: AtomicU64::new(0),
                     exclusive_grants: AtomicU64::new(0),
                 }),
@@ -265,10 +242,10 @@ impl Userptr {
         let pins = PinnedPages::pin_current(addr, size, !readonly)?;
         // Pinned memory is the device's until unbind: atomics too.
         let perm = if readonly { Perm::Read } else { Perm::Atomic };
-        let mut pt = vm.pt.lock();
+        let mut pt = vm.pt().lock();
         for i in 0..pins.len() {
             if let Some(pfn) = pins.pfn(i) {
-                pt.set(va + (i * PAGE_SIZE) as u64, Pte::new(pfn, perm));
+                pt.set(va + (i * PAGE_SIZE) as u64, Pte::system(pfn, perm));
             }
         }
         drop(pt);
@@ -320,7 +297,7 @@ impl Userptr {
         let end = m.addr + (last.next_multiple_of(PAGE) - m.va) as usize;
         let access = if write { Access::Write } else { Access::Read };
         let mut range = Range::new(&self.notifier, start, end, access)?;
-        let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt.lock())?;
+        let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt().lock())?;
         // In the critical section: the entries stay valid until the next
         // invalidation, which needs `pt`.
         for (i, p) in range.pfns().iter().enumerate() {
@@ -338,7 +315,7 @@ impl Userptr {
                 unsafe { p.mark_dirty() };
             }
             let perm = if writable { Perm::Write } else { Perm::Read };
-            pt.set(m.va_of(start + i * PAGE_SIZE), Pte::new(pfn, perm));
+            pt.set(m.va_of(start + i * PAGE_SIZE), Pte::system(pfn, perm));
         }
         Ok(())
     }
@@ -398,7 +375,7 @@ impl Userptr {
                 Ok(()) => {}
                 Err(e) if e == EAGAIN => {
                     drop(mmap);
-                    crate::engine::usleep(50);
+                    usleep(50);
                     continue;
                 }
                 Err(e) => return Err(if e == EPERM { EFAULT } else { e }),
@@ -411,17 +388,17 @@ impl Userptr {
                 // them finish.
                 drop(exclusive);
                 drop(mmap);
-                crate::engine::usleep(50);
+                usleep(50);
                 continue;
             };
             // Lock order: mmap lock -> folio lock -> `pt`.
-            let mut pt = m.vm.pt.lock();
+            let mut pt = m.vm.pt().lock();
             if self.notifier.read_retry(seq) {
                 continue;
             }
             // The device writes it from now on (see `populate`).
             folio.mark_dirty();
-            pt.set(va, Pte::new(folio.pfn(), Perm::Atomic));
+            pt.set(va, Pte::system(folio.pfn(), Perm::Atomic));
             m.exclusive_grants.fetch_add(1, Ordering::Relaxed);
             // The page is the folio's first (see `ExclusivePages::folio`).
             let done = commit(&mut pt, &folio, offset);
@@ -439,7 +416,7 @@ impl Drop for Userptr {
         // field): once it is gone, nothing would clear them before the
         // pages are freed. Nothing populates meanwhile: that needs `&self`.
         let m = &**self.notifier;
-        let mut pt = m.vm.pt.lock();
+        let mut pt = m.vm.pt().lock();
         m.clear(&mut pt, m.addr, m.addr + m.size);
     }
 }
@@ -470,6 +447,9 @@ fn check_mappings(mm: &MmWithUser, addr: usize, end: usize, readonly: bool) -> R
 #[kernel::kunit::kunit_tests(softgpu_userptr)]
 mod tests {
     use super::*;
+    // The tests bind userptrs in the address space that binds them in the
+    // driver: a VM.
+    use crate::{pt::Target, vm::Vm, vram::Slot};
     use kernel::{
         mm::testing::{self, PROT_READ, PROT_WRITE},
         uaccess::UserSlice,
@@ -492,16 +472,16 @@ mod tests {
     }
 
     /// The first word of the page the device maps at `va`, if any.
+    /// Read as the engine reads: through the page table.
     fn gpu_read(vm: &Vm, va: u64) -> Option<(u64, bool)> {
+        // No VRAM device: userptr entries map system pages.
+        let no_vram = Slot::new().ok()?;
         let mut pt = vm.pt.lock();
         let pte = pt.lookup(va)?;
-        let (pfn, writable) = (pte.pfn(), pte.allows(Perm::Write));
-        // SAFETY: the entry exists, so the CPU maps the page, and cannot
-        // stop doing so without clearing the entry under `pt`, held here.
-        let folio = unsafe { Folio::from_pfn(pfn) };
+        assert!(matches!(pte.target(), Target::System(_)));
+        let writable = pte.allows(Perm::Write);
         let mut word = [0u8; 8];
-        folio
-            .read((pfn - folio.pfn()) * PAGE_SIZE, &mut word)
+        pt.access(va, Perm::Read, &no_vram, |page| page.read(0, &mut word))?
             .ok()?;
         Some((u64::from_ne_bytes(word), writable))
     }

@@ -3,16 +3,17 @@
 //! The GPU virtual address space of one DRM file: bindings of buffer
 //! objects, and the device page table the engine translates through.
 //!
-//! The page table has three levels of 512 entries over a 39-bit address
-//! space, like a small x86 one. A leaf entry exists only while the object
-//! holds the folio it points to (see `bo.rs`); entries are filled when a
-//! job that accesses them is submitted ([`Vm::make_resident`]) and cleared
-//! by unbind and by gemfs's release-for-migration. A modelled TLB caches
-//! translations and is flushed whenever an entry is cleared.
+//! The page table is `pt.rs`'s; the VM owns one and hands it to what
+//! fills it. A leaf entry exists only while the object holds the folio it
+//! points to (see `bo.rs`); entries are filled when a job that accesses
+//! them is submitted ([`Vm::make_resident`]) and cleared by unbind and by
+//! gemfs's release-for-migration.
 //!
-//! A binding maps either part of a buffer object or, as a userptr
-//! ([`Userptr`]), a range of a process's anonymous memory, whose entries
-//! are filled through HMM and cleared by its MMU notifier.
+//! A binding maps either part of a buffer object ([`Binding`]) or, as a
+//! userptr ([`Userptr`]), a range of a process's anonymous memory, whose
+//! entries are filled through HMM and cleared by its MMU notifier. Objects
+//! and userptrs know the page table, not the VM: this module sits above
+//! them (Documentation/gpu/softgpu.rst, "Structure").
 //!
 //! Locks: `bindings` (mutex) -> mmap lock -> object state (spinlock) ->
 //! `pt` (spinlock) -> `last_job` (spinlock) (Documentation/gpu/softgpu.rst,
@@ -23,8 +24,11 @@
 //! callback take only the spinlocks (the callback waits for the VM's last
 //! job with none held).
 
-use crate::bo::{Bo, GemObject};
-use crate::userptr::{Userptr, UserptrSeq};
+use crate::bo::{Binding, Bo, GemObject};
+use crate::pt::{PageTable, Perm};
+// The address space the ioctls check their arguments against.
+pub(crate) use crate::pt::{PAGE, VA_END};
+use crate::userptr::{self, Userptr};
 use kernel::{
     dma_fence::Fence,
     new_mutex, new_spinlock,
@@ -33,225 +37,7 @@ use kernel::{
     sync::{Arc, Mutex, SpinLock},
     task::cond_resched,
     types::ARef,
-    uapi,
 };
-
-/// GPU page size.
-pub(crate) const PAGE: u64 = uapi::SOFTGPU_PAGE_SIZE as u64;
-/// End of the GPU virtual address space.
-pub(crate) const VA_END: u64 = 1 << uapi::SOFTGPU_VA_BITS;
-const ENTRIES: usize = 512;
-const TLB_ENTRIES: usize = 8;
-
-/// What the engine may do through a page table entry; each level allows
-/// the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Perm {
-    Read,
-    Write,
-    /// Atomic read-modify-write. Always allowed on writable object memory
-    /// (the device's own); on userptr memory only while the device holds
-    /// the page exclusive (`make_device_exclusive_range()`), as a device
-    /// whose atomics do not work across the bus to system memory must.
-    Atomic,
-}
-
-/// A present leaf entry, packed like a hardware one: the page frame number
-/// from bit 12 up, permission bits below. Never zero (`PRESENT`), so that
-/// `Option<Pte>` is eight bytes and a leaf table of 512 entries fills
-/// exactly one page.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pte(core::num::NonZeroU64);
-
-impl Pte {
-    const PRESENT: u64 = 1 << 0;
-    const WRITE: u64 = 1 << 1;
-    const ATOMIC: u64 = 1 << 2;
-    const PFN_SHIFT: u32 = 12;
-
-    /// An entry for page frame `pfn`, allowing `perm`.
-    pub(crate) fn new(pfn: usize, perm: Perm) -> Self {
-        let bits = match perm {
-            Perm::Read => 0,
-            Perm::Write => Self::WRITE,
-            Perm::Atomic => Self::WRITE | Self::ATOMIC,
-        };
-        let raw = ((pfn as u64) << Self::PFN_SHIFT) | bits | Self::PRESENT;
-        // `PRESENT` is set.
-        Self(core::num::NonZeroU64::new(raw).unwrap_or(core::num::NonZeroU64::MIN))
-    }
-
-    /// The page frame number.
-    pub(crate) fn pfn(self) -> usize {
-        (self.0.get() >> Self::PFN_SHIFT) as usize
-    }
-
-    /// Whether the entry allows `perm`.
-    pub(crate) fn allows(self, perm: Perm) -> bool {
-        let raw = self.0.get();
-        match perm {
-            Perm::Read => true,
-            Perm::Write => raw & Self::WRITE != 0,
-            Perm::Atomic => raw & Self::ATOMIC != 0,
-        }
-    }
-}
-
-// One page per leaf table (see `Pte`).
-const _: () = assert!(core::mem::size_of::<Leaf>() == 4096);
-
-type Leaf = [Option<Pte>; ENTRIES];
-type Mid = [Option<KBox<Leaf>>; ENTRIES];
-type Top = [Option<KBox<Mid>>; ENTRIES];
-
-fn indexes(va: u64) -> (usize, usize, usize) {
-    let i = |shift: u64| ((va >> shift) as usize) % ENTRIES;
-    (i(30), i(21), i(12))
-}
-
-/// Allocates a table whose entries are all `None`.
-fn new_table<T>() -> Result<KBox<[Option<T>; ENTRIES]>> {
-    let mut b = KBox::<[Option<T>; ENTRIES]>::new_uninit(GFP_KERNEL)?;
-    let p = b.as_mut_ptr().cast::<Option<T>>();
-    for i in 0..ENTRIES {
-        // SAFETY: `p` points to `ENTRIES` uninitialised entries.
-        unsafe { p.add(i).write(None) };
-    }
-    // SAFETY: every entry was written above.
-    Ok(unsafe { b.assume_init() })
-}
-
-/// The device page table and its modelled TLB.
-pub(crate) struct PageTable {
-    top: KBox<Top>,
-    tlb: [Option<(u64, Pte)>; TLB_ENTRIES],
-    pub(crate) tlb_flushes: u64,
-    pub(crate) present: u64,
-    /// The invalidations of the VM's userptrs, which commits check.
-    pub(crate) userptr_seq: UserptrSeq,
-}
-
-impl PageTable {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            top: new_table()?,
-            tlb: [None; TLB_ENTRIES],
-            tlb_flushes: 0,
-            present: 0,
-            userptr_seq: UserptrSeq::default(),
-        })
-    }
-
-    fn leaf(&self, va: u64) -> Option<&Leaf> {
-        let (t, m, _) = indexes(va);
-        self.top[t].as_ref()?[m].as_deref()
-    }
-
-    fn leaf_mut(&mut self, va: u64) -> Option<&mut Leaf> {
-        let (t, m, _) = indexes(va);
-        self.top[t].as_mut()?[m].as_deref_mut()
-    }
-
-    /// Translates `va`, through the TLB.
-    pub(crate) fn lookup(&mut self, va: u64) -> Option<Pte> {
-        let vpn = va / PAGE;
-        let slot = (vpn as usize) % TLB_ENTRIES;
-        if let Some((v, pte)) = self.tlb[slot] {
-            if v == vpn {
-                return Some(pte);
-            }
-        }
-        let pte = self.leaf(va)?[indexes(va).2]?;
-        self.tlb[slot] = Some((vpn, pte));
-        Some(pte)
-    }
-
-    /// Sets the entry of `va`; the tables must have been reserved. Returns
-    /// whether it was not present before. Flushes the TLB if it replaces a
-    /// different entry.
-    pub(crate) fn set(&mut self, va: u64, pte: Pte) -> bool {
-        let Some(leaf) = self.leaf_mut(va) else {
-            return false;
-        };
-        let e = &mut leaf[indexes(va).2];
-        let old = e.replace(pte);
-        match old {
-            None => self.present += 1,
-            // A changed translation (e.g. a userptr page made writable, or
-            // exclusive for atomics): the TLB may cache the old one.
-            Some(o) if o != pte => {
-                self.tlb = [None; TLB_ENTRIES];
-                self.tlb_flushes += 1;
-            }
-            Some(_) => {}
-        }
-        old.is_none()
-    }
-
-    /// Clears the entry of `va` and flushes the TLB. Returns whether it was
-    /// present.
-    pub(crate) fn clear(&mut self, va: u64) -> bool {
-        let Some(leaf) = self.leaf_mut(va) else {
-            return false;
-        };
-        let was = leaf[indexes(va).2].take().is_some();
-        if was {
-            self.present -= 1;
-            self.tlb = [None; TLB_ENTRIES];
-            self.tlb_flushes += 1;
-        }
-        was
-    }
-
-    /// The first 2 MiB region of `[va, end)` without a leaf table, if any.
-    fn first_missing(&self, va: u64, end: u64) -> Option<u64> {
-        let mut a = va & !(ENTRIES as u64 * PAGE - 1);
-        while a < end {
-            if self.leaf(a).is_none() {
-                return Some(a);
-            }
-            a += ENTRIES as u64 * PAGE;
-        }
-        None
-    }
-
-    /// Adds the tables for `va`: `mid` is used if the middle level is
-    /// missing, `leaf` if the leaf is.
-    fn add_tables(&mut self, va: u64, mid: &mut Option<KBox<Mid>>, leaf: &mut Option<KBox<Leaf>>) {
-        let (t, m, _) = indexes(va);
-        if self.top[t].is_none() {
-            self.top[t] = mid.take();
-        }
-        if let Some(mids) = self.top[t].as_mut() {
-            if mids[m].is_none() {
-                mids[m] = leaf.take();
-            }
-        }
-    }
-}
-
-/// A binding: part of an object mapped at a GPU address.
-pub(crate) struct Binding {
-    pub(crate) obj: ARef<GemObject>,
-    pub(crate) va: u64,
-    pub(crate) bo_offset: u64,
-    pub(crate) size: u64,
-    pub(crate) readonly: bool,
-}
-
-/// The GPU address of object page `index` in a mapping of
-/// `[bo_offset, bo_offset + size)` of the object at `va`, if it maps it.
-pub(crate) fn va_of(va: u64, bo_offset: u64, size: u64, index: usize) -> Option<u64> {
-    let off = (index as u64).checked_mul(PAGE)?;
-    (off >= bo_offset && off < bo_offset + size).then(|| va + off - bo_offset)
-}
-
-impl Binding {
-    /// The GPU address of object page `index`, if this binding maps it.
-    pub(crate) fn va_of(&self, index: usize) -> Option<u64> {
-        va_of(self.va, self.bo_offset, self.size, index)
-    }
-}
 
 /// What a VM maps at an address range.
 pub(crate) enum Entry {
@@ -302,7 +88,7 @@ impl Entry {
     fn remove(self, vm: &Vm) -> Option<ARef<GemObject>> {
         match self {
             Entry::Bo(b) => {
-                b.obj.remove_mapping(vm, &b);
+                b.obj.remove_mapping(&vm.pt, &b);
                 Some(b.obj)
             }
             Entry::Userptr(u) => {
@@ -416,7 +202,7 @@ impl Vm {
         if let Some(f) = pending.filter(|f| !f.is_signaled()) {
             Bo::set_busy(&obj, &f, None)?;
         }
-        obj.add_mapping(self, va, bo_offset, size)?;
+        obj.add_mapping(&self.pt, va, bo_offset, size)?;
         bindings.insert(node);
         drop(bindings);
         if obj.pinned || obj.is_import() {
@@ -430,7 +216,7 @@ impl Vm {
                 if !present {
                     let populated = match bindings.get(&va).and_then(Entry::as_bo) {
                         Some(b) => b.obj.populate(
-                            self,
+                            &self.pt,
                             b,
                             ((b.bo_offset + (a - va)) / PAGE) as usize,
                             false,
@@ -534,7 +320,7 @@ impl Vm {
                         if self.pt.lock().lookup(a).is_some_and(|pte| pte.allows(perm)) {
                             break;
                         }
-                        if let Err(err) = b.obj.populate(self, b, index, true) {
+                        if let Err(err) = b.obj.populate(&self.pt, b, index, true) {
                             if sub.unresolved.is_none() {
                                 sub.unresolved = Some(Fault { addr: a, err });
                             }
@@ -568,7 +354,7 @@ impl Vm {
     /// [`Vm::commit`].
     fn fault_in_userptrs(&self, bindings: &mut RBTree<u64, Entry>, sub: &mut Submission) -> Result {
         for _ in 0..USERPTR_PASSES {
-            let snapshot = self.pt.lock().userptr_seq.read();
+            let snapshot = self.pt.lock().invalidation_seq.read();
             sub.userptr_snapshot = snapshot;
             sub.exclusive = KVec::new();
             sub.userptr_failed = false;
@@ -624,7 +410,7 @@ impl Vm {
                     cond_resched();
                 }
             }
-            if self.pt.lock().userptr_seq.unchanged(snapshot) {
+            if self.pt.lock().invalidation_seq.unchanged(snapshot) {
                 break;
             }
         }
@@ -642,10 +428,10 @@ impl Vm {
         }
         // Then the invalidation takes the page table lock to clear.
         for _ in 0..1000 {
-            if self.pt.lock().userptr_seq.idle() {
+            if self.pt.lock().invalidation_seq.idle() {
                 return;
             }
-            crate::engine::usleep(100);
+            crate::delay::usleep(100);
         }
     }
 
@@ -675,8 +461,8 @@ impl Vm {
         let valid = |pt: &mut PageTable| {
             sub.userptrs.is_empty()
                 || sub.userptr_failed
-                || pt.userptr_seq.unchanged(sub.userptr_snapshot)
-                || (pt.userptr_seq.idle() && all_present(pt, &sub.userptrs))
+                || pt.invalidation_seq.unchanged(sub.userptr_snapshot)
+                || (pt.invalidation_seq.idle() && all_present(pt, &sub.userptrs))
         };
         let mut pt = self.pt.lock();
         if valid(&mut pt) {
@@ -737,15 +523,8 @@ impl Vm {
     }
 
     /// Allocates the page tables of `[va, end)`, outside the table lock.
-    pub(crate) fn reserve_tables(&self, va: u64, end: u64) -> Result {
-        loop {
-            let Some(missing) = self.pt.lock().first_missing(va, end) else {
-                return Ok(());
-            };
-            let mut mid = Some(new_table()?);
-            let mut leaf = Some(new_table()?);
-            self.pt.lock().add_tables(missing, &mut mid, &mut leaf);
-        }
+    fn reserve_tables(&self, va: u64, end: u64) -> Result {
+        PageTable::reserve(&self.pt, va, end)
     }
 
     /// Removes the binding that starts at `va`, of `size` bytes.
@@ -793,6 +572,16 @@ impl Vm {
             .filter_map(Entry::as_bo)
             .filter(|b| core::ptr::eq::<Bo>(&**b.obj, bo))
             .count() as u64
+    }
+}
+
+impl userptr::Space for Vm {
+    fn pt(&self) -> &SpinLock<PageTable> {
+        &self.pt
+    }
+
+    fn last_job(&self) -> Option<ARef<Fence>> {
+        self.last_job.lock().clone()
     }
 }
 

@@ -20,11 +20,11 @@
 use kernel::{
     c_str, drm,
     drm::{buddy::Buddy, ttm},
-    new_mutex,
+    new_mutex, new_spinlock,
     page::PAGE_SIZE,
     pci,
     prelude::*,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, SpinLock},
     types::ARef,
 };
 
@@ -42,6 +42,15 @@ const VRAM_BAR: u32 = 2;
 pub(crate) struct Slot {
     #[pin]
     vram: Mutex<Option<Vram>>,
+    /// The BAR's mapping again, for the engine ([`Slot::with_bar`]): it
+    /// reaches VRAM pages under the page table's spinlock, in a fence's
+    /// signalling critical section, where `vram` (held around allocations
+    /// at probe) cannot be taken. Filled after `vram` at probe, emptied
+    /// before it at remove, so the reference the VRAM manager holds as its
+    /// aperture is the last one and the mapping goes with the binding,
+    /// outside this lock.
+    #[pin]
+    bar: SpinLock<Option<Arc<pci::Bar>>>,
 }
 
 /// Mapped VRAM, its TTM device and resource manager.
@@ -63,6 +72,7 @@ impl Slot {
         Arc::pin_init(
             pin_init!(Self {
                 vram <- new_mutex!(None, "softgpu::vram::Slot"),
+                bar <- new_spinlock!(None, "softgpu::vram::Slot::bar"),
             }),
             GFP_KERNEL,
         )
@@ -96,6 +106,13 @@ impl Slot {
             }
             None => p.print(format_args!("none\n")),
         }
+    }
+
+    /// Calls `f` on the mapping of the VRAM BAR, if a VRAM device is bound;
+    /// under a spinlock, which unbinding takes before it unmaps the BAR. For
+    /// the engine, which reaches VRAM pages through it: `f` must not sleep.
+    pub(crate) fn with_bar<R>(&self, f: impl FnOnce(&pci::Bar) -> R) -> Option<R> {
+        self.bar.lock().as_deref().map(f)
     }
 
     /// The TTM device, when the VRAM device is bound.
@@ -162,6 +179,9 @@ impl pci::Driver for VramDriver {
         dev.enable_device_mem()?;
         let bar = dev.iomap_region_wc(*bar, c_str!("softgpu VRAM"))?;
         check(&bar)?;
+        // Shared with the engine (see `Slot::bar`); declared before the
+        // manager, so that a failure below drops the manager first.
+        let bar = Arc::new(bar, GFP_KERNEL)?;
         let mut vram = slot.vram.lock();
         // One device's VRAM: a second device is not ours.
         if vram.is_some() {
@@ -170,10 +190,11 @@ impl pci::Driver for VramDriver {
         let buddy = Buddy::new(bar.len() as u64, PAGE_SIZE as u64)?;
         let ttm = ttm::Device::new(dev.as_dev(), &ctx.drm)?;
         let mib = bar.len() >> 20;
-        let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy, bar)?;
+        let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy, bar.clone())?;
         // Nothing fails after this: dropping `this` would empty the slot.
         let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
         pr_info!("VRAM: {mib} MiB (BAR {VRAM_BAR})\n");
+        *slot.bar.lock() = Some(bar);
         *vram = Some(Vram { manager, ttm });
         Ok(this)
     }
@@ -181,7 +202,11 @@ impl pci::Driver for VramDriver {
 
 impl Drop for VramDriver {
     fn drop(&mut self) {
-        // Unmapped here, before the device is disabled.
+        // The engine's reference first (dropped outside its spinlock), then
+        // the last one, the VRAM manager's, with the rest: unmapped here,
+        // before the device is disabled.
+        let bar = self.slot.bar.lock().take();
+        drop(bar);
         drop(self.slot.vram.lock().take());
     }
 }
