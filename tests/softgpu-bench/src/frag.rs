@@ -101,6 +101,18 @@ impl Churn {
         (self.n * self.piece) as u64
     }
 
+    /// Frees batch `j` of `batches` of `needed` pieces spread evenly over
+    /// all of the churn (over the batches, each of them once); returns the
+    /// bytes freed.
+    fn free_spread(&self, j: usize, batches: usize, needed: usize) -> R<u64> {
+        let mut freed = 0;
+        for k in (j..needed).step_by(batches) {
+            self.free_piece(k * self.n / needed)?;
+            freed += self.piece as u64;
+        }
+        Ok(freed)
+    }
+
     fn free_piece(&self, i: usize) -> R<()> {
         let off = (i / 2) * self.piece;
         if i.is_multiple_of(2) {
@@ -543,10 +555,7 @@ fn scatter(
     let batches = footprint.div_ceil(cfg.batch_mb * MIB).max(1) as usize;
     let mut freed = 0u64;
     for j in 0..batches {
-        for k in (j..needed).step_by(batches) {
-            churn.free_piece(k * pieces / needed)?;
-            freed += piece as u64;
-        }
+        freed += churn.free_spread(j, batches, needed)?;
         let want = if j + 1 == batches {
             nobj
         } else {
@@ -657,10 +666,7 @@ fn age(
         let batches = need.div_ceil(cfg.batch_mb * MIB).max(1) as usize;
         let (mut freed, mut added, mut added_bytes) = (0u64, 0u64, 0u64);
         for j in 0..batches {
-            for k in (j..needed).step_by(batches) {
-                churn.free_piece(k * pieces / needed)?;
-                freed += piece as u64;
-            }
+            freed += churn.free_spread(j, batches, needed)?;
             let goal = if j + 1 == batches {
                 need
             } else {
@@ -831,8 +837,9 @@ mod tests {
         for j in 0..batches {
             for k in (j..needed).step_by(batches) {
                 freed.push(k * c.n / needed);
-                c.free_piece(k * c.n / needed).unwrap();
             }
+            let bytes = c.free_spread(j, batches, needed).unwrap();
+            assert_eq!(bytes, ((j..needed).step_by(batches).count() * piece) as u64);
         }
         freed.sort();
         freed.dedup();
