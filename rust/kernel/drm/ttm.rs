@@ -1238,7 +1238,9 @@ unsafe extern "C" fn bo_move(
     new_mem: *mut bindings::ttm_resource,
     _hop: *mut bindings::ttm_place,
 ) -> c_int {
-    // SAFETY: the BO is reserved: its device, resource and tt are stable.
+    // SAFETY: TTM calls `move` with the BO reserved, so its device, resource
+    // and tt are stable, and with `new_mem` a live resource it allocated for
+    // this move, which it does not free before `move` returns.
     let (bdev, old, tt, new_type) =
         unsafe { ((*bo).bdev, (*bo).resource, (*bo).ttm, (*new_mem).mem_type) };
     // SAFETY: a non-null resource of a reserved BO is live.
