@@ -58,8 +58,9 @@ extern "C" {
 /*
  * Discrete mode (a VRAM device is bound): the object is a TTM buffer
  * object, in VRAM or in system memory, moved by TTM. %SOFTGPU_BO_VRAM: in
- * VRAM, evicting idle objects to system memory to make room (-ENOSPC only
- * when nothing can be evicted; -E2BIG above the VRAM's size);
+ * VRAM, evicting idle objects to system memory to make room (-ENOMEM only
+ * when nothing can be evicted: TTM's errno for no room, as amdgpu's uAPI
+ * reports it; -E2BIG above the VRAM's size);
  * %SOFTGPU_BO_SYSTEM: in system memory; both: a preference, VRAM if there
  * is room without evicting, else system memory. In system memory its pages
  * are folios of a gemfs file, which migration can move, or with
@@ -153,6 +154,12 @@ struct drm_softgpu_gem_info {
 	 * are made resident at EXEC, before its fence exists).
 	 */
 	__u64 gpu_faults;
+	/**
+	 * @evictions: out, times the driver evicted the BO from VRAM to
+	 * system memory to make room for another (TTM objects only; moves
+	 * asked for by %DRM_IOCTL_SOFTGPU_GEM_MOVE do not count).
+	 */
+	__u64 evictions;
 };
 
 /**
@@ -162,8 +169,10 @@ struct drm_softgpu_gem_info {
  * GEM_CREATE (ttm_bo_validate(); nothing moves if the object is in one of
  * them already). The CPU mappings are unmapped first and fault the pages
  * in again from the new place. -EINVAL for other flags, a non-zero @pad or
- * an object that is not a TTM object; -ENOSPC if VRAM has no room even
- * after evicting; on error the object stays where it was.
+ * an object that is not a TTM object; -ENOMEM if VRAM has no room even
+ * after evicting (objects a job is using are not evicted); -EBUSY while an
+ * EXEC is making the object's pages resident for its job; on error the
+ * object stays where it was. A move waits for the jobs using the object.
  */
 struct drm_softgpu_gem_move {
 	/** @handle: the BO. */

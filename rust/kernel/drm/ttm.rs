@@ -33,6 +33,7 @@
 use crate::ffi::c_ulong;
 use crate::{
     bindings, device,
+    dma_fence::{Resv, ResvUsage},
     drm::{
         self,
         buddy::{Allocation, Buddy, Request},
@@ -113,6 +114,25 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// system memory, a CPU fault or access); may sleep and lock folios.
     fn system_folio(_bo: &Bo<Self>, _index: usize) -> Result<Self::Folio> {
         Err(EINVAL)
+    }
+
+    /// The memory of `bo` is about to go: it moves to another memory type
+    /// (`evict` if TTM evicts it to make room), or its system pages are
+    /// given back ([`Reserved::release_system_pages`]). Called with `bo`
+    /// reserved and idle (every fence of its reservation object signalled),
+    /// before its contents are copied: the device must stop using the old
+    /// memory here (clear its page table entries into it), as the CPU's
+    /// mappings have been. Not called when a new object gets its first
+    /// memory, nor when TTM frees a dead object's.
+    fn move_notify(_bo: &Bo<Self>, _evict: bool) {}
+
+    /// Whether TTM may evict `bo` (reserved, not pinned, overlapping the
+    /// place TTM wants room in) to make room for another object: say no to
+    /// an object a job is using or about to use, so that TTM takes an idle
+    /// one, or fails the allocation (`ENOMEM`) if none is left, instead
+    /// of waiting for the job. Default: every object may go.
+    fn eviction_valuable(_bo: &Bo<Self>) -> bool {
+        true
     }
 }
 
@@ -216,14 +236,51 @@ impl<T: Driver> Vtable<T> {
         ttm_tt_populate: Some(tt_populate::<T>),
         ttm_tt_unpopulate: Some(tt_unpopulate::<T>),
         ttm_tt_destroy: Some(tt_destroy::<T>),
-        eviction_valuable: Some(bindings::ttm_bo_eviction_valuable),
+        eviction_valuable: Some(Self::eviction_valuable),
         evict_flags: Some(Self::evict_flags),
-        move_: Some(bo_move),
+        move_: Some(bo_move::<T>),
+        swap_notify: Some(Self::swap_notify),
         io_mem_reserve: Some(io_mem_reserve),
         io_mem_pfn: Some(io_mem_pfn),
         // SAFETY: all-zero is "no such operation" for the rest.
         ..unsafe { core::mem::zeroed() }
     };
+
+    /// `ttm_device_funcs.eviction_valuable`: TTM's own test (the object's
+    /// memory overlaps the place), then the driver's
+    /// ([`Driver::eviction_valuable`]).
+    ///
+    /// # Safety
+    ///
+    /// Called by TTM's eviction walk only, with a `Bo<T>` of a device of
+    /// `T`, reserved, and a live place.
+    unsafe extern "C" fn eviction_valuable(
+        bo: *mut bindings::ttm_buffer_object,
+        place: *const bindings::ttm_place,
+    ) -> bool {
+        // SAFETY: the function's safety section.
+        if !unsafe { bindings::ttm_bo_eviction_valuable(bo, place) } {
+            return false;
+        }
+        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
+        // `Device`), live while TTM's walk holds it.
+        T::eviction_valuable(unsafe { &*bo.cast::<Bo<T>>() })
+    }
+
+    /// `ttm_device_funcs.swap_notify`: TTM is about to swap out the pool
+    /// pages of an idle object in system memory (`ttm_bo_swapout()`, when
+    /// TTM's pages exceed its limit): they go as in a move
+    /// ([`Driver::move_notify`]).
+    ///
+    /// # Safety
+    ///
+    /// Called by TTM only, with a reserved, idle `Bo<T>` of a device of
+    /// `T`.
+    unsafe extern "C" fn swap_notify(bo: *mut bindings::ttm_buffer_object) {
+        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
+        // `Device`), live while TTM's walk holds it.
+        T::move_notify(unsafe { &*bo.cast::<Bo<T>>() }, true);
+    }
 
     /// `ttm_device_funcs.evict_flags`: an evicted object goes to
     /// [`Driver::EVICT_TO`].
@@ -473,7 +530,8 @@ struct VramResource {
 /// `TTM_PL_FLAG_CONTIGUOUS` (then `ttm_resource::start` is its first
 /// page). A size above the range is `-E2BIG`; a full VRAM is the
 /// allocator's `-ENOSPC`, passed through, which makes TTM evict and retry,
-/// so an allocation fails with `-ENOSPC` only when nothing can be evicted.
+/// so an allocation fails only when nothing can be evicted (and then
+/// `ttm_bo_validate()` reports `-ENOMEM`).
 /// `ttm_resource_manager_debug()` prints TTM's accounting, then the
 /// allocator's state ([`Buddy::print`]).
 ///
@@ -1219,21 +1277,25 @@ unsafe extern "C" fn io_mem_pfn(
     ((bus + off) >> crate::page::PAGE_SHIFT) as c_ulong
 }
 
-/// `ttm_device_funcs.move`: copies the object between VRAM and system
+/// `ttm_device_funcs.move`: waits for the object to be idle
+/// (`ttm_bo_wait_ctx()`, as the context allows: TTM's own
+/// `ttm_bo_move_memcpy()` leaves that to its callers, amdgpu and nouveau
+/// wait before they fall back to it), tells the driver
+/// ([`Driver::move_notify`]), copies the object between VRAM and system
 /// memory with the CPU (`ttm_move_memcpy()`), then puts the new resource
-/// in place (`ttm_bo_move_sync_cleanup()`, which waits for the object to
-/// be idle). A new object placed in VRAM is cleared: VRAM keeps what its
-/// last object left. Moves within system memory (a new object, or one
-/// whose pages TTM keeps) change nothing but the resource. TTM has unmapped
-/// the CPU (`ttm_bo_unmap_virtual()`) before calling.
+/// in place (`ttm_bo_move_sync_cleanup()`). A new object placed in VRAM is
+/// cleared: VRAM keeps what its last object left. Moves within system
+/// memory (a new object, or one whose pages TTM keeps) change nothing but
+/// the resource. TTM has unmapped the CPU (`ttm_bo_unmap_virtual()`)
+/// before calling.
 ///
 /// # Safety
 ///
-/// Called by TTM only (`ttm_bo_handle_move_mem()`), with the BO reserved,
-/// a live context and the new resource.
-unsafe extern "C" fn bo_move(
+/// Called by TTM only (`ttm_bo_handle_move_mem()`), with a reserved BO of
+/// a `Device<T>`, a live context and the new resource.
+unsafe extern "C" fn bo_move<T: Driver>(
     bo: *mut bindings::ttm_buffer_object,
-    _evict: bool,
+    evict: bool,
     ctx: *mut bindings::ttm_operation_ctx,
     new_mem: *mut bindings::ttm_resource,
     _hop: *mut bindings::ttm_place,
@@ -1250,6 +1312,19 @@ unsafe extern "C" fn bo_move(
         // which the BO takes over (the old one, if any, is freed).
         unsafe { bindings::ttm_bo_move_null(bo, new_mem) };
         return 0;
+    }
+    if old_type.is_some() {
+        // The old memory may be in use by the device until the object's
+        // fences signal: wait (or `EBUSY` if the context may not), then the
+        // driver stops using it, before anything is copied.
+        // SAFETY: the BO is reserved; `ctx` is TTM's.
+        let ret = unsafe { bindings::ttm_bo_wait_ctx(bo, ctx) };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
+        // `Device`), live while TTM moves it.
+        T::move_notify(unsafe { &*bo.cast::<Bo<T>>() }, evict);
     }
     let mut dst_tt = core::mem::MaybeUninit::<bindings::ttm_kmap_iter_tt>::uninit();
     let mut src_tt = core::mem::MaybeUninit::<bindings::ttm_kmap_iter_tt>::uninit();
@@ -1562,8 +1637,9 @@ pub enum BoType {
 impl<T: Driver> Bo<T> {
     /// An object of `size` bytes (a multiple of the page size) on `dev`,
     /// placed as `placement` says (TTM evicts other objects to make room):
-    /// `ENOSPC` when none of its places has room even so, `EINVAL` for a
-    /// bad size. Its contents are zeroes.
+    /// `ENOMEM` when none of its places has room even so (TTM's errno for
+    /// it, `ttm_bo_validate()` turns `-ENOSPC` into `-ENOMEM`) or memory
+    /// ran out, `EINVAL` for a bad size. Its contents are zeroes.
     pub fn new(
         dev: &Arc<Device<T>>,
         kind: BoType,
@@ -1657,6 +1733,27 @@ impl<T: Driver> Bo<T> {
         Ok(Reserved { bo: self })
     }
 
+    /// Reserves the object, waiting for it, not interruptible: for paths
+    /// that cannot fail (teardown, unbinding).
+    pub fn reserve_uninterruptible(&self) -> Reserved<'_, T> {
+        // SAFETY: the object is live; without an acquire context an
+        // uninterruptible lock of the reservation cannot fail
+        // (`-EDEADLK`/`-EALREADY` need one).
+        let ret = unsafe { bindings::ttm_bo_reserve(self.as_raw(), false, false, ptr::null_mut()) };
+        debug_assert_eq!(ret, 0);
+        // INVARIANT: reserved just above.
+        Reserved { bo: self }
+    }
+
+    /// The object's reservation object, where the fences of the jobs using
+    /// it go (and TTM's of its moves).
+    pub fn resv(&self) -> &Resv {
+        // SAFETY: `base.resv` is set up by `drm_gem_private_object_init()`
+        // (the object's own) and stays initialised while the object lives,
+        // which it does while `self` is borrowed.
+        unsafe { Resv::from_raw((*self.as_raw()).base.resv) }
+    }
+
     /// Reserves the object if nobody has it reserved, without waiting.
     pub fn try_reserve(&self) -> Option<Reserved<'_, T>> {
         // SAFETY: as in `reserve`; `no_wait` makes it a trylock.
@@ -1695,8 +1792,8 @@ impl<T: Driver> Reserved<'_, T> {
     /// Moves the object to the first place of `placement` that has room
     /// (`ttm_bo_validate()`; nothing moves if it is in one already),
     /// evicting idle objects to make room, after unmapping it from the CPU.
-    /// `ENOSPC` if no place has room even so; `ERESTARTSYS`/`EINTR` on a
-    /// signal. On error the object is where it was.
+    /// `ENOMEM` if no place has room even so (TTM's errno for it) or memory
+    /// ran out; `ERESTARTSYS`/`EINTR` on a signal. On error the object is where it was.
     pub fn validate(&mut self, placement: &Placement) -> Result {
         let mut placement = placement.raw();
         let mut ctx = bindings::ttm_operation_ctx {
@@ -1748,6 +1845,34 @@ impl<T: Driver> Reserved<'_, T> {
         self.system_pfn(0).is_some()
     }
 
+    /// Makes sure an object in system memory has its pages (allocates them,
+    /// or takes the driver's folios): what a device access to them needs
+    /// first. Nothing to do in VRAM or if populated. May sleep and
+    /// allocate; `ERESTARTSYS`/`EINTR` on a signal.
+    pub fn populate(&self) -> Result {
+        if self.mem_type() != PL_SYSTEM {
+            return Ok(());
+        }
+        let bo = self.bo.as_raw();
+        // SAFETY: reserved: the device and tt are stable.
+        let (bdev, tt) = unsafe { ((*bo).bdev, (*bo).ttm) };
+        if tt.is_null() {
+            return Err(EINVAL);
+        }
+        let mut ctx = bindings::ttm_operation_ctx {
+            interruptible: true,
+            no_wait_gpu: false,
+            gfp_retry_mayfail: false,
+            allow_res_evict: false,
+            force_alloc: false,
+            resv: ptr::null_mut(),
+            bytes_moved: 0,
+        };
+        // SAFETY: the reserved object's tt; a populated one is left as it
+        // is.
+        to_result(unsafe { bindings::ttm_tt_populate(bdev, tt, &mut ctx) })
+    }
+
     /// Gives the object's system pages back (`ttm_tt_unpopulate()`: the
     /// driver's folios, see [`Driver::external_pages`], or the pool's
     /// pages) after unmapping them from the CPU (`ttm_bo_unmap_virtual()`):
@@ -1756,7 +1881,9 @@ impl<T: Driver> Reserved<'_, T> {
     /// access, CPU fault or move takes them again. Nothing to do if the
     /// object is not in system memory or not populated. `EINVAL` for an
     /// object whose system pages are TTM's pool: their contents would be
-    /// lost.
+    /// lost; `EBUSY` while a fence of the object has not signalled (the
+    /// device may be using the pages). The driver is told first
+    /// ([`Driver::move_notify`]).
     pub fn release_system_pages(&mut self) -> Result {
         if !self.is_populated() {
             return Ok(());
@@ -1766,6 +1893,10 @@ impl<T: Driver> Reserved<'_, T> {
         if !unsafe { Tt::<T>::from_raw((*bo).ttm) }.external {
             return Err(EINVAL);
         }
+        if !self.bo.resv().test_signaled(ResvUsage::Bookkeep) {
+            return Err(EBUSY);
+        }
+        T::move_notify(self.bo, false);
         // SAFETY: reserved, in system memory with a populated tt: CPU
         // mappings go first (faults then wait for the reservation and
         // populate again), then the pages. The object's memory is not
@@ -1798,21 +1929,7 @@ impl<T: Driver> Reserved<'_, T> {
         let (bdev, res, tt) = unsafe { ((*bo).bdev, (*bo).resource, (*bo).ttm) };
         let system = self.mem_type() == PL_SYSTEM;
         if system {
-            if tt.is_null() {
-                return Err(EINVAL);
-            }
-            let mut ctx = bindings::ttm_operation_ctx {
-                interruptible: true,
-                no_wait_gpu: false,
-                gfp_retry_mayfail: false,
-                allow_res_evict: false,
-                force_alloc: false,
-                resv: ptr::null_mut(),
-                bytes_moved: 0,
-            };
-            // SAFETY: the reserved object's tt; a populated one is left as
-            // it is.
-            to_result(unsafe { bindings::ttm_tt_populate(bdev, tt, &mut ctx) })?;
+            self.populate()?;
         }
         let mut done = 0;
         while done < len {
@@ -1879,6 +1996,7 @@ mod tests {
 
     use super::*;
     use crate::{c_str, drm::buddy::Block, fs, platform, shmem, sync::Arc, ThisModule};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     const MIB: u64 = 1 << 20;
     const PAGE: u64 = PAGE_SIZE as u64;
@@ -1921,10 +2039,24 @@ mod tests {
     /// memory, or none for TTM's page pool.
     struct TestData {
         file: Option<ARef<fs::File>>,
+        /// `eviction_valuable` says no while set.
+        keep: AtomicBool,
+        /// `move_notify` calls, and those of them for an eviction.
+        notified: AtomicU32,
+        evicted: AtomicU32,
+    }
+
+    fn data(file: Option<ARef<fs::File>>) -> TestData {
+        TestData {
+            file,
+            keep: AtomicBool::new(false),
+            notified: AtomicU32::new(0),
+            evicted: AtomicU32::new(0),
+        }
     }
 
     fn pool() -> TestData {
-        TestData { file: None }
+        data(None)
     }
 
     impl Driver for TestTtm {
@@ -1938,6 +2070,17 @@ mod tests {
 
         fn system_folio(bo: &Bo<Self>, index: usize) -> Result<ARef<Folio>> {
             shmem::read_folio(bo.file.as_ref().ok_or(EINVAL)?.mapping(), index)
+        }
+
+        fn move_notify(bo: &Bo<Self>, evict: bool) {
+            bo.notified.fetch_add(1, Ordering::Relaxed);
+            if evict {
+                bo.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        fn eviction_valuable(bo: &Bo<Self>) -> bool {
+            !bo.keep.load(Ordering::Relaxed)
         }
     }
 
@@ -2459,14 +2602,65 @@ mod tests {
     }
 
     #[test]
+    fn bo_driver_hooks() -> Result {
+        // Room for four objects of 256 KiB.
+        let (man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_bo_hooks"), MIB)?;
+        let size = 256 * 1024;
+        let mut bos = KVec::new();
+        for _ in 0..4 {
+            bos.push(
+                Bo::new(&ttm, BoType::Kernel, size, &only(PL_VRAM), pool())?,
+                GFP_KERNEL,
+            )?;
+        }
+        let notified = |i: usize| bos[i].notified.load(Ordering::Relaxed);
+        let evicted = |i: usize| bos[i].evicted.load(Ordering::Relaxed);
+        // A new object's first memory is no move.
+        assert!((0..4).all(|i| notified(i) == 0));
+        // A move: told once, not as an eviction; a move to where it is, or
+        // within system memory, tells nothing.
+        bos[3].reserve()?.validate(&only(PL_SYSTEM))?;
+        bos[3].reserve()?.validate(&only(PL_SYSTEM))?;
+        assert_eq!((notified(3), evicted(3)), (1, 0));
+        bos[3].reserve()?.validate(&only(PL_VRAM))?;
+        assert_eq!((notified(3), evicted(3)), (2, 0));
+        // The driver keeps 0 and 1 (the least recently used): TTM evicts 2,
+        // then 3, and tells each as an eviction.
+        bos[0].keep.store(true, Ordering::Relaxed);
+        bos[1].keep.store(true, Ordering::Relaxed);
+        let n = Bo::new(&ttm, BoType::Kernel, 2 * size, &only(PL_VRAM), pool())?;
+        assert_eq!(n.reserve()?.mem_type(), PL_VRAM);
+        for (i, want) in [(0, PL_VRAM), (1, PL_VRAM), (2, PL_SYSTEM), (3, PL_SYSTEM)] {
+            assert_eq!(bos[i].reserve()?.mem_type(), want);
+        }
+        assert_eq!((notified(0), notified(1)), (0, 0));
+        assert_eq!((evicted(2), evicted(3)), (1, 1));
+        // Nothing the driver lets go: no room (TTM's ENOMEM), nothing
+        // moved.
+        n.keep.store(true, Ordering::Relaxed);
+        assert_eq!(
+            Bo::new(&ttm, BoType::Kernel, size, &only(PL_VRAM), pool()).err(),
+            Some(ENOMEM)
+        );
+        assert_eq!(man.usage(), MIB);
+        assert_eq!((notified(0), notified(1)), (0, 0));
+        // Let go of 0: it is evicted for the next one.
+        bos[0].keep.store(false, Ordering::Relaxed);
+        let m = Bo::new(&ttm, BoType::Kernel, size, &only(PL_VRAM), pool())?;
+        assert_eq!(bos[0].reserve()?.mem_type(), PL_SYSTEM);
+        assert_eq!((notified(0), evicted(0)), (1, 1));
+        drop((m, n, bos));
+        assert_eq!(man.usage(), 0);
+        Ok(())
+    }
+
+    #[test]
     fn bo_external_pages() -> Result {
         let (man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_bo_external"), 4 * MIB)?;
         let size = 8 * PAGE_SIZE;
         let norsv = bindings::VM_NORESERVE as usize;
         let file = shmem::file_setup_internal(c_str!("rust_drm_ttm"), size as i64, norsv)?;
-        let data = TestData {
-            file: Some(file.clone()),
-        };
+        let data = data(Some(file.clone()));
         let bo = Bo::new(&ttm, BoType::Kernel, size, &only(PL_VRAM), data)?;
         let mut r = bo.reserve()?;
         fill(&r, 5, size)?;

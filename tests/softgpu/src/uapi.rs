@@ -262,6 +262,8 @@ pub struct GemInfo {
     pub refused: u64,
     /// GPU page faults on the BO that re-validated.
     pub gpu_faults: u64,
+    /// Evictions from VRAM to make room (TTM objects only).
+    pub evictions: u64,
 }
 
 pub const SOFTGPU_MADV_WILLNEED: u32 = 0;
@@ -455,9 +457,9 @@ macro_rules! layout {
 
 layout!(GemCreate, 16, { size @ 0, flags @ 8, handle @ 12 });
 layout!(GemMmapOffset, 16, { handle @ 0, pad @ 4, offset @ 8 });
-layout!(GemInfo, 56, {
+layout!(GemInfo, 64, {
     handle @ 0, flags @ 4, size @ 8, bindings @ 16, resident_pages @ 24,
-    released @ 32, refused @ 40, gpu_faults @ 48,
+    released @ 32, refused @ 40, gpu_faults @ 48, evictions @ 56,
 });
 layout!(GemMadvise, 16, { handle @ 0, madv @ 4, retained @ 8, pad @ 12 });
 layout!(VmBind, 32, { handle @ 0, flags @ 4, gpu_va @ 8, bo_offset @ 16, size @ 24 });
@@ -480,7 +482,7 @@ layout!(DmaBufSync, 8, { flags @ 0 });
 
 const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_CREATE == 0xc010_6440);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET == 0xc010_6441);
-const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_INFO == 0xc038_6442);
+const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_INFO == 0xc040_6442);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_GEM_MADVISE == 0xc010_6443);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_VM_BIND == 0x4020_6444);
 const _: () = assert!(DRM_IOCTL_SOFTGPU_VM_UNBIND == 0x4010_6445);

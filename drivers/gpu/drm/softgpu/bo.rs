@@ -363,8 +363,9 @@ enum Backing {
     Shmem(ARef<File>),
     /// Imported: the page frame number of each page of the dma-buf.
     Import(KVec<usize>),
-    /// Discrete mode: a TTM BO, in VRAM or system memory (`tbo.rs`). Not
-    /// bound into GPU VMs (yet): the owner has no mapping, no residency.
+    /// Discrete mode: a TTM BO, in VRAM or system memory (`tbo.rs`). Its
+    /// GPU entries are the TTM object's (`tbo::map_page()`), which moves:
+    /// the owner records its bindings but has no residency.
     Ttm(ARef<ttm::Bo<crate::SoftGpu>>),
 }
 
@@ -558,7 +559,7 @@ impl Bo {
                 pfn: *pfns.get(index).ok_or(EFAULT)?,
                 index,
             }),
-            // Never bound (`VM_BIND` refuses it).
+            // Mapped by `tbo::map_page()`, never acquired here.
             Backing::Ttm(_) => Err(EOPNOTSUPP),
         }
     }
@@ -581,6 +582,10 @@ impl Bo {
         // Allocated here: the object lock is a spinlock (gemfs's release,
         // which takes it, may not sleep).
         let node = RBTreeNode::new(key, m, GFP_KERNEL)?;
+        if let Backing::Ttm(t) = &self.backing {
+            // Its entries are the TTM object's, which moves (`tbo.rs`).
+            crate::tbo::add_gpu_mapping(t, pt, va, size)?;
+        }
         let mut inner = self.owner.inner.lock();
         if inner.purged {
             return Err(EFAULT);
@@ -601,6 +606,13 @@ impl Bo {
     /// this binding's entries too when it takes a folio.
     pub(crate) fn remove_mapping(&self, pt: &SpinLock<PageTable>, b: &Binding) {
         let key = (core::ptr::from_ref(pt) as usize, b.va);
+        if let Backing::Ttm(t) = &self.backing {
+            // Nothing resident here: the entries are the TTM object's.
+            crate::tbo::remove_gpu_mapping(t, pt, b.va);
+            let mapping = self.owner.inner.lock().mappings.remove_node(&key);
+            drop(mapping);
+            return;
+        }
         let first = (b.bo_offset / PAGE) as usize;
         let last = first + (b.size / PAGE) as usize - 1;
         // Folios are aligned to their size, at most `MAX_FOLIO_PAGES`: none
@@ -651,6 +663,17 @@ impl Bo {
         for_job: bool,
     ) -> Result {
         let obj = &*b.obj;
+        if let Backing::Ttm(t) = &self.backing {
+            // Mapped from wherever the TTM object is (`tbo.rs`); its memory
+            // is the device's own, atomics work on it.
+            let perm = if b.readonly { Perm::Read } else { Perm::Atomic };
+            let va = b.va_of(index).ok_or(EINVAL)?;
+            crate::tbo::map_page(t, pt, va, index, perm)?;
+            if for_job {
+                self.owner.gpu_faults.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
         let invalidations = {
             let inner = self.owner.inner.lock();
             if inner.purged {
@@ -749,10 +772,17 @@ impl Bo {
     /// object or an import, which binding maps at once, a bookkeeping
     /// fence).
     pub(crate) fn set_busy(obj: &GemObject, fence: &Fence, write: Option<bool>) -> Result {
-        match write {
-            Some(w) => obj.add_fence(fence, w),
-            None => obj.resv().add_fence(fence, ResvUsage::Bookkeep),
+        let usage = match write {
+            Some(true) => ResvUsage::Write,
+            Some(false) => ResvUsage::Read,
+            None => ResvUsage::Bookkeep,
+        };
+        obj.resv().add_fence(fence, usage)?;
+        if let Some(t) = obj.ttm() {
+            // Where TTM looks before it moves or evicts the object.
+            t.resv().add_fence(fence, usage)?;
         }
+        Ok(())
     }
 
     /// Marks the object as being submitted to: an `EXEC` is about to make
@@ -766,6 +796,10 @@ impl Bo {
     /// Truncation and hole punching still take them (see
     /// [`gemfs::Owner::invalidate`]): the job then fails at that page.
     pub(crate) fn begin_submission(&self) {
+        if let Backing::Ttm(t) = &self.backing {
+            // Nor do TTM's moves and evictions take its memory.
+            crate::tbo::begin_submission(t);
+        }
         self.owner.inner.lock().submissions += 1;
     }
 
@@ -773,6 +807,10 @@ impl Bo {
     pub(crate) fn end_submission(&self) {
         let mut inner = self.owner.inner.lock();
         inner.submissions = inner.submissions.saturating_sub(1);
+        drop(inner);
+        if let Backing::Ttm(t) = &self.backing {
+            crate::tbo::end_submission(t);
+        }
     }
 
     /// Sets the userspace madvise state; returns whether the contents are

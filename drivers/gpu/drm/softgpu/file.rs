@@ -164,7 +164,9 @@ impl SoftFile {
         args.released = info.released;
         args.refused = info.refused;
         args.gpu_faults = info.gpu_faults;
+        args.evictions = 0;
         if let Some(tbo) = obj.ttm() {
+            args.evictions = tbo.evictions.load(core::sync::atomic::Ordering::Relaxed);
             let (vram, resident) = crate::tbo::info(tbo)?;
             args.flags |= uapi::SOFTGPU_BO_INFO_TTM;
             if vram {
@@ -222,10 +224,6 @@ impl SoftFile {
         let obj = lookup(file, args.handle)?;
         if bo_end > obj.size() as u64 {
             return Err(EINVAL);
-        }
-        if obj.ttm().is_some() {
-            // TTM objects are not bound into GPU VMs yet.
-            return Err(EOPNOTSUPP);
         }
         let readonly = args.flags & uapi::SOFTGPU_BIND_READONLY != 0;
         file.inner()

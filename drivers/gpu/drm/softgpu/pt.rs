@@ -86,9 +86,6 @@ impl Pte {
 
     /// An entry for the VRAM page at byte `offset` of the VRAM (rounded
     /// down to a page), allowing `perm`.
-    // No object is placed in VRAM yet: TTM's objects will map their VRAM
-    // pages with it (Documentation/gpu/softgpu.rst, "Discrete mode").
-    #[allow(dead_code)]
     pub(crate) fn vram(offset: u64, perm: Perm) -> Self {
         Self::encode(offset / PAGE, Self::VRAM, perm)
     }
@@ -146,11 +143,12 @@ fn new_table<T>() -> Result<KBox<[Option<T>; ENTRIES]>> {
 /// What a present entry points at stays there while it is present, and
 /// entries are cleared under the table's lock: a system page stays
 /// allocated (whoever sets the entry holds the page, or clears the entry
-/// before it can go), and a VRAM page is in the VRAM of the bound device
-/// (VRAM is allocated by the device's resource manager, which gives up
-/// what it holds before the device is unbound). So an entry and what it
-/// points at can be used for as long as the table is borrowed
-/// ([`PageTable::access`]).
+/// before it can go), and a VRAM page stays the memory of the object that
+/// put it there (a TTM object clears its entries before TTM frees or
+/// moves its memory, `tbo.rs`), in the VRAM of the bound device (VRAM is
+/// allocated by the device's resource manager, which evicts every object
+/// before the device is unbound). So an entry and what it points at can
+/// be used for as long as the table is borrowed ([`PageTable::access`]).
 pub(crate) struct PageTable {
     top: KBox<Top>,
     tlb: [Option<(u64, Pte)>; TLB_ENTRIES],
@@ -255,8 +253,9 @@ impl PageTable {
                 // SAFETY: the page stays allocated while we hold `pt`
                 // (`&mut self`, the type invariant). For an object, an entry
                 // exists only while the object holds the folio, and entries
-                // are cleared under this lock before a hold is dropped; for
-                // an imported object, while its attachment keeps the
+                // are cleared under this lock before a hold is dropped (a
+                // TTM object's, before its `ttm_tt` gives up its pages:
+                // `move_notify`); for an imported object, while its attachment keeps the
                 // exporter's pages in place, which lasts until the object is
                 // freed, after its bindings (which clear their entries under
                 // this lock) are gone. For a userptr no reference is held:

@@ -12,38 +12,109 @@
 //! to them), which migration can move: gemfs's release callback here gives
 //! them all back, and the next access takes them again. In baseline mode
 //! (`SOFTGPU_BO_TTM_POOL`) they come from TTM's `ttm_pool` instead, as
-//! amdgpu's do, and cannot move. Moves are CPU copies in this version
-//! (the engine's copy jobs come later); TTM objects cannot be bound into
-//! a GPU VM yet (`VM_BIND` is `-EOPNOTSUPP`).
+//! amdgpu's do, and cannot move.
+//!
+//! Its GPU mappings work the same way: a binding records where the object
+//! is mapped ([`add_gpu_mapping`]), `EXEC` fills the entries its job needs
+//! from wherever the object is ([`map_page`]: a VRAM entry or a system
+//! one), and everything that takes the object's memory away (a move, an
+//! eviction, TTM's swapout, gemfs's release) first waits for the jobs
+//! using it and clears every entry into it ([`ttm::Driver::move_notify`]),
+//! all under the object's reservation. Jobs add their fences to the
+//! object's reservation object, which TTM waits for before it moves the
+//! object; an object a job is using or about to use is not evicted
+//! ([`ttm::Driver::eviction_valuable`]). Moves are CPU copies in this
+//! version (the engine's copy jobs come later).
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use kernel::{
-    c_str, drm,
+    c_str,
+    dma_fence::ResvUsage,
+    drm,
     drm::ttm,
     folio::LockedFolio,
     fs::File,
     gemfs::{self, ObjectRef},
     mm::migrate::MigrateMode,
+    new_mutex,
+    page::PAGE_SIZE,
     prelude::*,
-    sync::{Arc, ArcBorrow},
+    rbtree::{RBTree, RBTreeNode},
+    sync::{Arc, ArcBorrow, Mutex, SpinLock},
     task::cond_resched,
-    time::{ktime_ms_delta, Ktime},
+    time::{ktime_ms_delta, msecs_to_jiffies, Ktime},
     types::ARef,
     uapi,
 };
 
-use crate::SoftGpu;
+use crate::{
+    pt::{PageTable, Perm, Pte, PAGE},
+    SoftGpu,
+};
 
 /// How long a synchronous migration retries for a TTM object's reservation.
 const RELEASE_WAIT_MS: i64 = 100;
 
+/// GPU pages whose entries are cleared under one hold of a page table's
+/// lock (a PMD's worth): a mapping may span GiBs.
+const CLEAR_PIECE: u64 = 512;
+
+/// Where a TTM object is bound in a GPU VM; keyed by (page table address,
+/// GPU address).
+struct GpuMapping {
+    /// The page table of the VM of the binding.
+    pt: *const SpinLock<PageTable>,
+    va: u64,
+    size: u64,
+}
+
+// SAFETY: `pt` is only compared and dereferenced while the binding exists,
+// in the VM that owns the page table (a mapping is removed with its
+// binding, before the VM and its page table go).
+unsafe impl Send for GpuMapping {}
+
+impl GpuMapping {
+    /// Clears every entry of the mapping, a piece at a time, yielding
+    /// between pieces.
+    fn clear(&self) {
+        // SAFETY: a mapping exists only while its binding does (the type's
+        // `Send` comment).
+        let pt = unsafe { &*self.pt };
+        let (mut va, end) = (self.va, self.va + self.size);
+        while va < end {
+            let piece_end = end.min(va + CLEAR_PIECE * PAGE);
+            let mut t = pt.lock();
+            while va < piece_end {
+                t.clear(va);
+                va += PAGE;
+            }
+            drop(t);
+            cond_resched();
+        }
+    }
+}
+
 /// The data of a softgpu TTM BO.
+#[pin_data]
 pub(crate) struct TtmData {
     /// The object's gemfs file: its system memory, but in baseline mode
     /// (where it only backs the GEM object).
     gemfs: gemfs::Object<TtmOwner>,
     /// Baseline: system memory from TTM's page pool.
     pub(crate) pool: bool,
+    /// Where the object is bound in GPU VMs. Changed and walked with the
+    /// object reserved: so a move, which clears every entry of these under
+    /// its reservation, and a fault, which sets one under it, never
+    /// interleave. Lock order: reservation, this, a VM's page table.
+    #[pin]
+    gpu: Mutex<RBTree<(usize, u64), GpuMapping>>,
+    /// `EXEC`s making the object's pages resident for jobs whose fences
+    /// are not yet in its reservation object (`bo.rs`,
+    /// `Bo::begin_submission`): until then it is not moved, evicted or
+    /// released, as it does not look busy yet.
+    submissions: AtomicU32,
+    /// Times TTM evicted the object from VRAM to make room.
+    pub(crate) evictions: AtomicU64,
 }
 
 impl ttm::Driver for SoftGpu {
@@ -56,8 +127,111 @@ impl ttm::Driver for SoftGpu {
     }
 
     fn system_folio(bo: &ttm::Bo<Self>, index: usize) -> Result<gemfs::Hold> {
-        bo.gemfs.get_folio(index)
+        let hold = bo.gemfs.get_folio(index)?;
+        // TTM's copies, the CPU's mappings (`VM_PFNMAP`, which the page
+        // cache does not track) and the device write it from now on: it
+        // must be written back, not dropped, if reclaim finds it clean
+        // once the hold is gone.
+        hold.folio().lock().mark_dirty();
+        Ok(hold)
     }
+
+    /// The object's memory goes (moved, evicted, swapped out or released
+    /// to migration), idle: no GPU entry may point into it any more.
+    fn move_notify(bo: &ttm::Bo<Self>, evict: bool) {
+        if evict {
+            bo.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        for m in bo.gpu.lock().values() {
+            m.clear();
+        }
+    }
+
+    /// Not an object a job is using (its fences unsignalled) or about to
+    /// use (being submitted to): TTM evicts idle ones instead, or fails
+    /// (`ENOMEM`, TTM's errno for no room).
+    fn eviction_valuable(bo: &ttm::Bo<Self>) -> bool {
+        !in_use(bo)
+    }
+}
+
+/// Whether a job may be using the object: one is queued or running (a
+/// fence of its reservation object has not signalled), or being submitted.
+fn in_use(bo: &ttm::Bo<SoftGpu>) -> bool {
+    bo.submissions.load(Ordering::Acquire) != 0 || !bo.resv().test_signaled(ResvUsage::Bookkeep)
+}
+
+/// Records that the VM of page table `pt` maps the object at `va`, `size`
+/// bytes, before any entry of the binding is set.
+pub(crate) fn add_gpu_mapping(
+    bo: &ttm::Bo<SoftGpu>,
+    pt: &SpinLock<PageTable>,
+    va: u64,
+    size: u64,
+) -> Result {
+    let key = (core::ptr::from_ref(pt) as usize, va);
+    let m = GpuMapping {
+        pt: core::ptr::from_ref(pt),
+        va,
+        size,
+    };
+    let node = RBTreeNode::new(key, m, GFP_KERNEL)?;
+    let _r = bo.reserve_uninterruptible();
+    bo.gpu.lock().insert(node);
+    Ok(())
+}
+
+/// Forgets the binding at `va` of page table `pt`, clearing its entries
+/// first, with the object reserved: no move frees the memory they point
+/// into before they are gone.
+pub(crate) fn remove_gpu_mapping(bo: &ttm::Bo<SoftGpu>, pt: &SpinLock<PageTable>, va: u64) {
+    let key = (core::ptr::from_ref(pt) as usize, va);
+    let r = bo.reserve_uninterruptible();
+    let mut maps = bo.gpu.lock();
+    if let Some(m) = maps.get(&key) {
+        m.clear();
+    }
+    let node = maps.remove_node(&key);
+    drop(maps);
+    drop(r);
+    drop(node);
+}
+
+/// Maps page `index` of the object at `va` of page table `pt`, allowing
+/// `perm`, where the object is now: a VRAM entry for its VRAM page, or a
+/// system entry for its page in system memory (taken first: a gemfs
+/// folio, or a page of TTM's pool). The entry stays until the object's
+/// memory goes ([`ttm::Driver::move_notify`]) or the binding does. Called
+/// with the VM's bindings locked, never from a job: it may allocate with
+/// reclaim. The page tables of `va` are reserved (by the binding).
+pub(crate) fn map_page(
+    bo: &ttm::Bo<SoftGpu>,
+    pt: &SpinLock<PageTable>,
+    va: u64,
+    index: usize,
+    perm: Perm,
+) -> Result {
+    let r = bo.reserve_uninterruptible();
+    let pte = if r.mem_type() == ttm::PL_VRAM {
+        let offset = index.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        Pte::vram(r.vram_offset(offset).ok_or(EINVAL)?, perm)
+    } else {
+        r.populate()?;
+        Pte::system(r.system_pfn(index).ok_or(EINVAL)?, perm)
+    };
+    pt.lock().set(va, pte);
+    Ok(())
+}
+
+/// Marks the object as being submitted to (see [`TtmData::submissions`]).
+pub(crate) fn begin_submission(bo: &ttm::Bo<SoftGpu>) {
+    bo.submissions.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Ends what [`begin_submission`] began: the job's fence is in the
+/// object's reservation object, or the job was cancelled.
+pub(crate) fn end_submission(bo: &ttm::Bo<SoftGpu>) {
+    bo.submissions.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// The owner of a TTM object's gemfs file: what gemfs asks when migration
@@ -83,10 +257,13 @@ impl TtmOwner {
 
     /// Gives a folio of the object back for migration: with the object
     /// reserved (trylock only: the folio is locked, and populating takes
-    /// folio locks under the reservation), its CPU mappings are torn down
-    /// and every hold of its `ttm_tt` dropped (`release_system_pages`).
-    /// Asynchronous migration gives up at once if the reservation is
-    /// taken; the synchronous modes retry for up to `RELEASE_WAIT_MS`.
+    /// folio locks under the reservation) and idle, its CPU and GPU
+    /// mappings are torn down and every hold of its `ttm_tt` dropped
+    /// (`release_system_pages`). Asynchronous migration gives up at once if
+    /// the reservation is taken or a job may be using the object; the
+    /// synchronous modes retry for the reservation and wait for the jobs
+    /// for up to `RELEASE_WAIT_MS` in all. An object being submitted to is
+    /// refused at once, as `bo.rs` refuses its objects.
     fn do_release(&self, folio: &LockedFolio<'_>, mode: MigrateMode) -> Result {
         let Some(bo) = self.bo() else {
             return Err(ENOENT);
@@ -108,6 +285,22 @@ impl TtmOwner {
             // Not held by the object's tt (in VRAM, not populated, or a
             // reference of someone else's).
             return Err(ENOENT);
+        }
+        if bo.submissions.load(Ordering::Acquire) != 0 {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(EBUSY);
+        }
+        if !bo.resv().test_signaled(ResvUsage::Bookkeep) {
+            let left = RELEASE_WAIT_MS - ktime_ms_delta(Ktime::ktime_get(), start);
+            let idle = mode != MigrateMode::Async
+                && left > 0
+                && bo
+                    .resv()
+                    .wait_timeout(ResvUsage::Bookkeep, msecs_to_jiffies(left as u32))?;
+            if !idle {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(EBUSY);
+            }
         }
         r.release_system_pages()?;
         self.released.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +377,13 @@ pub(crate) fn create(
         ttm::BoType::Device,
         size,
         placement,
-        TtmData { gemfs: obj, pool },
+        try_pin_init!(TtmData {
+            gemfs: obj,
+            pool,
+            gpu <- new_mutex!(RBTree::new(), "softgpu_ttm_gpu_mappings"),
+            submissions: AtomicU32::new(0),
+            evictions: AtomicU64::new(0),
+        }),
     )?;
     let p: *const ttm::Bo<SoftGpu> = &*bo;
     owner.bo.store(p.cast_mut(), Ordering::Release);
@@ -215,8 +414,14 @@ pub(crate) fn release_counts(bo: &ttm::Bo<SoftGpu>) -> (u64, u64) {
 }
 
 /// `GEM_MOVE`: moves the object to the placement of `flags`
-/// (`ttm_bo_validate()`, evicting idle objects from VRAM if needed).
+/// (`ttm_bo_validate()`, evicting idle objects from VRAM if needed), after
+/// the jobs using it. `EBUSY` while an `EXEC` is making its pages resident
+/// for a job (the job would find them gone).
 pub(crate) fn move_to(bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
     let placement = placement(flags)?;
-    bo.reserve()?.validate(&placement)
+    let mut r = bo.reserve()?;
+    if bo.submissions.load(Ordering::Acquire) != 0 {
+        return Err(EBUSY);
+    }
+    r.validate(&placement)
 }

@@ -13,7 +13,7 @@ use crate::vram::{debugfs_kv, expected_vram};
 
 use std::os::fd::AsRawFd;
 
-use libc::{E2BIG, EINVAL, ENODEV, ENOENT, EOPNOTSUPP};
+use libc::{E2BIG, EINVAL, ENODEV, ENOENT, ENOMEM, EOPNOTSUPP, ETIME};
 
 /// Byte `i` of contents `seed`.
 fn pattern(seed: u64, i: usize) -> u8 {
@@ -36,6 +36,31 @@ fn first_wrong(m: &Mapping, seed: u64) -> Option<(usize, u8, u8)> {
         .enumerate()
         .find(|&(i, &b)| b != pattern(seed, i))
         .map(|(i, &b)| (i, b, pattern(seed, i)))
+}
+
+/// Where the tests below bind objects in the GPU VM.
+const VA: u64 = 0x1000_0000;
+const SRC_VA: u64 = 0x4000_0000;
+const RES_VA: u64 = 0x7000_0000;
+
+/// What the GPU computes over contents (`CHECKSUM`), computed by the CPU.
+fn fnv(m: &Mapping) -> u64 {
+    fnv1a64(m.as_slice())
+}
+
+/// A one-page gemfs object bound at `RES_VA`, where jobs store checksums,
+/// and its mapping.
+fn result_bo(dev: &Device) -> (u32, Mapping) {
+    let h = create_bound(dev, PAGE, 0, RES_VA);
+    let m = map(dev, h, PAGE);
+    (h, m)
+}
+
+/// The checksum the GPU computes of `[va, va + size)`.
+#[track_caller]
+fn gpu_checksum(dev: &Device, res: &Mapping, va: u64, size: u64, what: &str) -> u64 {
+    run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], what);
+    res.read_u64(0)
 }
 
 /// Lines of debugfs `objects` (one per object, after the header).
@@ -196,11 +221,6 @@ fn ttm_create_info_and_bad_input() {
         dev.move_bo(plain, SOFTGPU_BO_VRAM),
         EINVAL,
         "GEM_MOVE of a gemfs BO",
-    );
-    expect_errno(
-        dev.bind(h, 0x4000_0000, 0, PAGE, 0),
-        EOPNOTSUPP,
-        "VM_BIND of a TTM object",
     );
     expect_errno(
         dev.madvise(h, SOFTGPU_MADV_DONTNEED),
@@ -392,4 +412,197 @@ fn ttm_vram_overcommit_evicts_to_system() {
         }
         assert_eq!(vram_used(&dev), 0, "VRAM used after closing every object");
     }
+}
+
+/// GPU jobs over a TTM object wherever it is: in VRAM (through the BAR), in
+/// system memory (gemfs folios, or the pool's pages in baseline mode). The
+/// GPU reads what the CPU wrote through the object's mapping, and the CPU
+/// reads what a GPU fill and a GPU copy wrote; GEM_INFO counts the pages
+/// EXEC mapped, and nothing moves the object.
+#[test]
+fn ttm_gpu_jobs_reach_the_object_where_it_is() {
+    if expected_vram() == 0 {
+        return;
+    }
+    let dev = open();
+    let (_r, res) = result_bo(&dev);
+    let size = MIB;
+    let src = create_bound(&dev, size, 0, SRC_VA);
+    let mut msrc = map(&dev, src, size);
+    fill(&mut msrc, 77);
+    for flags in [
+        SOFTGPU_BO_VRAM,
+        SOFTGPU_BO_SYSTEM,
+        SOFTGPU_BO_VRAM | SOFTGPU_BO_TTM_POOL,
+        SOFTGPU_BO_SYSTEM | SOFTGPU_BO_TTM_POOL,
+    ] {
+        let vram = flags & SOFTGPU_BO_VRAM != 0;
+        let h = create_bound(&dev, size, flags, VA);
+        let mut m = map(&dev, h, size);
+        fill(&mut m, u64::from(flags));
+        assert_eq!(
+            gpu_checksum(&dev, &res, VA, size, "CHECKSUM of a TTM object"),
+            fnv(&m),
+            "the GPU's checksum of what the CPU wrote ({flags:#x})"
+        );
+        run_ok(&dev, &[Cmd::fill(VA, size, 0x5a5a_5a5a)], "FILL of a TTM object");
+        assert!(
+            m.as_slice().iter().all(|&b| b == 0x5a),
+            "the CPU reads the GPU's fill ({flags:#x})"
+        );
+        run_ok(&dev, &[Cmd::copy(VA, SRC_VA, size)], "COPY into a TTM object");
+        assert_eq!(
+            first_wrong(&m, 77),
+            None,
+            "the CPU reads the GPU's copy ({flags:#x})"
+        );
+        let info = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(in_vram(&dev, h), vram, "the object moved ({flags:#x})");
+        assert!(
+            info.gpu_faults >= size / PAGE,
+            "EXEC mapped the pages of the object: {info:?}"
+        );
+        assert_eq!(info.bindings, 1);
+        ok(dev.unbind(VA, size), "VM_UNBIND");
+        drop(m);
+        ok(dev.close_bo(h), "GEM_CLOSE");
+    }
+    // Unbound: a job there faults.
+    run_fault_at(&dev, &[Cmd::fill(VA, PAGE, 1)], VA, "FILL where an object was");
+}
+
+/// One GPU binding while the object moves VRAM -> system -> VRAM, with GPU
+/// jobs and CPU writes between the moves: the GPU always reads the object's
+/// current contents and its writes land in them, and the CPU's mapping
+/// agrees, every round.
+#[test]
+fn ttm_gpu_mapping_follows_moves() {
+    if expected_vram() == 0 {
+        return;
+    }
+    let dev = open();
+    let (_r, res) = result_bo(&dev);
+    let size = 2 * MIB;
+    let h = create_bound(&dev, size, SOFTGPU_BO_VRAM, VA);
+    let mut m = map(&dev, h, size);
+    for round in 0..4u32 {
+        for (to, vram) in [(SOFTGPU_BO_SYSTEM, false), (SOFTGPU_BO_VRAM, true)] {
+            let v = 0x1000_0000 * (round + 1) + to;
+            run_ok(&dev, &[Cmd::fill(VA, size, v)], "FILL before a move");
+            ok(dev.move_bo(h, to), "GEM_MOVE");
+            assert_eq!(in_vram(&dev, h), vram, "round {round}: placement");
+            assert!(
+                m.as_slice()
+                    .chunks(4)
+                    .all(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) == v),
+                "round {round}: the CPU reads the fill from before the move"
+            );
+            let seed = u64::from(v);
+            fill(&mut m, seed);
+            assert_eq!(
+                gpu_checksum(&dev, &res, VA, size, "CHECKSUM after a move"),
+                fnv(&m),
+                "round {round}: the GPU reads what the CPU wrote after the move to {to:#x}"
+            );
+        }
+    }
+    drop(m);
+    ok(dev.close_bo(h), "GEM_CLOSE");
+}
+
+/// After an object leaves VRAM, moved or evicted, the GPU never reaches its
+/// old VRAM through its binding: A is bound and filled by the GPU, moved
+/// (then, second time, evicted by B) to system memory; B takes the whole
+/// VRAM and writes a marker everywhere; the GPU's checksum of A is that of
+/// A's contents. Eviction is counted.
+#[test]
+fn ttm_gpu_never_sees_old_vram() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    let (_r, res) = result_bo(&dev);
+    let size = MIB;
+    for evict in [false, true] {
+        let a = create_bound(&dev, size, SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM, VA);
+        assert!(in_vram(&dev, a));
+        run_ok(&dev, &[Cmd::fill(VA, size, 0xa0a0_a0a0)], "FILL of A");
+        if !evict {
+            ok(dev.move_bo(a, SOFTGPU_BO_SYSTEM), "GEM_MOVE of A");
+        }
+        // VRAM only: TTM evicts A (idle) to make room.
+        let b = create(&dev, vram, SOFTGPU_BO_VRAM);
+        assert!(!in_vram(&dev, a), "A left VRAM (evict: {evict})");
+        let info = ok(dev.info(a), "GEM_INFO of A");
+        assert_eq!(info.evictions, u64::from(evict), "A's evictions: {info:?}");
+        let mut mb = map(&dev, b, vram);
+        for p in 0..(vram / PAGE) as usize {
+            mb.write_u64(p * PAGE as usize, 0xb0b0_0000_0000_0000 | p as u64);
+        }
+        let ma = map(&dev, a, size);
+        assert!(ma.as_slice().iter().all(|&x| x == 0xa0));
+        assert_eq!(
+            gpu_checksum(&dev, &res, VA, size, "CHECKSUM of A"),
+            fnv(&ma),
+            "the GPU's view of A after B wrote all of VRAM (evict: {evict})"
+        );
+        drop((ma, mb));
+        ok(dev.unbind(VA, size), "VM_UNBIND");
+        ok(dev.close_bo(a), "GEM_CLOSE");
+        ok(dev.close_bo(b), "GEM_CLOSE");
+    }
+    assert_eq!(vram_used(&dev), 0);
+}
+
+/// An object a job is using is not evicted: while a long job runs over A
+/// (in VRAM), an object that needs all of VRAM cannot be placed (ENOMEM,
+/// TTM's errno for no room: nothing else could be evicted), and A stays
+/// where it is; once the job is done the same request evicts A. GEM_MOVE of A meanwhile waits for
+/// the job, then moves.
+#[test]
+fn ttm_busy_objects_are_not_evicted() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    let size = MIB;
+    let a = create_bound(&dev, size, SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM, VA);
+    // About 8 s of engine time, then a write to A.
+    let mut cmds = vec![Cmd::busy(1_000_000); 8];
+    cmds.push(Cmd::fill(VA, size, 0x1234_5678));
+    let (seqno, _) = ok(dev.exec(&cmds, 0), "EXEC of a long job over A");
+    expect_errno(
+        dev.create_bo(vram, SOFTGPU_BO_VRAM),
+        ENOMEM,
+        "a VRAM-only object of all of VRAM while A is busy",
+    );
+    expect_errno(
+        dev.wait(seqno, 0),
+        ETIME,
+        "the job is still running (else this test proves nothing)",
+    );
+    assert!(in_vram(&dev, a), "A was evicted under a running job");
+    assert_eq!(ok(dev.info(a), "GEM_INFO").evictions, 0);
+    // A move waits for the job: A then holds what the job wrote.
+    ok(dev.move_bo(a, SOFTGPU_BO_SYSTEM), "GEM_MOVE of A under its job");
+    let (status, _) = ok(dev.wait(seqno, 0), "WAIT after the move");
+    assert_eq!(status, 0, "the job over A");
+    let ma = map(&dev, a, size);
+    assert!(
+        ma.as_slice()
+            .chunks(4)
+            .all(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) == 0x1234_5678),
+        "A holds the job's fill after the move"
+    );
+    ok(dev.move_bo(a, SOFTGPU_BO_VRAM), "GEM_MOVE of A back to VRAM");
+    let b = create(&dev, vram, SOFTGPU_BO_VRAM);
+    assert!(!in_vram(&dev, a), "idle A evicted for B");
+    assert_eq!(ok(dev.info(a), "GEM_INFO").evictions, 1);
+    drop(ma);
+    ok(dev.close_bo(b), "GEM_CLOSE");
+    ok(dev.close_bo(a), "GEM_CLOSE");
 }
