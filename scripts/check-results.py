@@ -44,7 +44,9 @@ SPLAT = re.compile(
     r"|rust_kernel: panicked at"
     r"|Call Trace:)"
 )
-LIBTEST_CASE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
+# The guest runs the tests with libtest's --report-time: a status may be
+# followed by the case's time, "ok <1.234s>".
+LIBTEST_CASE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)(?: <([\d.]+)s>)?")
 LIBTEST_RESULT = re.compile(r"^test result: (ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored")
 
 
@@ -127,11 +129,12 @@ def check_expected_suites(test, glob, tally):
 
 
 LIBTEST_OPEN = re.compile(r"^test (\S+) \.\.\. ")
-LIBTEST_LATE_STATUS = re.compile(r"^(ok|FAILED|ignored)$")
+LIBTEST_LATE_STATUS = re.compile(r"^(ok|FAILED|ignored)(?: <([\d.]+)s>)?$")
 
 
 def libtest_cases(body):
-    """The (name, status) of each libtest case in a test binary's output.
+    """The (name, status, seconds or None) of each libtest case in a test
+    binary's output.
     libtest prints "test NAME ... " when a case starts and its status when
     it ends; a case that writes to the console itself (the fuzzer's report
     goes straight to stdout, past libtest's capture) puts its lines in
@@ -140,7 +143,7 @@ def libtest_cases(body):
     for l in body:
         m = LIBTEST_CASE.match(l)
         if m:
-            cases.append((m.group(1), m.group(2)))
+            cases.append((m.group(1), m.group(2), seconds(m.group(3))))
             open_case = None
             continue
         m = LIBTEST_OPEN.match(l)
@@ -149,13 +152,23 @@ def libtest_cases(body):
             continue
         m = LIBTEST_LATE_STATUS.match(l.strip())
         if m and open_case is not None:
-            cases.append((open_case, m.group(1)))
+            cases.append((open_case, m.group(1), seconds(m.group(2))))
             open_case = None
     return cases
 
 
+def seconds(s):
+    return float(s) if s is not None else None
+
+
+# The slowest cases, printed after the results: what to look at when the
+# run nears its time budget (Documentation/dev-tools/gemfs-testing.rst).
+SLOWEST = 12
+
+
 def check_userspace(lines, tally):
     names = [l.split()[2] for l in lines if l.startswith("RUNNER: user-begin ")]
+    timed = []
     for name in names:
         body, end = section(lines, f"user-begin {name}", f"user-end {name}")
         if end is None:
@@ -164,7 +177,9 @@ def check_userspace(lines, tally):
         rc = int(end.rsplit("rc=", 1)[1])
         cases = libtest_cases(body)
         result = [m for m in map(LIBTEST_RESULT.match, body) if m]
-        for case, status in cases:
+        for case, status, secs in cases:
+            if secs is not None:
+                timed.append((secs, f"{name}: {case}"))
             if status == "ok":
                 tally.passed += 1
             elif status == "ignored":
@@ -173,9 +188,14 @@ def check_userspace(lines, tally):
                 tally.fail(f"{name}: {case}")
         if not result:
             tally.fail(f"{name}: exited rc={rc} without a result line")
-        elif rc != 0 and not any(status == "FAILED" for _, status in cases):
+        elif rc != 0 and not any(status == "FAILED" for _, status, _ in cases):
             tally.fail(f"{name}: exited rc={rc}")
         print(f"userspace {name}: {len(cases)} tests, rc={rc}")
+    if timed:
+        total = sum(t for t, _ in timed)
+        print(f"userspace tests: {total:.0f} s in all (guest time); the slowest:")
+        for secs, what in sorted(timed, reverse=True)[:SLOWEST]:
+            print(f"  {secs:8.1f} s  {what}")
 
 
 def check_console(console, tally):
