@@ -445,12 +445,20 @@ fn ttm_gpu_jobs_reach_the_object_where_it_is() {
             fnv(&m),
             "the GPU's checksum of what the CPU wrote ({flags:#x})"
         );
-        run_ok(&dev, &[Cmd::fill(VA, size, 0x5a5a_5a5a)], "FILL of a TTM object");
+        run_ok(
+            &dev,
+            &[Cmd::fill(VA, size, 0x5a5a_5a5a)],
+            "FILL of a TTM object",
+        );
         assert!(
             m.as_slice().iter().all(|&b| b == 0x5a),
             "the CPU reads the GPU's fill ({flags:#x})"
         );
-        run_ok(&dev, &[Cmd::copy(VA, SRC_VA, size)], "COPY into a TTM object");
+        run_ok(
+            &dev,
+            &[Cmd::copy(VA, SRC_VA, size)],
+            "COPY into a TTM object",
+        );
         assert_eq!(
             first_wrong(&m, 77),
             None,
@@ -468,7 +476,12 @@ fn ttm_gpu_jobs_reach_the_object_where_it_is() {
         ok(dev.close_bo(h), "GEM_CLOSE");
     }
     // Unbound: a job there faults.
-    run_fault_at(&dev, &[Cmd::fill(VA, PAGE, 1)], VA, "FILL where an object was");
+    run_fault_at(
+        &dev,
+        &[Cmd::fill(VA, PAGE, 1)],
+        VA,
+        "FILL where an object was",
+    );
 }
 
 /// One GPU binding while the object moves VRAM -> system -> VRAM, with GPU
@@ -588,7 +601,10 @@ fn ttm_busy_objects_are_not_evicted() {
     assert!(in_vram(&dev, a), "A was evicted under a running job");
     assert_eq!(ok(dev.info(a), "GEM_INFO").evictions, 0);
     // A move waits for the job: A then holds what the job wrote.
-    ok(dev.move_bo(a, SOFTGPU_BO_SYSTEM), "GEM_MOVE of A under its job");
+    ok(
+        dev.move_bo(a, SOFTGPU_BO_SYSTEM),
+        "GEM_MOVE of A under its job",
+    );
     let (status, _) = ok(dev.wait(seqno, 0), "WAIT after the move");
     assert_eq!(status, 0, "the job over A");
     let ma = map(&dev, a, size);
@@ -598,7 +614,10 @@ fn ttm_busy_objects_are_not_evicted() {
             .all(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) == 0x1234_5678),
         "A holds the job's fill after the move"
     );
-    ok(dev.move_bo(a, SOFTGPU_BO_VRAM), "GEM_MOVE of A back to VRAM");
+    ok(
+        dev.move_bo(a, SOFTGPU_BO_VRAM),
+        "GEM_MOVE of A back to VRAM",
+    );
     let b = create(&dev, vram, SOFTGPU_BO_VRAM);
     assert!(!in_vram(&dev, a), "idle A evicted for B");
     assert_eq!(ok(dev.info(a), "GEM_INFO").evictions, 1);
