@@ -625,3 +625,170 @@ fn ttm_busy_objects_are_not_evicted() {
     ok(dev.close_bo(b), "GEM_CLOSE");
     ok(dev.close_bo(a), "GEM_CLOSE");
 }
+
+/// CPU faults on several threads, GPU jobs, moves and evictions, all at
+/// once on one object: two threads write and read back a tag in each page
+/// of their own quarter through mappings of their own (each access may
+/// fault the page in from wherever the object is just then), a third has
+/// the GPU fill its own half and checks it through its mapping, a fourth
+/// moves the object between VRAM and system memory, a fifth makes room in
+/// VRAM for an object of all of it (evicting the object if it is idle, or
+/// ENOMEM if a job holds it). Every read sees the last value written.
+#[test]
+fn ttm_cpu_and_gpu_race_moves_and_evictions() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    let size = 4 * MIB;
+    let quarter = size / 4;
+    let h = create_bound(&dev, size, SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM, VA);
+    let (moves, evictions_made, no_room) = std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let dev = &dev;
+            s.spawn(move || {
+                let mut m = map(dev, h, size);
+                let base = (t * quarter) as usize;
+                for round in 0..40u64 {
+                    for p in 0..(quarter / PAGE) as usize {
+                        m.write_u64(base + p * PAGE as usize, t << 48 | round << 24 | p as u64);
+                    }
+                    for p in 0..(quarter / PAGE) as usize {
+                        let got = m.read_u64(base + p * PAGE as usize);
+                        assert_eq!(
+                            got,
+                            t << 48 | round << 24 | p as u64,
+                            "CPU thread {t}, round {round}, page {p}"
+                        );
+                    }
+                }
+            });
+        }
+        {
+            let dev = &dev;
+            s.spawn(move || {
+                let m = map(dev, h, size);
+                let half = size / 2;
+                for round in 0..12u32 {
+                    let v = 0x6000_0000 | round;
+                    run_ok(
+                        dev,
+                        &[Cmd::fill(VA + half, half, v)],
+                        "FILL of the GPU's half",
+                    );
+                    for p in 0..(half / PAGE) as usize {
+                        let at = (half as usize) + p * PAGE as usize;
+                        assert_eq!(m.read_u32(at), v, "GPU half, round {round}, page {p}");
+                        assert_eq!(m.read_u32(at + PAGE as usize - 4), v);
+                    }
+                }
+            });
+        }
+        let mover = s.spawn(|| {
+            let mut moves = 0;
+            for i in 0..24 {
+                let to = if i % 2 == 0 {
+                    SOFTGPU_BO_SYSTEM
+                } else {
+                    SOFTGPU_BO_VRAM
+                };
+                // EBUSY: an EXEC was making the pages resident; again.
+                loop {
+                    match dev.move_bo(h, to) {
+                        Ok(()) => break,
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::yield_now(),
+                        Err(e) => panic!("GEM_MOVE {i}: {e}"),
+                    }
+                }
+                moves += 1;
+            }
+            moves
+        });
+        let evictor = s.spawn(|| {
+            let (mut made, mut no_room) = (0, 0);
+            for i in 0..8 {
+                match dev.create_bo(vram, SOFTGPU_BO_VRAM) {
+                    Ok(b) => {
+                        made += 1;
+                        ok(dev.close_bo(b), "GEM_CLOSE");
+                    }
+                    Err(e) if e.raw_os_error() == Some(ENOMEM) => no_room += 1,
+                    Err(e) => panic!("GEM_CREATE {i} of all of VRAM: {e}"),
+                }
+            }
+            (made, no_room)
+        });
+        let moves = mover.join().expect("the mover");
+        let (made, no_room) = evictor.join().expect("the evictor");
+        (moves, made, no_room)
+    });
+    assert_eq!(moves, 24);
+    assert_eq!(evictions_made + no_room, 8);
+    let info = ok(dev.info(h), "GEM_INFO");
+    // Each object of all of VRAM that was made evicted ours if it was in
+    // VRAM; it never evicted it twice for one.
+    assert!(info.evictions <= evictions_made, "{info:?}");
+    ok(dev.unbind(VA, size), "VM_UNBIND");
+    ok(dev.close_bo(h), "GEM_CLOSE");
+    assert_eq!(vram_used(&dev), 0, "VRAM used after closing");
+}
+
+/// A process that exits with moves, CPU faults and GPU jobs on its TTM
+/// objects in flight leaves nothing behind: its objects and their VRAM go.
+#[test]
+fn ttm_process_exit_with_moves_in_flight() {
+    let vram = expected_vram();
+    if vram == 0 {
+        return;
+    }
+    let dev = open();
+    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    let objects = object_count(&dev);
+    let end = in_child(std::time::Duration::from_secs(300), || {
+        let dev = std::sync::Arc::new(open());
+        let size = 8 * MIB;
+        let handles: Vec<u32> = (0..8)
+            .map(|i| {
+                create_bound(
+                    &dev,
+                    size,
+                    SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM,
+                    VA + i * size,
+                )
+            })
+            .collect();
+        let (hs, dev2) = (handles.clone(), dev.clone());
+        // Threads the exit kills mid-flight: a mover, and a CPU writer.
+        // (Their errors, EBUSY during an EXEC, do not matter here.)
+        std::thread::spawn(move || loop {
+            for &h in &hs {
+                let _ = dev2.move_bo(h, SOFTGPU_BO_SYSTEM);
+                let _ = dev2.move_bo(h, SOFTGPU_BO_VRAM);
+            }
+        });
+        let mut maps: Vec<Mapping> = handles.iter().map(|&h| map(&dev, h, size)).collect();
+        std::thread::spawn(move || loop {
+            for m in maps.iter_mut() {
+                m.touch_pages(0x77);
+            }
+        });
+        for i in 0..8u64 {
+            dev.exec(&[Cmd::fill(VA + i * size, size, 0x1234)], 0)
+                .map_err(|e| format!("EXEC {i}: {e}"))?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    });
+    assert_child_ok(end);
+    // The jobs may still run: their objects go once they are done.
+    let start = std::time::Instant::now();
+    while (vram_used(&dev) != 0 || object_count(&dev) != objects)
+        && start.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(vram_used(&dev), 0, "VRAM used after the process exited");
+    assert_eq!(object_count(&dev), objects, "objects left by the process");
+}
