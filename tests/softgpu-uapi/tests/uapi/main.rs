@@ -15,7 +15,7 @@
 //! - `preempt`: a job over a GiB while a CPU goes offline and online: the
 //!   engine yields to `stop_machine()`.
 //! - `reclaim`: what the shrinker reports to reclaim.
-//! - `scale`: 100 000 BOs, and 1 GiB of BOs.
+//! - `scale`: 25 000 BOs, and 1 GiB of BOs.
 //! - `shrinker`: purging DONTNEED BOs, giving idle gemfs BOs back to
 //!   reclaim, and what reclaim may not take.
 //! - `userptr`: USERPTR bindings of anonymous memory, mirrored without pins.

@@ -1,4 +1,4 @@
-//! Many BOs, and much memory: 100 000 small BOs, and 1 GiB of BOs filled
+//! Many BOs, and much memory: 25 000 small BOs, and 1 GiB of BOs filled
 //! and checksummed by the GPU, then freed. (The guest has 4 GiB.)
 
 use std::collections::HashSet;
@@ -12,9 +12,14 @@ use crate::common::*;
 const VA: u64 = 0x1_0000_0000;
 const RES_VA: u64 = 0x10_0000_0000;
 
+/// 25 000 BOs of a page in one file: unique non-zero handles, GEM_INFO
+/// right at the first, middle and last, the newest usable end to end, all
+/// closed, then a churn of creates and closes. (100 000 took about ten
+/// minutes of `make test`'s hour under TCG with KASAN and kmemleak; a
+/// quarter of them exercises the same paths.)
 #[test]
-fn hundred_thousand_small_bos() {
-    const N: usize = 100_000;
+fn twenty_five_thousand_small_bos() {
+    const N: usize = 25_000;
     let dev = open();
     let mut handles = Vec::with_capacity(N);
     for i in 0..N {
