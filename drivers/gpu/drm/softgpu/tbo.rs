@@ -56,7 +56,15 @@ impl ttm::Driver for SoftGpu {
     }
 
     fn system_folio(bo: &ttm::Bo<Self>, index: usize) -> Result<gemfs::Hold> {
-        bo.gemfs.get_folio(index)
+        let hold = bo.gemfs.get_folio(index)?;
+        // The CPU mappings (`VM_PFNMAP`: the page cache never sees their
+        // writes) and TTM's copies write the folio behind the page cache's
+        // back. Once the holds are given back, a clean shmem folio is one
+        // that reclaim, or soft offline's `mapping_evict_folio()`, drops as
+        // a page of zeroes rather than writing it out or migrating it: the
+        // object's contents would be lost. Dirty now, it is kept.
+        hold.folio().lock().mark_dirty();
+        Ok(hold)
     }
 }
 
