@@ -39,3 +39,8 @@ struct drm_printer rust_helper_drm_seq_file_printer(struct seq_file *f)
 {
 	return drm_seq_file_printer(f);
 }
+
+bool rust_helper_drm_gem_object_is_shared_for_memory_stats(struct drm_gem_object *obj)
+{
+	return drm_gem_object_is_shared_for_memory_stats(obj);
+}

@@ -70,6 +70,16 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// (`Documentation/gpu/drm-usage-stats.rst`) after the core's.
     fn show_fdinfo(_file: &file::File<Self::File>, _p: &Printer) {}
 
+    /// The memory regions of fdinfo's memory keys (`drm-total-<region>`,
+    /// `drm-resident-<region>`, ...; at most [`MAX_MEMORY_REGIONS`]), in
+    /// the order printed: each object with a handle in the file counts in
+    /// the one its [`gem::DriverObject::memory_info`] names. `None`, the
+    /// default: the DRM core's keys, all objects in the one region `memory`
+    /// (`drm_show_memory_stats()`).
+    fn memory_regions(_dev: &Device<Self>) -> Option<&'static [&'static CStr]> {
+        None
+    }
+
     /// Files in the device's debugfs directories
     /// (`/sys/kernel/debug/dri/<minor>/`).
     const DEBUGFS_FILES: &'static [DebugfsFile<Self>] = &[];
@@ -95,6 +105,10 @@ pub trait Driver: Sized + Send + Sync + 'static {
         Err(crate::error::code::EINVAL)
     }
 }
+
+/// The most memory regions a driver's fdinfo may have
+/// ([`Driver::memory_regions`]).
+pub const MAX_MEMORY_REGIONS: usize = 4;
 
 /// A read-only debugfs file of a DRM device: `show` prints its contents
 /// each time it is read.
@@ -236,10 +250,109 @@ impl<T: Driver> Vtable<T> {
         // SAFETY: DRM passes a live printer and a file of this driver,
         // opened through `open_callback`.
         let (p, file) = unsafe { (Printer::from_raw(p), file::File::<T::File>::borrow(f)) };
-        // SAFETY: as above; the core's memory keys (drm-total-*,
-        // drm-resident-*, drm-purgeable-*) from the GEM objects' status.
-        unsafe { bindings::drm_show_memory_stats(p.0, f) };
+        // SAFETY: a live file's minor and its device outlive the file; the
+        // device is of this driver.
+        let dev = unsafe { Device::<T>::borrow((*(*f).minor).dev) };
+        match T::memory_regions(dev) {
+            Some(regions) => Self::show_memory_stats(file, &p, regions),
+            // SAFETY: as above; the core's memory keys (drm-total-memory,
+            // drm-resident-memory, ...) from the GEM objects' status.
+            None => unsafe { bindings::drm_show_memory_stats(p.0, f) },
+        }
         T::show_fdinfo(file, &p);
+    }
+
+    /// fdinfo's memory keys by region ([`Driver::memory_regions`]): the
+    /// core's `drm_show_memory_stats()` with each object counted in its
+    /// region. The same rules: `total` every object's size, `shared` those
+    /// with handles in other files or exported, `resident` the resident
+    /// bytes of objects with `STATUS_RESIDENT`, `active` the resident bytes
+    /// of objects with unsignalled fences (readers or writers),
+    /// `purgeable` those of idle resident objects with `STATUS_PURGEABLE`.
+    /// Unlike the core, which asks each object under the file's handle
+    /// table lock (a spinlock), each object is referenced under that lock
+    /// and asked outside it, so that it may take its own locks. Prints no
+    /// memory key if an object fails to answer.
+    fn show_memory_stats(file: &file::File<T::File>, p: &Printer, regions: &[&CStr]) {
+        const ZERO: bindings::drm_memory_stats = bindings::drm_memory_stats {
+            shared: 0,
+            private: 0,
+            resident: 0,
+            purgeable: 0,
+            active: 0,
+        };
+        let regions = &regions[..regions.len().min(MAX_MEMORY_REGIONS)];
+        let mut stats = [ZERO; MAX_MEMORY_REGIONS];
+        let raw = file.as_raw();
+        let mut id: crate::ffi::c_int = 0;
+        loop {
+            // SAFETY: the file is live (the caller's), so are its lock and
+            // handle table. An object in the table under the lock has a
+            // handle, which holds a reference (`drm_gem_handle_delete()`
+            // empties the slot under the lock before it drops the handle's
+            // reference; `idr_get_next()` skips empty slots): taking one
+            // more there is what `drm_gem_object_lookup()` does.
+            let obj = unsafe {
+                bindings::spin_lock(&raw mut (*raw).table_lock);
+                let obj = bindings::idr_get_next(&raw mut (*raw).object_idr, &mut id);
+                if !obj.is_null() {
+                    bindings::drm_gem_object_get(obj.cast());
+                }
+                bindings::spin_unlock(&raw mut (*raw).table_lock);
+                obj
+            };
+            let Some(obj) = NonNull::new(obj) else {
+                break;
+            };
+            // SAFETY: every object with a handle in a file of `T` is a
+            // `gem::Object<T::Object>` (see `gem::Object::lookup_handle`);
+            // the reference taken above is ours.
+            let obj: ARef<gem::Object<T::Object>> = unsafe { ARef::from_raw(obj.cast()) };
+            let Ok(info) = gem::DriverObject::memory_info(&**obj) else {
+                return;
+            };
+            let s = &mut stats[if info.region < regions.len() {
+                info.region
+            } else {
+                0
+            }];
+            let (size, resident) = (obj.size() as u64, info.resident as u64);
+            if obj.is_shared_for_memory_stats() {
+                s.shared += size;
+            } else {
+                s.private += size;
+            }
+            let is_resident = info.status & gem::STATUS_RESIDENT != 0;
+            let mut purgeable = is_resident && info.status & gem::STATUS_PURGEABLE != 0;
+            if is_resident {
+                s.resident += resident;
+            }
+            if !obj.resv().test_signaled(crate::dma_fence::ResvUsage::Read) {
+                s.active += resident;
+                purgeable = false;
+            }
+            if purgeable {
+                s.purgeable += resident;
+            }
+            drop(obj);
+            let Some(next) = id.checked_add(1) else {
+                break;
+            };
+            id = next;
+        }
+        for (s, name) in stats.iter().zip(regions) {
+            // SAFETY: the printer is live (type invariant); the name is a C
+            // string; `resident` and `purgeable` are supported, as they are
+            // for the core's region.
+            unsafe {
+                bindings::drm_print_memory_stats(
+                    p.0,
+                    s,
+                    gem::STATUS_RESIDENT | gem::STATUS_PURGEABLE,
+                    name.as_char_ptr(),
+                )
+            };
+        }
     }
 }
 

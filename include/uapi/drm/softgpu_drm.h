@@ -22,6 +22,16 @@
  * a closed one. VM_BIND maps all of its pages at once; mmap() through
  * GEM_MMAP_OFFSET maps the dma-buf (dma_buf_mmap()); GEM_MADVISE fails
  * with -EINVAL; GEM_INFO sets SOFTGPU_BO_INFO_IMPORTED.
+ *
+ * fdinfo (/proc/<pid>/fdinfo/<fd> of the DRM file) reports the memory of
+ * the file's objects by region, as Documentation/gpu/drm-usage-stats.rst
+ * specifies: drm-total-, drm-shared-, drm-active-, drm-resident- and
+ * drm-purgeable-system for system memory, where every object is but a TTM
+ * object in VRAM (see %SOFTGPU_BO_VRAM), and the same keys of region vram,
+ * while a VRAM device is bound, for the TTM objects in VRAM. A TTM object
+ * in system memory is resident for the pages it has there now (none
+ * before its first access, none after migration took them back). There
+ * is no region "memory".
  */
 #ifndef _UAPI_SOFTGPU_DRM_H_
 #define _UAPI_SOFTGPU_DRM_H_

@@ -41,6 +41,20 @@ pub const STATUS_RESIDENT: u32 = bindings::drm_gem_object_status_DRM_GEM_OBJECT_
 /// `DRM_GEM_OBJECT_PURGEABLE`: fdinfo counts the object as purgeable.
 pub const STATUS_PURGEABLE: u32 = bindings::drm_gem_object_status_DRM_GEM_OBJECT_PURGEABLE;
 
+/// Where a GEM object's memory is now, for fdinfo's memory keys by region
+/// ([`DriverObject::memory_info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryInfo {
+    /// The region the object is in: an index into the names
+    /// [`Driver::memory_regions`] gives (out of range counts as the first).
+    pub region: usize,
+    /// Bytes of the object in memory there: `drm-resident-<region>`, and
+    /// what `drm-active-<region>` and `drm-purgeable-<region>` add.
+    pub resident: usize,
+    /// `STATUS_*` bits, as [`DriverObject::status`] gives them.
+    pub status: u32,
+}
+
 /// A driver's GEM object.
 pub trait DriverObject: Sized + Send + Sync + 'static {
     /// The driver.
@@ -54,6 +68,21 @@ pub trait DriverObject: Sized + Send + Sync + 'static {
     /// Resident bytes, for fdinfo's `drm-resident-*`.
     fn resident_size(&self) -> usize {
         0
+    }
+
+    /// Where the object's memory is, for fdinfo's memory keys by region,
+    /// when the driver has regions ([`Driver::memory_regions`]). Called in
+    /// process context with no lock held, once per object and read of
+    /// fdinfo: it may sleep (and take the object's locks). An error (a wait
+    /// interrupted by a signal, say) leaves the memory keys out of that
+    /// read. The default: the first region, with [`Self::status`] and
+    /// [`Self::resident_size`].
+    fn memory_info(&self) -> Result<MemoryInfo> {
+        Ok(MemoryInfo {
+            region: 0,
+            resident: self.resident_size(),
+            status: self.status(),
+        })
     }
 
     /// The TTM buffer object whose memory this object is, if it is one:
@@ -437,6 +466,14 @@ impl<T: DriverObject> Object<T> {
     pub fn size(&self) -> usize {
         // SAFETY: `size` is set at creation and never changes.
         unsafe { (*self.as_raw()).size }
+    }
+
+    /// Whether fdinfo counts the object as shared (`drm-shared-*`): it has
+    /// handles in more than one file, or is exported as a dma-buf.
+    pub fn is_shared_for_memory_stats(&self) -> bool {
+        // SAFETY: the object is live. Like the DRM core's own fdinfo, this
+        // reads the handle count without its lock: a snapshot.
+        unsafe { bindings::drm_gem_object_is_shared_for_memory_stats(self.as_raw()) }
     }
 
     /// Takes a new reference to an object whose last reference may be going

@@ -1027,6 +1027,19 @@ impl gem::DriverObject for Bo {
     fn ttm_bo(&self) -> Option<&ttm::MmapBo> {
         self.ttm()?.mmap_bo()
     }
+
+    /// fdinfo by region: a TTM object where it is (`tbo::memory_info`),
+    /// every other object in system memory.
+    fn memory_info(&self) -> Result<gem::MemoryInfo> {
+        match self.ttm() {
+            Some(tbo) => crate::tbo::memory_info(tbo),
+            None => Ok(gem::MemoryInfo {
+                region: crate::tbo::REGION_SYSTEM,
+                resident: self.resident_size(),
+                status: self.status(),
+            }),
+        }
+    }
 }
 
 impl gemfs::Owner for BoOwner {

@@ -123,6 +123,12 @@ impl drm::Driver for SoftGpu {
         p.print(format_args!("drm-engine-render:\t{ns} ns\n"));
     }
 
+    /// fdinfo's memory keys by region: `system`, and `vram` with a VRAM
+    /// device (`tbo::memory_regions`).
+    fn memory_regions(dev: &drm::Device<Self>) -> Option<&'static [&'static kernel::str::CStr]> {
+        Some(tbo::memory_regions(dev))
+    }
+
     const DEBUGFS_FILES: &'static [drm::DebugfsFile<Self>] = &[
         drm::DebugfsFile {
             name: c_str!("objects"),
@@ -139,6 +145,10 @@ impl drm::Driver for SoftGpu {
         drm::DebugfsFile {
             name: c_str!("vram_mm"),
             show: show_vram_mm,
+        },
+        drm::DebugfsFile {
+            name: c_str!("ttm"),
+            show: show_ttm,
         },
     ];
 }
@@ -168,6 +178,16 @@ fn show_vram(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
 fn show_vram_mm(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
     dev.data().vram.show_mm(p);
     Ok(())
+}
+
+/// debugfs `ttm`: every TTM object of the device, a line each, with where
+/// its pages are (`tbo::show`).
+fn show_ttm(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    tbo::show_header(p);
+    dev.data().objects.for_each(|o| match o.ttm() {
+        Some(t) => tbo::show(o.id, t, p),
+        None => Ok(()),
+    })
 }
 
 struct SoftGpuModule {

@@ -128,10 +128,12 @@ impl ttm::Driver for SoftGpu {
 
     fn system_folio(bo: &ttm::Bo<Self>, index: usize) -> Result<gemfs::Hold> {
         let hold = bo.gemfs.get_folio(index)?;
-        // TTM's copies, the CPU's mappings (`VM_PFNMAP`, which the page
-        // cache does not track) and the device write it from now on: it
-        // must be written back, not dropped, if reclaim finds it clean
-        // once the hold is gone.
+        // The CPU mappings (`VM_PFNMAP`: the page cache never sees their
+        // writes) and TTM's copies write the folio behind the page cache's
+        // back. Once the holds are given back, a clean shmem folio is one
+        // that reclaim, or soft offline's `mapping_evict_folio()`, drops as
+        // a page of zeroes rather than writing it out or migrating it: the
+        // object's contents would be lost. Dirty now, it is kept.
         hold.folio().lock().mark_dirty();
         Ok(hold)
     }
@@ -424,4 +426,107 @@ pub(crate) fn move_to(bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
         return Err(EBUSY);
     }
     r.validate(&placement)
+}
+
+/// fdinfo's memory regions (`drm-total-system`, `drm-total-vram`, ...):
+/// system memory, where every object but a TTM object in VRAM is, then
+/// VRAM while a VRAM device is bound.
+pub(crate) const REGION_SYSTEM: usize = 0;
+pub(crate) const REGION_VRAM: usize = 1;
+
+/// The names of the regions, indexed by `REGION_*`.
+pub(crate) fn memory_regions(dev: &drm::Device<SoftGpu>) -> &'static [&'static kernel::str::CStr] {
+    const SYSTEM: &[&kernel::str::CStr] = &[c_str!("system")];
+    const BOTH: &[&kernel::str::CStr] = &[c_str!("system"), c_str!("vram")];
+    if dev.data().vram.ttm().is_some() {
+        BOTH
+    } else {
+        SYSTEM
+    }
+}
+
+/// Where a TTM object's memory is, for fdinfo: in VRAM, all of it
+/// resident there; in system memory, the pages its `ttm_tt` has now
+/// (none before the first access, none after migration took them back
+/// until the next). Waits for the object's reservation (interruptibly).
+pub(crate) fn memory_info(bo: &ttm::Bo<SoftGpu>) -> Result<drm::gem::MemoryInfo> {
+    let (vram, pages) = info(bo)?;
+    Ok(drm::gem::MemoryInfo {
+        region: if vram { REGION_VRAM } else { REGION_SYSTEM },
+        resident: pages as usize * kernel::page::PAGE_SIZE,
+        status: if pages != 0 {
+            drm::gem::STATUS_RESIDENT
+        } else {
+            0
+        },
+    })
+}
+
+/// The header of debugfs `ttm`: a line per TTM object, with its id (as in
+/// `objects`), size in bytes, placement (`vram` or `system`), system
+/// memory (`gemfs` or `pool`), folios given back to migration and release
+/// requests refused, then the pages it is on, in the object's page order,
+/// as runs (`first-last`, hexadecimal, comma-separated): its page frames
+/// in system memory (`-` if it has none now), its VRAM pages (offset in
+/// the VRAM / page size) in VRAM.
+pub(crate) fn show_header(p: &drm::Printer) {
+    p.print(format_args!(
+        "{:>8} {:>12} {:>6} {:>5} {:>8} {:>8} pages\n",
+        "id", "size", "place", "sys", "released", "refused"
+    ));
+}
+
+/// One line of debugfs `ttm` (see [`show_header`]) for object `id`.
+pub(crate) fn show(id: u64, bo: &ttm::Bo<SoftGpu>, p: &drm::Printer) -> Result {
+    let (released, refused) = release_counts(bo);
+    let r = bo.reserve()?;
+    let vram = r.mem_type() == ttm::PL_VRAM;
+    p.print(format_args!(
+        "{:>8} {:>12} {:>6} {:>5} {:>8} {:>8} ",
+        id,
+        bo.size(),
+        if vram { "vram" } else { "system" },
+        if bo.pool { "pool" } else { "gemfs" },
+        released,
+        refused
+    ));
+    let page = kernel::page::PAGE_SIZE;
+    let frame = |i: usize| {
+        if vram {
+            r.vram_offset(i * page).map(|o| o as usize / page)
+        } else {
+            r.system_pfn(i)
+        }
+    };
+    // Runs of consecutive frames, printed as each ends.
+    let mut run: Option<(usize, usize)> = None;
+    let mut sep = "";
+    let mut print_run = |(first, last): (usize, usize)| {
+        if first == last {
+            p.print(format_args!("{sep}{first:x}"));
+        } else {
+            p.print(format_args!("{sep}{first:x}-{last:x}"));
+        }
+        sep = ",";
+    };
+    for i in 0..bo.size() / page {
+        let Some(f) = frame(i) else { continue };
+        run = match run {
+            Some((first, last)) if f == last + 1 => Some((first, f)),
+            Some(done) => {
+                print_run(done);
+                Some((f, f))
+            }
+            None => Some((f, f)),
+        };
+        if i % 4096 == 4095 {
+            cond_resched();
+        }
+    }
+    match run {
+        Some(done) => print_run(done),
+        None => p.print(format_args!("-")),
+    }
+    p.print(format_args!("\n"));
+    Ok(())
 }

@@ -360,17 +360,17 @@ fn fdinfo_counts_active_and_purgeable_memory() {
     ok(dev.wait(seqno, WAIT_NS), "WAIT");
     let done = fdinfo();
     assert!(
-        kib(&running["drm-active-memory"]) >= size / 1024,
-        "drm-active-memory while a job runs over a bound BO: {running:?}"
+        kib(&running["drm-active-system"]) >= size / 1024,
+        "drm-active-system while a job runs over a bound BO: {running:?}"
     );
     assert_eq!(
-        kib(&done["drm-active-memory"]),
+        kib(&done["drm-active-system"]),
         0,
-        "drm-active-memory once the job is done: {done:?}"
+        "drm-active-system once the job is done: {done:?}"
     );
     assert!(
-        kib(&done["drm-purgeable-memory"]) >= size / 1024,
-        "drm-purgeable-memory with an idle DONTNEED BO: {done:?}"
+        kib(&done["drm-purgeable-system"]) >= size / 1024,
+        "drm-purgeable-system with an idle DONTNEED BO: {done:?}"
     );
     let info = ok(dev.info(h), "GEM_INFO");
     assert_eq!(info.resident_pages, size / PAGE, "{info:?}");

@@ -792,3 +792,317 @@ fn ttm_process_exit_with_moves_in_flight() {
     assert_eq!(vram_used(&dev), 0, "VRAM used after the process exited");
     assert_eq!(object_count(&dev), objects, "objects left by the process");
 }
+
+/// Where a TTM object's pages are: its line of debugfs `ttm`.
+#[derive(Debug)]
+struct TtmPages {
+    /// `vram` or `system`.
+    place: String,
+    /// `gemfs` or `pool`.
+    sys: String,
+    released: u64,
+    refused: u64,
+    /// Page frames in system memory (none if it has none now), VRAM page
+    /// numbers in VRAM, in the object's page order.
+    frames: Vec<u64>,
+}
+
+/// The debugfs `ttm` line of the one TTM object of `size` bytes (a size no
+/// other object of the device has).
+fn ttm_pages(dev: &Device, size: u64) -> TtmPages {
+    let path = debugfs_path(dev, "ttm");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["id", "size", "place", "sys", "released", "refused", "pages"],
+        "debugfs ttm header"
+    );
+    let size = size.to_string();
+    let found: Vec<Vec<&str>> = lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&size.as_str()))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "objects of {size} bytes in debugfs ttm: {text}"
+    );
+    let f = &found[0];
+    assert_eq!(f.len(), 7, "a debugfs ttm line: {f:?}");
+    let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|e| panic!("{s:?} in {f:?}: {e}")) };
+    let hex = |s: &str| -> u64 {
+        u64::from_str_radix(s, 16).unwrap_or_else(|e| panic!("{s:?} in {f:?}: {e}"))
+    };
+    let frames = if f[6] == "-" {
+        Vec::new()
+    } else {
+        f[6].split(',')
+            .flat_map(|run| {
+                let (a, b) = run.split_once('-').unwrap_or((run, run));
+                hex(a)..=hex(b)
+            })
+            .collect()
+    };
+    TtmPages {
+        place: f[2].to_string(),
+        sys: f[3].to_string(),
+        released: num(f[4]),
+        refused: num(f[5]),
+        frames,
+    }
+}
+
+/// Soft offline of page frame `pfn`: the kernel migrates the page's
+/// contents away (a synchronous migration, `MR_MEMORY_FAILURE`) and
+/// poisons the old page, so that it is never used again.
+fn soft_offline(pfn: u64) -> Result<(), i32> {
+    std::fs::write(
+        "/sys/devices/system/memory/soft_offline_page",
+        format!("{:#x}\n", pfn * PAGE),
+    )
+    .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+/// A TTM object in system memory, made there or moved there from VRAM by
+/// GEM_MOVE, sits on folios of its gemfs file, which migration moves
+/// although the object's CPU mapping is `VM_PFNMAP` (out of reach of
+/// `move_pages()` and of `/proc/self/pagemap`, hence debugfs `ttm` for the
+/// page frames): soft offlining each of its page frames asks the owner for
+/// the first, which gives every folio back (GEM_INFO's `released` rises,
+/// debugfs `ttm` shows no pages) and the migration succeeds; the rest are
+/// unheld and migrate without asking. The next accesses through the
+/// mapping take the moved folios: every page frame new, every byte
+/// intact. With TTM's pool (the baseline) soft offline fails on every
+/// page (neither on the LRU nor movable): nothing given back, the same
+/// page frames, the same bytes.
+///
+/// Each soft offline poisons a page of the guest for good (a few hundred
+/// KiB in all).
+#[test]
+fn ttm_system_pages_migrate_unless_pool() {
+    if expected_vram() == 0 {
+        return;
+    }
+    let dev = open();
+    let cases = [
+        (0, SOFTGPU_BO_SYSTEM),
+        (0, SOFTGPU_BO_VRAM),
+        (SOFTGPU_BO_TTM_POOL, SOFTGPU_BO_SYSTEM),
+        (SOFTGPU_BO_TTM_POOL, SOFTGPU_BO_VRAM),
+    ];
+    for (k, (pool, made_in)) in cases.into_iter().enumerate() {
+        // Sizes no other object has, to find its line in debugfs `ttm`;
+        // below 2 MiB, so that its folios are small (soft offline would
+        // first split a large folio, which the holds forbid).
+        let size = (61 + 2 * k as u64) * PAGE;
+        let pages = (size / PAGE) as usize;
+        let what = format!(
+            "{} object {}",
+            if pool != 0 { "pool" } else { "gemfs" },
+            if made_in == SOFTGPU_BO_VRAM {
+                "moved from VRAM to system memory"
+            } else {
+                "made in system memory"
+            }
+        );
+        let seed = 1000 + k as u64;
+        let h = create(&dev, size, made_in | pool);
+        let mut m = ok(dev.mmap_bo(h, size as usize), "mmap of a TTM object");
+        fill(&mut m, seed);
+        if made_in == SOFTGPU_BO_VRAM {
+            assert!(in_vram(&dev, h), "{what}: not made in VRAM");
+            ok(dev.move_bo(h, SOFTGPU_BO_SYSTEM), "GEM_MOVE to system");
+        }
+        assert!(!in_vram(&dev, h), "{what}: in VRAM");
+        assert_eq!(first_wrong(&m, seed), None, "{what}: before soft offline");
+        let before = ttm_pages(&dev, size);
+        let sys = if pool != 0 { "pool" } else { "gemfs" };
+        assert_eq!(
+            (
+                before.place.as_str(),
+                before.sys.as_str(),
+                before.frames.len()
+            ),
+            ("system", sys, pages),
+            "{what}: debugfs ttm before soft offline: {before:?}"
+        );
+        let info0 = ok(dev.info(h), "GEM_INFO");
+        assert_eq!(
+            (before.released, before.refused),
+            (info0.released, info0.refused),
+            "{what}: debugfs ttm and GEM_INFO disagree"
+        );
+        let results: Vec<Result<(), i32>> =
+            before.frames.iter().map(|&f| soft_offline(f)).collect();
+        let after = ttm_pages(&dev, size);
+        let info = ok(dev.info(h), "GEM_INFO");
+        if pool == 0 {
+            for (i, r) in results.iter().enumerate() {
+                assert_eq!(
+                    *r,
+                    Ok(()),
+                    "{what}: soft offline of page {i} (frame {:#x})",
+                    before.frames[i]
+                );
+            }
+            assert!(
+                info.released > info0.released,
+                "{what}: no folio given back to migration: {info:?}"
+            );
+            assert_eq!(info.refused, info0.refused, "{what}: {info:?}");
+            assert_eq!(
+                (after.frames.len(), info.resident_pages),
+                (0, 0),
+                "{what}: pages kept after migration took them: {after:?}"
+            );
+        } else {
+            for (i, r) in results.iter().enumerate() {
+                assert!(
+                    r.is_err(),
+                    "{what}: soft offline of pool page {i} (frame {:#x}) succeeded",
+                    before.frames[i]
+                );
+            }
+            assert_eq!(
+                (info.released, info.resident_pages),
+                (info0.released, pages as u64),
+                "{what}: {info:?}"
+            );
+            assert_eq!(after.frames, before.frames, "{what}: pool pages moved");
+        }
+        assert_eq!(first_wrong(&m, seed), None, "{what}: after soft offline");
+        let touched = ttm_pages(&dev, size);
+        assert_eq!(
+            touched.frames.len(),
+            pages,
+            "{what}: pages after the accesses: {touched:?}"
+        );
+        if pool == 0 {
+            let old: std::collections::HashSet<u64> = before.frames.iter().copied().collect();
+            let kept: Vec<(usize, &u64)> = touched
+                .frames
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| old.contains(f))
+                .collect();
+            assert_eq!(kept, [], "{what}: pages on page frames soft offlined");
+        } else {
+            assert_eq!(touched.frames, before.frames, "{what}: pool pages moved");
+        }
+        drop(m);
+        ok(dev.close_bo(h), "GEM_CLOSE");
+    }
+}
+
+/// The memory keys of the DRM file's fdinfo, in bytes, by key.
+fn fdinfo_memory(dev: &Device) -> std::collections::HashMap<String, u64> {
+    let path = format!("/proc/self/fdinfo/{}", dev.as_raw_fd());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.trim();
+            let stat = ["total", "shared", "active", "resident", "purgeable"];
+            if !stat.iter().any(|s| k.starts_with(&format!("drm-{s}-"))) {
+                return None;
+            }
+            let v = v.trim();
+            let (n, unit) = v.split_once(' ').unwrap_or((v, ""));
+            let n: u64 = n.parse().unwrap_or_else(|_| panic!("fdinfo {k}: {v:?}"));
+            let mult = match unit {
+                "" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                _ => panic!("fdinfo {k}: unit of {v:?}"),
+            };
+            Some((k.to_string(), n * mult))
+        })
+        .collect()
+}
+
+/// What fdinfo must say: `(total, resident)` of `system` and of `vram`
+/// (`None`: no VRAM region), no object shared, active or purgeable.
+fn assert_fdinfo(dev: &Device, system: (u64, u64), vram: Option<(u64, u64)>, what: &str) {
+    let kv = fdinfo_memory(dev);
+    let mut want = std::collections::HashMap::new();
+    let regions = [("system", Some(system)), ("vram", vram)];
+    for (region, figures) in regions.into_iter() {
+        let Some((total, resident)) = figures else {
+            continue;
+        };
+        for (stat, v) in [
+            ("total", total),
+            ("shared", 0),
+            ("active", 0),
+            ("resident", resident),
+            ("purgeable", 0),
+        ] {
+            want.insert(format!("drm-{stat}-{region}"), v);
+        }
+    }
+    assert_eq!(kv, want, "fdinfo memory keys {what}");
+}
+
+/// fdinfo reports memory per region (Documentation/gpu/drm-usage-stats.rst):
+/// `system` counts every ordinary object and the TTM objects in system
+/// memory (resident: the pages they have there), `vram` the TTM objects in
+/// VRAM (all resident), and a GEM_MOVE moves an object's figures from one
+/// region to the other. Without VRAM there is no `vram` region; there is
+/// never a `memory` one.
+#[test]
+fn ttm_fdinfo_memory_by_region() {
+    let vram = expected_vram();
+    let dev = open();
+    let none = (vram != 0).then_some((0, 0));
+    assert_fdinfo(&dev, (0, 0), none, "of a new file");
+    // An ordinary object, 16 pages written through its mapping.
+    let plain = create(&dev, 16 * PAGE, 0);
+    map(&dev, plain, 16 * PAGE).as_mut_slice().fill(7);
+    let p = 16 * PAGE;
+    assert_fdinfo(&dev, (p, p), none, "with an ordinary object");
+    if vram == 0 {
+        return;
+    }
+    let v = create(&dev, 2 * MIB, SOFTGPU_BO_VRAM);
+    let s = create(&dev, MIB, SOFTGPU_BO_SYSTEM);
+    let pool = create(&dev, MIB / 2, SOFTGPU_BO_SYSTEM | SOFTGPU_BO_TTM_POOL);
+    let sys_total = p + MIB + MIB / 2;
+    assert_fdinfo(
+        &dev,
+        (sys_total, p),
+        Some((2 * MIB, 2 * MIB)),
+        "with objects in VRAM and (not populated) in system memory",
+    );
+    let mut ms = ok(dev.mmap_bo(s, MIB as usize), "mmap");
+    fill(&mut ms, 5);
+    let mut mp = ok(dev.mmap_bo(pool, (MIB / 2) as usize), "mmap");
+    fill(&mut mp, 6);
+    assert_fdinfo(
+        &dev,
+        (sys_total, sys_total),
+        Some((2 * MIB, 2 * MIB)),
+        "after writing the system objects",
+    );
+    ok(dev.move_bo(v, SOFTGPU_BO_SYSTEM), "GEM_MOVE to system");
+    assert_fdinfo(
+        &dev,
+        (sys_total + 2 * MIB, sys_total + 2 * MIB),
+        Some((0, 0)),
+        "after a move VRAM -> system",
+    );
+    ok(dev.move_bo(s, SOFTGPU_BO_VRAM), "GEM_MOVE to VRAM");
+    assert_fdinfo(
+        &dev,
+        (sys_total + MIB, sys_total + MIB),
+        Some((MIB, MIB)),
+        "after a move system -> VRAM",
+    );
+    assert_eq!(first_wrong(&ms, 5), None, "the object moved to VRAM");
+    drop((ms, mp));
+    for h in [v, s, pool] {
+        ok(dev.close_bo(h), "GEM_CLOSE");
+    }
+    assert_fdinfo(&dev, (p, p), Some((0, 0)), "after closing the TTM objects");
+}
