@@ -1771,6 +1771,20 @@ impl<T: Driver> Deref for Bo<T> {
     }
 }
 
+/// The operation context of a move or populate on a user's behalf: a
+/// signal interrupts the waits, and the GPU may be waited for.
+fn interruptible_ctx() -> bindings::ttm_operation_ctx {
+    bindings::ttm_operation_ctx {
+        interruptible: true,
+        no_wait_gpu: false,
+        gfp_retry_mayfail: false,
+        allow_res_evict: false,
+        force_alloc: false,
+        resv: ptr::null_mut(),
+        bytes_moved: 0,
+    }
+}
+
 /// A reserved [`Bo`]: its placement and memory may be used and changed.
 /// Unreserved (`ttm_bo_unreserve()`) when dropped.
 ///
@@ -1793,18 +1807,11 @@ impl<T: Driver> Reserved<'_, T> {
     /// (`ttm_bo_validate()`; nothing moves if it is in one already),
     /// evicting idle objects to make room, after unmapping it from the CPU.
     /// `ENOMEM` if no place has room even so (TTM's errno for it) or memory
-    /// ran out; `ERESTARTSYS`/`EINTR` on a signal. On error the object is where it was.
+    /// ran out; `ERESTARTSYS`/`EINTR` on a signal. On error the object is
+    /// where it was.
     pub fn validate(&mut self, placement: &Placement) -> Result {
         let mut placement = placement.raw();
-        let mut ctx = bindings::ttm_operation_ctx {
-            interruptible: true,
-            no_wait_gpu: false,
-            gfp_retry_mayfail: false,
-            allow_res_evict: false,
-            force_alloc: false,
-            resv: ptr::null_mut(),
-            bytes_moved: 0,
-        };
+        let mut ctx = interruptible_ctx();
         // SAFETY: reserved (type invariant); the placement and context
         // live for the call.
         to_result(unsafe { bindings::ttm_bo_validate(self.bo.as_raw(), &mut placement, &mut ctx) })
@@ -1859,15 +1866,7 @@ impl<T: Driver> Reserved<'_, T> {
         if tt.is_null() {
             return Err(EINVAL);
         }
-        let mut ctx = bindings::ttm_operation_ctx {
-            interruptible: true,
-            no_wait_gpu: false,
-            gfp_retry_mayfail: false,
-            allow_res_evict: false,
-            force_alloc: false,
-            resv: ptr::null_mut(),
-            bytes_moved: 0,
-        };
+        let mut ctx = interruptible_ctx();
         // SAFETY: the reserved object's tt; a populated one is left as it
         // is.
         to_result(unsafe { bindings::ttm_tt_populate(bdev, tt, &mut ctx) })
