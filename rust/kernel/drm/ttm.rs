@@ -1758,8 +1758,10 @@ impl<T: Driver> Bo<T> {
     pub fn try_reserve(&self) -> Option<Reserved<'_, T>> {
         // SAFETY: as in `reserve`; `no_wait` makes it a trylock.
         let ret = unsafe { bindings::ttm_bo_reserve(self.as_raw(), false, true, ptr::null_mut()) };
-        // INVARIANT: reserved if it returned 0.
-        (ret == 0).then_some(Reserved { bo: self })
+        // INVARIANT: reserved if it returned 0. Lazily: a guard made when
+        // the trylock failed would unreserve someone else's reservation
+        // when dropped.
+        (ret == 0).then(|| Reserved { bo: self })
     }
 }
 
@@ -2597,6 +2599,22 @@ mod tests {
         assert_eq!(bos[5].reserve()?.mem_type(), PL_SYSTEM);
         drop((p, bos));
         assert_eq!(man.usage(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn bo_try_reserve() -> Result {
+        let (_man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_bo_try"), MIB)?;
+        let bo = Bo::new(&ttm, BoType::Kernel, PAGE_SIZE, &only(PL_VRAM), pool())?;
+        let r = bo.try_reserve().ok_or(EBUSY)?;
+        // Reserved: a trylock fails, and leaves the reservation held, so
+        // the next one fails too.
+        assert!(bo.try_reserve().is_none());
+        assert!(bo.try_reserve().is_none());
+        drop(r);
+        // Free again.
+        assert!(bo.try_reserve().is_some());
+        drop(bo);
         Ok(())
     }
 

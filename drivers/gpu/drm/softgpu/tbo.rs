@@ -322,10 +322,11 @@ impl gemfs::Owner for TtmOwner {
         kernel::shrinker::as_reclaim(|| owner.do_release(folio, mode))
     }
 
-    /// The file of a TTM object is never truncated or hole-punched while
-    /// the object lives (it is not mapped to user space: the object's
-    /// mappings are TTM's); memory failure may still poison a folio. Its
-    /// holds are dropped if the object can be reserved without waiting
+    /// The file of a TTM object is not mapped to user space (the object's
+    /// mappings are TTM's): it is hole-punched only by [`move_to`], when
+    /// the object has just moved into VRAM and holds nothing, with the
+    /// reservation held (so the trylock below fails and nothing is done);
+    /// memory failure may still poison a folio. Its holds are dropped if the object can be reserved without waiting
     /// (waiting could deadlock with a populate waiting for this very
     /// invalidation); otherwise they stay until the object next leaves
     /// system memory.
@@ -425,7 +426,18 @@ pub(crate) fn move_to(bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
     if bo.submissions.load(Ordering::Acquire) != 0 {
         return Err(EBUSY);
     }
-    r.validate(&placement)
+    let from = r.mem_type();
+    r.validate(&placement)?;
+    if from != ttm::PL_VRAM && r.mem_type() == ttm::PL_VRAM && !bo.pool {
+        // The contents are in VRAM now, and the `ttm_tt` gave its holds
+        // back; the gemfs file still has the folios, which would keep a
+        // second copy of the object in system memory for as long as it
+        // stays in VRAM. Out they go (the next move to system memory
+        // copies the object into new ones). Under the reservation, as
+        // every populate is: the file's `invalidate_lock` nests inside it.
+        kernel::shmem::truncate_range(bo.gemfs.file(), 0, -1)?;
+    }
+    Ok(())
 }
 
 /// fdinfo's memory regions (`drm-total-system`, `drm-total-vram`, ...):

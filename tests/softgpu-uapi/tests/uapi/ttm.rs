@@ -1106,3 +1106,42 @@ fn ttm_fdinfo_memory_by_region() {
     }
     assert_fdinfo(&dev, (p, p), Some((0, 0)), "after closing the TTM objects");
 }
+
+/// An object moved into VRAM keeps no copy in system memory: its gemfs
+/// file's folios (Shmem in /proc/meminfo) go when GEM_MOVE puts it in
+/// VRAM, and come back, with the contents, when it moves back.
+#[test]
+fn ttm_objects_in_vram_keep_no_system_copy() {
+    if expected_vram() == 0 {
+        return;
+    }
+    let shmem = || ok(softgpu::mm::meminfo_kb("Shmem"), "Shmem");
+    let dev = open();
+    let size = 32 * MIB;
+    let kib = size / 1024;
+    let before = shmem();
+    let h = create(&dev, size, SOFTGPU_BO_SYSTEM);
+    let mut m = map(&dev, h, size);
+    fill(&mut m, 9);
+    let filled = shmem();
+    assert!(
+        filled >= before + kib - 2048,
+        "the object's pages in Shmem: {before} -> {filled} KiB"
+    );
+    ok(dev.move_bo(h, SOFTGPU_BO_VRAM), "GEM_MOVE to VRAM");
+    assert!(in_vram(&dev, h));
+    let in_vram_kib = shmem();
+    assert!(
+        in_vram_kib + kib - 2048 <= filled,
+        "system pages left while in VRAM: Shmem {filled} -> {in_vram_kib} KiB"
+    );
+    assert_eq!(first_wrong(&m, 9), None, "in VRAM");
+    ok(
+        dev.move_bo(h, SOFTGPU_BO_SYSTEM),
+        "GEM_MOVE to system memory",
+    );
+    assert_eq!(first_wrong(&m, 9), None, "back in system memory");
+    assert!(shmem() >= in_vram_kib + kib - 2048, "back in system memory");
+    drop(m);
+    ok(dev.close_bo(h), "GEM_CLOSE");
+}
