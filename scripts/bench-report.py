@@ -560,12 +560,14 @@ def vram_tables(records):
         return
     table("VRAM overcommit: per repetition and mode (emulated times)",
           ["rep", "mode", "ok", "VRAM MiB", "objects", "obj KiB", "system MiB",
-           "MemFree before MiB", "evictions", "in VRAM", "passes s", "moves s",
+           "MemFree before MiB", "evictions", "in VRAM", "passes: MemFree drop MiB",
+           "Shmem growth MiB", "passes s", "moves s",
            "compact s", "requested", "obtained", "verified", "mismatches"],
           [[r.get("rep"), r.get("mode"), r.get("ok"), r.get("vram_mb"), r.get("objects"),
             r.get("bo_kb"), r.get("system_footprint_mb"),
             mib(get(r, "settled", "MemFree_kb")), r.get("evictions"),
-            r.get("objects_in_vram"), r.get("cycle_secs_emulated"),
+            r.get("objects_in_vram"), r.get("cycles_memfree_drop_mb"),
+            r.get("cycles_shmem_growth_mb"), r.get("cycle_secs_emulated"),
             r.get("cycle_move_secs_emulated"), r.get("compact_secs_emulated"),
             r.get("hugepages_requested"), r.get("hugepages_obtained"),
             get(r, "verify", "checked"), get(r, "verify", "mismatches")]

@@ -512,8 +512,8 @@ fn unit(cfg: &Config, name: &str, churn_dir: &Path, mode: Mode, vram: u64, rec: 
         let want = nobj * (j + 1) / batches;
         objs.add(want - objs.len(), size as usize)?;
     }
-    rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64())
-        .put("after_fill", sys::snapshot(hp_order)?);
+    let after_fill = sys::snapshot(hp_order)?;
+    rec.put("fill_secs_emulated", t_fill.elapsed().as_secs_f64());
 
     // The passes through the GPU, the churn still there.
     crate::progress(&format!(
@@ -531,8 +531,22 @@ fn unit(cfg: &Config, name: &str, churn_dir: &Path, mode: Mode, vram: u64, rec: 
     rec.put("cycles", cfg.vram_cycles)
         .put("cycle_steps", steps)
         .put("cycle_secs_emulated", t_cycle.elapsed().as_secs_f64())
-        .put("cycle_move_secs_emulated", move_secs)
-        .put("after_cycles", sys::snapshot(hp_order)?);
+        .put("cycle_move_secs_emulated", move_secs);
+    // What the passes took from system memory: an eviction takes fresh
+    // system pages, a move into VRAM should give the object's back (with
+    // gemfs, its file keeps them: see the record's Shmem_kb).
+    let after_cycles = sys::snapshot(hp_order)?;
+    let kb = |o: &Obj, k: &str| o.get(k).and_then(Json::as_i64).unwrap_or(0);
+    rec.put(
+        "cycles_memfree_drop_mb",
+        (kb(&after_fill, "MemFree_kb") - kb(&after_cycles, "MemFree_kb")) / 1024,
+    )
+    .put(
+        "cycles_shmem_growth_mb",
+        (kb(&after_cycles, "Shmem_kb") - kb(&after_fill, "Shmem_kb")) / 1024,
+    )
+    .put("after_fill", after_fill)
+    .put("after_cycles", after_cycles);
     drop(churn);
 
     // Compaction and the huge page request with the objects alive.
@@ -571,11 +585,15 @@ fn unit(cfg: &Config, name: &str, churn_dir: &Path, mode: Mode, vram: u64, rec: 
             .and_then(Json::as_u64)
             .map_or("?".into(), |n| n.to_string())
     };
+    let evictions = if mode == Mode::Control {
+        String::new()
+    } else {
+        format!(", {} evictions", num("evictions"))
+    };
     crate::progress(&format!(
-        "{name}: ok, huge pages obtained {} of {} requested, {} evictions",
+        "{name}: ok, huge pages obtained {} of {} requested{evictions}",
         num("hugepages_obtained"),
         num("hugepages_requested"),
-        num("evictions")
     ));
     Ok(())
 }
