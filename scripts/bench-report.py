@@ -36,7 +36,10 @@ userptr-bind: bind + first GPU access throughput, HMM against pinned), the
 frag-stress rows (the fragmentation measurement with stress-ng's memory
 stressors running while the objects are allocated), the age rows (the
 same measurement after rounds of churn with objects of mixed sizes freed
-and allocated among it) and the mixed pageblocks of the page_owner run.
+and allocated among it), the vram rows (discrete mode's VRAM overcommitted
+by TTM objects: huge pages with gemfs-backed eviction and with ttm_pool's
+against control, evictions, and GEM_MOVE throughput against memcpy) and
+the mixed pageblocks of the page_owner run.
 
 Exit status 1 if the run has no results, if the benchmark did not finish
 or exited non-zero, if any record says ok=false, or if a result line does
@@ -54,6 +57,7 @@ PREFIX = "BENCH-RESULT "
 DONE = re.compile(r"bench: done rc=(-?\d+)")
 MODES = ["control", "pinned", "gemfs"]
 USERPTR_MODES = ["control", "userptr-hmm", "userptr-pinned"]
+VRAM_MODES = ["control", "gemfs", "ttm-pool"]
 TARGET = 0.95
 # gemfs's compaction throughput per migrated page, against control's.
 COMPACT_TARGET = 0.5
@@ -546,6 +550,68 @@ def age_tables(records):
     return rows
 
 
+def vram_tables(records):
+    """vram: TTM objects overcommitting VRAM (twice over by default),
+    evicted into system memory among short-lived memory, then compaction
+    and a huge page request; and the GEM_MOVE throughput against memcpy."""
+    recs = [r for r in records if r.get("phase") == "vram"]
+    moves = [r for r in records if r.get("phase") == "vram-move"]
+    if not recs and not moves:
+        return
+    table("VRAM overcommit: per repetition and mode (emulated times)",
+          ["rep", "mode", "ok", "VRAM MiB", "objects", "obj KiB", "system MiB",
+           "MemFree before MiB", "evictions", "in VRAM", "passes: MemFree drop MiB",
+           "Shmem growth MiB", "passes s", "moves s",
+           "compact s", "requested", "obtained", "verified", "mismatches"],
+          [[r.get("rep"), r.get("mode"), r.get("ok"), r.get("vram_mb"), r.get("objects"),
+            r.get("bo_kb"), r.get("system_footprint_mb"),
+            mib(get(r, "settled", "MemFree_kb")), r.get("evictions"),
+            r.get("objects_in_vram"), r.get("cycles_memfree_drop_mb"),
+            r.get("cycles_shmem_growth_mb"), r.get("cycle_secs_emulated"),
+            r.get("cycle_move_secs_emulated"), r.get("compact_secs_emulated"),
+            r.get("hugepages_requested"), r.get("hugepages_obtained"),
+            get(r, "verify", "checked"), get(r, "verify", "mismatches")]
+           for r in recs])
+    sums = [r for r in records if r.get("phase") == "vram-summary"]
+    by = {k: [s.get(k) for s in sums] for k in ("gemfs_vs_control", "ttm_pool_vs_control")}
+
+    def mm(xs):
+        xs = [x for x in xs if x is not None]
+        return f"{min(xs):.3f}-{max(xs):.3f}" if len(xs) > 1 else None
+    g = median(by["gemfs_vs_control"])
+    table(f"VRAM overcommit: huge pages obtained, ratio to control (target for gemfs >= "
+          f"{TARGET}; ttm-pool expected near pinned), medians over the repetitions",
+          ["reps", "control", "gemfs", "ttm-pool", "gemfs/control", "min-max",
+           "ttm-pool/control", "min-max", "gemfs meets target"],
+          [[len(sums)] + [median([s.get(key(m)) for s in sums]) for m in VRAM_MODES]
+           + [g, mm(by["gemfs_vs_control"]), median(by["ttm_pool_vs_control"]),
+              mm(by["ttm_pool_vs_control"]), None if g is None else g >= TARGET]]
+          if sums else [])
+    table("VRAM move throughput: GEM_MOVE against an in-guest memcpy of as many bytes "
+          "(emulated MiB/s; ratios median and min-max over the repetitions)",
+          ["mode", "obj KiB", "reps", "MiB", "to VRAM", "to system", "memcpy",
+           "to VRAM/memcpy", "min-max", "to system/memcpy", "min-max"],
+          [[s.get("mode"), s.get("object_kb"), s.get("reps"),
+            next((m.get("mb") for m in moves if m.get("mode") == s.get("mode")
+                  and m.get("object_kb") == s.get("object_kb")), None)]
+           + [median([m.get(f"{d}_mb_per_sec_emulated") for m in moves
+                      if m.get("ok") and m.get("mode") == s.get("mode")
+                      and m.get("object_kb") == s.get("object_kb")])
+              for d in ("to_vram", "to_system", "memcpy")]
+           + [s.get("to_vram_vs_memcpy"),
+              None if s.get("reps", 0) < 2 or s.get("to_vram_vs_memcpy_min") is None
+              else f"{s['to_vram_vs_memcpy_min']:.3f}-{s['to_vram_vs_memcpy_max']:.3f}",
+              s.get("to_system_vs_memcpy"),
+              None if s.get("reps", 0) < 2 or s.get("to_system_vs_memcpy_min") is None
+              else f"{s['to_system_vs_memcpy_min']:.3f}-{s['to_system_vs_memcpy_max']:.3f}"]
+           for s in records if s.get("phase") == "vram-move-summary"])
+    for r in recs + moves:
+        if r.get("skipped"):
+            print(f"SKIPPED: {r.get('phase')}: {r['skipped']}")
+        if not r.get("ok"):
+            print(f"FAIL: {r.get('phase')} {r.get('mode')}: {r.get('error')}")
+
+
 def mixed(r, when):
     """(mixed movable, mixed unmovable, all mixed) pageblocks of a record
     at `when` (after_fill, after_compact), or Nones without page owner."""
@@ -802,6 +868,7 @@ def main():
     stress_tables(records)
     stress_tables(owner_recs, " (page_owner=on run)")
     age_tables(records)
+    vram_tables(records)
     owner = owner_tables(owner_recs) if args.owner_run else []
     if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
         problems.append(f"the page owner run in {args.owner_run} has no mixed block counts "

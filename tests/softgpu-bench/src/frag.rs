@@ -52,18 +52,18 @@ use crate::{Config, Mode};
 
 /// Short-lived memory: `n` pieces of `piece` bytes, even ones in `anon`,
 /// odd ones in `file` (tmpfs).
-struct Churn {
+pub(crate) struct Churn {
     anon: AnonMap,
     file: File,
     path: PathBuf,
     piece: usize,
-    n: usize,
+    pub(crate) n: usize,
 }
 
 impl Churn {
     /// Allocates up to `target` bytes, stopping early when free memory
     /// drops to `headroom_kb`.
-    fn fill(dir: &Path, target: u64, piece: usize, headroom_kb: u64) -> R<Self> {
+    pub(crate) fn fill(dir: &Path, target: u64, piece: usize, headroom_kb: u64) -> R<Self> {
         let pieces = (target as usize).div_ceil(piece);
         let anon = AnonMap::new(pieces.div_ceil(2) * piece, 0)?;
         anon.advise(0, anon.len(), libc::MADV_NOHUGEPAGE)?;
@@ -97,14 +97,14 @@ impl Churn {
         Ok(c)
     }
 
-    fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         (self.n * self.piece) as u64
     }
 
     /// Frees batch `j` of `batches` of `needed` pieces spread evenly over
     /// all of the churn (over the batches, each of them once); returns the
     /// bytes freed.
-    fn free_spread(&self, j: usize, batches: usize, needed: usize) -> R<u64> {
+    pub(crate) fn free_spread(&self, j: usize, batches: usize, needed: usize) -> R<u64> {
         let mut freed = 0;
         for k in (j..needed).step_by(batches) {
             self.free_piece(k * self.n / needed)?;
@@ -136,7 +136,7 @@ enum Objects {
 }
 
 /// The byte control objects are filled with for value index `k`.
-fn cbyte(k: usize) -> u8 {
+pub(crate) fn cbyte(k: usize) -> u8 {
     (k as u8).wrapping_mul(37).wrapping_add(0x5b)
 }
 
@@ -718,7 +718,7 @@ fn age(
 
 /// With the job stream running: a quiet window, compaction (timed), the
 /// huge page request (timed), then the huge pages given back.
-fn measure(cfg: &Config, name: &str, st: &Stream, hp_kb: u64, hp_order: u32) -> R<Obj> {
+pub(crate) fn measure(cfg: &Config, name: &str, st: &Stream, hp_kb: u64, hp_order: u32) -> R<Obj> {
     let mut o = Obj::new();
     let jobs = || st.jobs.load(Ordering::SeqCst);
     crate::progress(&format!("{name}: quiet window of {} s", cfg.quiet_secs));

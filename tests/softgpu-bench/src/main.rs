@@ -14,7 +14,11 @@
 //! against the same memory unbound), `userptr-bind` (userptr.rs: bind
 //! and first GPU access throughput, HMM against pinned) and `frag-stress`
 //! (frag.rs with stress-ng's memory stressors running while the objects
-//! are allocated, stress.rs). Before each
+//! are allocated, stress.rs) and `vram` (vram.rs: discrete mode's VRAM
+//! overcommitted twice over by TTM objects among freed short-lived memory,
+//! their evictions into system memory from gemfs against TTM's pool and
+//! against anonymous memory, then compaction and a huge page request; and
+//! GEM_MOVE throughput against memcpy). Before each
 //! measurement the machine is settled: no huge pages, caches dropped,
 //! memory compacted, the per-CPU free lists drained.
 //!
@@ -37,6 +41,7 @@ mod json;
 mod stress;
 mod sys;
 mod userptr;
+mod vram;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,6 +66,9 @@ pub enum Mode {
     UserptrHmm,
     /// The control mode's memory bound as userptr, pinned at bind.
     UserptrPinned,
+    /// TTM objects whose system placement is TTM's ttm_pool (the `vram`
+    /// phase; its `gemfs` mode is TTM objects on a gemfs-backed ttm_tt).
+    TtmPool,
 }
 
 /// The modes of the `frag` and of the `userptr-frag` phase.
@@ -75,6 +83,7 @@ impl Mode {
             Mode::Gemfs => "gemfs",
             Mode::UserptrHmm => "userptr-hmm",
             Mode::UserptrPinned => "userptr-pinned",
+            Mode::TtmPool => "ttm-pool",
         }
     }
 
@@ -99,6 +108,7 @@ const PHASES: &[&str] = &[
     "userptr-bind",
     "frag-stress",
     "age",
+    "vram",
 ];
 
 /// A list option's value: items separated by `,` or `+` (runner.bench on
@@ -140,6 +150,10 @@ fn userptr_modes(s: &str) -> Result<List<Mode>, String> {
     parse_list(s, |p| Mode::parse_in(p, &USERPTR_MODES))
 }
 
+fn vram_modes(s: &str) -> Result<List<Mode>, String> {
+    parse_list(s, |p| Mode::parse_in(p, &vram::VRAM_MODES))
+}
+
 fn levels(s: &str) -> Result<List<u32>, String> {
     parse_list(s, parse_level)
 }
@@ -179,11 +193,11 @@ fn secs(s: &str) -> Result<f64, String> {
 )]
 pub struct Config {
     /// Phases to run, of frag, userptr-frag, migrate, gpu, fault, fileio,
-    /// fio, userptr-bind, frag-stress, age (frag-stress takes as long as the rest of
+    /// fio, userptr-bind, frag-stress, age, vram (frag-stress takes as long as the rest of
     /// frag together under TCG, stress-ng's workers sharing the vCPUs
     /// with the fill: make run runs it in its page owner guest only; fio
     /// needs /bin/fio and a kernel with CONFIG_SYSVIPC, which the guest
-    /// has not yet)
+    /// has not yet; vram needs VRAM, and is not in make run yet)
     #[arg(
         long,
         value_name = "LIST",
@@ -296,6 +310,30 @@ pub struct Config {
     /// Round trips between the nodes
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub migrate_rounds: u32,
+    /// vram modes in the order they run, of control, gemfs, ttm-pool
+    /// (rotated between repetitions); the move throughput runs the TTM
+    /// modes among them
+    #[arg(long, value_name = "LIST", value_parser = vram_modes, default_value = "control,gemfs,ttm-pool")]
+    pub vram_modes: List<Mode>,
+    /// The vram phase's working set, % of the VRAM (debugfs vram)
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub vram_ws_pct: u32,
+    /// Object size of the vram working set in KiB, a multiple of 4
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub vram_bo_kb: u64,
+    /// Passes through the GPU over every object of the working set
+    /// (GEM_MOVE to VRAM, FILL, CHECKSUM)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub vram_cycles: u32,
+    /// Runs of each vram mode, and of each move throughput measurement
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub vram_repeat: u32,
+    /// Object sizes (KiB) of the move throughput; empty for none
+    #[arg(long, value_name = "LIST", value_parser = sizes_kb, default_value = "256,2048,16384")]
+    pub vram_move_kb: List<u64>,
+    /// MiB of objects moved each way per size (at most half the VRAM)
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub vram_move_mb: u64,
     /// Where the benchmark mounts its tmpfs
     #[arg(long, value_name = "DIR", default_value = "/run/softgpu-bench")]
     #[serde(skip)]
@@ -325,9 +363,15 @@ impl Config {
             |msg: &str| Self::command().error(clap::error::ErrorKind::ValueValidation, msg);
         c.age_rounds = c.age_rounds.max(1);
         c.age_turnover_pct = c.age_turnover_pct.min(100);
+        c.vram_ws_pct = c.vram_ws_pct.max(1);
+        c.vram_cycles = c.vram_cycles.max(1);
+        c.vram_repeat = c.vram_repeat.max(1);
+        c.vram_move_mb = c.vram_move_mb.max(1);
         if std::iter::once(&c.bo_kb)
             .chain(c.scale_bo_kb.iter())
             .chain(c.age_sizes_kb.iter())
+            .chain(std::iter::once(&c.vram_bo_kb))
+            .chain(c.vram_move_kb.iter())
             .any(|&kb| kb == 0 || !kb.is_multiple_of(4))
         {
             return Err(invalid("object sizes must be non-zero multiples of 4 KiB"));
@@ -518,7 +562,7 @@ fn main() -> ExitCode {
         cfg.mem_bytes() / MIB
     ));
 
-    let churn_fs = if ["frag", "userptr-frag", "frag-stress", "age"]
+    let churn_fs = if ["frag", "userptr-frag", "frag-stress", "age", "vram"]
         .iter()
         .any(|p| cfg.runs(p))
     {
@@ -565,6 +609,14 @@ fn main() -> ExitCode {
             } else {
                 let units = level_units(&cfg, &cfg.age_levels, cfg.repeat_other);
                 failed |= frag_phase(&cfg, "age", &units, &cfg.modes, &churn.dir);
+            }
+        }
+        if cfg.runs("vram") {
+            if cfg.vram_modes.is_empty() {
+                progress("FAILED: vram needs at least one mode (--vram-modes)");
+                failed = true;
+            } else {
+                failed |= vram::phase(&cfg, &churn.dir);
             }
         }
     }
@@ -744,8 +796,61 @@ mod tests {
                 "cost_mb",
                 "cost_secs",
                 "migrate_rounds",
+                "vram_modes",
+                "vram_ws_pct",
+                "vram_bo_kb",
+                "vram_cycles",
+                "vram_repeat",
+                "vram_move_kb",
+                "vram_move_mb",
             ]
         );
+    }
+
+    /// The vram phase's options: its own modes (ttm-pool is no frag mode,
+    /// pinned no vram mode), defaults, lists with + as runner.bench passes
+    /// them, counts raised to 1, object sizes checked; not in the default
+    /// phases (make run's).
+    #[test]
+    fn vram_args() {
+        let c = parse_args(&[]).unwrap();
+        assert!(!c.runs("vram"));
+        assert_eq!(*c.vram_modes, [Mode::Control, Mode::Gemfs, Mode::TtmPool]);
+        assert_eq!(
+            (
+                c.vram_ws_pct,
+                c.vram_bo_kb,
+                c.vram_cycles,
+                c.vram_repeat,
+                c.vram_move_mb
+            ),
+            (200, 2048, 2, 3, 64)
+        );
+        assert_eq!(*c.vram_move_kb, [256, 2048, 16384]);
+        let c = parse_args(&args(
+            "--phases vram --vram-modes ttm-pool+control --vram-ws-pct 150 --vram-bo-kb 4096 \
+             --vram-cycles 0 --vram-repeat 0 --vram-move-kb 64+1024 --vram-move-mb 0",
+        ))
+        .unwrap();
+        assert_eq!(*c.phases, ["vram"]);
+        assert_eq!(*c.vram_modes, [Mode::TtmPool, Mode::Control]);
+        assert_eq!((c.vram_ws_pct, c.vram_bo_kb), (150, 4096));
+        assert_eq!((c.vram_cycles, c.vram_repeat, c.vram_move_mb), (1, 1, 1));
+        assert_eq!(*c.vram_move_kb, [64, 1024]);
+        assert_eq!(Mode::TtmPool.key(), "ttm_pool");
+        let c = parse_args(&args("--phases vram --vram-move-kb=")).unwrap();
+        assert!(c.vram_move_kb.is_empty());
+        for a in [
+            "--vram-modes pinned",
+            "--vram-modes userptr-hmm",
+            "--modes ttm-pool",
+            "--vram-bo-kb 6",
+            "--vram-bo-kb 0",
+            "--vram-move-kb 256+5",
+            "--vram-ws-pct x",
+        ] {
+            assert!(parse_args(&args(a)).is_err(), "{a}");
+        }
     }
 
     #[test]

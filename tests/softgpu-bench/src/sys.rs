@@ -480,6 +480,16 @@ impl AnonMap {
         unsafe { std::ptr::write_bytes(self.ptr, v, self.len) }
     }
 
+    /// Copies all of `src`, of the same length, here: a plain memcpy (the
+    /// `vram` phase's baseline for GEM_MOVE).
+    pub fn copy_from(&mut self, src: &AnonMap) {
+        assert_eq!(self.len, src.len, "copy_from: lengths differ");
+        // SAFETY: both are `len` bytes of live mappings, each owned by its
+        // AnonMap; `&mut self` and `&src` are distinct AnonMaps (a `&mut`
+        // cannot alias a `&`), so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.ptr, self.ptr, self.len) }
+    }
+
     /// Volatile write of the u64 at `off` (8-aligned).
     pub fn write_u64(&mut self, off: usize, v: u64) {
         assert!(off.is_multiple_of(8) && off + 8 <= self.len);
