@@ -487,6 +487,17 @@ impl Verify {
         self.first.extend(other.first.into_iter().take(room));
     }
 
+    /// `Err` naming the mismatches, if any object checked differed.
+    pub fn ok(&self) -> Result<(), String> {
+        if self.mismatches == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "DATA CORRUPTION: {} of {} objects checked differ: {:?}",
+            self.mismatches, self.checked, self.first
+        ))
+    }
+
     pub fn to_obj(&self) -> Obj {
         let mut o = Obj::new();
         o.put("checked", self.checked)

@@ -574,12 +574,7 @@ fn unit(cfg: &Config, name: &str, churn_dir: &Path, mode: Mode, vram: u64, rec: 
         sys::vmstat_delta(&vm_start, &sys::vmstat()?),
     );
     drop(objs);
-    if v.mismatches > 0 {
-        return Err(format!(
-            "DATA CORRUPTION: {} of {} objects checked differ: {:?}",
-            v.mismatches, v.checked, v.first
-        ));
-    }
+    v.ok()?;
     let num = |k: &str| {
         rec.get(k)
             .and_then(Json::as_u64)
