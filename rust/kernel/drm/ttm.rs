@@ -180,6 +180,10 @@ pub unsafe trait Aperture: Send + Sync + 'static {
     fn vaddr(&self) -> *mut u8;
     /// Its size in bytes.
     fn len(&self) -> usize;
+    /// Whether it has no bytes (an aperture a manager cannot use).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The physical address of the start, if user space may map it.
     fn bus_start(&self) -> Option<u64>;
 }
@@ -1429,7 +1433,7 @@ impl MmapBo {
         unsafe {
             let span = &(*vma).__bindgen_anon_1.__bindgen_anon_1;
             let pages = (span.vm_end - span.vm_start) >> crate::page::PAGE_SHIFT;
-            let end = pgoff.checked_add(pages as usize).ok_or(EINVAL)?;
+            let end = pgoff.checked_add(pages).ok_or(EINVAL)?;
             if end > (*bo).base.size / PAGE_SIZE {
                 return Err(EINVAL);
             }
@@ -2232,18 +2236,18 @@ mod tests {
         }
     }
 
-    /// A platform device `name`, a DRM device on it, its TTM device and a
-    /// VRAM manager of `size` bytes. (Each case names its own device: a
-    /// failed assertion ends a case without dropping what it made.)
-    fn setup(
-        name: &'static crate::str::CStr,
-        size: u64,
-    ) -> Result<(
+    /// What [`setup`] makes.
+    type Setup = (
         VramManager<TestTtm>,
         Arc<Device<TestTtm>>,
         drm::Registration<TestDrm>,
         platform::SimpleDevice,
-    )> {
+    );
+
+    /// A platform device `name`, a DRM device on it, its TTM device and a
+    /// VRAM manager of `size` bytes. (Each case names its own device: a
+    /// failed assertion ends a case without dropping what it made.)
+    fn setup(name: &'static crate::str::CStr, size: u64) -> Result<Setup> {
         let pdev = platform::SimpleDevice::register(name)?;
         let reg = drm::Registration::<TestDrm>::new(pdev.device(), Arc::new((), GFP_KERNEL)?)?;
         let ttm = Device::<TestTtm>::new(pdev.device(), reg.device())?;

@@ -236,7 +236,7 @@ impl Engine {
             vm,
             vram: self.vram.clone(),
             cmds: if res.is_ok() {
-                core::mem::replace(cmds, KVec::new())
+                core::mem::take(cmds)
             } else {
                 KVec::new()
             },
