@@ -694,13 +694,20 @@ fn ttm_cpu_and_gpu_race_moves_and_evictions() {
                 } else {
                     SOFTGPU_BO_VRAM
                 };
-                // EBUSY: an EXEC was making the pages resident; again.
+                // EBUSY: an EXEC was making the pages resident. ENOMEM, into
+                // VRAM: the evictor's object held all of it, reserved by its
+                // creation or its close, so not evictable just then; the
+                // object must have stayed in system memory. Again, either way.
                 loop {
                     match dev.move_bo(h, to) {
                         Ok(()) => break,
-                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::yield_now(),
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                        Err(e) if e.raw_os_error() == Some(ENOMEM) && to == SOFTGPU_BO_VRAM => {
+                            assert!(!in_vram(&dev, h), "in VRAM after a failed move there");
+                        }
                         Err(e) => panic!("GEM_MOVE {i}: {e}"),
                     }
+                    std::thread::yield_now();
                 }
                 moves += 1;
             }
