@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
+#include <linux/gfp.h>
 #include <linux/hugetlb_inline.h>
+#include <linux/ioport.h>
+#include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
@@ -91,3 +94,38 @@ unsigned long rust_helper_page_to_pfn(struct page *page)
 {
 	return page_to_pfn(page);
 }
+
+struct page *rust_helper_pfn_to_page(unsigned long pfn)
+{
+	return pfn_to_page(pfn);
+}
+
+int rust_helper_numa_node_id(void)
+{
+	return numa_node_id();
+}
+
+#ifdef CONFIG_DEVICE_PRIVATE
+struct dev_pagemap *rust_helper_page_pgmap(struct page *page)
+{
+	return page->pgmap;
+}
+
+void rust_helper_release_mem_region(resource_size_t start, resource_size_t n)
+{
+	release_mem_region(start, n);
+}
+
+/*
+ * A movable order-0 folio for the destination of a migration out of device
+ * private memory: by @vma's memory policy at @addr, or on the local node
+ * without a mapping (eviction), as lib/test_hmm.c allocates them.
+ */
+struct folio *rust_helper_alloc_movable_folio(struct vm_area_struct *vma,
+					      unsigned long addr)
+{
+	if (vma)
+		return vma_alloc_folio(GFP_HIGHUSER_MOVABLE, 0, vma, addr, false);
+	return folio_alloc(GFP_HIGHUSER_MOVABLE, 0);
+}
+#endif

@@ -279,8 +279,11 @@ impl Folio {
     }
 
     /// Maps the folio page by page over `[offset, offset + len)` and calls
-    /// `f(mapped address, bytes done so far, bytes in this page)`.
-    fn for_each_chunk(
+    /// `f(mapped address, bytes done so far, bytes in this page)`; the
+    /// address is valid for the call only (`kmap_local_folio()`). For
+    /// copies between a folio and memory that is not a Rust slice (I/O
+    /// memory, say). `EINVAL` if the range is not within the folio.
+    pub fn for_each_chunk(
         &self,
         offset: usize,
         len: usize,

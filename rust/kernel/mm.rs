@@ -29,6 +29,8 @@ use crate::{
 };
 use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
 
+#[cfg(CONFIG_DEVICE_PRIVATE)]
+pub mod devmem;
 pub mod migrate;
 #[cfg(CONFIG_KUNIT)]
 pub mod testing;

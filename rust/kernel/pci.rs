@@ -24,6 +24,7 @@ use crate::{
     bindings, container_of, device,
     error::{from_result, to_result},
     ffi::{c_int, c_void},
+    folio::Folio,
     prelude::*,
     str::CStr,
     types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
@@ -529,6 +530,42 @@ impl Bar {
         // SAFETY: `[p, p + len)` is inside the mapping; `buf` is ours.
         unsafe { bindings::memcpy_toio(p, buf.as_ptr().cast(), buf.len()) };
         Ok(())
+    }
+
+    /// Copies `len` bytes of `folio` from byte `folio_offset` on into the
+    /// BAR at `offset` (`memcpy_toio()`, a page at a time): `EINVAL` if
+    /// either range is out of bounds, and nothing is copied then.
+    pub fn try_copy_from_folio(
+        &self,
+        offset: usize,
+        folio: &Folio,
+        folio_offset: usize,
+        len: usize,
+    ) -> Result {
+        let p = self.at(offset, len, 1)?.cast::<u8>();
+        folio.for_each_chunk(folio_offset, len, |map, done, n| {
+            // SAFETY: `[p, p + len)` is inside the mapping (checked above)
+            // and `done + n <= len`; `map` is `n` mapped bytes of the folio.
+            unsafe { bindings::memcpy_toio(p.wrapping_add(done).cast(), map.cast(), n) }
+        })
+    }
+
+    /// Copies `len` bytes of the BAR from `offset` on into `folio` at byte
+    /// `folio_offset` (`memcpy_fromio()`): `EINVAL` as for
+    /// [`Bar::try_copy_from_folio`]. The caller marks the folio dirty if it
+    /// belongs to a mapping.
+    pub fn try_copy_to_folio(
+        &self,
+        offset: usize,
+        folio: &Folio,
+        folio_offset: usize,
+        len: usize,
+    ) -> Result {
+        let p = self.at(offset, len, 1)?.cast::<u8>();
+        folio.for_each_chunk(folio_offset, len, |map, done, n| {
+            // SAFETY: As in `try_copy_from_folio`, the other way round.
+            unsafe { bindings::memcpy_fromio(map.cast(), p.wrapping_add(done).cast(), n) }
+        })
     }
 
     /// Sets `len` bytes of the BAR from `offset` to `byte`.
