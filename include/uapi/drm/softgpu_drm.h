@@ -52,6 +52,7 @@ extern "C" {
 #define DRM_SOFTGPU_WAIT		0x07
 #define DRM_SOFTGPU_USERPTR		0x08
 #define DRM_SOFTGPU_GEM_MOVE		0x09
+#define DRM_SOFTGPU_USERPTR_MIGRATE	0x0a
 
 /* The GPU virtual address space: 39 bits, 4 KiB pages, from 0. */
 #define SOFTGPU_VA_BITS			39
@@ -419,6 +420,53 @@ struct drm_softgpu_userptr {
 	__u32 pad;
 };
 
+/**
+ * struct drm_softgpu_userptr_migrate - move userptr memory into VRAM or back
+ *
+ * Migrates the pages of [@gpu_va, @gpu_va + @size), which must lie within
+ * one userptr binding (DRM_IOCTL_SOFTGPU_USERPTR) of this file's VM, into
+ * the device's VRAM (@placement %SOFTGPU_BO_VRAM) or back to system memory
+ * (%SOFTGPU_BO_SYSTEM), as HMM's migrate_vma does: the pages become device
+ * private memory, the CPU page tables hold device private swap entries for
+ * them (/proc/pid/pagemap shows them as swapped), and a CPU access faults
+ * the page back into a fresh system page. GPU jobs reach migrated pages in
+ * VRAM: each migration first waits for this file's pending jobs and
+ * removes the range from the GPU page table, and the next EXEC maps the
+ * pages where they are. Atomics on a page in VRAM need no exclusive access
+ * (the CPU cannot touch it without migrating it back first).
+ *
+ * Only private anonymous memory migrates; pages that cannot move now
+ * (pinned or locked by someone, or no room in VRAM: migration uses free
+ * VRAM and does not evict objects) stay where they are. @candidates says
+ * how many pages of the range could move, @migrated how many did. When an
+ * object needs the VRAM (GEM_CREATE, GEM_MOVE), migrated pages are moved
+ * back to system memory to make room, ahead of evicting objects; so are
+ * all of them when the device goes.
+ *
+ * Returns -EINVAL for a @placement other than exactly one of the two, a
+ * non-zero @pad, a range that is empty, not page aligned or not within
+ * one userptr binding, or a pinned (%SOFTGPU_USERPTR_PINNED) binding;
+ * -ENOENT if no userptr is bound at @gpu_va; -ENODEV without a VRAM
+ * device; -ESRCH once the process that bound it has exited; -EFAULT if
+ * part of the range is no longer mapped; -EOPNOTSUPP if part of it is
+ * shared anonymous, file-backed or hugetlbfs memory. Nothing moves on
+ * error.
+ */
+struct drm_softgpu_userptr_migrate {
+	/** @gpu_va: first GPU address, page aligned, in a userptr binding. */
+	__u64 gpu_va;
+	/** @size: bytes, a multiple of %SOFTGPU_PAGE_SIZE. */
+	__u64 size;
+	/** @placement: %SOFTGPU_BO_VRAM or %SOFTGPU_BO_SYSTEM. */
+	__u32 placement;
+	/** @pad: must be zero. */
+	__u32 pad;
+	/** @candidates: out: pages of the range that could move. */
+	__u64 candidates;
+	/** @migrated: out: pages that moved. */
+	__u64 migrated;
+};
+
 #define DRM_IOCTL_SOFTGPU_GEM_CREATE \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_CREATE, struct drm_softgpu_gem_create)
 #define DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET \
@@ -439,6 +487,9 @@ struct drm_softgpu_userptr {
 	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR, struct drm_softgpu_userptr)
 #define DRM_IOCTL_SOFTGPU_GEM_MOVE \
 	DRM_IOW(DRM_COMMAND_BASE + DRM_SOFTGPU_GEM_MOVE, struct drm_softgpu_gem_move)
+#define DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR_MIGRATE, \
+		 struct drm_softgpu_userptr_migrate)
 
 #if defined(__cplusplus)
 }

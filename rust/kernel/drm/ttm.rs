@@ -1517,6 +1517,13 @@ impl Placement {
         Ok(this)
     }
 
+    /// Whether one of the places is in memory type `mem_type`.
+    pub fn allows(&self, mem_type: u32) -> bool {
+        self.places[..self.len]
+            .iter()
+            .any(|p| p.mem_type == mem_type)
+    }
+
     /// The C placement, pointing into `self`.
     fn raw(&self) -> bindings::ttm_placement {
         bindings::ttm_placement {

@@ -208,6 +208,25 @@ impl Device {
         )
     }
 
+    /// USERPTR_MIGRATE: migrates `[gpu_va, gpu_va + size)` of a userptr
+    /// binding to `placement` (`SOFTGPU_BO_VRAM` or `SOFTGPU_BO_SYSTEM`).
+    /// Returns the pages that could move and the pages that did.
+    pub fn migrate_userptr(
+        &self,
+        gpu_va: u64,
+        size: u64,
+        placement: u32,
+    ) -> io::Result<(u64, u64)> {
+        let mut a = UserptrMigrate {
+            gpu_va,
+            size,
+            placement,
+            ..Default::default()
+        };
+        self.ioctl(DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE, &mut a)?;
+        Ok((a.candidates, a.migrated))
+    }
+
     /// GEM_CLOSE (DRM core): drops the handle.
     pub fn close_bo(&self, handle: u32) -> io::Result<()> {
         self.ioctl(DRM_IOCTL_GEM_CLOSE, &mut DrmGemClose { handle, pad: 0 })

@@ -198,8 +198,9 @@ pub const DRM_SOFTGPU_EXEC: u32 = 0x06;
 pub const DRM_SOFTGPU_WAIT: u32 = 0x07;
 pub const DRM_SOFTGPU_USERPTR: u32 = 0x08;
 pub const DRM_SOFTGPU_GEM_MOVE: u32 = 0x09;
+pub const DRM_SOFTGPU_USERPTR_MIGRATE: u32 = 0x0a;
 /// Number of softgpu ioctls: driver numbers from this one on are unknown.
-pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x0a;
+pub const DRM_SOFTGPU_NUM_IOCTLS: u32 = 0x0b;
 
 /// `SOFTGPU_VA_BITS`: the GPU VA space is [0, 1 << 39).
 pub const SOFTGPU_VA_BITS: u32 = 39;
@@ -400,8 +401,26 @@ pub struct GemMove {
     pub placement: u32,
 }
 
+pub const DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE: c_ulong =
+    drm_iowr::<UserptrMigrate>(DRM_COMMAND_BASE + DRM_SOFTGPU_USERPTR_MIGRATE);
+
+/// `struct drm_softgpu_userptr_migrate`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UserptrMigrate {
+    pub gpu_va: u64,
+    pub size: u64,
+    /// `SOFTGPU_BO_VRAM` or `SOFTGPU_BO_SYSTEM`.
+    pub placement: u32,
+    pub pad: u32,
+    /// Out: pages of the range that could move.
+    pub candidates: u64,
+    /// Out: pages that moved.
+    pub migrated: u64,
+}
+
 /// Every softgpu ioctl, for tests that go through all of them.
-pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 10] = [
+pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 11] = [
     ("GEM_CREATE", DRM_IOCTL_SOFTGPU_GEM_CREATE),
     ("GEM_MMAP_OFFSET", DRM_IOCTL_SOFTGPU_GEM_MMAP_OFFSET),
     ("GEM_INFO", DRM_IOCTL_SOFTGPU_GEM_INFO),
@@ -412,6 +431,7 @@ pub const SOFTGPU_IOCTLS: [(&str, c_ulong); 10] = [
     ("WAIT", DRM_IOCTL_SOFTGPU_WAIT),
     ("USERPTR", DRM_IOCTL_SOFTGPU_USERPTR),
     ("GEM_MOVE", DRM_IOCTL_SOFTGPU_GEM_MOVE),
+    ("USERPTR_MIGRATE", DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE),
 ];
 
 /// The uAPI structures that [`crate::Device::ioctl`] may pass: plain data,
@@ -438,6 +458,7 @@ uapi_arg!(
     Exec,
     Wait,
     GemMove,
+    UserptrMigrate,
     DrmGemClose,
     DrmPrimeHandle
 );

@@ -234,7 +234,7 @@ impl SoftFile {
 
     /// DRM_IOCTL_SOFTGPU_GEM_MOVE
     pub(crate) fn gem_move(
-        _dev: &Device,
+        dev: &Device,
         args: &mut uapi::drm_softgpu_gem_move,
         file: &DrmFile,
     ) -> Result<u32> {
@@ -244,7 +244,7 @@ impl SoftFile {
         }
         let obj = lookup(file, args.handle)?;
         let tbo = obj.ttm().ok_or(EINVAL)?;
-        crate::tbo::move_to(tbo, args.placement)?;
+        crate::tbo::move_to(dev, tbo, args.placement)?;
         Ok(0)
     }
 
@@ -282,6 +282,32 @@ impl SoftFile {
         file.inner()
             .vm
             .bind_userptr(args.gpu_va, addr, size, readonly, pinned)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE
+    pub(crate) fn userptr_migrate(
+        dev: &Device,
+        args: &mut uapi::drm_softgpu_userptr_migrate,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let to_vram = match args.placement {
+            uapi::SOFTGPU_BO_VRAM => true,
+            uapi::SOFTGPU_BO_SYSTEM => false,
+            _ => return Err(EINVAL),
+        };
+        if args.pad != 0 {
+            return Err(EINVAL);
+        }
+        let dmem = dev.data().vram.dmem().ok_or(ENODEV)?;
+        let done = file
+            .inner()
+            .vm
+            .migrate_userptr(args.gpu_va, args.size, to_vram, &dmem)?;
+        // Chunks left without pages go back to VRAM's allocator.
+        dmem.trim();
+        args.candidates = done.collected as u64;
+        args.migrated = done.moved as u64;
         Ok(0)
     }
 
@@ -324,9 +350,11 @@ impl SoftFile {
         for r in cmds.iter().flat_map(Cmd::accesses).flatten() {
             ranges.push(r, GFP_KERNEL)?;
         }
+        // Userptr pages migrated into VRAM are mapped there.
+        let dmem = dev.data().vram.dmem();
         let mut attempt = 0;
         let info = loop {
-            let submission = vm.make_resident(&ranges)?;
+            let submission = vm.make_resident(&ranges, dmem.as_deref())?;
             let memory = JobMemory {
                 unresolved: submission.unresolved,
             };

@@ -11,6 +11,7 @@
 
 mod bo;
 mod delay;
+mod dmem;
 mod engine;
 mod file;
 mod objects;
@@ -112,6 +113,9 @@ impl drm::Driver for SoftGpu {
             uapi::drm_softgpu_userptr, RENDER_ALLOW, file::SoftFile::userptr),
         (SOFTGPU_GEM_MOVE, iow::<uapi::drm_softgpu_gem_move>(nr(uapi::DRM_SOFTGPU_GEM_MOVE)),
             uapi::drm_softgpu_gem_move, RENDER_ALLOW, file::SoftFile::gem_move),
+        (SOFTGPU_USERPTR_MIGRATE,
+            iowr::<uapi::drm_softgpu_userptr_migrate>(nr(uapi::DRM_SOFTGPU_USERPTR_MIGRATE)),
+            uapi::drm_softgpu_userptr_migrate, RENDER_ALLOW, file::SoftFile::userptr_migrate),
     }
 
     fn show_fdinfo(file: &drm::file::File<file::SoftFile>, p: &drm::Printer) {
@@ -150,7 +154,21 @@ impl drm::Driver for SoftGpu {
             name: c_str!("ttm"),
             show: show_ttm,
         },
+        drm::DebugfsFile {
+            name: c_str!("devmem"),
+            show: show_devmem,
+        },
     ];
+}
+
+/// debugfs `devmem`: the device private memory on the VRAM (userptr pages
+/// migrated there), or `none`.
+fn show_devmem(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    match dev.data().vram.dmem() {
+        Some(d) => d.show(p),
+        None => p.print(format_args!("none\n")),
+    }
+    Ok(())
 }
 
 /// debugfs `objects`: every object of the device, a line each.

@@ -362,6 +362,7 @@ pub(crate) fn create(
     pool: bool,
 ) -> Result<(ARef<ttm::Bo<SoftGpu>>, ARef<File>)> {
     let tdev = dev.data().vram.ttm().ok_or(ENODEV)?;
+    make_room(dev, size, placement);
     let owner = Arc::new(
         TtmOwner {
             bo: AtomicPtr::new(core::ptr::null_mut()),
@@ -393,6 +394,21 @@ pub(crate) fn create(
     Ok((bo, file))
 }
 
+/// Before TTM places an object of `size` bytes in VRAM (if `placement`
+/// allows it): moves userptr pages that migrated into VRAM back to system
+/// memory until VRAM has the room, so that device private pages give way
+/// first and TTM evicts objects only when they are not enough (`dmem.rs`).
+/// Called without any reservation held: it takes folio locks and waits
+/// for the jobs using the pages.
+pub(crate) fn make_room(dev: &drm::Device<SoftGpu>, size: usize, placement: &ttm::Placement) {
+    if !placement.allows(ttm::PL_VRAM) {
+        return;
+    }
+    if let Some(d) = dev.data().vram.dmem() {
+        d.make_room(size as u64);
+    }
+}
+
 /// What `GEM_INFO` reports of a TTM object: whether it is in VRAM, and
 /// its pages in memory (all of them in VRAM, the populated ones in system
 /// memory).
@@ -420,8 +436,9 @@ pub(crate) fn release_counts(bo: &ttm::Bo<SoftGpu>) -> (u64, u64) {
 /// (`ttm_bo_validate()`, evicting idle objects from VRAM if needed), after
 /// the jobs using it. `EBUSY` while an `EXEC` is making its pages resident
 /// for a job (the job would find them gone).
-pub(crate) fn move_to(bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
+pub(crate) fn move_to(dev: &drm::Device<SoftGpu>, bo: &ttm::Bo<SoftGpu>, flags: u32) -> Result {
     let placement = placement(flags)?;
+    make_room(dev, bo.size(), &placement);
     let mut r = bo.reserve()?;
     if bo.submissions.load(Ordering::Acquire) != 0 {
         return Err(EBUSY);

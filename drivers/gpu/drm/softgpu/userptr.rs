@@ -36,12 +36,14 @@
 //! reclaim or the callback take.
 
 use crate::delay::usleep;
+use crate::dmem::Dmem;
 use crate::pt::{PageTable, Perm, Pte, PAGE, VA_END};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::dma_fence::Fence;
 use kernel::{
     folio::Folio,
     hmm::{self, Access, Range},
+    mm::devmem::Migrated,
     mm::{virt::flags as vm, MmWithUser, PinnedPages},
     mmu_notifier::{Event, IntervalNotifier, Invalidate, InvalidateSeq, NotifierRange, Owner},
     page::PAGE_SIZE,
@@ -277,11 +279,20 @@ impl Userptr {
     /// writable (so copy-on-write is broken before the GPU writes), and the
     /// engine faults again to write through an entry that is not.
     ///
+    /// With `dmem`, pages that migrated into the device's VRAM (`dmem.rs`)
+    /// stay there and are mapped as VRAM entries: the fault reports them
+    /// rather than migrating them back (their owner is `dmem`'s). The CPU
+    /// cannot reach such a page without first migrating it back, which
+    /// invalidates the entry: the device has it to itself, atomics
+    /// included. A read-only one (shared with a child after `fork()`)
+    /// that a write needs is faulted back to system memory instead, which
+    /// breaks copy-on-write as the CPU's write fault does.
+    ///
     /// `EFAULT` for a write to a read-only userptr, for a range outside it,
     /// or for memory no longer mapped (the job fails rather than reach a
     /// stale page); `EPERM` for memory that is no longer writable; `EBUSY`
     /// if invalidations kept colliding for `hmm::DEFAULT_TIMEOUT_MS`.
-    pub(crate) fn populate(&self, va: u64, len: u64, write: bool) -> Result {
+    pub(crate) fn populate(&self, va: u64, len: u64, write: bool, dmem: Option<&Dmem>) -> Result {
         let m = &**self.notifier;
         // Pinned: every entry exists from the start, with all the access
         // the binding allows.
@@ -296,8 +307,43 @@ impl Userptr {
         let start = m.addr + (first - m.va) as usize;
         let end = m.addr + (last.next_multiple_of(PAGE) - m.va) as usize;
         let access = if write { Access::Write } else { Access::Read };
+        // A write to a read-only page in VRAM: fault it back (see above).
+        let mut dmem = dmem;
+        for _ in 0..2 {
+            if self.populate_range(start, end, access, write, dmem)? {
+                return Ok(());
+            }
+            dmem = None;
+        }
+        Err(EFAULT)
+    }
+
+    /// [`Userptr::populate`]'s fault and mapping of `[start, end)` (CPU
+    /// addresses). Returns `false`, mapping nothing, if `write` and a page
+    /// is in `dmem`'s VRAM read-only.
+    fn populate_range(
+        &self,
+        start: usize,
+        end: usize,
+        access: Access,
+        write: bool,
+        dmem: Option<&Dmem>,
+    ) -> Result<bool> {
+        let m = &**self.notifier;
         let mut range = Range::new(&self.notifier, start, end, access)?;
+        if let Some(d) = dmem {
+            range.set_dev_private_owner(d.owner());
+        }
         let mut pt = range.fault_locked(hmm::DEFAULT_TIMEOUT_MS, || m.vm.pt().lock())?;
+        let in_vram = |pfn: usize| dmem.and_then(|d| d.vram_offset(pfn));
+        if write
+            && range
+                .pfns()
+                .iter()
+                .any(|p| p.pfn().and_then(in_vram).is_some() && !p.is_writable())
+        {
+            return Ok(false);
+        }
         // In the critical section: the entries stay valid until the next
         // invalidation, which needs `pt`.
         for (i, p) in range.pfns().iter().enumerate() {
@@ -305,6 +351,13 @@ impl Userptr {
                 return Err(EFAULT);
             };
             let writable = !m.readonly && p.is_writable();
+            if let Some(offset) = in_vram(pfn) {
+                // Ours, in VRAM: the CPU takes it back only through an
+                // invalidation, which needs `pt` (see `populate`).
+                let perm = if writable { Perm::Atomic } else { Perm::Read };
+                pt.set(m.va_of(start + i * PAGE_SIZE), Pte::vram(offset, perm));
+                continue;
+            }
             if writable {
                 // The device may write from now on, behind the CPU page
                 // table's dirty bit: without this, a folio that is clean in
@@ -317,7 +370,66 @@ impl Userptr {
             let perm = if writable { Perm::Write } else { Perm::Read };
             pt.set(m.va_of(start + i * PAGE_SIZE), Pte::system(pfn, perm));
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Migrates the pages of `[va, va + len)` (GPU addresses within the
+    /// userptr) into `dmem`'s VRAM (`to_vram`) or back to system memory
+    /// (`USERPTR_MIGRATE`). The migration's invalidation clears the
+    /// range's entries after the VM's pending jobs; the next submission
+    /// maps the pages where they are then. Pages that cannot move (pinned
+    /// by someone, locked, no room in VRAM) stay: see the counts.
+    ///
+    /// `EINVAL` for a range not page aligned, empty, or not within the
+    /// userptr, and for a pinned (baseline) userptr; `ESRCH` once the
+    /// process has exited; `EFAULT` if part of the range is no longer
+    /// mapped; `EOPNOTSUPP` if part of it is not private anonymous memory
+    /// (shared, file-backed, hugetlbfs: 6.12 migrates only private
+    /// anonymous pages to device private memory). Nothing moves then.
+    pub(crate) fn migrate(
+        &self,
+        va: u64,
+        len: u64,
+        to_vram: bool,
+        dmem: &Dmem,
+    ) -> Result<Migrated> {
+        let m = &**self.notifier;
+        let end_va = va.checked_add(len).ok_or(EINVAL)?;
+        if m.pinned
+            || len == 0
+            || va % PAGE != 0
+            || len % PAGE != 0
+            || va < m.va
+            || end_va > m.va + m.size as u64
+        {
+            return Err(EINVAL);
+        }
+        let start = m.addr + (va - m.va) as usize;
+        let end = start + len as usize;
+        let mm = self.notifier.mm().mmget_not_zero().ok_or(ESRCH)?;
+        let mmap = mm.mmap_read_lock();
+        // Everything checked before anything moves.
+        let mut a = start;
+        while a < end {
+            let vma = mmap.vma_lookup(a).ok_or(EFAULT)?;
+            if !vma.is_anonymous() || vma.is_shared() || vma.is_hugetlb() {
+                return Err(EOPNOTSUPP);
+            }
+            a = vma.end();
+        }
+        let mut done = Migrated::default();
+        let mut a = start;
+        while a < end {
+            let vma = mmap.vma_lookup(a).ok_or(EFAULT)?;
+            let e = end.min(vma.end());
+            done += if to_vram {
+                dmem.migrate_to_vram(vma, a, e)?
+            } else {
+                dmem.migrate_to_system(vma, a, e)?
+            };
+            a = e;
+        }
+        Ok(done)
     }
 
     /// Takes the page at `va` (a GPU address within the userptr) exclusive
@@ -494,7 +606,7 @@ mod tests {
         assert_eq!((u.va(), u.size()), (VA, 4 * PAGE));
         assert_eq!(gpu_read(&vm, VA), None);
 
-        u.populate(VA, 4 * PAGE, false)?;
+        u.populate(VA, 4 * PAGE, false, None)?;
         for i in 0..4u64 {
             assert_eq!(gpu_read(&vm, VA + i * PAGE), Some((i, true)));
         }
@@ -506,9 +618,9 @@ mod tests {
         assert_eq!(gpu_read(&vm, VA + 2 * PAGE), None);
         assert_eq!(gpu_read(&vm, VA + 3 * PAGE), Some((3, true)));
         // Faulting the hole fails instead of mapping a stale page.
-        assert_eq!(u.populate(VA + 2 * PAGE, 1, true), Err(EFAULT));
+        assert_eq!(u.populate(VA + 2 * PAGE, 1, true, None), Err(EFAULT));
         // Outside the userptr.
-        assert_eq!(u.populate(VA + 4 * PAGE, 1, false), Err(EFAULT));
+        assert_eq!(u.populate(VA + 4 * PAGE, 1, false, None), Err(EFAULT));
 
         drop(u);
         assert_eq!(gpu_read(&vm, VA), None);
@@ -524,8 +636,8 @@ mod tests {
             Some(EPERM)
         );
         let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, true, false)?;
-        assert_eq!(u.populate(VA, 1, true), Err(EFAULT));
-        u.populate(VA, 2 * PAGE, false)?;
+        assert_eq!(u.populate(VA, 1, true, None), Err(EFAULT));
+        u.populate(VA, 2 * PAGE, false, None)?;
         // Never written: the zero page, mapped read-only.
         assert_eq!(gpu_read(&vm, VA + PAGE), Some((0, false)));
         Ok(())
@@ -536,7 +648,7 @@ mod tests {
         let addr = user_pages(1, PROT_READ | PROT_WRITE)?;
         let vm = Vm::new()?;
         let u = Userptr::new(&vm, VA, addr, PAGE_SIZE, false, false)?;
-        u.populate(VA, PAGE, true)?;
+        u.populate(VA, PAGE, true, None)?;
         let pte = vm.pt.lock().lookup(VA).ok_or(EINVAL)?;
         assert!(pte.allows(Perm::Write) && !pte.allows(Perm::Atomic));
 
@@ -580,7 +692,7 @@ mod tests {
             .write_slice(&7u64.to_ne_bytes())?;
         let vm = Vm::new()?;
         let u = Userptr::new(&vm, VA, addr, 2 * PAGE_SIZE, false, false)?;
-        u.populate(VA, 2 * PAGE, true)?;
+        u.populate(VA, 2 * PAGE, true, None)?;
         assert_eq!(gpu_read(&vm, VA), Some((0, true)));
         assert_eq!(gpu_read(&vm, VA + PAGE), Some((7, true)));
         let mut nothing = |_: &mut PageTable, _: &Folio, _: usize| Ok(());
@@ -593,7 +705,7 @@ mod tests {
         assert_eq!(gpu_read(&vm, VA + PAGE), Some((7, true)));
         testing::vm_munmap(addr, 2 * PAGE_SIZE)?;
         assert_eq!(gpu_read(&vm, VA + PAGE), None);
-        assert_eq!(u.populate(VA, PAGE, false), Err(EFAULT));
+        assert_eq!(u.populate(VA, PAGE, false, None), Err(EFAULT));
         Ok(())
     }
 

@@ -25,12 +25,14 @@
 //! job with none held).
 
 use crate::bo::{Binding, Bo, GemObject};
+use crate::dmem::Dmem;
 use crate::pt::{PageTable, Perm};
 // The address space the ioctls check their arguments against.
 pub(crate) use crate::pt::{PAGE, VA_END};
 use crate::userptr::{self, Userptr};
 use kernel::{
     dma_fence::Fence,
+    mm::devmem::Migrated,
     new_mutex, new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
@@ -239,6 +241,26 @@ impl Vm {
         Ok(())
     }
 
+    /// `USERPTR_MIGRATE`: migrates `[va, va + size)`, which must lie within
+    /// one userptr binding, into `dmem`'s VRAM or back to system memory
+    /// ([`Userptr::migrate`]). `ENOENT` if no userptr is bound at `va`,
+    /// `EINVAL` if the range leaves it; the rest as `Userptr::migrate`
+    /// says. Under `bindings`, so the binding stays meanwhile.
+    pub(crate) fn migrate_userptr(
+        &self,
+        va: u64,
+        size: u64,
+        to_vram: bool,
+        dmem: &Dmem,
+    ) -> Result<Migrated> {
+        let mut bindings = self.bindings.lock();
+        let Some(Entry::Userptr(u)) = entry_at(&mut bindings, va).and_then(|at| bindings.get(&at))
+        else {
+            return Err(ENOENT);
+        };
+        u.migrate(va, size, to_vram, dmem)
+    }
+
     /// Makes resident and maps, before a job is submitted, every page of
     /// `ranges` (GPU address, size in bytes, access) that is in a buffer
     /// object binding of this VM and allows the access: the job runs in its
@@ -261,9 +283,13 @@ impl Vm {
     /// the job with [`Vm::commit`] (Documentation/gpu/softgpu.rst, "Fences
     /// and reclaim"). Fails only if the submission's own bookkeeping cannot
     /// be allocated (`ENOMEM`).
+    ///
+    /// `dmem` is the device's private memory, if it has VRAM: userptr pages
+    /// migrated there are mapped where they are.
     pub(crate) fn make_resident(
         self: &Arc<Self>,
         ranges: &[(u64, u64, Perm)],
+        dmem: Option<&Dmem>,
     ) -> Result<Submission> {
         let mut sub = Submission {
             objects: KVec::new(),
@@ -335,7 +361,7 @@ impl Vm {
             }
         }
         if !sub.userptrs.is_empty() {
-            self.fault_in_userptrs(&mut bindings, &mut sub)?;
+            self.fault_in_userptrs(&mut bindings, &mut sub, dmem)?;
         }
         Ok(sub)
     }
@@ -352,7 +378,12 @@ impl Vm {
     /// pass (up to [`USERPTR_PASSES`]), and records in `sub` the
     /// invalidation sequence the last pass started at, for
     /// [`Vm::commit`].
-    fn fault_in_userptrs(&self, bindings: &mut RBTree<u64, Entry>, sub: &mut Submission) -> Result {
+    fn fault_in_userptrs(
+        &self,
+        bindings: &mut RBTree<u64, Entry>,
+        sub: &mut Submission,
+        dmem: Option<&Dmem>,
+    ) -> Result {
         for _ in 0..USERPTR_PASSES {
             let snapshot = self.pt.lock().invalidation_seq.read();
             sub.userptr_snapshot = snapshot;
@@ -373,7 +404,17 @@ impl Vm {
                     let res = if present {
                         Ok(())
                     } else if perm == Perm::Atomic {
-                        u.make_exclusive(a, &mut |_, _, _| Ok(()))
+                        // A page in VRAM is the device's for atomics as it
+                        // is (see `Userptr::populate`); any other is taken
+                        // exclusive.
+                        let in_vram = dmem.is_some()
+                            && u.populate(a, PAGE, true, dmem).is_ok()
+                            && self.pt.lock().lookup(a).is_some_and(|p| p.allows(perm));
+                        if in_vram {
+                            Ok(())
+                        } else {
+                            u.make_exclusive(a, &mut |_, _, _| Ok(()))
+                        }
                     } else {
                         // A few pages ahead; if part of them is not mapped,
                         // just this one.
@@ -381,12 +422,12 @@ impl Vm {
                         let ahead = (a + USERPTR_FAULT_PAGES * PAGE)
                             .min(end.next_multiple_of(PAGE))
                             .min(u.va() + u.size());
-                        match u.populate(a, ahead - a, write) {
+                        match u.populate(a, ahead - a, write, dmem) {
                             Ok(()) => {
                                 next = ahead;
                                 Ok(())
                             }
-                            Err(_) => u.populate(a, PAGE, write),
+                            Err(_) => u.populate(a, PAGE, write, dmem),
                         }
                     };
                     match res {

@@ -28,7 +28,10 @@ use kernel::{
     types::ARef,
 };
 
-use crate::SoftGpu;
+use crate::{
+    dmem::{Aperture, Dmem},
+    SoftGpu,
+};
 
 /// The BAR of `ivshmem-plain` that is its memory.
 const VRAM_BAR: u32 = 2;
@@ -51,6 +54,14 @@ pub(crate) struct Slot {
     /// outside this lock.
     #[pin]
     bar: SpinLock<Option<Arc<pci::Bar>>>,
+    /// The device private memory on the VRAM (`dmem.rs`), for the
+    /// migration ioctl, submissions (whose HMM faults report its pages)
+    /// and TTM placements (which make room in it): under a spinlock of
+    /// its own, since the migration paths take the mmap lock and folio
+    /// locks, which `vram` is held outside of at unbind. Filled last at
+    /// probe, emptied (and everything migrated back) first at remove.
+    #[pin]
+    dmem: SpinLock<Option<Arc<Dmem>>>,
 }
 
 /// Mapped VRAM, its TTM device and resource manager.
@@ -73,21 +84,26 @@ impl Slot {
             pin_init!(Self {
                 vram <- new_mutex!(None, "softgpu::vram::Slot"),
                 bar <- new_spinlock!(None, "softgpu::vram::Slot::bar"),
+                dmem <- new_spinlock!(None, "softgpu::vram::Slot::dmem"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// debugfs `vram`: the VRAM's size and use, then the allocator's state
-    /// (`drm_buddy_print()`: free blocks by order), or `none`.
+    /// debugfs `vram`: the VRAM's size, its use by TTM objects (`used`)
+    /// and by device private pages (`devmem`: the chunks lent to them), what
+    /// is free, then the allocator's state (`drm_buddy_print()`: free
+    /// blocks by order), or `none`.
     pub(crate) fn show(&self, p: &drm::Printer) {
         match &*self.vram.lock() {
             Some(v) => {
                 let buddy = v.manager.buddy();
                 let (size, free) = (buddy.size(), buddy.avail());
+                let devmem = self.dmem().map_or(0, |d| d.vram_bytes());
                 p.print(format_args!(
-                    "bar: {VRAM_BAR}\nsize: {size}\nused: {}\nfree: {free}\nallocator:\n",
-                    size - free
+                    "bar: {VRAM_BAR}\nsize: {size}\nused: {}\ndevmem: {devmem}\nfree: {free}\n\
+                     allocator:\n",
+                    (size - free).saturating_sub(devmem)
                 ));
                 buddy.print(p);
             }
@@ -115,9 +131,20 @@ impl Slot {
         self.bar.lock().as_deref().map(f)
     }
 
+    /// The device private memory, when the VRAM device is bound.
+    pub(crate) fn dmem(&self) -> Option<Arc<Dmem>> {
+        self.dmem.lock().clone()
+    }
+
     /// The TTM device, when the VRAM device is bound.
     pub(crate) fn ttm(&self) -> Option<Arc<ttm::Device<SoftGpu>>> {
         self.vram.lock().as_ref().map(|v| v.ttm.clone())
+    }
+}
+
+impl Aperture for Slot {
+    fn with_bar_mut(&self, f: &mut dyn FnMut(&pci::Bar) -> Result) -> Result {
+        self.with_bar(f).unwrap_or(Err(ENODEV))
     }
 }
 
@@ -191,17 +218,34 @@ impl pci::Driver for VramDriver {
         let ttm = ttm::Device::new(dev.as_dev(), &ctx.drm)?;
         let mib = bar.len() >> 20;
         let manager = ttm::VramManager::new(&ttm, ttm::PL_VRAM, buddy, bar.clone())?;
+        let dmem = Dmem::new(slot.clone(), manager.buddy())?;
         // Nothing fails after this: dropping `this` would empty the slot.
-        let this = KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL)?;
+        let this = match KBox::pin(Self { slot: slot.clone() }, GFP_KERNEL) {
+            Ok(this) => this,
+            Err(e) => {
+                // The map holds a reference to its `Dmem` until closed.
+                dmem.close();
+                return Err(e.into());
+            }
+        };
         pr_info!("VRAM: {mib} MiB (BAR {VRAM_BAR})\n");
         *slot.bar.lock() = Some(bar);
         *vram = Some(Vram { manager, ttm });
+        *slot.dmem.lock() = Some(dmem);
         Ok(this)
     }
 }
 
 impl Drop for VramDriver {
     fn drop(&mut self) {
+        // Device private pages back to system memory while the BAR is
+        // there to copy them out of; then no more are handed out.
+        // (Migrations and submissions may still hold the `Dmem` for a
+        // moment: they find its map closed.)
+        let dmem = self.slot.dmem.lock().take();
+        if let Some(d) = dmem {
+            d.close();
+        }
         // The engine's reference first (dropped outside its spinlock), then
         // the last one, the VRAM manager's, with the rest: unmapped here,
         // before the device is disabled.

@@ -33,9 +33,14 @@
 //! - `vram`: discrete mode's VRAM, a PCI BAR (or its absence with VRAM=0).
 //! - `ttm`: discrete mode's TTM objects: placement flags, moves, CPU
 //!   mappings that follow them, VRAM overcommit (or `ENODEV` with VRAM=0).
+//! - `dmem`: device private memory: userptr pages migrated into VRAM
+//!   (USERPTR_MIGRATE) and back, by request, CPU fault or VRAM pressure,
+//!   across fork, mprotect, munmap and MADV_DONTNEED (or `ENODEV` with
+//!   VRAM=0).
 
 mod bench;
 mod common;
+mod dmem;
 mod exec;
 mod faultinject;
 mod files;

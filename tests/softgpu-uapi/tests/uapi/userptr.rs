@@ -20,35 +20,35 @@ use softgpu::*;
 use crate::common::*;
 use crate::migration::move_all;
 
-const VA: u64 = 0x1_0000_0000;
-const RES_VA: u64 = 0x2_0000_0000;
-const PAGE_USIZE: usize = PAGE as usize;
+pub(crate) const VA: u64 = 0x1_0000_0000;
+pub(crate) const RES_VA: u64 = 0x2_0000_0000;
+pub(crate) const PAGE_USIZE: usize = PAGE as usize;
 
 /// Anonymous private memory of this process, for userptr bindings: only
 /// ever accessed through raw pointers, since the GPU writes to it too.
-struct Mem(Anon);
+pub(crate) struct Mem(pub(crate) Anon);
 
 impl Mem {
-    fn new(pages: usize) -> Self {
+    pub(crate) fn new(pages: usize) -> Self {
         Self(Anon::new(pages * PAGE_USIZE))
     }
 
-    fn addr(&self) -> u64 {
+    pub(crate) fn addr(&self) -> u64 {
         self.0.ptr as u64
     }
 
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.0.len as u64
     }
 
-    fn write(&self, off: usize, data: &[u8]) {
+    pub(crate) fn write(&self, off: usize, data: &[u8]) {
         assert!(off + data.len() <= self.0.len);
         // SAFETY: within our mapping; no Rust reference to it exists, and
         // no job writing to it runs while we do (callers wait for them).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.ptr.add(off), data.len()) };
     }
 
-    fn read(&self, off: usize, len: usize) -> Vec<u8> {
+    pub(crate) fn read(&self, off: usize, len: usize) -> Vec<u8> {
         assert!(off + len <= self.0.len);
         let mut v = vec![0u8; len];
         // SAFETY: as in write().
@@ -56,17 +56,17 @@ impl Mem {
         v
     }
 
-    fn read_u64(&self, off: usize) -> u64 {
+    pub(crate) fn read_u64(&self, off: usize) -> u64 {
         u64::from_ne_bytes(self.read(off, 8).try_into().unwrap())
     }
 
-    fn page_addrs(&self) -> Vec<usize> {
+    pub(crate) fn page_addrs(&self) -> Vec<usize> {
         (0..self.0.len / PAGE_USIZE)
             .map(|i| self.0.ptr as usize + i * PAGE_USIZE)
             .collect()
     }
 
-    fn protect(&self, prot: i32) {
+    pub(crate) fn protect(&self, prot: i32) {
         // SAFETY: our own page-aligned mapping.
         let r = unsafe { libc::mprotect(self.0.ptr.cast(), self.0.len, prot) };
         assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
@@ -87,7 +87,13 @@ pub(crate) fn special_mapping(name: &str) -> (u64, u64) {
 }
 
 /// USERPTR of `[addr, addr + size)` at `va`.
-fn userptr(dev: &Device, addr: u64, size: u64, va: u64, flags: u32) -> std::io::Result<()> {
+pub(crate) fn userptr(
+    dev: &Device,
+    addr: u64,
+    size: u64,
+    va: u64,
+    flags: u32,
+) -> std::io::Result<()> {
     // SAFETY: the tests bind only `Mem` memory (accessed through raw
     // pointers), or memory that is not mapped or not ours to bind, which
     // the kernel rejects.
@@ -96,7 +102,7 @@ fn userptr(dev: &Device, addr: u64, size: u64, va: u64, flags: u32) -> std::io::
 
 /// Binds all of `m` at `va`.
 #[track_caller]
-fn bind_mem(dev: &Device, m: &Mem, va: u64, flags: u32) {
+pub(crate) fn bind_mem(dev: &Device, m: &Mem, va: u64, flags: u32) {
     ok(
         userptr(dev, m.addr(), m.len(), va, flags),
         &format!(
@@ -107,7 +113,7 @@ fn bind_mem(dev: &Device, m: &Mem, va: u64, flags: u32) {
 }
 
 /// A page of memory for job results, bound at `RES_VA`.
-fn results(dev: &Device) -> Mem {
+pub(crate) fn results(dev: &Device) -> Mem {
     let r = Mem::new(1);
     bind_mem(dev, &r, RES_VA, 0);
     r
@@ -115,7 +121,7 @@ fn results(dev: &Device) -> Mem {
 
 /// Has the GPU checksum `[va, va + size)` into `res` and returns it.
 #[track_caller]
-fn gpu_checksum(dev: &Device, res: &Mem, va: u64, size: u64, what: &str) -> u64 {
+pub(crate) fn gpu_checksum(dev: &Device, res: &Mem, va: u64, size: u64, what: &str) -> u64 {
     run_ok(dev, &[Cmd::checksum(RES_VA, va, size)], what);
     res.read_u64(0)
 }
@@ -363,7 +369,7 @@ fn userptr_fork_cow_gpu_keeps_the_parents_pages() {
 }
 
 /// `m` equals `want`, without allocating (for a forked child).
-fn child_mem_eq(m: &Mem, want: &[u8]) -> bool {
+pub(crate) fn child_mem_eq(m: &Mem, want: &[u8]) -> bool {
     // SAFETY: our mapping, `want.len()` bytes of it, no job writing to it.
     let have = unsafe { std::slice::from_raw_parts(m.0.ptr, want.len()) };
     have == want
@@ -672,20 +678,20 @@ fn userptr_process_exit_with_a_live_binding() {
     );
 }
 
-const PM_PRESENT: u64 = 1 << 63;
-const PM_SWAP: u64 = 1 << 62;
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
+pub(crate) const PM_SWAP: u64 = 1 << 62;
 
 /// The pagemap entry of the page at `addr`: present, or a swap-type entry
 /// (which is what a device-exclusive entry looks like to pagemap).
 #[track_caller]
-fn pagemap_state(pm: &Pagemap, addr: usize) -> (bool, bool) {
+pub(crate) fn pagemap_state(pm: &Pagemap, addr: usize) -> (bool, bool) {
     let e = ok(pm.entry(addr), "reading pagemap");
     (e & PM_PRESENT != 0, e & PM_SWAP != 0)
 }
 
 /// The counter word at offset 0 of `m`, as an atomic the CPU shares with
 /// the GPU.
-fn counter(m: &Mem) -> &std::sync::atomic::AtomicU64 {
+pub(crate) fn counter(m: &Mem) -> &std::sync::atomic::AtomicU64 {
     // SAFETY: page-aligned (so 8-aligned) memory of our mapping, which
     // lives as long as `m`; the GPU accesses it atomically too.
     unsafe { std::sync::atomic::AtomicU64::from_ptr(m.0.ptr.cast()) }
