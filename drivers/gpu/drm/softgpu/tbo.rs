@@ -226,8 +226,19 @@ pub(crate) fn map_page(
 }
 
 /// Marks the object as being submitted to (see [`TtmData::submissions`]).
+///
+/// Moves, evictions and gemfs's release look at the count with the object
+/// reserved, and clear its GPU entries under that same reservation. One
+/// that took the reservation before the count went up may be clearing
+/// them right now, after `make_resident` has seen them present and
+/// skipped them: the job would then fault on a page the submission had
+/// been promised. Taking the reservation once after the increment orders
+/// the two: a mover that held it first has finished (its clearing is seen
+/// next), and one that takes it later sees the count. Called with the
+/// VM's bindings locked, which nest outside reservations.
 pub(crate) fn begin_submission(bo: &ttm::Bo<SoftGpu>) {
     bo.submissions.fetch_add(1, Ordering::AcqRel);
+    drop(bo.reserve_uninterruptible());
 }
 
 /// Ends what [`begin_submission`] began: the job's fence is in the
