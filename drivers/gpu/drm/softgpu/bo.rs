@@ -588,6 +588,12 @@ impl Bo {
         }
         let mut inner = self.owner.inner.lock();
         if inner.purged {
+            drop(inner);
+            if let Backing::Ttm(t) = &self.backing {
+                // Recorded above, nothing mapped through it yet: undone,
+                // so that no record outlives the binding that failed.
+                crate::tbo::remove_gpu_mapping(t, pt, va);
+            }
             return Err(EFAULT);
         }
         inner.mappings.insert(node);

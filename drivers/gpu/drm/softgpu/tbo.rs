@@ -299,6 +299,12 @@ impl TtmOwner {
             // reference of someone else's).
             return Err(ENOENT);
         }
+        // Not `in_use()`: its two halves are answered differently. An EXEC
+        // between residency and its fence is refused at once: there is no
+        // fence yet to wait on, and it may be waiting for another object's
+        // reservation or folio that this migration holds. A job's fence is
+        // waited for in the sync modes, bounded: a running job waits for
+        // nothing migration holds.
         if bo.submissions.load(Ordering::Acquire) != 0 {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(EBUSY);

@@ -282,7 +282,8 @@ impl Vm {
     /// faulted in ([`Vm::fault_in_userptrs`]); the caller then publishes
     /// the job with [`Vm::commit`] (Documentation/gpu/softgpu.rst, "Fences
     /// and reclaim"). Fails only if the submission's own bookkeeping cannot
-    /// be allocated (`ENOMEM`).
+    /// be allocated (`ENOMEM`), or on a signal while a page was being made
+    /// resident (`ERESTARTSYS`/`EINTR`, for the ioctl to be restarted).
     ///
     /// `dmem` is the device's private memory, if it has VRAM: userptr pages
     /// migrated there are mapped where they are.
@@ -347,6 +348,13 @@ impl Vm {
                             break;
                         }
                         if let Err(err) = b.obj.populate(&self.pt, b, index, true) {
+                            // A signal (TTM's populate waits
+                            // interruptibly, e.g. for a swapped-out
+                            // object): the ioctl is restarted with
+                            // nothing submitted, not a job fault.
+                            if err == ERESTARTSYS || err == EINTR {
+                                return Err(err);
+                            }
                             if sub.unresolved.is_none() {
                                 sub.unresolved = Some(Fault { addr: a, err });
                             }
