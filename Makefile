@@ -2,7 +2,8 @@
 # and run the tests (make test) or the benchmark (make run). See README.md.
 #
 # Overridable: BUILD_DIR (.build), KERNEL_SRC, JOBS, TIMEOUT, MEM, SMP, VRAM,
-# KVM=1, ONLY=<test binary>, APPEND=<kernel parameters>, REPEAT=N (make run:
+# KVM=1, ONLY=<test binary>, SKIP=<libtest --skip patterns>,
+# APPEND=<kernel parameters>, REPEAT=N (make run:
 # each headline fragmentation measurement N times, default 3; the report
 # shows medians and min-max), QUICK=1 (make run: the headline at 50 % only,
 # no other guests); make fstests: FSTESTS_SRC, PROFILE, GROUP, TESTS (see

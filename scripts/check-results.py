@@ -176,6 +176,13 @@ def check_userspace(lines, tally):
             continue
         rc = int(end.rsplit("rc=", 1)[1])
         cases = libtest_cases(body)
+        # Tests of the other configuration (runner.skip=): not run, so
+        # skipped, never passed.
+        left_out = 0
+        for l in body:
+            if l.startswith(f"RUNNER: user-skipped {name} "):
+                left_out = int(l.split()[3])
+        tally.skipped += left_out
         result = [m for m in map(LIBTEST_RESULT.match, body) if m]
         for case, status, secs in cases:
             if secs is not None:
@@ -190,7 +197,8 @@ def check_userspace(lines, tally):
             tally.fail(f"{name}: exited rc={rc} without a result line")
         elif rc != 0 and not any(status == "FAILED" for _, status, _ in cases):
             tally.fail(f"{name}: exited rc={rc}")
-        print(f"userspace {name}: {len(cases)} tests, rc={rc}")
+        skipped = f", {left_out} skipped (runner.skip)" if left_out else ""
+        print(f"userspace {name}: {len(cases)} tests{skipped}, rc={rc}")
     if timed:
         total = sum(t for t, _ in timed)
         print(f"userspace tests: {total:.0f} s in all (guest time); the slowest:")

@@ -8,7 +8,8 @@
 # Environment: MEM (4G), SMP (2), TIMEOUT (s), KVM=1 (opt-in; /dev/kvm on
 # this machine kind is a nested PVM host under which stock kernels
 # triple-fault, so TCG is the default), FAULT=kunit|user|warn|hang (runner
-# self-test), ONLY=<test binary>, APPEND (extra kernel parameters; in run
+# self-test), ONLY=<test binary>, SKIP=<libtest --skip patterns, comma
+# separated>, APPEND (extra kernel parameters; in run
 # mode runner.bench=<arguments of softgpu-bench, commas for spaces, + between
 # list items>),
 # RUN_TAG (suffix of the log directory), REPEAT=N (run mode: each
@@ -51,6 +52,13 @@ vram_bytes=$(numfmt --from=iec "$VRAM") || die "VRAM must be a size such as 512M
 append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
 # What the tests expect of the VRAM device (softgpu-uapi's vram test).
 append+=" runner.vram=$vram_bytes"
+# Tests of the other configuration, left out and reported as skipped
+# (tests/softgpu-uapi/tests/uapi/main.rs): discrete mode's without VRAM,
+# integrated mode's with it; SKIP adds more (libtest --skip patterns,
+# comma separated).
+if [ "$vram_bytes" = 0 ]; then skip="ttm::,dmem::"; else skip="novram::"; fi
+[ -z "${SKIP:-}" ] || skip+=",$SKIP"
+append+=" runner.skip=$skip"
 [ -n "${ONLY:-}" ] && append+=" runner.only=$ONLY"
 append+=" ${APPEND:-}"
 if [ "$mode" = run ] && [ -n "${REPEAT:-}" ]; then

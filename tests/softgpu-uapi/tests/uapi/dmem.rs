@@ -6,15 +6,16 @@
 //! memory; and the memory behaves across fork, mprotect, munmap,
 //! MADV_DONTNEED and process exit as if it had never left. These are the
 //! scenarios of the kernel's hmm-tests (tools/testing/selftests/mm) that
-//! apply to a device private driver, against softgpu's uAPI. With `VRAM=0`
-//! the ioctl is `ENODEV`.
+//! apply to a device private driver, against softgpu's uAPI. Every test
+//! here needs the VRAM device (with `VRAM=0` the ioctl is `ENODEV`:
+//! `novram`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libc::{EFAULT, EINVAL, ENODEV, ENOENT, EOPNOTSUPP};
+use libc::{EFAULT, EINVAL, ENOENT, EOPNOTSUPP};
 use softgpu::mm::{self, Pagemap};
 use softgpu::uapi::{UserptrMigrate, DRM_IOCTL_SOFTGPU_USERPTR_MIGRATE};
 use softgpu::*;
@@ -24,7 +25,7 @@ use crate::userptr::{
     bind_mem, child_mem_eq, counter, gpu_checksum, pagemap_state, results, userptr, Mem,
     PAGE_USIZE, VA,
 };
-use crate::vram::{debugfs_kv, expected_vram};
+use crate::vram::{debugfs_kv, needs_vram};
 
 /// debugfs `devmem` counter `key`.
 #[track_caller]
@@ -53,27 +54,10 @@ fn states(pm: &Pagemap, m: &Mem) -> Vec<(bool, bool)> {
         .collect()
 }
 
-/// The device, if it has VRAM (else the test has nothing to do: the
-/// `VRAM=0` run checks `ENODEV` instead).
-fn vram_device() -> Option<Device> {
-    (expected_vram() != 0).then(open)
-}
-
-#[test]
-fn dmem_without_vram_is_enodev() {
-    if expected_vram() != 0 {
-        return;
-    }
-    let dev = open();
-    let m = Mem::new(2);
-    m.write(0, &[7; 16]);
-    bind_mem(&dev, &m, VA, 0);
-    expect_errno(
-        dev.migrate_userptr(VA, 2 * PAGE, SOFTGPU_BO_VRAM),
-        ENODEV,
-        "USERPTR_MIGRATE without a VRAM device",
-    );
-    assert_eq!(m.read(0, 16), vec![7; 16], "memory changed");
+/// The device, which has VRAM: a test here needs it.
+fn vram_device() -> Device {
+    needs_vram();
+    open()
 }
 
 /// Migrated pages: swap-type entries for the CPU, unknown to move_pages,
@@ -81,7 +65,7 @@ fn dmem_without_vram_is_enodev() {
 /// the page it touches, and only it.
 #[test]
 fn dmem_migrate_then_the_cpu_faults_pages_back() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 16;
     let size = (N * PAGE_USIZE) as u64;
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
@@ -150,7 +134,7 @@ fn dmem_migrate_then_the_cpu_faults_pages_back() {
 /// the CPU sees every update once the pages come back.
 #[test]
 fn dmem_gpu_writes_and_atomics_on_migrated_pages() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 8;
     let size = (N * PAGE_USIZE) as u64;
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
@@ -202,7 +186,7 @@ fn dmem_gpu_writes_and_atomics_on_migrated_pages() {
 /// the pages into system memory and gives the device pages back.
 #[test]
 fn dmem_migrate_twice_and_back_explicitly() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 32;
     let size = (N * PAGE_USIZE) as u64;
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
@@ -252,7 +236,7 @@ fn dmem_migrate_twice_and_back_explicitly() {
 /// pages) and a read-only binding of read-only memory.
 #[test]
 fn dmem_ranges_with_holes_and_read_only_pages() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 8;
     let size = (N * PAGE_USIZE) as u64;
     let res = results(&dev);
@@ -299,7 +283,7 @@ fn dmem_ranges_with_holes_and_read_only_pages() {
 /// side as a CPU write would.
 #[test]
 fn dmem_migrate_then_fork() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 4;
     let size = (N * PAGE_USIZE) as u64;
     let res = results(&dev);
@@ -382,7 +366,7 @@ fn send_byte(fd: i32) {
 /// device pages, and read back as zeros (DONTNEED) or fault (munmap).
 #[test]
 fn dmem_mprotect_munmap_and_dontneed_while_migrated() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 8;
     let size = (N * PAGE_USIZE) as u64;
     let res = results(&dev);
@@ -442,7 +426,7 @@ const RES: u64 = crate::userptr::RES_VA;
 /// over: no write is lost.
 #[test]
 fn dmem_migrate_under_concurrent_cpu_writes() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 16;
     let size = (N * PAGE_USIZE) as u64;
     let m = Mem::new(N);
@@ -500,7 +484,7 @@ fn dmem_migrate_under_concurrent_cpu_writes() {
 /// memory first; they stay intact.
 #[test]
 fn dmem_vram_pressure_evicts_migrated_pages() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     const N: usize = 64;
     let size = (N * PAGE_USIZE) as u64;
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
@@ -512,7 +496,7 @@ fn dmem_vram_pressure_evicts_migrated_pages() {
     let evicted = devmem(&dev, "evicted");
     // An object as big as the VRAM: nothing else can stay there.
     let h = ok(
-        dev.create_bo(expected_vram(), SOFTGPU_BO_VRAM),
+        dev.create_bo(needs_vram(), SOFTGPU_BO_VRAM),
         "GEM_CREATE of a VRAM-sized object",
     );
     let info = ok(dev.info(h), "GEM_INFO");
@@ -546,7 +530,7 @@ fn dmem_vram_pressure_evicts_migrated_pages() {
 /// A process exits with pages in VRAM: its device pages are freed.
 #[test]
 fn dmem_process_exit_with_migrated_pages() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     let used = devmem(&dev, "used");
     let end = in_child(Duration::from_secs(120), || {
         let dev = open();
@@ -574,7 +558,7 @@ fn dmem_process_exit_with_migrated_pages() {
 /// Bad input: a clear errno, and nothing moves.
 #[test]
 fn dmem_bad_input_errnos_change_nothing() {
-    let Some(dev) = vram_device() else { return };
+    let dev = vram_device();
     let pm = ok(Pagemap::open(), "opening /proc/self/pagemap");
     let m = Mem::new(4);
     m.write(0, &pattern(4 * PAGE_USIZE, 31));

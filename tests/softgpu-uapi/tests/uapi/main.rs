@@ -32,11 +32,18 @@
 //! - `bench`: a smoke run of the benchmark suite.
 //! - `vram`: discrete mode's VRAM, a PCI BAR (or its absence with VRAM=0).
 //! - `ttm`: discrete mode's TTM objects: placement flags, moves, CPU
-//!   mappings that follow them, VRAM overcommit (or `ENODEV` with VRAM=0).
+//!   mappings that follow them, VRAM overcommit.
 //! - `dmem`: device private memory: userptr pages migrated into VRAM
 //!   (USERPTR_MIGRATE) and back, by request, CPU fault or VRAM pressure,
-//!   across fork, mprotect, munmap and MADV_DONTNEED (or `ENODEV` with
-//!   VRAM=0).
+//!   across fork, mprotect, munmap and MADV_DONTNEED.
+//! - `novram`: integrated mode (VRAM=0): what discrete mode adds is
+//!   `ENODEV`.
+//!
+//! `ttm` and `dmem` need the VRAM device, `novram` its absence: the runner
+//! skips them in the other configuration (scripts/run-vm.sh sets
+//! `runner.skip=`) and reports them as skipped; each asserts its
+//! configuration, so a test run in the wrong one fails rather than passing
+//! without testing anything. `make test` boots both configurations.
 
 mod bench;
 mod common;
@@ -48,6 +55,7 @@ mod ioctls;
 mod isolation;
 mod madvise;
 mod migration;
+mod novram;
 mod offline;
 mod preempt;
 mod prime;

@@ -3,17 +3,18 @@
 //! flags, moved by GEM_MOVE or evicted by TTM when VRAM is full, and mapped
 //! for the CPU through TTM's fault handler: each fault maps the page where
 //! the object is at that moment (a BAR page or a system page), and every
-//! move unmaps first. With `VRAM=0` there is no TTM device: placement
-//! flags are `ENODEV`.
+//! move unmaps first; and the buddy allocator under TTM's VRAM manager.
+//! Every test here needs the VRAM device: a guest without one skips them
+//! (with `VRAM=0` placement flags are `ENODEV`: `novram`).
 
 use softgpu::*;
 
 use crate::common::*;
-use crate::vram::{debugfs_kv, expected_vram};
+use crate::vram::{allocator_state, debugfs_kv, debugfs_vram, needs_vram, vram_devices};
 
 use std::os::fd::AsRawFd;
 
-use libc::{E2BIG, EINVAL, ENODEV, ENOENT, ENOMEM, EOPNOTSUPP, ETIME};
+use libc::{E2BIG, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, ETIME};
 
 /// Byte `i` of contents `seed`.
 fn pattern(seed: u64, i: usize) -> u8 {
@@ -64,7 +65,7 @@ fn gpu_checksum(dev: &Device, res: &Mapping, va: u64, size: u64, what: &str) -> 
 }
 
 /// Lines of debugfs `objects` (one per object, after the header).
-fn object_count(dev: &Device) -> usize {
+pub(crate) fn object_count(dev: &Device) -> usize {
     let path = debugfs_path(dev, "objects");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     text.lines().count() - 1
@@ -89,54 +90,53 @@ fn vram_used(dev: &Device) -> u64 {
         .unwrap_or_else(|| panic!("no used: in debugfs vram: {text:?}"))
 }
 
-/// Without VRAM: every placement flag is ENODEV (or EINVAL for bad
-/// combinations), and nothing is created.
+/// The VRAM is managed by a buddy allocator over the whole BAR in page
+/// chunks, all free while nothing is placed there: debugfs `vram` shows
+/// its state, whose free blocks add up to the BAR's size, one block per
+/// bit set in the number of pages (the allocator's roots: nothing is
+/// split). After an unbind and a bind the new allocator is the same.
 #[test]
-fn ttm_without_vram_is_enodev() {
-    if expected_vram() != 0 {
-        return;
-    }
-    let dev = open();
-    let before = object_count(&dev);
-    for flags in [
-        SOFTGPU_BO_VRAM,
-        SOFTGPU_BO_SYSTEM,
-        SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM,
-        SOFTGPU_BO_VRAM | SOFTGPU_BO_TTM_POOL,
-    ] {
-        expect_errno(
-            dev.create_bo(MIB, flags),
-            ENODEV,
-            &format!("GEM_CREATE with flags {flags:#x} and no VRAM device"),
+fn ttm_vram_allocator_covers_the_bar() {
+    let want = needs_vram();
+    let gpu = open();
+    let check = |when: &str| {
+        let (text, _) = debugfs_vram(&gpu);
+        let (first, orders) = allocator_state(&text);
+        let mib = want >> 20;
+        let head = format!(
+            "chunk_size: {}KiB, total: {mib}MiB, free: {mib}MiB,",
+            PAGE >> 10
         );
-    }
-    expect_errno(
-        dev.create_bo(MIB, SOFTGPU_BO_TTM_POOL),
-        EINVAL,
-        "GEM_CREATE with the pool flag alone",
-    );
-    assert_eq!(
-        object_count(&dev),
-        before,
-        "objects made by failed GEM_CREATEs"
-    );
-    // GEM_MOVE of an ordinary object: not a TTM object.
-    let h = create(&dev, PAGE, 0);
-    expect_errno(
-        dev.move_bo(h, SOFTGPU_BO_VRAM),
-        EINVAL,
-        "GEM_MOVE of a gemfs BO",
-    );
+        assert!(first.starts_with(&head), "{when}: {first:?}, not {head:?}");
+        let pages = want / PAGE;
+        let top = 63 - pages.leading_zeros();
+        assert_eq!(
+            orders.iter().map(|&(o, _)| o).collect::<Vec<_>>(),
+            (0..=top).rev().collect::<Vec<_>>(),
+            "{when}: orders in {text:?}"
+        );
+        let free: u64 = orders.iter().map(|&(o, b)| (PAGE << o) * b).sum();
+        assert_eq!(free, want, "{when}: free blocks in {text:?}");
+        let blocks: u64 = orders.iter().map(|&(_, b)| b).sum();
+        assert_eq!(blocks, u64::from(pages.count_ones()), "{when}: {text:?}");
+    };
+    check("after boot");
+    let devs = vram_devices();
+    assert_eq!(devs.len(), 1, "1af4:1110 devices: {devs:?}");
+    let addr = devs[0].file_name().unwrap().to_str().unwrap().to_string();
+    let drv = "/sys/bus/pci/drivers/softgpu";
+    std::fs::write(format!("{drv}/unbind"), &addr)
+        .unwrap_or_else(|e| panic!("unbinding {addr}: {e}"));
+    assert_eq!(debugfs_vram(&gpu).0, "none\n", "debugfs vram after unbind");
+    std::fs::write(format!("{drv}/bind"), &addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    check("after unbind and bind");
 }
 
 /// Placement flags at GEM_CREATE, GEM_INFO's placement, and the errnos of
 /// bad input, each leaving everything as it was.
 #[test]
 fn ttm_create_info_and_bad_input() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     let dev = open();
     let vram_before = vram_used(&dev);
     let cases = [
@@ -256,9 +256,7 @@ fn ttm_create_info_and_bad_input() {
 /// does not show its page frames.)
 #[test]
 fn ttm_mapping_follows_moves() {
-    if expected_vram() == 0 {
-        return;
-    }
+    needs_vram();
     let dev = open();
     let size = 2 * MIB;
     let h = create(&dev, size, SOFTGPU_BO_VRAM);
@@ -319,10 +317,7 @@ fn ttm_mapping_follows_moves() {
 /// marker into every page of it; A's mapping shows A's contents.
 #[test]
 fn ttm_old_vram_is_not_visible_after_a_move() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     let dev = open();
     assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
     let size = MIB;
@@ -364,10 +359,7 @@ fn ttm_old_vram_is_not_visible_after_a_move() {
 /// baseline the same.
 #[test]
 fn ttm_vram_overcommit_evicts_to_system() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     for pool in [0, SOFTGPU_BO_TTM_POOL] {
         let dev = open();
         let used = vram_used(&dev);
@@ -421,9 +413,7 @@ fn ttm_vram_overcommit_evicts_to_system() {
 /// EXEC mapped, and nothing moves the object.
 #[test]
 fn ttm_gpu_jobs_reach_the_object_where_it_is() {
-    if expected_vram() == 0 {
-        return;
-    }
+    needs_vram();
     let dev = open();
     let (_r, res) = result_bo(&dev);
     let size = MIB;
@@ -490,9 +480,7 @@ fn ttm_gpu_jobs_reach_the_object_where_it_is() {
 /// agrees, every round.
 #[test]
 fn ttm_gpu_mapping_follows_moves() {
-    if expected_vram() == 0 {
-        return;
-    }
+    needs_vram();
     let dev = open();
     let (_r, res) = result_bo(&dev);
     let size = 2 * MIB;
@@ -530,10 +518,7 @@ fn ttm_gpu_mapping_follows_moves() {
 /// A's contents. Eviction is counted.
 #[test]
 fn ttm_gpu_never_sees_old_vram() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     let dev = open();
     assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
     let (_r, res) = result_bo(&dev);
@@ -576,10 +561,7 @@ fn ttm_gpu_never_sees_old_vram() {
 /// the job, then moves.
 #[test]
 fn ttm_busy_objects_are_not_evicted() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     let dev = open();
     assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
     let size = MIB;
@@ -636,10 +618,7 @@ fn ttm_busy_objects_are_not_evicted() {
 /// ENOMEM if a job holds it). Every read sees the last value written.
 #[test]
 fn ttm_cpu_and_gpu_race_moves_and_evictions() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    let vram = needs_vram();
     let dev = open();
     assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
     let size = 4 * MIB;
@@ -746,10 +725,7 @@ fn ttm_cpu_and_gpu_race_moves_and_evictions() {
 /// objects in flight leaves nothing behind: its objects and their VRAM go.
 #[test]
 fn ttm_process_exit_with_moves_in_flight() {
-    let vram = expected_vram();
-    if vram == 0 {
-        return;
-    }
+    needs_vram();
     let dev = open();
     assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
     let objects = object_count(&dev);
@@ -889,9 +865,7 @@ fn soft_offline(pfn: u64) -> Result<(), i32> {
 /// KiB in all).
 #[test]
 fn ttm_system_pages_migrate_unless_pool() {
-    if expected_vram() == 0 {
-        return;
-    }
+    needs_vram();
     let dev = open();
     let cases = [
         (0, SOFTGPU_BO_SYSTEM),
@@ -1004,7 +978,7 @@ fn ttm_system_pages_migrate_unless_pool() {
 }
 
 /// The memory keys of the DRM file's fdinfo, in bytes, by key.
-fn fdinfo_memory(dev: &Device) -> std::collections::HashMap<String, u64> {
+pub(crate) fn fdinfo_memory(dev: &Device) -> std::collections::HashMap<String, u64> {
     let path = format!("/proc/self/fdinfo/{}", dev.as_raw_fd());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     text.lines()
@@ -1031,7 +1005,12 @@ fn fdinfo_memory(dev: &Device) -> std::collections::HashMap<String, u64> {
 
 /// What fdinfo must say: `(total, resident)` of `system` and of `vram`
 /// (`None`: no VRAM region), no object shared, active or purgeable.
-fn assert_fdinfo(dev: &Device, system: (u64, u64), vram: Option<(u64, u64)>, what: &str) {
+pub(crate) fn assert_fdinfo(
+    dev: &Device,
+    system: (u64, u64),
+    vram: Option<(u64, u64)>,
+    what: &str,
+) {
     let kv = fdinfo_memory(dev);
     let mut want = std::collections::HashMap::new();
     let regions = [("system", Some(system)), ("vram", vram)];
@@ -1056,22 +1035,19 @@ fn assert_fdinfo(dev: &Device, system: (u64, u64), vram: Option<(u64, u64)>, wha
 /// `system` counts every ordinary object and the TTM objects in system
 /// memory (resident: the pages they have there), `vram` the TTM objects in
 /// VRAM (all resident), and a GEM_MOVE moves an object's figures from one
-/// region to the other. Without VRAM there is no `vram` region; there is
-/// never a `memory` one.
+/// region to the other; there is never a `memory` region (without VRAM:
+/// `novram::fdinfo_has_no_vram_region`).
 #[test]
 fn ttm_fdinfo_memory_by_region() {
-    let vram = expected_vram();
+    needs_vram();
     let dev = open();
-    let none = (vram != 0).then_some((0, 0));
+    let none = Some((0, 0));
     assert_fdinfo(&dev, (0, 0), none, "of a new file");
     // An ordinary object, 16 pages written through its mapping.
     let plain = create(&dev, 16 * PAGE, 0);
     map(&dev, plain, 16 * PAGE).as_mut_slice().fill(7);
     let p = 16 * PAGE;
     assert_fdinfo(&dev, (p, p), none, "with an ordinary object");
-    if vram == 0 {
-        return;
-    }
     let v = create(&dev, 2 * MIB, SOFTGPU_BO_VRAM);
     let s = create(&dev, MIB, SOFTGPU_BO_SYSTEM);
     let pool = create(&dev, MIB / 2, SOFTGPU_BO_SYSTEM | SOFTGPU_BO_TTM_POOL);
@@ -1119,9 +1095,7 @@ fn ttm_fdinfo_memory_by_region() {
 /// VRAM, and come back, with the contents, when it moves back.
 #[test]
 fn ttm_objects_in_vram_keep_no_system_copy() {
-    if expected_vram() == 0 {
-        return;
-    }
+    needs_vram();
     let shmem = || ok(softgpu::mm::meminfo_kb("Shmem"), "Shmem");
     let dev = open();
     let size = 32 * MIB;
