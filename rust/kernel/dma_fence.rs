@@ -15,9 +15,16 @@
 //! use kernel::dma_fence::FenceContext;
 //! use kernel::c_str;
 //!
-//! let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-ring"));
+//! let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-ring"))?;
 //! let pending = ctx.new_fence()?;
 //! let fence = pending.fence().clone();
+//! // The fence's own copies of the names.
+//! assert_eq!(fence.driver_name().as_bytes(), b"doctest");
+//! assert_eq!(fence.timeline_name().as_bytes(), b"doctest-ring");
+//! // Names have a bound.
+//! let long = c_str!("a-timeline-name-of-thirty-two-b!");
+//! assert_eq!(long.len(), kernel::dma_fence::FENCE_NAME_MAX + 1);
+//! assert_eq!(FenceContext::new(c_str!("doctest"), long).err(), Some(EINVAL));
 //! assert!(!fence.is_signaled());
 //! // Not signalled: a zero timeout returns at once.
 //! assert_eq!(fence.wait_timeout(0)?, false);
@@ -94,6 +101,31 @@ impl Fence {
         }
     }
 
+    /// The name of the driver that made it (`->get_driver_name()`, what
+    /// sync_file info reports), valid while the fence is.
+    pub fn driver_name(&self) -> &CStr {
+        // SAFETY: an initialised fence has ops with this callback
+        // (`dma_fence_init()` checks it); its string lives at least as long
+        // as the fence reference `self` holds, the contract of the callback
+        // that every caller of it in the kernel relies on too.
+        unsafe {
+            let ops = (*self.as_raw()).ops;
+            let name = ((*ops).get_driver_name.unwrap_unchecked())(self.as_raw());
+            CStr::from_char_ptr(name)
+        }
+    }
+
+    /// The name of its timeline (`->get_timeline_name()`), valid while the
+    /// fence is.
+    pub fn timeline_name(&self) -> &CStr {
+        // SAFETY: as for `driver_name`.
+        unsafe {
+            let ops = (*self.as_raw()).ops;
+            let name = ((*ops).get_timeline_name.unwrap_unchecked())(self.as_raw());
+            CStr::from_char_ptr(name)
+        }
+    }
+
     /// Its sequence number in its context.
     pub fn seqno(&self) -> u64 {
         // SAFETY: `seqno` is set once at initialisation.
@@ -132,12 +164,69 @@ impl Fence {
 /// `fence` is at offset 0, so that the default `->release`
 /// (`dma_fence_free()`, an RCU-deferred `kfree()` of the fence pointer)
 /// frees the whole allocation. Nothing in it needs dropping.
+///
+/// The names are copies, inside the allocation, not references to the
+/// producer's strings: a fence outlives its producer (in a sync_file, a
+/// reservation object of another driver), and the fence core asks for its
+/// names for as long as anybody holds it (`SYNC_IOC_FILE_INFO`, debugfs,
+/// tracepoints). A module's strings would be gone once it is unloaded;
+/// these last exactly as long as the fence, and the callbacks that read
+/// them are built in.
 #[repr(C)]
 struct FenceAlloc {
     fence: Opaque<bindings::dma_fence>,
     lock: Opaque<bindings::spinlock_t>,
-    driver: &'static CStr,
-    timeline: &'static CStr,
+    names: FenceNames,
+}
+
+/// The longest name of a fence context, in bytes, without its NUL.
+pub const FENCE_NAME_MAX: usize = 31;
+
+/// A fence context's names, NUL-terminated within their buffers.
+///
+/// # Invariants
+///
+/// Each buffer holds a NUL-terminated string (with no NUL before its end).
+#[derive(Clone, Copy)]
+struct FenceNames {
+    driver: [u8; FENCE_NAME_MAX + 1],
+    timeline: [u8; FENCE_NAME_MAX + 1],
+}
+
+impl FenceNames {
+    /// Copies `driver` and `timeline`; `EINVAL` if one is longer than
+    /// [`FENCE_NAME_MAX`].
+    fn new(driver: &CStr, timeline: &CStr) -> Result<Self> {
+        let copy = |name: &CStr| -> Result<[u8; FENCE_NAME_MAX + 1]> {
+            let bytes = name.as_bytes_with_nul();
+            let mut buf = [0u8; FENCE_NAME_MAX + 1];
+            buf.get_mut(..bytes.len())
+                .ok_or(EINVAL)?
+                .copy_from_slice(bytes);
+            Ok(buf)
+        };
+        // INVARIANT: a `CStr`'s bytes with their NUL, and no NUL before it,
+        // followed by zeroes.
+        Ok(Self {
+            driver: copy(driver)?,
+            timeline: copy(timeline)?,
+        })
+    }
+
+    fn driver(&self) -> &CStr {
+        Self::as_cstr(&self.driver)
+    }
+
+    fn timeline(&self) -> &CStr {
+        Self::as_cstr(&self.timeline)
+    }
+
+    fn as_cstr(buf: &[u8; FENCE_NAME_MAX + 1]) -> &CStr {
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(FENCE_NAME_MAX);
+        // SAFETY: the type invariant: `buf[len]` is the string's NUL, and
+        // there is none before it.
+        unsafe { CStr::from_bytes_with_nul_unchecked(&buf[..=len]) }
+    }
 }
 
 impl FenceAlloc {
@@ -157,7 +246,10 @@ impl FenceAlloc {
     /// Called by the fence core with a fence made by [`FenceContext::new_fence`].
     unsafe extern "C" fn driver_name(fence: *mut bindings::dma_fence) -> *const crate::ffi::c_char {
         // SAFETY: the ops below are only used for `FenceAlloc` fences.
-        unsafe { Self::from_fence(fence) }.driver.as_char_ptr()
+        unsafe { Self::from_fence(fence) }
+            .names
+            .driver()
+            .as_char_ptr()
     }
 
     /// C callback for the timeline name.
@@ -169,7 +261,10 @@ impl FenceAlloc {
         fence: *mut bindings::dma_fence,
     ) -> *const crate::ffi::c_char {
         // SAFETY: as above.
-        unsafe { Self::from_fence(fence) }.timeline.as_char_ptr()
+        unsafe { Self::from_fence(fence) }
+            .names
+            .timeline()
+            .as_char_ptr()
     }
 
     const OPS: bindings::dma_fence_ops = bindings::dma_fence_ops {
@@ -188,21 +283,23 @@ static FENCE_OPS: bindings::dma_fence_ops = FenceAlloc::OPS;
 pub struct FenceContext {
     context: u64,
     seqno: AtomicU64,
-    driver: &'static CStr,
-    timeline: &'static CStr,
+    names: FenceNames,
 }
 
 impl FenceContext {
     /// Allocates a fence context; `driver` and `timeline` name its fences
-    /// (in sync_file info and debugfs).
-    pub fn new(driver: &'static CStr, timeline: &'static CStr) -> Self {
-        Self {
+    /// (in sync_file info and debugfs). Each fence keeps a copy of them, so
+    /// that its names outlive the caller (a module unloaded while one of
+    /// its fences is still held). `EINVAL` if a name is longer than
+    /// [`FENCE_NAME_MAX`] bytes.
+    pub fn new(driver: &CStr, timeline: &CStr) -> Result<Self> {
+        let names = FenceNames::new(driver, timeline)?;
+        Ok(Self {
             // SAFETY: allocating one context number has no precondition.
             context: unsafe { bindings::dma_fence_context_alloc(1) },
             seqno: AtomicU64::new(0),
-            driver,
-            timeline,
-        }
+            names,
+        })
     }
 
     /// Creates the next fence of the timeline. The caller must signal the
@@ -212,8 +309,7 @@ impl FenceContext {
             FenceAlloc {
                 fence: Opaque::uninit(),
                 lock: Opaque::uninit(),
-                driver: self.driver,
-                timeline: self.timeline,
+                names: self.names,
             },
             GFP_KERNEL,
         )?;
@@ -257,7 +353,7 @@ impl FenceContext {
 /// use kernel::c_str;
 /// use kernel::dma_fence::{FenceContext, SignallingSection};
 ///
-/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-signal"));
+/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-signal"))?;
 /// let job = ctx.new_fence()?;
 /// let section = SignallingSection::begin();
 /// // ... run the job: no GFP_KERNEL allocation in here ...
@@ -441,7 +537,7 @@ impl ResvUsage {
 /// use kernel::c_str;
 /// use kernel::dma_fence::{FenceContext, OwnedResv, ResvUsage};
 ///
-/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-resv"));
+/// let ctx = FenceContext::new(c_str!("doctest"), c_str!("doctest-resv"))?;
 /// let resv = OwnedResv::new()?;
 /// assert!(resv.test_signaled(ResvUsage::Bookkeep));
 /// let job = ctx.new_fence()?;

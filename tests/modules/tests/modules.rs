@@ -235,3 +235,83 @@ fn unloaded_modules_leave_nothing_behind_and_load_again() {
     assert!(map.as_slice().iter().all(|&b| b == 7));
     assert!(Path::new("/sys/kernel/debug/gemfs/unheld_migrated").exists());
 }
+
+/// `struct sync_fence_info` (include/uapi/linux/sync_file.h).
+#[repr(C)]
+#[derive(Default)]
+struct SyncFenceInfo {
+    obj_name: [u8; 32],
+    driver_name: [u8; 32],
+    status: i32,
+    flags: u32,
+    timestamp_ns: u64,
+}
+
+/// `struct sync_file_info`.
+#[repr(C)]
+#[derive(Default)]
+struct SyncFileInfo {
+    name: [u8; 32],
+    status: i32,
+    flags: u32,
+    num_fences: u32,
+    pad: u32,
+    sync_fence_info: u64,
+}
+
+/// `SYNC_IOC_FILE_INFO`: `_IOWR('>', 4, struct sync_file_info)`.
+const SYNC_IOC_FILE_INFO: libc::c_ulong = 0xc038_3e04;
+
+/// What SYNC_IOC_FILE_INFO says of a sync_file of one fence: the fence's
+/// timeline and driver names, as the kernel asks the fence for them, and
+/// its status (1: signalled).
+fn sync_file_info(fd: &impl AsRawFd) -> (String, String, i32) {
+    let mut fence = SyncFenceInfo::default();
+    let mut info = SyncFileInfo {
+        num_fences: 1,
+        sync_fence_info: &raw mut fence as u64,
+        ..Default::default()
+    };
+    // SAFETY: `info` and the one `fence` it points to outlive the call,
+    // which writes within their sizes (num_fences = 1).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SYNC_IOC_FILE_INFO, &raw mut info) };
+    assert_eq!(r, 0, "SYNC_IOC_FILE_INFO: {}", io::Error::last_os_error());
+    assert_eq!(info.num_fences, 1, "fences in the job's sync_file");
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    (
+        text(&fence.obj_name),
+        text(&fence.driver_name),
+        fence.status,
+    )
+}
+
+/// A job's fence outlives softgpu in a sync_file: softgpu unloads once its
+/// files are closed (the fence does not keep it), and the sync_file still
+/// answers SYNC_IOC_FILE_INFO, which asks the fence for its names: each
+/// fence has its own copy of them, since softgpu's strings go with the
+/// module.
+#[test]
+fn a_jobs_fence_outlives_softgpu_in_a_sync_file() {
+    modular();
+    const VA: u64 = 1 << 32;
+    let fence = {
+        let dev = Device::open().unwrap();
+        let bo = dev.create_bo(1 << 20, 0).unwrap();
+        dev.bind(bo, VA, 0, 1 << 20, 0).unwrap();
+        let cmd = softgpu::Cmd::fill(VA, 4096, 0x5eed);
+        let (seqno, fd) = dev.exec(&[cmd], softgpu::SOFTGPU_EXEC_FENCE_OUT).unwrap();
+        let (status, _) = dev.wait(seqno, Device::RUN_TIMEOUT_NS).unwrap();
+        assert_eq!(status, 0, "the job");
+        fd.expect("EXEC with FENCE_OUT gives a sync_file")
+    };
+    let names = ("softgpu-engine".to_string(), "softgpu".to_string(), 1);
+    assert_eq!(sync_file_info(&fence), names, "while softgpu is loaded");
+    unload_others();
+    rmmod(SOFTGPU).expect("rmmod softgpu with only a sync_file of its fence left");
+    assert_eq!(sync_file_info(&fence), names, "after softgpu's unload");
+    drop(fence);
+    load_all();
+}

@@ -191,12 +191,13 @@ impl_has_work! {
 impl Engine {
     pub(crate) fn new(vram: Arc<Slot>) -> Result<Arc<Self>> {
         let buf = KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL)?;
+        let fences = FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine"))?;
         Arc::pin_init(
             pin_init!(Self {
                 work <- new_work!("softgpu_engine"),
                 queue <- new_spinlock!(RBTree::new(), "softgpu_engine_queue"),
                 submit <- new_mutex!((), "softgpu_engine_submit"),
-                fences: FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine")),
+                fences,
                 jobs_done: AtomicU64::new(0),
                 buf <- new_mutex!(buf, "softgpu_engine_buf"),
                 vram,
