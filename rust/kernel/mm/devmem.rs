@@ -500,6 +500,7 @@ impl<T: DeviceMemory> PageMap<T> {
     /// `hmm_range_fault()` reports this map's pages (rather than migrating
     /// them back) to a range whose device private owner it is, and the
     /// invalidations of this map's migrations carry it.
+    #[cfg(CONFIG_MMU_NOTIFIER)]
     pub fn owner(&self) -> crate::mmu_notifier::Owner {
         // The address of `pgmap`, as `new` set it in `pgmap.owner`.
         crate::mmu_notifier::Owner::from_ref(&self.pgmap)
@@ -636,7 +637,7 @@ impl<T: DeviceMemory> PageMap<T> {
                 collected += 1;
                 // An unpopulated page (pte_none) or the zero page has no
                 // source: its device page is zeroed.
-                let spage = (*s & PFN_VALID != 0).then(|| (*s >> PFN_SHIFT) as usize);
+                let spage = (*s & PFN_VALID != 0).then_some(*s >> PFN_SHIFT);
                 if spage.is_some_and(|pfn| self.index_of(pfn).is_some()) {
                     // Cannot happen with `SELECT_SYSTEM`; never copy a
                     // device page onto itself.
@@ -770,7 +771,7 @@ impl<T: DeviceMemory> PageMap<T> {
             if *s & PFN_MIGRATE == 0 || *s & PFN_VALID == 0 {
                 continue;
             }
-            let Some(index) = self.index_of((*s >> PFN_SHIFT) as usize) else {
+            let Some(index) = self.index_of(*s >> PFN_SHIFT) else {
                 // Another map's page (same owner is impossible: the owner
                 // is this map).
                 continue;
@@ -877,6 +878,11 @@ impl<T: DeviceMemory> PageMap<T> {
 
     /// `dev_pagemap_ops::page_free`: the mm dropped the last reference to a
     /// page: it goes back to the free list, or to the driver if reclaimed.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm only, with a page of a live map with `Self::OPS`
+    /// whose last reference was dropped.
     unsafe extern "C" fn page_free_callback(page: *mut bindings::page) {
         // SAFETY: The mm calls `page_free` on pages of a map with
         // `Self::OPS`; the map is live while any page is in use
@@ -901,6 +907,11 @@ impl<T: DeviceMemory> PageMap<T> {
 
     /// `dev_pagemap_ops::migrate_to_ram`: the CPU touched a page in device
     /// memory. Migrates it (and only it) back into a fresh system page.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm only (`do_swap_page()`), with a fault on a device
+    /// private entry of a map with `Self::OPS`.
     unsafe extern "C" fn migrate_to_ram_callback(
         vmf: *mut bindings::vm_fault,
     ) -> bindings::vm_fault_t {
@@ -946,7 +957,7 @@ impl<T: DeviceMemory> PageMap<T> {
             };
             this.copy_back(s, d, |_| {
                 // SAFETY: The fault's VMA, and the faulting address in it.
-                let new = unsafe { alloc_movable(vma, address as usize) };
+                let new = unsafe { alloc_movable(vma, address) };
                 oom = new.is_none();
                 new
             });
@@ -982,9 +993,8 @@ impl<T: DeviceMemory> PinnedDrop for PageMap<T> {
         // a page a process still maps.
         let mut tries = 0u32;
         loop {
-            match self.reclaim(0, self.npages) {
-                Ok(true) => break,
-                Ok(false) | Err(_) => {}
+            if matches!(self.reclaim(0, self.npages), Ok(true)) {
+                break;
             }
             tries += 1;
             if tries % 1000 == 0 {
