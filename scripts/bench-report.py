@@ -612,6 +612,40 @@ def vram_tables(records):
             print(f"FAIL: {r.get('phase')} {r.get('mode')}: {r.get('error')}")
 
 
+
+DMEM_STEPS = ("mirror_first", "mirror", "to_vram", "vram_first", "vram", "to_system",
+              "cpu_fault_back", "memcpy")
+DMEM_RATIOS = ("to_vram_vs_memcpy", "to_system_vs_memcpy", "cpu_fault_back_vs_memcpy",
+               "gpu_vram_first_vs_mirror_first", "gpu_vram_vs_mirror")
+
+
+def dmem_tables(records):
+    """dmem: userptr memory migrated into VRAM and back (device private
+    memory), GPU jobs over it migrated against mirrored, the CPU faulting
+    it back; ratios of throughputs over the same bytes."""
+    recs = [r for r in records if r.get("phase") == "dmem"]
+    if not recs:
+        return
+    table("Device private memory: per repetition (emulated seconds)",
+          ["rep", "ok", "MiB"] + list(DMEM_STEPS) + ["faulted back"],
+          [[r.get("rep"), r.get("ok"), r.get("mb")]
+           + [r.get(f"{k}_secs_emulated") for k in DMEM_STEPS] + [r.get("faulted_back")]
+           for r in recs if not r.get("skipped")])
+    sums = [s for s in records if s.get("phase") == "dmem-summary"]
+    table("Device private memory: throughput ratios, median and min-max over the "
+          "repetitions",
+          ["ratio", "reps", "median", "min-max"],
+          [[k, s.get("reps"), s.get(k),
+            None if s.get("reps", 0) < 2 or s.get(f"{k}_min") is None
+            else f"{s[f'{k}_min']:.3f}-{s[f'{k}_max']:.3f}"]
+           for s in sums for k in DMEM_RATIOS])
+    for r in recs:
+        if r.get("skipped"):
+            print(f"SKIPPED: dmem: {r['skipped']}")
+        elif not r.get("ok"):
+            print(f"FAIL: dmem rep {r.get('rep')}: {r.get('error')}")
+
+
 def mixed(r, when):
     """(mixed movable, mixed unmovable, all mixed) pageblocks of a record
     at `when` (after_fill, after_compact), or Nones without page owner."""
@@ -869,6 +903,7 @@ def main():
     stress_tables(owner_recs, " (page_owner=on run)")
     age_tables(records)
     vram_tables(records)
+    dmem_tables(records)
     owner = owner_tables(owner_recs) if args.owner_run else []
     if args.owner_run and owner and all(w["compact_all"] is None for w in owner):
         problems.append(f"the page owner run in {args.owner_run} has no mixed block counts "

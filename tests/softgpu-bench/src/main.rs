@@ -33,6 +33,7 @@
 //! mismatch); 2 for bad arguments.
 
 mod cost;
+mod dmem;
 mod fio;
 mod frag;
 mod gpu;
@@ -109,6 +110,7 @@ const PHASES: &[&str] = &[
     "frag-stress",
     "age",
     "vram",
+    "dmem",
 ];
 
 /// A list option's value: items separated by `,` or `+` (runner.bench on
@@ -193,11 +195,11 @@ fn secs(s: &str) -> Result<f64, String> {
 )]
 pub struct Config {
     /// Phases to run, of frag, userptr-frag, migrate, gpu, fault, fileio,
-    /// fio, userptr-bind, frag-stress, age, vram (frag-stress takes as long as the rest of
+    /// fio, userptr-bind, frag-stress, age, vram, dmem (frag-stress takes as long as the rest of
     /// frag together under TCG, stress-ng's workers sharing the vCPUs
     /// with the fill: make run runs it in its page owner guest only; fio
     /// needs /bin/fio and a kernel with CONFIG_SYSVIPC, which the guest
-    /// has not yet; vram needs VRAM, and is not in make run yet)
+    /// has not yet; vram and dmem need VRAM, and are not in make run yet)
     #[arg(
         long,
         value_name = "LIST",
@@ -334,6 +336,13 @@ pub struct Config {
     /// MiB of objects moved each way per size (at most half the VRAM)
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub vram_move_mb: u64,
+    /// MiB of userptr memory the dmem phase migrates into VRAM and back
+    /// (the VRAM must hold one and a half times as much)
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub dmem_mb: u64,
+    /// Repetitions of the dmem phase
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub dmem_repeat: u32,
     /// Where the benchmark mounts its tmpfs
     #[arg(long, value_name = "DIR", default_value = "/run/softgpu-bench")]
     #[serde(skip)]
@@ -367,6 +376,8 @@ impl Config {
         c.vram_cycles = c.vram_cycles.max(1);
         c.vram_repeat = c.vram_repeat.max(1);
         c.vram_move_mb = c.vram_move_mb.max(1);
+        c.dmem_mb = c.dmem_mb.max(1);
+        c.dmem_repeat = c.dmem_repeat.max(1);
         if std::iter::once(&c.bo_kb)
             .chain(c.scale_bo_kb.iter())
             .chain(c.age_sizes_kb.iter())
@@ -645,6 +656,9 @@ fn main() -> ExitCode {
             emit(&rec);
         }
     }
+    if cfg.runs("dmem") {
+        failed |= dmem::phase(&cfg);
+    }
     if cfg.runs("userptr-bind") {
         for rec in userptr::bind(&cfg) {
             failed |= !ok_of(&rec);
@@ -803,8 +817,25 @@ mod tests {
                 "vram_repeat",
                 "vram_move_kb",
                 "vram_move_mb",
+                "dmem_mb",
+                "dmem_repeat",
             ]
         );
+    }
+
+    /// The dmem phase's options: defaults, counts raised to 1; not in the
+    /// default phases.
+    #[test]
+    fn dmem_args() {
+        let c = parse_args(&[]).unwrap();
+        assert!(!c.runs("dmem"));
+        assert_eq!((c.dmem_mb, c.dmem_repeat), (16, 3));
+        let c = parse_args(&args("--phases dmem --dmem-mb 0 --dmem-repeat 0")).unwrap();
+        assert_eq!(*c.phases, ["dmem"]);
+        assert_eq!((c.dmem_mb, c.dmem_repeat), (1, 1));
+        let c = parse_args(&args("--phases vram+dmem --dmem-mb 64 --dmem-repeat 5")).unwrap();
+        assert_eq!(*c.phases, ["vram", "dmem"]);
+        assert_eq!((c.dmem_mb, c.dmem_repeat), (64, 5));
     }
 
     /// The vram phase's options: its own modes (ttm-pool is no frag mode,

@@ -80,7 +80,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// Submits CHECKSUMs of `[OBJ_VA, OBJ_VA + bytes)`, one per
 /// `BYTES_PER_JOB` chunk (one job each, chunk `i` into slot `i`), and waits
 /// for all of them. Returns the checksums.
-fn checksum_all(ctx: &Ctx, bytes: u64, what: &str) -> R<Vec<u64>> {
+pub(crate) fn checksum_all(ctx: &Ctx, bytes: u64, what: &str) -> R<Vec<u64>> {
     let chunks = bytes.div_ceil(BYTES_PER_JOB) as usize;
     if chunks > SLOTS {
         return Err(format!("{what}: {bytes} bytes is too much"));

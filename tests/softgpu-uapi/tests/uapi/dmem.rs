@@ -750,3 +750,59 @@ fn tempfile(len: usize) -> i32 {
     assert_eq!(unsafe { libc::ftruncate(fd, len as i64) }, 0);
     fd
 }
+
+/// The benchmark's `dmem` phase (make run's softgpu-bench, `--phases
+/// dmem`) on a small range, so that it cannot silently break: two
+/// repetitions, each checked by the benchmark itself (GPU checksums, every
+/// page migrated each way, every page the CPU reads faulted back and
+/// intact), and a summary with every ratio.
+#[test]
+fn dmem_benchmark_phase_smoke() {
+    needs_vram();
+    const BENCH: &str = "/bench/softgpu-bench";
+    let out = std::process::Command::new(BENCH)
+        .args(["--phases", "dmem", "--dmem-mb", "4", "--dmem-repeat", "2"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{BENCH} failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("BENCH-RESULT "))
+        .collect();
+    let reps: Vec<&&str> = results
+        .iter()
+        .filter(|r| r.contains("\"phase\":\"dmem\","))
+        .collect();
+    assert_eq!(reps.len(), 2, "{stdout}");
+    for r in reps {
+        assert!(r.contains("\"ok\":true"), "{r}");
+        // 4 MiB: 1024 pages, each faulted back by the CPU's read.
+        assert!(r.contains("\"faulted_back\":1024"), "{r}");
+        assert!(r.contains("\"to_vram_secs_emulated\":"), "{r}");
+    }
+    let summary = results
+        .iter()
+        .find(|r| r.contains("\"phase\":\"dmem-summary\""))
+        .unwrap_or_else(|| panic!("no dmem-summary in:\n{stdout}"));
+    assert!(summary.contains("\"reps\":2"), "{summary}");
+    for ratio in [
+        "to_vram_vs_memcpy",
+        "to_system_vs_memcpy",
+        "cpu_fault_back_vs_memcpy",
+        "gpu_vram_first_vs_mirror_first",
+        "gpu_vram_vs_mirror",
+    ] {
+        assert!(
+            summary.contains(&format!("\"{ratio}\":"))
+                && !summary.contains(&format!("\"{ratio}\":null")),
+            "no {ratio} in {summary}"
+        );
+    }
+    assert!(summary.contains("\"ok\":true"), "{summary}");
+}
