@@ -50,6 +50,11 @@ vram_bytes=$(numfmt --from=iec "$VRAM") || die "VRAM must be a size such as 512M
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 
 append="console=ttyS0 panic=-1 printk.devkmsg=on runner.mode=$mode runner.fault=$FAULT"
+# An oops ends the guest at once (panic=-1 and -no-reboot: QEMU exits):
+# the task that oopsed may hold locks or leave its test waiting forever,
+# and the run has failed already; without this, the guest sat until the
+# host's timeout.
+append+=" oops=panic"
 # What the tests expect of the VRAM device (softgpu-uapi's vram test).
 append+=" runner.vram=$vram_bytes"
 # Tests of the other configuration, left out and reported as skipped
