@@ -500,6 +500,7 @@ impl<T: DeviceMemory> PageMap<T> {
     /// `hmm_range_fault()` reports this map's pages (rather than migrating
     /// them back) to a range whose device private owner it is, and the
     /// invalidations of this map's migrations carry it.
+    #[cfg(CONFIG_MMU_NOTIFIER)]
     pub fn owner(&self) -> crate::mmu_notifier::Owner {
         // The address of `pgmap`, as `new` set it in `pgmap.owner`.
         crate::mmu_notifier::Owner::from_ref(&self.pgmap)
