@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
+/* Out-of-line TTM calls: only where kernel::drm::ttm (and so TTM) is built. */
+#ifdef CONFIG_RUST_DRM_TTM
+
 #include <drm/ttm/ttm_bo.h>
 #include <drm/ttm/ttm_device.h>
 #include <drm/ttm/ttm_resource.h>
@@ -46,3 +49,5 @@ bool rust_helper_ttm_tt_is_populated(struct ttm_tt *tt)
 {
 	return ttm_tt_is_populated(tt);
 }
+
+#endif /* CONFIG_RUST_DRM_TTM */
