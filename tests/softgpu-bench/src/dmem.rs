@@ -37,7 +37,7 @@ use crate::gpu::{Ctx, BYTES_PER_JOB, OBJ_VA};
 use crate::json::{Obj, Put as _};
 use crate::sys::{self, AnonMap, Ctx as _, MIB, PAGE, R};
 use crate::userptr::checksum_all;
-use crate::vram::{spread, vram_bytes};
+use crate::vram::{debugfs_text, spread, vram_bytes};
 use crate::Config;
 
 /// The ratios of the summary: (name, numerator step, denominator step),
@@ -62,15 +62,7 @@ fn page_value(rep: u32, page: usize) -> u64 {
 
 /// A debugfs `devmem` counter of the render node of `dev`.
 fn devmem_counter(dev: &Device, key: &str) -> R<u64> {
-    let node = dev
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let minor = node
-        .strip_prefix("renderD")
-        .ok_or_else(|| format!("{node} is not a render node"))?;
-    let text = sys::read(&format!("/sys/kernel/debug/dri/{minor}/devmem"))?;
+    let text = debugfs_text(dev, "devmem")?;
     parse_counter(&text, key).ok_or_else(|| format!("no {key}: in debugfs devmem: {text:?}"))
 }
 

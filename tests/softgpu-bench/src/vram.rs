@@ -52,9 +52,8 @@ use crate::{Config, Mode};
 /// The modes of the `vram` phase.
 pub const VRAM_MODES: [Mode; 3] = [Mode::Control, Mode::Gemfs, Mode::TtmPool];
 
-/// The VRAM size softgpu reports in debugfs `vram` (`size: <bytes>`) for
-/// the render node `dev`; None without VRAM (`none`).
-pub fn vram_bytes(dev: &Device) -> R<Option<u64>> {
+/// The text of softgpu's debugfs file `name` for the render node `dev`.
+pub fn debugfs_text(dev: &Device, name: &str) -> R<String> {
     let node = dev
         .path()
         .file_name()
@@ -63,8 +62,13 @@ pub fn vram_bytes(dev: &Device) -> R<Option<u64>> {
     let minor = node
         .strip_prefix("renderD")
         .ok_or_else(|| format!("{node} is not a render node"))?;
-    let path = format!("/sys/kernel/debug/dri/{minor}/vram");
-    Ok(parse_vram(&sys::read(&path)?))
+    sys::read(&format!("/sys/kernel/debug/dri/{minor}/{name}"))
+}
+
+/// The VRAM size softgpu reports in debugfs `vram` (`size: <bytes>`) for
+/// the render node `dev`; None without VRAM (`none`).
+pub fn vram_bytes(dev: &Device) -> R<Option<u64>> {
+    Ok(parse_vram(&debugfs_text(dev, "vram")?))
 }
 
 /// `size` of debugfs `vram`'s text, if there is VRAM.

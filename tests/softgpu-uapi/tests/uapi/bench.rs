@@ -10,60 +10,15 @@ use std::process::Command;
 
 const BENCH: &str = "/bench/softgpu-bench";
 
-#[test]
-fn benchmark_smoke_runs_every_phase_and_mode() {
+/// Runs the benchmark with `args`, which must succeed; its progress goes
+/// into the runner's log (past libtest's capture). Returns its standard
+/// output.
+pub(crate) fn run_bench(args: &[&str]) -> String {
     let out = Command::new(BENCH)
-        .args([
-            "--phases",
-            "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress,age",
-            "--modes",
-            "control,gemfs,pinned",
-            "--levels",
-            "10",
-            "--userptr-modes",
-            "control,userptr-hmm,userptr-pinned",
-            "--userptr-levels",
-            "10",
-            "--stress-levels",
-            "10",
-            // mmapfork, the third default, maps much of the free memory
-            // in 32 children: slow to stop in this roomy debug guest.
-            "--stress-ng",
-            "vm,pagemove",
-            "--age-levels",
-            "10",
-            "--age-rounds",
-            "2",
-            "--age-sizes-kb",
-            "64,512",
-            "--scale-bo-kb",
-            "512",
-            "--scale-level",
-            "10",
-            "--mem-mb",
-            "256",
-            "--cost-mb",
-            "8",
-            "--cost-secs",
-            "2",
-            "--quiet-secs",
-            "1",
-            "--contexts",
-            "2",
-            "--batch-mb",
-            "8",
-            // Churn up to half the 256 MiB, not 90 %: enough to scatter
-            // 10 % of objects, at half the fill time of each measurement.
-            "--churn-pct",
-            "50",
-            // One run of each measurement: the rotation of the modes
-            // between repetitions is softgpu-bench's own unit test.
-            "--repeat",
-            "1",
-        ])
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The benchmark's progress (its phases' times, the settled free
     // memory) into the runner's log, past libtest's capture.
@@ -73,10 +28,68 @@ fn benchmark_smoke_runs_every_phase_and_mode() {
         "{BENCH} failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
-    let results: Vec<&str> = stdout
+    stdout
+}
+
+/// The JSON records of the benchmark's output.
+pub(crate) fn bench_results(stdout: &str) -> Vec<&str> {
+    stdout
         .lines()
         .filter_map(|l| l.strip_prefix("BENCH-RESULT "))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn benchmark_smoke_runs_every_phase_and_mode() {
+    let stdout = run_bench(&[
+        "--phases",
+        "frag,userptr-frag,migrate,gpu,fault,fileio,userptr-bind,frag-stress,age",
+        "--modes",
+        "control,gemfs,pinned",
+        "--levels",
+        "10",
+        "--userptr-modes",
+        "control,userptr-hmm,userptr-pinned",
+        "--userptr-levels",
+        "10",
+        "--stress-levels",
+        "10",
+        // mmapfork, the third default, maps much of the free memory
+        // in 32 children: slow to stop in this roomy debug guest.
+        "--stress-ng",
+        "vm,pagemove",
+        "--age-levels",
+        "10",
+        "--age-rounds",
+        "2",
+        "--age-sizes-kb",
+        "64,512",
+        "--scale-bo-kb",
+        "512",
+        "--scale-level",
+        "10",
+        "--mem-mb",
+        "256",
+        "--cost-mb",
+        "8",
+        "--cost-secs",
+        "2",
+        "--quiet-secs",
+        "1",
+        "--contexts",
+        "2",
+        "--batch-mb",
+        "8",
+        // Churn up to half the 256 MiB, not 90 %: enough to scatter
+        // 10 % of objects, at half the fill time of each measurement.
+        "--churn-pct",
+        "50",
+        // One run of each measurement: the rotation of the modes
+        // between repetitions is softgpu-bench's own unit test.
+        "--repeat",
+        "1",
+    ]);
+    let results = bench_results(&stdout);
     for phase in [
         "\"frag\"",
         "\"frag-summary\"",

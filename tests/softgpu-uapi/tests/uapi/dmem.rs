@@ -759,22 +759,9 @@ fn tempfile(len: usize) -> i32 {
 #[test]
 fn dmem_benchmark_phase_smoke() {
     needs_vram();
-    const BENCH: &str = "/bench/softgpu-bench";
-    let out = std::process::Command::new(BENCH)
-        .args(["--phases", "dmem", "--dmem-mb", "4", "--dmem-repeat", "2"])
-        .output()
-        .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{BENCH} failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let results: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("BENCH-RESULT "))
-        .collect();
+    let stdout =
+        crate::bench::run_bench(&["--phases", "dmem", "--dmem-mb", "4", "--dmem-repeat", "2"]);
+    let results = crate::bench::bench_results(&stdout);
     let reps: Vec<&&str> = results
         .iter()
         .filter(|r| r.contains("\"phase\":\"dmem\","))
