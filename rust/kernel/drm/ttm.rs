@@ -18,11 +18,21 @@
 //! A [`Bo`] is a `struct ttm_buffer_object` with the driver's data: placed
 //! by [`Placement`]s, moved by [`Reserved::validate`] (TTM's
 //! `ttm_bo_validate()`) under its reservation, evicted by TTM when VRAM is
-//! full. Moves between VRAM and system memory are CPU copies in this
-//! module's `move` callback (`ttm_move_memcpy()` over a VRAM iterator that
-//! follows the resource's blocks, as i915's `ttm_kmap_iter_iomap` follows
-//! an sg table); engine copy jobs are the driver's, later. System memory is
-//! a `ttm_tt` of TTM's page pool (`ttm_pool`).
+//! full. Moves between VRAM and system memory are copy jobs of the
+//! driver's device when it takes them ([`Driver::copy_move`], a
+//! [`CopyJob`] whose fence TTM waits for: `ttm_bo_move_accel_cleanup()`),
+//! otherwise CPU copies in this module's `move` callback
+//! (`ttm_move_memcpy()` over a VRAM iterator that follows the resource's
+//! blocks, as i915's `ttm_kmap_iter_iomap` follows an sg table). System
+//! memory is a `ttm_tt` of TTM's page pool (`ttm_pool`), or the driver's
+//! folios.
+//!
+//! A pipelined move leaves the old memory to a *ghost object*, a copy of
+//! the `ttm_buffer_object` that TTM frees once the move's fence signals
+//! (`ttm_buffer_object_transfer()`). Ghosts are on TTM's LRU lists and
+//! reach the device callbacks that take a BO; they are not [`Bo`]s, and
+//! the callbacks tell them apart by their `destroy` function (as xe's
+//! `xe_bo_is_xe_bo()` and i915's `i915_ttm_is_ghost_object()` do).
 //!
 //! A driver using this module selects `RUST_DRM_TTM`.
 //!
@@ -33,7 +43,7 @@
 use crate::ffi::c_ulong;
 use crate::{
     bindings, device,
-    dma_fence::{Resv, ResvUsage},
+    dma_fence::{Fence, PendingFence, Resv, ResvUsage},
     drm::{
         self,
         buddy::{Allocation, Buddy, Request},
@@ -46,6 +56,7 @@ use crate::{
     pci,
     prelude::*,
     sync::{Arc, Mutex},
+    task::cond_resched,
     types::{ARef, AlwaysRefCounted, Opaque},
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
@@ -134,6 +145,40 @@ pub trait Driver: Sized + Send + Sync + 'static {
     fn eviction_valuable(_bo: &Bo<Self>) -> bool {
         true
     }
+
+    /// Offers the driver the copy of a move of `bo` between VRAM and
+    /// system memory (or the clearing of a new object's VRAM), after
+    /// [`Driver::move_notify`]: to have its device do it, the driver makes
+    /// the job with a fence of its own ([`MoveCopy::into_job`]) and queues
+    /// it, to be run ([`CopyJob::run`]) whenever the device gets to it.
+    /// TTM then waits for that fence, not for the copy: CPU faults and
+    /// moves of the object wait for it, and the old memory is freed when
+    /// it signals (an eviction waits for it before it returns). Dropping
+    /// `copy` instead leaves the copy to the CPU, now. Called with `bo`
+    /// reserved and idle; may allocate (`GFP_KERNEL`), must not take a
+    /// lock that is held while waiting for `bo`'s reservation. Default:
+    /// the CPU copies.
+    fn copy_move(_bo: &Bo<Self>, _copy: MoveCopy<'_>) {}
+}
+
+/// Whether `bo`, a BO of a device of `T` as TTM's callbacks get it, is a
+/// [`Bo<T>`] rather than a ghost object (see the module's documentation).
+///
+/// # Safety
+///
+/// `bo` is a live `ttm_buffer_object` of a [`Device<T>`].
+unsafe fn driver_bo<'a, T: Driver>(bo: *mut bindings::ttm_buffer_object) -> Option<&'a Bo<T>> {
+    // SAFETY: a live BO's `destroy` is set at initialisation: ours for a
+    // `Bo<T>` (`Bo::new`), TTM's `ttm_transfered_destroy` for a ghost.
+    let its = unsafe { (*bo).destroy }.map(|f| f as *const () as usize);
+    // Compared as addresses: the kernel builds each crate as one codegen
+    // unit, so `destroy::<T>` has one address in the crate that uses it.
+    if its != Some(destroy::<T> as *const () as usize) {
+        return None;
+    }
+    // SAFETY: a BO of a `Device<T>` with our `destroy` is the first field
+    // of a `Bo<T>` (invariant of `Device`), live while TTM holds it.
+    Some(unsafe { &*bo.cast::<Bo<T>>() })
 }
 
 /// A reference that keeps a folio in place (in memory, at its page frames)
@@ -266,9 +311,9 @@ impl<T: Driver> Vtable<T> {
         if !unsafe { bindings::ttm_bo_eviction_valuable(bo, place) } {
             return false;
         }
-        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
-        // `Device`), live while TTM's walk holds it.
-        T::eviction_valuable(unsafe { &*bo.cast::<Bo<T>>() })
+        // A ghost is TTM's: evicting it waits for its move and frees it.
+        // SAFETY: TTM's walk holds `bo`, a BO of a device of `T`.
+        unsafe { driver_bo::<T>(bo) }.map_or(true, T::eviction_valuable)
     }
 
     /// `ttm_device_funcs.swap_notify`: TTM is about to swap out the pool
@@ -281,9 +326,12 @@ impl<T: Driver> Vtable<T> {
     /// Called by TTM only, with a reserved, idle `Bo<T>` of a device of
     /// `T`.
     unsafe extern "C" fn swap_notify(bo: *mut bindings::ttm_buffer_object) {
-        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
-        // `Device`), live while TTM's walk holds it.
-        T::move_notify(unsafe { &*bo.cast::<Bo<T>>() }, true);
+        // TTM cleans ghosts up rather than swapping them out; a ghost has
+        // no driver state to tell in any case.
+        // SAFETY: TTM's walk holds `bo`, a BO of a device of `T`.
+        if let Some(bo) = unsafe { driver_bo::<T>(bo) } {
+            T::move_notify(bo, true);
+        }
     }
 
     /// `ttm_device_funcs.evict_flags`: an evicted object goes to
@@ -1045,6 +1093,244 @@ unsafe extern "C" fn vram_map_local(
     }
 }
 
+/// One side of a move's copy: the pages of a populated `ttm_tt`, or a VRAM
+/// resource through its manager's aperture.
+///
+/// # Invariants
+///
+/// `Tt` is a populated tt of a [`Device`]; `Vram`'s `alloc` is the
+/// allocation of a live [`VramResource`] and `vaddr` the kernel mapping of
+/// its manager's aperture. Both while the move's fence has not signalled
+/// (see [`CopyJob`]).
+#[derive(Clone, Copy)]
+enum CopyEnd {
+    Tt(*mut bindings::ttm_tt),
+    Vram {
+        vaddr: *mut u8,
+        alloc: *const Allocation,
+    },
+}
+
+/// A page of a [`CopyEnd`], mapped for the CPU.
+struct MappedPage {
+    ptr: *mut u8,
+    /// I/O memory (`memcpy_toio()` and friends), not RAM.
+    io: bool,
+    /// A `kmap_local_page()` mapping, to undo.
+    kmapped: bool,
+}
+
+impl CopyEnd {
+    /// # Safety
+    ///
+    /// `res` is a live VRAM resource of `bdev`, the C device of a
+    /// [`Device`].
+    unsafe fn vram(bdev: *mut bindings::ttm_device, res: *mut bindings::ttm_resource) -> Self {
+        // SAFETY: the caller's promise.
+        let (inner, vres) = unsafe { (resource_manager(bdev, res), vram_resource(res)) };
+        // INVARIANT: the resource's allocation and its manager's aperture.
+        CopyEnd::Vram {
+            vaddr: inner.aperture.vaddr(),
+            alloc: &vres.alloc,
+        }
+    }
+
+    /// Maps page `i` of the side.
+    ///
+    /// # Safety
+    ///
+    /// The side's memory is live (type invariant) and has page `i`; the
+    /// mapping is undone ([`CopyEnd::unmap`]) in the reverse order of
+    /// mapping, as `kmap_local_page()` requires.
+    unsafe fn map(&self, i: usize) -> MappedPage {
+        match *self {
+            CopyEnd::Tt(tt) => {
+                // SAFETY: a populated tt has a page for each of its pages.
+                let ptr = unsafe { bindings::kmap_local_page(*(*tt).pages.add(i)) }.cast();
+                MappedPage {
+                    ptr,
+                    io: false,
+                    kmapped: true,
+                }
+            }
+            CopyEnd::Vram { vaddr, alloc } => {
+                // SAFETY: a live allocation (type invariant).
+                let off = vram_offset(unsafe { &*alloc }, (i * PAGE_SIZE) as u64).unwrap_or(0);
+                MappedPage {
+                    // SAFETY: the manager's memory is inside its aperture
+                    // (invariant of `ManInner`).
+                    ptr: unsafe { vaddr.add(off as usize) },
+                    io: true,
+                    kmapped: false,
+                }
+            }
+        }
+    }
+}
+
+impl MappedPage {
+    /// # Safety
+    ///
+    /// As [`CopyEnd::map`]: the latest mapping still in place.
+    unsafe fn unmap(self) {
+        if self.kmapped {
+            // SAFETY: the caller's promise.
+            unsafe { bindings::kunmap_local(self.ptr.cast_const().cast()) };
+        }
+    }
+}
+
+/// Copies page `i` of `src` to `dst`, or clears it (`src` `None`).
+///
+/// # Safety
+///
+/// Both sides' memory is live, has page `i`, and is not written by anyone
+/// else meanwhile.
+unsafe fn copy_page(src: Option<&CopyEnd>, dst: &CopyEnd, i: usize) {
+    // SAFETY: the caller's promise; unmapped in reverse order below.
+    let d = unsafe { dst.map(i) };
+    match src {
+        None => {
+            // SAFETY: `d` maps a whole page.
+            unsafe {
+                if d.io {
+                    bindings::memset_io(d.ptr.cast(), 0, PAGE_SIZE);
+                } else {
+                    ptr::write_bytes(d.ptr, 0, PAGE_SIZE);
+                }
+            }
+        }
+        Some(src) => {
+            // SAFETY: as above.
+            let s = unsafe { src.map(i) };
+            // SAFETY: `s` and `d` map whole, distinct pages (an object's old
+            // and new memory do not overlap).
+            unsafe {
+                match (s.io, d.io) {
+                    (false, false) => ptr::copy_nonoverlapping(s.ptr, d.ptr, PAGE_SIZE),
+                    (true, false) => {
+                        bindings::memcpy_fromio(d.ptr.cast(), s.ptr.cast_const().cast(), PAGE_SIZE)
+                    }
+                    (false, true) => {
+                        bindings::memcpy_toio(d.ptr.cast(), s.ptr.cast_const().cast(), PAGE_SIZE)
+                    }
+                    (true, true) => {
+                        // Through a small bounce buffer: no allocation here.
+                        let mut buf = [0u8; 256];
+                        for at in (0..PAGE_SIZE).step_by(buf.len()) {
+                            bindings::memcpy_fromio(
+                                buf.as_mut_ptr().cast(),
+                                s.ptr.add(at).cast_const().cast(),
+                                buf.len(),
+                            );
+                            bindings::memcpy_toio(
+                                d.ptr.add(at).cast(),
+                                buf.as_ptr().cast(),
+                                buf.len(),
+                            );
+                        }
+                    }
+                }
+                s.unmap();
+            }
+        }
+    }
+    // SAFETY: the only mapping left.
+    unsafe { d.unmap() };
+}
+
+/// The copy of a move, offered to the driver ([`Driver::copy_move`]); it
+/// becomes a [`CopyJob`] with the driver's fence.
+pub struct MoveCopy<'a> {
+    src: Option<CopyEnd>,
+    dst: CopyEnd,
+    pages: usize,
+    /// Where the move callback learns the job's fence.
+    fence: &'a mut Option<ARef<Fence>>,
+}
+
+impl MoveCopy<'_> {
+    /// The number of pages to copy.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Whether this clears a new object's memory rather than copying.
+    pub fn is_clear(&self) -> bool {
+        self.src.is_none()
+    }
+
+    /// The job, which `fence` tells the completion of: TTM keeps both
+    /// sides' memory until `fence` signals, which only the job does, once
+    /// done ([`CopyJob::run`]).
+    pub fn into_job(self, fence: PendingFence) -> CopyJob {
+        *self.fence = Some(fence.fence().clone());
+        // INVARIANT: the move callback hands this fence to TTM
+        // (`ttm_bo_move_accel_cleanup()`), which keeps the old memory on a
+        // ghost object until it signals; the new memory is the object's,
+        // which TTM and this module free or unpopulate only once the
+        // object is idle, after its fences, this one among them.
+        CopyJob {
+            src: self.src,
+            dst: self.dst,
+            pages: self.pages,
+            fence,
+        }
+    }
+}
+
+/// A move's copy for the driver's device to run: from an object's old
+/// memory to its new, page by page, or the clearing of a new object's.
+/// Dropped without running, its fence signals `ECANCELED` and the object
+/// keeps whatever its new memory held.
+///
+/// # Invariants
+///
+/// The memory of `src` and `dst` is live until `fence` signals, and
+/// nothing but the job writes `dst` before then.
+pub struct CopyJob {
+    src: Option<CopyEnd>,
+    dst: CopyEnd,
+    pages: usize,
+    fence: PendingFence,
+}
+
+// SAFETY: the job owns its access to the memory until its fence signals
+// (type invariant), from whichever thread runs it.
+unsafe impl Send for CopyJob {}
+
+impl CopyJob {
+    /// The number of pages it copies.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// The fence the job signals.
+    pub fn fence(&self) -> &ARef<Fence> {
+        self.fence.fence()
+    }
+
+    /// Does the copy, a page at a time with a scheduling point after each
+    /// (jobs may be GiBs, on kernels that do not preempt), then signals the
+    /// fence. Allocates nothing and takes no lock, so it may run in a
+    /// fence's signalling critical section, as a device's job does.
+    pub fn run(self) {
+        for i in 0..self.pages {
+            // SAFETY: both sides are live until the fence signals, below
+            // (type invariant), and cover the object's pages.
+            unsafe { copy_page(self.src.as_ref(), &self.dst, i) };
+            cond_resched();
+        }
+        if matches!(self.dst, CopyEnd::Vram { .. }) {
+            // Write-combined writes reach the memory before the fence says
+            // they have.
+            // SAFETY: a barrier.
+            unsafe { bindings::wmb() };
+        }
+        self.fence.signal(Ok(()));
+    }
+}
+
 /// The `ttm_tt` of a [`Bo<T>`]: its system pages, from TTM's page pool
 /// (`ttm_pool_alloc()`: unmovable while the object is in system memory, as
 /// amdgpu's) or, for an object with [`Driver::external_pages`], the
@@ -1054,7 +1340,10 @@ unsafe extern "C" fn vram_map_local(
 /// # Invariants
 ///
 /// `tt` was initialised by `ttm_tt_init()` for `bo`, the BO whose `ttm` it
-/// is (TTM destroys it before the BO), with `TTM_TT_FLAG_EXTERNAL` and
+/// is, or after a pipelined move out of system memory the ghost object's
+/// that keeps it until the move's fence signals; TTM destroys it before
+/// the BO (a ghost holds a reference to its BO). It is populated only
+/// while it is `bo`'s. With `TTM_TT_FLAG_EXTERNAL` and
 /// `TTM_TT_FLAG_EXTERNAL_MAPPABLE` if `external`. When populated and
 /// external, every page in `tt.pages` belongs to a folio of `folios`;
 /// otherwise `folios` is empty.
@@ -1285,13 +1574,21 @@ unsafe extern "C" fn io_mem_pfn(
 /// (`ttm_bo_wait_ctx()`, as the context allows: TTM's own
 /// `ttm_bo_move_memcpy()` leaves that to its callers, amdgpu and nouveau
 /// wait before they fall back to it), tells the driver
-/// ([`Driver::move_notify`]), copies the object between VRAM and system
-/// memory with the CPU (`ttm_move_memcpy()`), then puts the new resource
-/// in place (`ttm_bo_move_sync_cleanup()`). A new object placed in VRAM is
-/// cleared: VRAM keeps what its last object left. Moves within system
-/// memory (a new object, or one whose pages TTM keeps) change nothing but
-/// the resource. TTM has unmapped the CPU (`ttm_bo_unmap_virtual()`)
-/// before calling.
+/// ([`Driver::move_notify`]), then has the object copied between VRAM and
+/// system memory: by the driver's device if it takes the job
+/// ([`Driver::copy_move`], see [`finish_copy_job`]), else by the CPU
+/// (`ttm_move_memcpy()`, then `ttm_bo_move_sync_cleanup()` puts the new
+/// resource in place). A new object placed in VRAM is cleared the same
+/// way: VRAM keeps what its last object left. Moves within system memory
+/// (a new object, or one whose pages TTM keeps) change nothing but the
+/// resource. TTM has unmapped the CPU (`ttm_bo_unmap_virtual()`) before
+/// calling.
+///
+/// The wait for idleness before the copy is nouveau's (`nouveau_bo_move()`
+/// waits, then queues its copy with `pipeline` false): the driver's
+/// device page tables are updated by the CPU under the reservation
+/// ([`Driver::move_notify`]), not in the device's queue, so a move may not
+/// start while a job of the device may still use the old memory.
 ///
 /// # Safety
 ///
@@ -1309,6 +1606,11 @@ unsafe extern "C" fn bo_move<T: Driver>(
     // this move, which it does not free before `move` returns.
     let (bdev, old, tt, new_type) =
         unsafe { ((*bo).bdev, (*bo).resource, (*bo).ttm, (*new_mem).mem_type) };
+    // SAFETY: TTM moves only `Bo<T>`s, never ghosts (it frees those once
+    // idle instead), of a device of `T`, live while TTM moves them.
+    let Some(this) = (unsafe { driver_bo::<T>(bo) }) else {
+        return EINVAL.to_errno();
+    };
     // SAFETY: a non-null resource of a reserved BO is live.
     let old_type = (!old.is_null()).then(|| unsafe { (*old).mem_type });
     if new_type == PL_SYSTEM && old_type.map_or(true, |t| t == PL_SYSTEM) {
@@ -1326,15 +1628,13 @@ unsafe extern "C" fn bo_move<T: Driver>(
         if ret != 0 {
             return ret;
         }
-        // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
-        // `Device`), live while TTM moves it.
-        T::move_notify(unsafe { &*bo.cast::<Bo<T>>() }, evict);
+        T::move_notify(this, evict);
     }
     let mut dst_tt = core::mem::MaybeUninit::<bindings::ttm_kmap_iter_tt>::uninit();
     let mut src_tt = core::mem::MaybeUninit::<bindings::ttm_kmap_iter_tt>::uninit();
     let mut dst_vram;
     let mut src_vram;
-    let dst = if new_type == PL_SYSTEM {
+    let (dst, dst_end) = if new_type == PL_SYSTEM {
         // Into system memory: TTM made the tt (system memory uses one)
         // but does not populate it for `TTM_PL_SYSTEM`.
         // SAFETY: the BO's tt, live while it is reserved; `ctx` is TTM's.
@@ -1344,15 +1644,20 @@ unsafe extern "C" fn bo_move<T: Driver>(
         }
         // SAFETY: `dst_tt` is storage for the iterator, which lives until
         // the copy is done; `tt` is populated.
-        unsafe { bindings::ttm_kmap_iter_tt_init(dst_tt.as_mut_ptr(), tt) }
+        // INVARIANT (`CopyEnd`): a populated tt of the device.
+        (
+            unsafe { bindings::ttm_kmap_iter_tt_init(dst_tt.as_mut_ptr(), tt) },
+            CopyEnd::Tt(tt),
+        )
     } else {
         // SAFETY: `new_mem` is a live resource of the driver type.
         dst_vram = unsafe { VramIter::new(bdev, new_mem) };
-        dst_vram.as_iter()
+        // SAFETY: as above.
+        (dst_vram.as_iter(), unsafe { CopyEnd::vram(bdev, new_mem) })
     };
-    let (src, clear) = match old_type {
+    let (src, src_end) = match old_type {
         // A new object: cleared.
-        None => (dst, true),
+        None => (dst, None),
         Some(PL_SYSTEM) => {
             // SAFETY: the BO's tt (system memory has one), live while it
             // is reserved. Swapped out by TTM: read back first.
@@ -1367,29 +1672,47 @@ unsafe extern "C" fn bo_move<T: Driver>(
             // SAFETY: as above.
             if tt.is_null() || !unsafe { bindings::ttm_tt_is_populated(tt) } {
                 // Never written: zeroes.
-                (dst, true)
+                (dst, None)
             } else {
                 // SAFETY: `src_tt` lives until the copy is done; `tt` is
                 // populated.
                 (
                     unsafe { bindings::ttm_kmap_iter_tt_init(src_tt.as_mut_ptr(), tt) },
-                    false,
+                    Some(CopyEnd::Tt(tt)),
                 )
             }
         }
         Some(_) => {
             // SAFETY: the BO's live resource, of the driver type.
             src_vram = unsafe { VramIter::new(bdev, old) };
-            (src_vram.as_iter(), false)
+            // SAFETY: as above.
+            (src_vram.as_iter(), Some(unsafe { CopyEnd::vram(bdev, old) }))
         }
     };
+    // SAFETY: TTM's new resource, the object's size.
+    let pages = unsafe { (*new_mem).size }.div_ceil(PAGE_SIZE);
+    let mut fence = None;
+    T::copy_move(
+        this,
+        MoveCopy {
+            src: src_end,
+            dst: dst_end,
+            pages,
+            fence: &mut fence,
+        },
+    );
+    if let Some(fence) = fence {
+        // SAFETY: the BO is reserved; the job of `fence` copies into
+        // `new_mem`, from the old memory.
+        unsafe { finish_copy_job(bo, &fence, evict, old.is_null(), new_mem) };
+        return 0;
+    }
     // SAFETY: both iterators cover the object's pages (each resource is
     // the object's size); `clear` only writes `dst`. Then the BO, reserved,
     // takes `new_mem`: the old resource is freed (and, into VRAM, the tt
     // destroyed) once the BO is idle; a new object has nothing to free.
     unsafe {
-        let pages = (*new_mem).size.div_ceil(PAGE_SIZE) as u32;
-        bindings::ttm_move_memcpy(clear, pages, dst, src);
+        bindings::ttm_move_memcpy(src_end.is_none(), pages as u32, dst, src);
         if old.is_null() {
             bindings::ttm_bo_move_null(bo, new_mem);
         } else {
@@ -1397,6 +1720,63 @@ unsafe extern "C" fn bo_move<T: Driver>(
         }
     }
     0
+}
+
+/// Puts `new_mem` in place for a move whose copy the driver's device does,
+/// the job of `fence`, queued (maybe running, maybe done):
+///
+/// - a move (`evict` false): `ttm_bo_move_accel_cleanup()` with
+///   `pipeline` false; the object's fences gain `fence` (CPU faults and
+///   the next move wait for it, `DMA_RESV_USAGE_KERNEL`) and its old
+///   memory goes to a ghost object, freed when `fence` signals;
+/// - an eviction: waits for `fence`, then frees the old memory
+///   (`ttm_bo_move_sync_cleanup()`), so that TTM finds the room it evicted
+///   for. Not with `ttm_bo_move_accel_cleanup(.., evict = true, pipeline =
+///   false, ..)`, whose wait gives up after 15 s with `EBUSY` and leaves
+///   the job writing into memory that TTM then frees; a device's jobs all
+///   end, so this waits without a timeout (a move whose ghost could not be
+///   made waits the same way);
+/// - a new object (`new_object`): nothing to free; `fence` joins its
+///   fences, in the slot `ttm_bo_mem_space()` reserved.
+///
+/// # Safety
+///
+/// `bo` is a reserved, idle BO of a [`Device`], `new_mem` the resource it
+/// is moving to, with `fence` signalled only once the job is done with it
+/// and with the BO's current memory.
+unsafe fn finish_copy_job(
+    bo: *mut bindings::ttm_buffer_object,
+    fence: &Fence,
+    evict: bool,
+    new_object: bool,
+    new_mem: *mut bindings::ttm_resource,
+) {
+    if new_object {
+        // SAFETY: the BO is reserved, with a fence slot reserved by TTM for
+        // its move; it takes `new_mem` (it had no memory to free).
+        unsafe {
+            bindings::dma_resv_add_fence(
+                (*bo).base.resv,
+                fence.as_raw(),
+                bindings::dma_resv_usage_DMA_RESV_USAGE_KERNEL,
+            );
+            bindings::ttm_bo_move_null(bo, new_mem);
+        }
+        return;
+    }
+    if !evict {
+        // SAFETY: the BO is reserved and TTM reserved a fence slot;
+        // `fence` signals once the old and new memory are no longer used.
+        let ret =
+            unsafe { bindings::ttm_bo_move_accel_cleanup(bo, fence.as_raw(), false, false, new_mem) };
+        if ret == 0 {
+            return;
+        }
+    }
+    let _ = fence.wait_timeout(usize::MAX);
+    // SAFETY: reserved, and idle now: the copy is done, and no fence was
+    // added since the object was found idle (that takes the reservation).
+    unsafe { bindings::ttm_bo_move_sync_cleanup(bo, new_mem) };
 }
 
 /// A user-mappable BO ([`BoType::Device`]), as the CPU mappings of the GEM
@@ -1936,6 +2316,9 @@ impl<T: Driver> Reserved<'_, T> {
         if end > self.bo.size() {
             return Err(EINVAL);
         }
+        // A move's or a clear's copy job may still be writing the memory:
+        // wait for it, as TTM's faults do (`ttm_bo_vm_fault_idle()`).
+        self.bo.resv().wait_timeout(ResvUsage::Kernel, usize::MAX)?;
         let bo = self.bo.as_raw();
         // SAFETY: reserved: the resource and tt are stable.
         let (bdev, res, tt) = unsafe { ((*bo).bdev, (*bo).resource, (*bo).ttm) };
@@ -2007,7 +2390,14 @@ mod tests {
     //! them.
 
     use super::*;
-    use crate::{c_str, drm::buddy::Block, fs, platform, shmem, sync::Arc, ThisModule};
+    use crate::{
+        c_str,
+        dma_fence::FenceContext,
+        drm::buddy::Block,
+        fs, new_spinlock, platform, shmem,
+        sync::{Arc, SpinLock},
+        ThisModule,
+    };
     use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     const MIB: u64 = 1 << 20;
@@ -2056,6 +2446,8 @@ mod tests {
         /// `move_notify` calls, and those of them for an eviction.
         notified: AtomicU32,
         evicted: AtomicU32,
+        /// Who runs the object's copy jobs; the CPU copies without.
+        copier: Option<Arc<Copier>>,
     }
 
     fn data(file: Option<ARef<fs::File>>) -> TestData {
@@ -2064,6 +2456,43 @@ mod tests {
             keep: AtomicBool::new(false),
             notified: AtomicU32::new(0),
             evicted: AtomicU32::new(0),
+            copier: None,
+        }
+    }
+
+    /// Runs the copy jobs of the objects that have it, each on a work item
+    /// `delay_ms` after the move queued it: the move returns with the copy
+    /// still to run, as a device's would.
+    struct Copier {
+        fences: FenceContext,
+        delay_ms: u32,
+        queued: AtomicU32,
+    }
+
+    /// A copy job waiting for its work item.
+    #[pin_data]
+    struct Deferred {
+        #[pin]
+        work: Work<Deferred>,
+        #[pin]
+        job: SpinLock<Option<CopyJob>>,
+        delay_ms: u32,
+    }
+
+    impl_has_work! {
+        impl HasWork<Self> for Deferred { self.work }
+    }
+
+    impl WorkItem for Deferred {
+        type Pointer = Pin<KBox<Self>>;
+
+        fn run(this: Pin<KBox<Self>>) {
+            // SAFETY: sleeping is fine in a work item.
+            unsafe { bindings::msleep(this.delay_ms) };
+            let job = this.job.lock().take();
+            if let Some(job) = job {
+                job.run();
+            }
         }
     }
 
@@ -2093,6 +2522,28 @@ mod tests {
 
         fn eviction_valuable(bo: &Bo<Self>) -> bool {
             !bo.keep.load(Ordering::Relaxed)
+        }
+
+        fn copy_move(bo: &Bo<Self>, copy: MoveCopy<'_>) {
+            let Some(c) = bo.copier.as_ref() else {
+                return;
+            };
+            let Ok(d) = KBox::pin_init(
+                pin_init!(Deferred {
+                    work <- new_work!("rust_drm_ttm_copy"),
+                    job <- new_spinlock!(None, "rust_drm_ttm_copy_job"),
+                    delay_ms: c.delay_ms,
+                }),
+                GFP_KERNEL,
+            ) else {
+                return;
+            };
+            let Ok(fence) = c.fences.new_fence() else {
+                return;
+            };
+            *d.job.lock() = Some(copy.into_job(fence));
+            c.queued.fetch_add(1, Ordering::Relaxed);
+            workqueue::system_unbound().enqueue(d);
         }
     }
 
@@ -2678,6 +3129,79 @@ mod tests {
         assert_eq!(bos[0].reserve()?.mem_type(), PL_SYSTEM);
         assert_eq!((notified(0), evicted(0)), (1, 1));
         drop((m, n, bos));
+        assert_eq!(man.usage(), 0);
+        Ok(())
+    }
+
+    /// Moves whose copies are jobs that run later (500 ms after each
+    /// move): the contents follow every move all the same, because each
+    /// access waits for the move's fence, and a move out of VRAM leaves the
+    /// old memory to one of TTM's ghost objects until its copy is done.
+    /// Placing an object that needs that memory then has TTM's eviction
+    /// walk ask `eviction_valuable` about the ghost, which is no `Bo<T>`:
+    /// it must be told apart (KASAN reports the read past the ghost
+    /// otherwise), and waited for. A clear of a new object in VRAM is a job
+    /// too; an eviction waits for its copy.
+    #[test]
+    fn bo_moves_by_copy_jobs() -> Result {
+        let (man, ttm, _reg, _pdev) = setup(c_str!("rust_drm_ttm_bo_copies"), MIB)?;
+        let copier = Arc::new(
+            Copier {
+                fences: FenceContext::new(c_str!("rust_drm_ttm"), c_str!("copy"))?,
+                delay_ms: 500,
+                queued: AtomicU32::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        let copied = || TestData {
+            copier: Some(copier.clone()),
+            ..pool()
+        };
+        let queued = || copier.queued.load(Ordering::Relaxed);
+        let size = 256 * 1024;
+        let a = Bo::new(&ttm, BoType::Kernel, size, &only(PL_VRAM), copied())?;
+        assert_eq!(queued(), 1);
+        let mut r = a.reserve()?;
+        assert!(holds(&r, None, size)?);
+        fill(&r, 1, size)?;
+        for round in 0..2u32 {
+            r.validate(&only(PL_SYSTEM))?;
+            assert_eq!(r.mem_type(), PL_SYSTEM);
+            assert!(holds(&r, Some(1 + round), size)?);
+            fill(&r, 2 + round, size)?;
+            r.validate(&only(PL_VRAM))?;
+            assert_eq!(r.mem_type(), PL_VRAM);
+            assert!(holds(&r, Some(2 + round), size)?);
+        }
+        assert_eq!(queued(), 5);
+        // Out of VRAM: the ghost keeps A's VRAM until the copy is done.
+        r.validate(&only(PL_SYSTEM))?;
+        assert_eq!(r.mem_type(), PL_SYSTEM);
+        assert!(!a.resv().test_signaled(ResvUsage::Kernel));
+        // (Earlier ghosts, their copies done, may not be freed yet.)
+        assert!(man.usage() >= size as u64);
+        drop(r);
+        // All of VRAM: TTM's walk meets the ghost, waits for it and frees
+        // its memory.
+        let b = Bo::new(&ttm, BoType::Kernel, MIB as usize, &only(PL_VRAM), pool())?;
+        assert_eq!(man.usage(), MIB);
+        assert!(holds(&a.reserve()?, Some(3), size)?);
+        drop(b);
+        // An eviction of an object with copy jobs waits for its copy.
+        let mut r = a.reserve()?;
+        r.validate(&only(PL_VRAM))?;
+        fill(&r, 9, size)?;
+        drop(r);
+        let before = queued();
+        let c = Bo::new(&ttm, BoType::Kernel, MIB as usize, &only(PL_VRAM), pool())?;
+        assert_eq!(queued(), before + 1);
+        assert_eq!(man.usage(), MIB);
+        assert_eq!(a.evicted.load(Ordering::Relaxed), 1);
+        let r = a.reserve()?;
+        assert_eq!(r.mem_type(), PL_SYSTEM);
+        assert!(holds(&r, Some(9), size)?);
+        drop(r);
+        drop((c, a));
         assert_eq!(man.usage(), 0);
         Ok(())
     }
