@@ -17,6 +17,13 @@
 //! every page and between jobs, never with a lock held, so that other tasks,
 //! RCU grace periods and `stop_machine()` (CPU hotplug, NUMA balancing's
 //! `migrate_swap()`) get the CPU.
+//!
+//! The same queue runs TTM's copies: a move of a discrete-mode object
+//! between VRAM and system memory is a copy job ([`Engine::submit_copy`],
+//! `kernel::drm::ttm::CopyJob`) with a fence of the engine's copy context,
+//! queued behind every job before it. Jobs of both kinds run in the order
+//! they were queued (a ticket each), so a job that uses an object's new
+//! place, made resident after the move, runs after the copy into it.
 
 use crate::pt::{Page, Perm, PAGE, VA_END};
 use crate::vm::{Fault, Vm};
@@ -26,6 +33,7 @@ use kernel::{
     c_str,
     dma_fence::canceled,
     dma_fence::{Fence, FenceContext, PendingFence, SignallingSection},
+    drm::ttm,
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
@@ -161,20 +169,54 @@ struct Job {
     stats: Arc<EngineStats>,
 }
 
+/// What the queue holds.
+enum Queued {
+    /// A job of a VM (`EXEC`).
+    Job(Job),
+    /// A TTM move's copy.
+    Copy(ttm::CopyJob),
+}
+
+/// The engine's queue: what is to run, by ticket, in ticket order.
+struct Queue {
+    work: RBTree<u64, Queued>,
+    /// The next ticket.
+    next: u64,
+}
+
+impl Queue {
+    /// Adds `node`'s entry with the next ticket.
+    fn push(&mut self, node: RBTreeNodeReservation<u64, Queued>, entry: Queued) {
+        let ticket = self.next;
+        self.next += 1;
+        self.work.insert(node.into_node(ticket, entry));
+    }
+}
+
 /// The device's engine.
 #[pin_data]
 pub(crate) struct Engine {
     #[pin]
     work: Work<Engine>,
-    /// Jobs by seqno, run in order.
     #[pin]
-    queue: SpinLock<RBTree<u64, Job>>,
-    /// Serialises fence creation and queueing, so seqnos enter the queue
-    /// in order.
+    queue: SpinLock<Queue>,
+    /// Serialises fence creation and queueing of jobs, so their seqnos
+    /// enter the queue in order. `EXEC` holds it while it adds the job's
+    /// fence to its objects' reservation objects (`prepare`).
     #[pin]
     submit: Mutex<()>,
     fences: FenceContext,
+    /// The same for copy jobs: taken in TTM's move callback, with the
+    /// object (and, evicting, others) reserved, so never around waiting
+    /// for a reservation, as `submit` is.
+    #[pin]
+    copy_submit: Mutex<()>,
+    copy_fences: FenceContext,
     pub(crate) jobs_done: AtomicU64,
+    /// Copy jobs queued, begun, and the pages they copied.
+    pub(crate) copies_queued: AtomicU64,
+    pub(crate) copies_done: AtomicU64,
+    pub(crate) copy_pages: AtomicU64,
     /// A page of bounce buffer for the commands, allocated once: job
     /// execution must not allocate (see [`Engine::execute`]). Only the
     /// work item, which does not run twice at once, takes it.
@@ -192,13 +234,23 @@ impl Engine {
     pub(crate) fn new(vram: Arc<Slot>) -> Result<Arc<Self>> {
         let buf = KVec::from_elem(0u8, PAGE as usize, GFP_KERNEL)?;
         let fences = FenceContext::new(c_str!("softgpu"), c_str!("softgpu-engine"))?;
+        let copy_fences = FenceContext::new(c_str!("softgpu"), c_str!("softgpu-copy"))?;
+        let queue = Queue {
+            work: RBTree::new(),
+            next: 0,
+        };
         Arc::pin_init(
             pin_init!(Self {
                 work <- new_work!("softgpu_engine"),
-                queue <- new_spinlock!(RBTree::new(), "softgpu_engine_queue"),
+                queue <- new_spinlock!(queue, "softgpu_engine_queue"),
                 submit <- new_mutex!((), "softgpu_engine_submit"),
                 fences,
+                copy_submit <- new_mutex!((), "softgpu_engine_copy_submit"),
+                copy_fences,
                 jobs_done: AtomicU64::new(0),
+                copies_queued: AtomicU64::new(0),
+                copies_done: AtomicU64::new(0),
+                copy_pages: AtomicU64::new(0),
                 buf <- new_mutex!(buf, "softgpu_engine_buf"),
                 vram,
             }),
@@ -225,7 +277,6 @@ impl Engine {
         let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let info = UniqueArc::new_uninit(GFP_KERNEL)?;
         let fence = self.fences.new_fence()?;
-        let seqno = fence.fence().seqno();
         let info: Arc<JobInfo> = info
             .write(JobInfo {
                 fence: fence.fence().clone(),
@@ -247,11 +298,53 @@ impl Engine {
             info: info.clone(),
             stats,
         };
-        self.queue.lock().insert(reservation.into_node(seqno, job));
+        self.queue.lock().push(reservation, Queued::Job(job));
         drop(guard);
         // Fails only if already queued: then it will see this job.
         let _ = workqueue::system_unbound().enqueue(self.clone());
         res.map(|()| info)
+    }
+
+    /// Queues the copy of a TTM move (`tbo.rs`) behind everything queued
+    /// so far: the jobs that used the object's old memory are done (TTM's
+    /// move waits for them), and those that will use the new are queued
+    /// after it. On failure (no memory) the copy is dropped, and the CPU
+    /// does it.
+    pub(crate) fn submit_copy(self: &Arc<Self>, copy: ttm::MoveCopy<'_>) -> Result {
+        let guard = self.copy_submit.lock();
+        // Allocated before the fence, as in `submit`.
+        let reservation = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let fence = self.copy_fences.new_fence()?;
+        let job = copy.into_job(fence);
+        self.copies_queued.fetch_add(1, Ordering::Relaxed);
+        self.queue.lock().push(reservation, Queued::Copy(job));
+        drop(guard);
+        let _ = workqueue::system_unbound().enqueue(self.clone());
+        Ok(())
+    }
+
+    /// Runs a copy job: its fence's signalling critical section, as a
+    /// job's (`CopyJob::run` allocates nothing and takes no lock).
+    fn execute_copy(&self, copy: ttm::CopyJob) {
+        let section = SignallingSection::begin();
+        // Counted before the fence signals: whoever waited for it sees the
+        // job counted.
+        self.copies_done.fetch_add(1, Ordering::Relaxed);
+        self.copy_pages
+            .fetch_add(copy.pages() as u64, Ordering::Relaxed);
+        copy.run();
+        drop(section);
+    }
+
+    /// debugfs `engine`: jobs run, copy jobs queued and run, pages copied.
+    pub(crate) fn show(&self, p: &kernel::drm::Printer) {
+        p.print(format_args!(
+            "jobs_done: {}\ncopies_queued: {}\ncopies_done: {}\ncopy_pages: {}\n",
+            self.jobs_done.load(Ordering::Relaxed),
+            self.copies_queued.load(Ordering::Relaxed),
+            self.copies_done.load(Ordering::Relaxed),
+            self.copy_pages.load(Ordering::Relaxed),
+        ));
     }
 
     /// Runs `job` and signals its fence, with the bounce buffer `buf`.
@@ -299,15 +392,18 @@ impl WorkItem for Engine {
     fn run(this: Arc<Engine>) {
         let mut buf = this.buf.lock();
         loop {
-            let job = {
+            let next = {
                 let mut q = this.queue.lock();
-                let Some(c) = q.cursor_front() else {
+                let Some(c) = q.work.cursor_front() else {
                     break;
                 };
                 let (_, node) = c.remove_current();
                 node.to_key_value().1
             };
-            this.execute(job, buf.as_mut_slice());
+            match next {
+                Queued::Job(job) => this.execute(job, buf.as_mut_slice()),
+                Queued::Copy(copy) => this.execute_copy(copy),
+            }
             // Jobs may be queued back to back for long: a scheduling point
             // between them too.
             cond_resched();

@@ -158,7 +158,18 @@ impl drm::Driver for SoftGpu {
             name: c_str!("devmem"),
             show: show_devmem,
         },
+        drm::DebugfsFile {
+            name: c_str!("engine"),
+            show: show_engine,
+        },
     ];
+}
+
+/// debugfs `engine`: the jobs the engine ran, and TTM's copy jobs
+/// (`engine::Engine::show`).
+fn show_engine(dev: &drm::Device<SoftGpu>, p: &drm::Printer) -> Result {
+    dev.data().engine.show(p);
+    Ok(())
 }
 
 /// debugfs `devmem`: the device private memory on the VRAM (userptr pages

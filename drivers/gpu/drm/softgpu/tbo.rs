@@ -23,8 +23,15 @@
 //! all under the object's reservation. Jobs add their fences to the
 //! object's reservation object, which TTM waits for before it moves the
 //! object; an object a job is using or about to use is not evicted
-//! ([`ttm::Driver::eviction_valuable`]). Moves are CPU copies in this
-//! version (the engine's copy jobs come later).
+//! ([`ttm::Driver::eviction_valuable`]).
+//!
+//! A move's copy is a job of the engine ([`ttm::Driver::copy_move`],
+//! `Engine::submit_copy`), queued once the jobs using the object are done
+//! and its entries cleared: `GEM_MOVE` returns before the copy is done,
+//! with TTM's ghost object keeping the old memory until the copy's fence
+//! signals, and CPU faults, `EXEC`'s jobs (queued behind it) and the next
+//! move waiting for it. An eviction waits for its copy. If the job cannot
+//! be queued (no memory), the CPU copies.
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -154,6 +161,15 @@ impl ttm::Driver for SoftGpu {
     /// (`ENOMEM`, TTM's errno for no room).
     fn eviction_valuable(bo: &ttm::Bo<Self>) -> bool {
         !in_use(bo)
+    }
+
+    /// The engine copies: see the module's documentation. Called with the
+    /// object reserved: `submit_copy` takes the engine's copy submission
+    /// mutex, never `EXEC`'s, which is held while waiting for
+    /// reservations.
+    fn copy_move(bo: &ttm::Bo<Self>, copy: ttm::MoveCopy<'_>) {
+        // On failure `copy` is dropped, and the CPU copies.
+        let _ = bo.device().drm().data().engine.submit_copy(copy);
     }
 }
 
