@@ -165,6 +165,7 @@ impl TtmSet {
             .dev
             .move_bo(b.handle, SOFTGPU_BO_VRAM)
             .ctx(format!("GEM_MOVE of TTM object {i} to VRAM"))?;
+        self.copies_done()?;
         let moved = t.elapsed().as_secs_f64();
         let v = (b.val as usize + 1) % NVALUES;
         let what = format!("the FILL and CHECKSUM of TTM object {i}");
@@ -187,7 +188,17 @@ impl TtmSet {
         Ok(moved)
     }
 
-    /// GEM_MOVE of every object to `placement`; the seconds it took.
+    /// Waits until the copies of the moves so far are done: GEM_MOVE
+    /// returns with its copy queued on the engine, which runs everything
+    /// in order, so an empty job submitted now ends after them.
+    fn copies_done(&self) -> R<()> {
+        let what = "an empty job after GEM_MOVEs";
+        let s = self.ctx.submit(&[Cmd::busy(0)], what)?;
+        self.ctx.wait_ok(s, what)
+    }
+
+    /// GEM_MOVE of every object to `placement`; the seconds it took, until
+    /// the last copy was done.
     fn move_all(&self, placement: u32) -> R<f64> {
         let t = Instant::now();
         for (i, b) in self.objs.iter().enumerate() {
@@ -196,6 +207,7 @@ impl TtmSet {
                 .move_bo(b.handle, placement)
                 .ctx(format!("GEM_MOVE of TTM object {i} to {placement:#x}"))?;
         }
+        self.copies_done()?;
         Ok(t.elapsed().as_secs_f64())
     }
 

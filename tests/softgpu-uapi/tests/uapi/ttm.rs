@@ -90,6 +90,21 @@ fn vram_used(dev: &Device) -> u64 {
         .unwrap_or_else(|| panic!("no used: in debugfs vram: {text:?}"))
 }
 
+/// VRAM in use once it is `want`, or after ten seconds: a move leaves the
+/// object's old VRAM to a TTM ghost object, which TTM frees from a work
+/// item once the move's copy job is done, a moment after the object is
+/// usable again.
+fn vram_used_is(dev: &Device, want: u64) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        let used = vram_used(dev);
+        if used == want || start.elapsed() > std::time::Duration::from_secs(10) {
+            return used;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The VRAM is managed by a buddy allocator over the whole BAR in page
 /// chunks, all free while nothing is placed there: debugfs `vram` shows
 /// its state, whose free blocks add up to the BAR's size, one block per
@@ -138,7 +153,7 @@ fn ttm_vram_allocator_covers_the_bar() {
 fn ttm_create_info_and_bad_input() {
     let vram = needs_vram();
     let dev = open();
-    let vram_before = vram_used(&dev);
+    let vram_before = vram_used_is(&dev, 0);
     let cases = [
         (SOFTGPU_BO_VRAM, SOFTGPU_BO_INFO_TTM | SOFTGPU_BO_INFO_VRAM),
         (SOFTGPU_BO_SYSTEM, SOFTGPU_BO_INFO_TTM),
@@ -177,7 +192,11 @@ fn ttm_create_info_and_bad_input() {
         );
         handles.push(h);
     }
-    assert_eq!(vram_used(&dev), vram_before + in_vram_bytes, "VRAM used");
+    assert_eq!(
+        vram_used_is(&dev, vram_before + in_vram_bytes),
+        vram_before + in_vram_bytes,
+        "VRAM used"
+    );
 
     // Bad input: errnos, nothing made, nothing moved.
     let objects = object_count(&dev);
@@ -247,7 +266,11 @@ fn ttm_create_info_and_bad_input() {
     for h in handles {
         ok(dev.close_bo(h), "GEM_CLOSE");
     }
-    assert_eq!(vram_used(&dev), vram_before, "VRAM used after closing");
+    assert_eq!(
+        vram_used_is(&dev, vram_before),
+        vram_before,
+        "VRAM used after closing"
+    );
 }
 
 /// One mapping while the object moves VRAM -> system -> VRAM, and the CPU
@@ -319,7 +342,7 @@ fn ttm_mapping_follows_moves() {
 fn ttm_old_vram_is_not_visible_after_a_move() {
     let vram = needs_vram();
     let dev = open();
-    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM in use before the test");
     let size = MIB;
     let a = create(&dev, size, SOFTGPU_BO_VRAM);
     let mut ma = ok(dev.mmap_bo(a, size as usize), "mmap of A");
@@ -328,10 +351,10 @@ fn ttm_old_vram_is_not_visible_after_a_move() {
         dev.move_bo(a, SOFTGPU_BO_SYSTEM),
         "GEM_MOVE of A to system memory",
     );
-    assert_eq!(vram_used(&dev), 0);
+    assert_eq!(vram_used_is(&dev, 0), 0);
     let b = create(&dev, vram, SOFTGPU_BO_VRAM);
     assert!(in_vram(&dev, b));
-    assert_eq!(vram_used(&dev), vram, "B takes the whole VRAM");
+    assert_eq!(vram_used_is(&dev, vram), vram, "B takes the whole VRAM");
     let mut mb = ok(dev.mmap_bo(b, vram as usize), "mmap of B");
     let marker = |p: usize| 0xb0b0_0000_0000_0000u64 | p as u64;
     for p in 0..(vram / PAGE) as usize {
@@ -349,7 +372,7 @@ fn ttm_old_vram_is_not_visible_after_a_move() {
     drop((ma, mb));
     ok(dev.close_bo(a), "GEM_CLOSE");
     ok(dev.close_bo(b), "GEM_CLOSE");
-    assert_eq!(vram_used(&dev), 0);
+    assert_eq!(vram_used_is(&dev, 0), 0);
 }
 
 /// Objects totalling twice the VRAM, all made in VRAM: TTM evicts the least
@@ -362,7 +385,7 @@ fn ttm_vram_overcommit_evicts_to_system() {
     let vram = needs_vram();
     for pool in [0, SOFTGPU_BO_TTM_POOL] {
         let dev = open();
-        let used = vram_used(&dev);
+        let used = vram_used_is(&dev, 0);
         assert_eq!(used, 0, "VRAM in use before the test");
         let size = 32 * MIB;
         let n = (2 * vram / size) as usize;
@@ -377,7 +400,7 @@ fn ttm_vram_overcommit_evicts_to_system() {
             objs.push((h, m));
         }
         assert_eq!(
-            vram_used(&dev),
+            vram_used_is(&dev, vram),
             vram,
             "VRAM used with twice its size in objects"
         );
@@ -402,7 +425,11 @@ fn ttm_vram_overcommit_evicts_to_system() {
             drop(m);
             ok(dev.close_bo(h), "GEM_CLOSE");
         }
-        assert_eq!(vram_used(&dev), 0, "VRAM used after closing every object");
+        assert_eq!(
+            vram_used_is(&dev, 0),
+            0,
+            "VRAM used after closing every object"
+        );
     }
 }
 
@@ -474,6 +501,121 @@ fn ttm_gpu_jobs_reach_the_object_where_it_is() {
     );
 }
 
+/// debugfs `engine`: TTM copy jobs queued and begun, and the pages they
+/// copied.
+fn engine_copies(dev: &Device) -> (u64, u64, u64) {
+    let (text, kv) = debugfs_kv(dev, "engine");
+    let get = |k: &str| {
+        *kv.get(k)
+            .unwrap_or_else(|| panic!("no {k}: in debugfs engine: {text:?}"))
+    };
+    (get("copies_queued"), get("copies_done"), get("copy_pages"))
+}
+
+/// The change in [`engine_copies`] since `before`.
+fn copies_since(dev: &Device, before: (u64, u64, u64)) -> (u64, u64, u64) {
+    let now = engine_copies(dev);
+    (now.0 - before.0, now.1 - before.1, now.2 - before.2)
+}
+
+/// TTM's moves are the engine's copy jobs: a new object in VRAM is cleared
+/// by one, and each GEM_MOVE between VRAM and system memory copies the
+/// object by one (debugfs `engine` counts a job and the object's pages
+/// each time), in both memories of the system placement (gemfs, pool).
+/// A move does not wait for its copy: with the engine busy with a long
+/// job of another object, GEM_MOVE returns with its copy queued, not run;
+/// the CPU's next access (a fault, which waits for the move's fence) and a
+/// GPU job submitted after the move (queued behind the copy) both see the
+/// object's contents.
+#[test]
+fn ttm_moves_are_engine_copy_jobs() {
+    needs_vram();
+    let dev = open();
+    let (_r, res) = result_bo(&dev);
+    let size = MIB;
+    let pages = size / PAGE;
+    // Another object, for the long job that keeps the engine busy.
+    let other = create_bound(&dev, PAGE, 0, SRC_VA);
+    for pool in [0, SOFTGPU_BO_TTM_POOL] {
+        let before = engine_copies(&dev);
+        let h = create_bound(&dev, size, SOFTGPU_BO_VRAM | pool, VA);
+        let mut m = map(&dev, h, size);
+        assert!(
+            m.as_slice().iter().all(|&b| b == 0),
+            "a new object in VRAM reads zeroes ({pool:#x})"
+        );
+        assert_eq!(
+            copies_since(&dev, before),
+            (1, 1, pages),
+            "one clear job for a new object in VRAM ({pool:#x})"
+        );
+        fill(&mut m, 1);
+        for (round, (to, vram)) in [
+            (SOFTGPU_BO_SYSTEM, false),
+            (SOFTGPU_BO_VRAM, true),
+            (SOFTGPU_BO_SYSTEM, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = round as u64 + 1;
+            let before = engine_copies(&dev);
+            // The engine is busy for up to four seconds with a job that
+            // does not touch the object: the move's copy waits behind it.
+            let busy = [Cmd::busy(1_000_000); 4];
+            let (busy_seqno, _) = ok(dev.exec(&busy, 0), "EXEC of a long job");
+            ok(dev.move_bo(h, to), "GEM_MOVE");
+            let queued = copies_since(&dev, before);
+            let still_busy =
+                matches!(dev.wait(busy_seqno, 0), Err(e) if e.raw_os_error() == Some(libc::ETIME));
+            assert_eq!(
+                queued.0, 1,
+                "round {round}: GEM_MOVE queued one copy job ({pool:#x})"
+            );
+            if still_busy {
+                // Read before the long job's end: the copy cannot have begun.
+                assert_eq!(
+                    queued.1, 0,
+                    "round {round}: the copy ran before the job queued ahead of it ({pool:#x})"
+                );
+            }
+            assert_eq!(
+                in_vram(&dev, h),
+                vram,
+                "round {round}: placement ({pool:#x})"
+            );
+            // The GPU reads the moved contents: its job runs after the
+            // copy. (Before any CPU access, which would wait for the copy.)
+            let contents: Vec<u8> = (0..size as usize).map(|i| pattern(seed, i)).collect();
+            let want = fnv1a64(&contents);
+            assert_eq!(
+                gpu_checksum(&dev, &res, VA, size, "CHECKSUM after a move"),
+                want,
+                "round {round}: the GPU's view after the move to {to:#x} ({pool:#x})"
+            );
+            assert_eq!(
+                first_wrong(&m, seed),
+                None,
+                "round {round}: the CPU's view after the move to {to:#x} ({pool:#x})"
+            );
+            assert_eq!(
+                copies_since(&dev, before),
+                (1, 1, pages),
+                "round {round}: one copy job of the object's pages ({pool:#x})"
+            );
+            ok(
+                dev.wait(busy_seqno, Device::RUN_TIMEOUT_NS),
+                "WAIT for the long job",
+            );
+            fill(&mut m, seed + 1);
+        }
+        drop(m);
+        ok(dev.unbind(VA, size), "VM_UNBIND");
+        ok(dev.close_bo(h), "GEM_CLOSE");
+    }
+    ok(dev.close_bo(other), "GEM_CLOSE");
+}
+
 /// One GPU binding while the object moves VRAM -> system -> VRAM, with GPU
 /// jobs and CPU writes between the moves: the GPU always reads the object's
 /// current contents and its writes land in them, and the CPU's mapping
@@ -520,7 +662,7 @@ fn ttm_gpu_mapping_follows_moves() {
 fn ttm_gpu_never_sees_old_vram() {
     let vram = needs_vram();
     let dev = open();
-    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM in use before the test");
     let (_r, res) = result_bo(&dev);
     let size = MIB;
     for evict in [false, true] {
@@ -551,7 +693,7 @@ fn ttm_gpu_never_sees_old_vram() {
         ok(dev.close_bo(a), "GEM_CLOSE");
         ok(dev.close_bo(b), "GEM_CLOSE");
     }
-    assert_eq!(vram_used(&dev), 0);
+    assert_eq!(vram_used_is(&dev, 0), 0);
 }
 
 /// An object a job is using is not evicted: while a long job runs over A
@@ -563,7 +705,7 @@ fn ttm_gpu_never_sees_old_vram() {
 fn ttm_busy_objects_are_not_evicted() {
     let vram = needs_vram();
     let dev = open();
-    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM in use before the test");
     let size = MIB;
     let a = create_bound(&dev, size, SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM, VA);
     // About 8 s of engine time, then a write to A.
@@ -620,7 +762,7 @@ fn ttm_busy_objects_are_not_evicted() {
 fn ttm_cpu_and_gpu_race_moves_and_evictions() {
     let vram = needs_vram();
     let dev = open();
-    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM in use before the test");
     let size = 4 * MIB;
     let quarter = size / 4;
     let h = create_bound(&dev, size, SOFTGPU_BO_VRAM | SOFTGPU_BO_SYSTEM, VA);
@@ -718,7 +860,7 @@ fn ttm_cpu_and_gpu_race_moves_and_evictions() {
     assert!(info.evictions <= evictions_made, "{info:?}");
     ok(dev.unbind(VA, size), "VM_UNBIND");
     ok(dev.close_bo(h), "GEM_CLOSE");
-    assert_eq!(vram_used(&dev), 0, "VRAM used after closing");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM used after closing");
 }
 
 /// A process that exits with moves, CPU faults and GPU jobs on its TTM
@@ -727,7 +869,7 @@ fn ttm_cpu_and_gpu_race_moves_and_evictions() {
 fn ttm_process_exit_with_moves_in_flight() {
     needs_vram();
     let dev = open();
-    assert_eq!(vram_used(&dev), 0, "VRAM in use before the test");
+    assert_eq!(vram_used_is(&dev, 0), 0, "VRAM in use before the test");
     let objects = object_count(&dev);
     let end = in_child(std::time::Duration::from_secs(300), || {
         let dev = std::sync::Arc::new(open());
@@ -772,7 +914,11 @@ fn ttm_process_exit_with_moves_in_flight() {
     {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(vram_used(&dev), 0, "VRAM used after the process exited");
+    assert_eq!(
+        vram_used_is(&dev, 0),
+        0,
+        "VRAM used after the process exited"
+    );
     assert_eq!(object_count(&dev), objects, "objects left by the process");
 }
 
