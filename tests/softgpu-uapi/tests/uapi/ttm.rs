@@ -536,6 +536,8 @@ fn ttm_moves_are_engine_copy_jobs() {
     let pages = size / PAGE;
     // Another object, for the long job that keeps the engine busy.
     let other = create_bound(&dev, PAGE, 0, SRC_VA);
+    // Moves seen to return while the long job ran, their copy not begun.
+    let mut seen_queued = 0;
     for pool in [0, SOFTGPU_BO_TTM_POOL] {
         let before = engine_copies(&dev);
         let h = create_bound(&dev, size, SOFTGPU_BO_VRAM | pool, VA);
@@ -573,6 +575,7 @@ fn ttm_moves_are_engine_copy_jobs() {
                 "round {round}: GEM_MOVE queued one copy job ({pool:#x})"
             );
             if still_busy {
+                seen_queued += 1;
                 // Read before the long job's end: the copy cannot have begun.
                 assert_eq!(
                     queued.1, 0,
@@ -614,6 +617,12 @@ fn ttm_moves_are_engine_copy_jobs() {
         ok(dev.close_bo(h), "GEM_CLOSE");
     }
     ok(dev.close_bo(other), "GEM_CLOSE");
+    // Six moves, each returning within four seconds of its long job's
+    // start: if none did, moves wait for their copies.
+    assert!(
+        seen_queued > 0,
+        "no GEM_MOVE returned while the job ahead of its copy still ran"
+    );
 }
 
 /// One GPU binding while the object moves VRAM -> system -> VRAM, with GPU
