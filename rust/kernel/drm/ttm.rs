@@ -472,7 +472,10 @@ impl RawDevice {
 /// `raw` is a [`RawDevice`] with `Vtable::<T>::FUNCS` for `dev` and `drm`.
 /// Every resource manager of a driver type registered on it is the
 /// `ManInner` of a [`VramManager<T>`] (only [`VramManager::new`] registers
-/// one), and every BO placed by it is a [`Bo<T>`].
+/// one), and every BO placed by it is a [`Bo<T>`] or one of TTM's ghost
+/// objects of a `Bo<T>` (a pipelined move's, see the module's
+/// documentation), which TTM only frees, never moves or populates; the
+/// callbacks that may see a ghost tell it apart ([`driver_bo`]).
 pub struct Device<T: Driver> {
     /// Taken to register and unregister resource managers: TTM's
     /// `man_drv` array has no lock of its own.
@@ -1377,8 +1380,9 @@ unsafe extern "C" fn tt_create<T: Driver>(
     bo: *mut bindings::ttm_buffer_object,
     page_flags: u32,
 ) -> *mut bindings::ttm_tt {
-    // SAFETY: every BO of a `Device<T>` is a `Bo<T>` (invariant of
-    // `Device`), live while TTM uses it.
+    // SAFETY: every BO of a `Device<T>` is a `Bo<T>` but ghosts, which
+    // TTM never gives a tt (invariant of `Device`); live while TTM uses
+    // it.
     let external = T::external_pages(unsafe { &*bo.cast::<Bo<T>>() });
     // Zeroed pool pages for every object (TTM zeroes only user objects'
     // new pages): a new object reads zeroes wherever it is placed.
@@ -1686,7 +1690,8 @@ unsafe extern "C" fn bo_move<T: Driver>(
             // SAFETY: the BO's live resource, of the driver type.
             src_vram = unsafe { VramIter::new(bdev, old) };
             // SAFETY: as above.
-            (src_vram.as_iter(), Some(unsafe { CopyEnd::vram(bdev, old) }))
+            let end = unsafe { CopyEnd::vram(bdev, old) };
+            (src_vram.as_iter(), Some(end))
         }
     };
     // SAFETY: TTM's new resource, the object's size.
@@ -1767,8 +1772,9 @@ unsafe fn finish_copy_job(
     if !evict {
         // SAFETY: the BO is reserved and TTM reserved a fence slot;
         // `fence` signals once the old and new memory are no longer used.
-        let ret =
-            unsafe { bindings::ttm_bo_move_accel_cleanup(bo, fence.as_raw(), false, false, new_mem) };
+        let ret = unsafe {
+            bindings::ttm_bo_move_accel_cleanup(bo, fence.as_raw(), false, false, new_mem)
+        };
         if ret == 0 {
             return;
         }
