@@ -343,6 +343,11 @@ pub struct Config {
     /// Repetitions of the dmem phase
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub dmem_repeat: u32,
+    /// Runs the benchmark on CPU N only (sched_setaffinity() at start),
+    /// so that its address space is never live on another CPU and its
+    /// TLB shootdowns stay local
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
     /// Where the benchmark mounts its tmpfs
     #[arg(long, value_name = "DIR", default_value = "/run/softgpu-bench")]
     #[serde(skip)]
@@ -554,6 +559,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let mut failed = false;
+    if let Some(cpu) = cfg.cpu {
+        if let Err(e) = sys::pin_to_cpu(cpu) {
+            progress(&format!("FAILED: {e}"));
+            return ExitCode::from(1);
+        }
+    }
     match sys::meminfo_kb("MemTotal") {
         Ok(kb) => cfg.mem_total = kb * 1024,
         Err(e) => {

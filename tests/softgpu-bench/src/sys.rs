@@ -830,3 +830,23 @@ Node 0, zone    DMA32
         assert_eq!(m.read_u64(0), 3);
     }
 }
+
+/// Pins the calling process to CPU `cpu` (`sched_setaffinity()`).
+pub fn pin_to_cpu(cpu: usize) -> R<()> {
+    // SAFETY: a zeroed `cpu_set_t` is the empty set; `CPU_SET` writes one
+    // bit of it, `cpu` checked against its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return Err(format!("--cpu {cpu}: no such CPU"));
+        }
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "sched_setaffinity to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
