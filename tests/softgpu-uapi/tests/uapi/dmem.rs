@@ -520,6 +520,13 @@ fn dmem_vram_pressure_evicts_migrated_pages() {
     // No room for device pages now: nothing moves, and nothing breaks.
     assert_eq!(migrate(&dev, VA, size, SOFTGPU_BO_VRAM), (N as u64, 0));
     ok(dev.close_bo(h), "GEM_CLOSE");
+    // TTM frees the object's VRAM once its clear (a copy job of the
+    // engine, maybe still running) is done.
+    assert_eq!(
+        crate::ttm::vram_used_is(&dev, 0),
+        0,
+        "VRAM used after GEM_CLOSE"
+    );
     assert_eq!(migrate(&dev, VA, size, SOFTGPU_BO_VRAM).1, N as u64);
     assert!(
         m.read(0, size as usize) == a,

@@ -94,7 +94,7 @@ fn vram_used(dev: &Device) -> u64 {
 /// object's old VRAM to a TTM ghost object, which TTM frees from a work
 /// item once the move's copy job is done, a moment after the object is
 /// usable again.
-fn vram_used_is(dev: &Device, want: u64) -> u64 {
+pub(crate) fn vram_used_is(dev: &Device, want: u64) -> u64 {
     let start = std::time::Instant::now();
     loop {
         let used = vram_used(dev);
@@ -523,7 +523,7 @@ fn copies_since(dev: &Device, before: (u64, u64, u64)) -> (u64, u64, u64) {
 /// object by one (debugfs `engine` counts a job and the object's pages
 /// each time), in both memories of the system placement (gemfs, pool).
 /// A move does not wait for its copy: with the engine busy with a long
-/// job of another object, GEM_MOVE returns with its copy queued, not run;
+/// job of another file, GEM_MOVE returns with its copy queued, not run;
 /// the CPU's next access (a fault, which waits for the move's fence) and a
 /// GPU job submitted after the move (queued behind the copy) both see the
 /// object's contents.
@@ -534,8 +534,10 @@ fn ttm_moves_are_engine_copy_jobs() {
     let (_r, res) = result_bo(&dev);
     let size = MIB;
     let pages = size / PAGE;
-    // Another object, for the long job that keeps the engine busy.
-    let other = create_bound(&dev, PAGE, 0, SRC_VA);
+    // Another file, for the long job that keeps the engine busy: a job
+    // is a user of every object bound in its VM (EXEC adds its fence to
+    // them all), so one on this file's VM would make the move wait.
+    let busy_dev = open();
     // Moves seen to return while the long job ran, their copy not begun.
     let mut seen_queued = 0;
     for pool in [0, SOFTGPU_BO_TTM_POOL] {
@@ -565,11 +567,10 @@ fn ttm_moves_are_engine_copy_jobs() {
             // The engine is busy for up to four seconds with a job that
             // does not touch the object: the move's copy waits behind it.
             let busy = [Cmd::busy(1_000_000); 4];
-            let (busy_seqno, _) = ok(dev.exec(&busy, 0), "EXEC of a long job");
+            let (busy_seqno, _) = ok(busy_dev.exec(&busy, 0), "EXEC of a long job");
             ok(dev.move_bo(h, to), "GEM_MOVE");
             let queued = copies_since(&dev, before);
-            let still_busy =
-                matches!(dev.wait(busy_seqno, 0), Err(e) if e.raw_os_error() == Some(libc::ETIME));
+            let still_busy = matches!(busy_dev.wait(busy_seqno, 0), Err(e) if e.raw_os_error() == Some(libc::ETIME));
             assert_eq!(
                 queued.0, 1,
                 "round {round}: GEM_MOVE queued one copy job ({pool:#x})"
@@ -607,7 +608,7 @@ fn ttm_moves_are_engine_copy_jobs() {
                 "round {round}: one copy job of the object's pages ({pool:#x})"
             );
             ok(
-                dev.wait(busy_seqno, Device::RUN_TIMEOUT_NS),
+                busy_dev.wait(busy_seqno, Device::RUN_TIMEOUT_NS),
                 "WAIT for the long job",
             );
             fill(&mut m, seed + 1);
@@ -616,7 +617,6 @@ fn ttm_moves_are_engine_copy_jobs() {
         ok(dev.unbind(VA, size), "VM_UNBIND");
         ok(dev.close_bo(h), "GEM_CLOSE");
     }
-    ok(dev.close_bo(other), "GEM_CLOSE");
     // Six moves, each returning within four seconds of its long job's
     // start: if none did, moves wait for their copies.
     assert!(
