@@ -116,56 +116,64 @@ fn repetition(ctx: &Ctx, bytes: u64, rep: u32, rec: &mut Obj) -> R<Times> {
     // before it is unmapped.
     unsafe { ctx.dev.userptr(m.addr() as u64, bytes, OBJ_VA, 0) }
         .ctx(format!("USERPTR of {} MiB", bytes / MIB))?;
-    let gpu = |step: &'static str, times: &mut Times| -> R<()> {
+    // Unbound whatever happens, so that the next repetition can bind the
+    // same range.
+    let measured = (|| -> R<()> {
+        let gpu = |step: &'static str, times: &mut Times| -> R<()> {
+            let t = Instant::now();
+            let got = checksum_all(ctx, bytes, step)?;
+            times.push((step, t.elapsed().as_secs_f64()));
+            if got != want {
+                return Err(format!(
+                    "DATA CORRUPTION: GPU checksums {got:x?} in step {step}, CPU {want:x?}"
+                ));
+            }
+            Ok(())
+        };
+        gpu("mirror_first", &mut times)?;
+        gpu("mirror", &mut times)?;
+        times.push((
+            "to_vram",
+            migrate_all(ctx, bytes, SOFTGPU_BO_VRAM, "into VRAM")?,
+        ));
+        gpu("vram_first", &mut times)?;
+        gpu("vram", &mut times)?;
+        times.push((
+            "to_system",
+            migrate_all(ctx, bytes, SOFTGPU_BO_SYSTEM, "back to system memory")?,
+        ));
+        migrate_all(ctx, bytes, SOFTGPU_BO_VRAM, "into VRAM again")?;
+        let faulted = devmem_counter(&ctx.dev, "faulted_back")?;
         let t = Instant::now();
-        let got = checksum_all(ctx, bytes, step)?;
-        times.push((step, t.elapsed().as_secs_f64()));
-        if got != want {
+        let mut wrong = None;
+        for p in 0..pages {
+            let v = m.read_u64(p * PAGE);
+            if v != page_value(rep, p) && wrong.is_none() {
+                wrong = Some((p, v));
+            }
+        }
+        times.push(("cpu_fault_back", t.elapsed().as_secs_f64()));
+        let faulted = devmem_counter(&ctx.dev, "faulted_back")? - faulted;
+        rec.put("faulted_back", faulted);
+        if let Some((p, v)) = wrong {
             return Err(format!(
-                "DATA CORRUPTION: GPU checksums {got:x?} in step {step}, CPU {want:x?}"
+                "DATA CORRUPTION: page {p} reads {v:#x} after the fault back, wrote {:#x}",
+                page_value(rep, p)
+            ));
+        }
+        if faulted != pages as u64 {
+            return Err(format!(
+                "the CPU's reads faulted {faulted} of {pages} pages back (debugfs devmem)"
             ));
         }
         Ok(())
-    };
-    gpu("mirror_first", &mut times)?;
-    gpu("mirror", &mut times)?;
-    times.push((
-        "to_vram",
-        migrate_all(ctx, bytes, SOFTGPU_BO_VRAM, "into VRAM")?,
-    ));
-    gpu("vram_first", &mut times)?;
-    gpu("vram", &mut times)?;
-    times.push((
-        "to_system",
-        migrate_all(ctx, bytes, SOFTGPU_BO_SYSTEM, "back to system memory")?,
-    ));
-    migrate_all(ctx, bytes, SOFTGPU_BO_VRAM, "into VRAM again")?;
-    let faulted = devmem_counter(&ctx.dev, "faulted_back")?;
-    let t = Instant::now();
-    let mut wrong = None;
-    for p in 0..pages {
-        let v = m.read_u64(p * PAGE);
-        if v != page_value(rep, p) && wrong.is_none() {
-            wrong = Some((p, v));
-        }
-    }
-    times.push(("cpu_fault_back", t.elapsed().as_secs_f64()));
-    let faulted = devmem_counter(&ctx.dev, "faulted_back")? - faulted;
-    rec.put("faulted_back", faulted);
-    if let Some((p, v)) = wrong {
-        return Err(format!(
-            "DATA CORRUPTION: page {p} reads {v:#x} after the fault back, wrote {:#x}",
-            page_value(rep, p)
-        ));
-    }
-    if faulted != pages as u64 {
-        return Err(format!(
-            "the CPU's reads faulted {faulted} of {pages} pages back (debugfs devmem)"
-        ));
-    }
-    ctx.dev
+    })();
+    let unbound = ctx
+        .dev
         .unbind(OBJ_VA, bytes)
-        .ctx("VM_UNBIND of the userptr")?;
+        .ctx("VM_UNBIND of the userptr");
+    measured?;
+    unbound?;
     drop(m);
 
     let mut src = AnonMap::new(bytes as usize, 0)?;

@@ -830,6 +830,7 @@ mod tests {
                 "vram_move_mb",
                 "dmem_mb",
                 "dmem_repeat",
+                "cpu",
             ]
         );
     }
