@@ -1648,11 +1648,9 @@ unsafe extern "C" fn bo_move<T: Driver>(
         }
         // SAFETY: `dst_tt` is storage for the iterator, which lives until
         // the copy is done; `tt` is populated.
+        let it = unsafe { bindings::ttm_kmap_iter_tt_init(dst_tt.as_mut_ptr(), tt) };
         // INVARIANT (`CopyEnd`): a populated tt of the device.
-        (
-            unsafe { bindings::ttm_kmap_iter_tt_init(dst_tt.as_mut_ptr(), tt) },
-            CopyEnd::Tt(tt),
-        )
+        (it, CopyEnd::Tt(tt))
     } else {
         // SAFETY: `new_mem` is a live resource of the driver type.
         dst_vram = unsafe { VramIter::new(bdev, new_mem) };
